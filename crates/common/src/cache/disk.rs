@@ -1,0 +1,331 @@
+//! The local disk cache: content-addressed blobs, result entries and manifests under one dir.
+//!
+//! Layout: `cas/ab/<digest>` (output files), `ac/ab/<key>` (entries), `mf/ab/<invocation>`
+//! (manifests), `toolchains/` (compiler identity memo), `stats.json`, `size`. Every write is
+//! temp file + rename, so readers never see half a file and many jetcc processes can share the
+//! dir. Shared read-modify-write files (manifests, the size counter) are updated under `flock`.
+//! Eviction is LRU by mtime: a hit touches what it read.
+
+use std::fs::{self, File, FileTimes};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::digest::{Digest, VerifyError};
+use crate::fsutil::{temp_path_for, with_lock, write_atomic_mkdir};
+use crate::manifest::{Manifest, ManifestEntry};
+use crate::result::{CacheEntry, OutputFile};
+
+/// Eviction trims the cache to this fraction of its size limit, so it does not run on every
+/// store once the cache is full.
+const EVICT_TO_PERCENT: u64 = 90;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot create cache dir {path}: {source} (set [cache.disk] dir or JETCC_DIR to a writable dir)")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cache blob {digest} is unusable: {source}")]
+    Blob { digest: Digest, source: VerifyError },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+pub struct DiskCache {
+    root: PathBuf,
+    max_size: u64,
+}
+
+impl DiskCache {
+    /// Opens (creating if needed) the cache at `root`, bounded to `max_size` bytes.
+    pub fn open(root: &Path, max_size: u64) -> Result<DiskCache, CacheError> {
+        fs::create_dir_all(root).map_err(|source| CacheError::Create {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(DiskCache {
+            root: root.to_path_buf(),
+            max_size,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, kind: &str, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.root.join(kind).join(&hex[..2]).join(hex)
+    }
+
+    pub fn toolchain_memo_dir(&self) -> PathBuf {
+        self.root.join("toolchains")
+    }
+
+    // ---- manifests ----
+
+    pub fn manifest(&self, invocation: &Digest) -> Manifest {
+        fs::read(self.path("mf", invocation))
+            .map(|b| Manifest::decode(&b))
+            .unwrap_or_default()
+    }
+
+    /// Adds `entry` to the invocation's manifest without losing concurrent additions.
+    pub fn add_to_manifest(&self, invocation: &Digest, entry: ManifestEntry) -> Result<(), CacheError> {
+        let path = self.path("mf", invocation);
+        let lock = path.with_extension("lock");
+        let write_err = |source| CacheError::Write {
+            path: path.clone(),
+            source,
+        };
+        with_lock(&lock, || {
+            let mut m = self.manifest(invocation);
+            m.insert(entry);
+            let bytes = m.encode();
+            write_atomic_mkdir(&path, &bytes)?;
+            Ok(bytes.len() as u64)
+        })
+        .map_err(write_err)
+        .map(|n| self.account(n))
+    }
+
+    // ---- entries ----
+
+    /// The entry for `key`; a malformed entry is deleted and reads as a miss.
+    pub fn entry(&self, key: &Digest) -> Option<CacheEntry> {
+        let path = self.path("ac", key);
+        let bytes = fs::read(&path).ok()?;
+        match CacheEntry::decode(&bytes) {
+            Some(e) => {
+                touch(&path);
+                Some(e)
+            }
+            None => {
+                tracing::warn!(%key, "dropping a malformed cache entry");
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    pub fn put_entry(&self, key: &Digest, entry: &CacheEntry) -> Result<(), CacheError> {
+        let path = self.path("ac", key);
+        let bytes = entry.encode();
+        write_atomic_mkdir(&path, &bytes).map_err(|source| CacheError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        self.account(bytes.len() as u64);
+        Ok(())
+    }
+
+    pub fn remove_entry(&self, key: &Digest) {
+        let _ = fs::remove_file(self.path("ac", key));
+    }
+
+    // ---- blobs ----
+
+    /// Stores a file's bytes as a blob (if not already there) and describes it as an output.
+    pub fn put_output(&self, name: &str, file: &Path) -> Result<OutputFile, CacheError> {
+        let werr = |source| CacheError::Write {
+            path: file.to_path_buf(),
+            source,
+        };
+        let bytes = fs::read(file).map_err(werr)?;
+        let mode = fs::metadata(file).map_err(werr)?.permissions().mode() & 0o777;
+        let digest = Digest::of_bytes(&bytes);
+        let path = self.path("cas", &digest);
+        if !path.exists() {
+            write_atomic_mkdir(&path, &bytes).map_err(|source| CacheError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            self.account(bytes.len() as u64);
+        }
+        Ok(OutputFile {
+            name: name.to_owned(),
+            digest,
+            size: bytes.len() as u64,
+            mode,
+        })
+    }
+
+    /// Writes an output into `dir` after verifying its blob. The file appears atomically
+    /// (temp + rename), never as a hard link to the cache.
+    pub fn restore_output(&self, out: &OutputFile, dir: &Path) -> Result<(), CacheError> {
+        let blob = self.path("cas", &out.digest);
+        let bytes = out
+            .digest
+            .read_verified(&blob)
+            .map_err(|source| CacheError::Blob {
+                digest: out.digest,
+                source,
+            })?;
+        touch(&blob);
+        let dest = dir.join(&out.name);
+        write_file(&dest, &bytes, out.mode).map_err(|source| CacheError::Write { path: dest, source })
+    }
+
+    /// Removes a blob that failed verification so it is stored afresh next time.
+    pub fn remove_blob(&self, digest: &Digest) {
+        let _ = fs::remove_file(self.path("cas", digest));
+    }
+
+    // ---- size and eviction ----
+
+    /// The cache size as last accounted (exact after each eviction pass).
+    pub fn size(&self) -> u64 {
+        fs::read_to_string(self.root.join("size"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Adds `bytes` to the size counter and evicts when past the limit. Best effort: a
+    /// failure here is logged, never an error for the build.
+    fn account(&self, bytes: u64) {
+        let size_path = self.root.join("size");
+        let res = with_lock(&self.root.join("size.lock"), || {
+            let mut size = self.size() + bytes;
+            if size > self.max_size {
+                size = self.evict(self.max_size / 100 * EVICT_TO_PERCENT)?;
+            }
+            write_atomic_mkdir(&size_path, size.to_string().as_bytes())
+        });
+        if let Err(e) = res {
+            tracing::warn!("cache size accounting failed: {e}");
+        }
+    }
+
+    /// Deletes least recently used files until the cache holds at most `target` bytes;
+    /// returns the new size.
+    fn evict(&self, target: u64) -> io::Result<u64> {
+        let mut files = Vec::new();
+        for kind in ["cas", "ac", "mf"] {
+            let Ok(shards) = fs::read_dir(self.root.join(kind)) else {
+                continue;
+            };
+            for shard in shards.flatten() {
+                let Ok(entries) = fs::read_dir(shard.path()) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    if let Ok(m) = e.metadata() {
+                        if m.is_file() && e.path().extension().is_none() {
+                            files.push((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), e.path()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort();
+        let mut removed = 0usize;
+        for (_, len, path) in files {
+            if total <= target {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= len;
+                removed += 1;
+            }
+        }
+        tracing::debug!(removed, total, "evicted least recently used cache files");
+        Ok(total)
+    }
+}
+
+/// Marks a file as recently used for LRU eviction; best effort (a read-only cache still hits).
+fn touch(path: &Path) {
+    if let Ok(f) = File::options().append(true).open(path) {
+        let _ = f.set_times(FileTimes::new().set_modified(SystemTime::now()));
+    }
+}
+
+/// Writes `bytes` to `dest` via a temp file in the same dir, then renames it into place.
+pub fn write_file(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_path_for(dest);
+    let res = (|| {
+        fs::write(&tmp, bytes)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        fs::rename(&tmp, dest)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::FORMAT_VERSION;
+
+    fn entry_with(outputs: Vec<OutputFile>) -> CacheEntry {
+        CacheEntry {
+            version: FORMAT_VERSION,
+            outputs,
+            dep_info: ("x.d".into(), String::new()),
+            stdout: vec![],
+            stderr: vec![],
+            exit_code: 0,
+            compile_ms: 1,
+        }
+    }
+
+    #[test]
+    fn store_restore_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(&dir.path().join("c"), 1 << 30).unwrap();
+        let src = dir.path().join("liba.rlib");
+        fs::write(&src, b"rlib bytes").unwrap();
+        let out = cache.put_output("liba.rlib", &src).unwrap();
+        let key = Digest::of_bytes(b"k");
+        cache.put_entry(&key, &entry_with(vec![out.clone()])).unwrap();
+        let got = cache.entry(&key).unwrap();
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        cache.restore_output(&got.outputs[0], &dest).unwrap();
+        assert_eq!(fs::read(dest.join("liba.rlib")).unwrap(), b"rlib bytes");
+        // Corrupt the blob: restore refuses it.
+        let blob = cache.path("cas", &out.digest);
+        fs::write(&blob, b"rlib bytez").unwrap();
+        assert!(matches!(
+            cache.restore_output(&out, &dest),
+            Err(CacheError::Blob { .. })
+        ));
+    }
+
+    #[test]
+    fn eviction_keeps_the_cache_under_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(&dir.path().join("c"), 10_000).unwrap();
+        for i in 0..30u32 {
+            let f = dir.path().join(format!("f{i}"));
+            fs::write(&f, vec![i as u8; 1000]).unwrap();
+            cache.put_output("f", &f).unwrap();
+        }
+        assert!(cache.size() <= 10_000, "size {}", cache.size());
+        let on_disk: u64 = walk(&dir.path().join("c/cas"));
+        assert_eq!(on_disk, cache.size());
+    }
+
+    fn walk(p: &Path) -> u64 {
+        fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    walk(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,194 @@
+//! Configuration, layered with the `config` crate: built-in defaults → `/etc/jetcc/config.toml`
+//! → the user's `~/.config/jetcc/config.toml` (or the file named by `JETCC_CONFIG`) → `JETCC_*`
+//! env vars. Key names follow sccache's (`[cache.disk] dir`, `size`) so its users feel at home.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default local cache size: 10 GiB.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+
+/// The settings jetcc runs with, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub cache_dir: PathBuf,
+    pub cache_size: u64,
+    /// Path prefixes mapped out of keys and outputs (opt-in; see `pathmap`).
+    pub base_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid jetcc configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("invalid size {value:?} for {key} (use bytes or a K/M/G/T suffix, e.g. \"10G\")")]
+    Size { key: String, value: String },
+    #[error("base_dirs entry {0:?} must be an absolute path")]
+    RelativeBaseDir(PathBuf),
+    #[error("no cache dir: neither [cache.disk] dir, JETCC_DIR nor a user cache dir (HOME) is set")]
+    NoCacheDir,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    base_dirs: Vec<PathBuf>,
+    /// Sections that later features read; accepted now so one config file serves all versions.
+    #[serde(default, rename = "dist")]
+    _dist: Option<toml_any::Any>,
+    #[serde(default, rename = "worker")]
+    _worker: Option<toml_any::Any>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    disk: RawDisk,
+    #[serde(default, rename = "s3")]
+    _s3: Option<toml_any::Any>,
+    #[serde(default, rename = "gcs")]
+    _gcs: Option<toml_any::Any>,
+    #[serde(default, rename = "azure")]
+    _azure: Option<toml_any::Any>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    dir: Option<PathBuf>,
+    size: Option<SizeValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+mod toml_any {
+    /// Any value, ignored.
+    #[derive(Debug, serde::Deserialize)]
+    pub struct Any(#[allow(dead_code)] serde::de::IgnoredAny);
+}
+
+impl Config {
+    /// Loads the layered configuration from the real files and environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        let user = std::env::var_os("JETCC_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| dirs::config_dir().map(|d| d.join("jetcc/config.toml")));
+        Config::load_from(
+            &[Path::new("/etc/jetcc/config.toml"), user.as_deref().unwrap_or(Path::new(""))],
+            &|k| std::env::var(k).ok(),
+        )
+    }
+
+    /// Loads from the given files (missing ones are skipped) and env lookup.
+    pub fn load_from(files: &[&Path], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut b = config::Config::builder();
+        for f in files.iter().filter(|f| !f.as_os_str().is_empty()) {
+            b = b.add_source(config::File::from(*f).format(config::FileFormat::Toml).required(false));
+        }
+        b = b
+            .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
+            .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?;
+        if let Some(dirs) = env("JETCC_BASE_DIRS") {
+            let list: Vec<String> = std::env::split_paths(&dirs)
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|p| !p.is_empty())
+                .collect();
+            b = b.set_override("base_dirs", list)?;
+        }
+        let raw: Raw = b.build()?.try_deserialize()?;
+        let cache_size = match raw.cache.disk.size {
+            None => DEFAULT_CACHE_SIZE,
+            Some(SizeValue::Bytes(n)) => n,
+            Some(SizeValue::Text(t)) => parse_size(&t).ok_or(ConfigError::Size {
+                key: "cache.disk.size".into(),
+                value: t,
+            })?,
+        };
+        let cache_dir = match raw.cache.disk.dir {
+            Some(d) => d,
+            None => dirs::cache_dir().ok_or(ConfigError::NoCacheDir)?.join("jetcc"),
+        };
+        if let Some(rel) = raw.base_dirs.iter().find(|p| !p.is_absolute()) {
+            return Err(ConfigError::RelativeBaseDir(rel.clone()));
+        }
+        Ok(Config {
+            cache_dir,
+            cache_size,
+            base_dirs: raw.base_dirs,
+        })
+    }
+}
+
+/// `"10G"`, `"512 MiB"`, `"1000"` → bytes (binary multiples, as sccache).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.toml");
+        std::fs::write(&f, toml).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        Config::load_from(&[&f], &|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_file_and_env_layer() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
+        assert!(c.cache_dir.ends_with("jetcc"));
+        let c = load("[cache.disk]\ndir = \"/x\"\nsize = \"2G\"\n", &[]).unwrap();
+        assert_eq!((c.cache_dir.as_path(), c.cache_size), (Path::new("/x"), 2 << 30));
+        let c = load("[cache.disk]\ndir = \"/x\"\nsize = 5\n", &[("JETCC_DIR", "/y"), ("JETCC_CACHE_SIZE", "1M")]).unwrap();
+        assert_eq!((c.cache_dir.as_path(), c.cache_size), (Path::new("/y"), 1 << 20));
+        let c = load("base_dirs = [\"/home/a\"]\n[dist]\nnats_url = \"x\"\n", &[]).unwrap();
+        assert_eq!(c.base_dirs, vec![PathBuf::from("/home/a")]);
+        let c = load("", &[("JETCC_BASE_DIRS", "/a:/b")]).unwrap();
+        assert_eq!(c.base_dirs.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = load("[cache.disk]\nsize = \"lots\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("cache.disk.size"), "{e}");
+        let e = load("[cache.disk]\ndri = \"/x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("dri"), "{e}");
+        let e = load("[cache.disk\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("config.toml"), "{e}");
+        assert!(load("base_dirs = [\"rel\"]", &[]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("512 MiB"), Some(512 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("x"), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! Content digests: BLAKE3, labelled with the algorithm so a later change of hash is visible.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A BLAKE3 digest. Displays as `blake3:<64 hex>`; the file-name form is the bare hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+const LABEL: &str = "blake3:";
+
+impl Digest {
+    pub fn of_bytes(bytes: &[u8]) -> Digest {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Hashes a file's content. Large files are memory-mapped (faster, no copy).
+    pub fn of_file(path: &Path) -> io::Result<Digest> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_mmap(path)?;
+        Ok(Digest(*hasher.finalize().as_bytes()))
+    }
+
+    /// Reads a whole file and checks it against `self`; returns its bytes only if they match.
+    pub fn read_verified(&self, path: &Path) -> Result<Vec<u8>, VerifyError> {
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(VerifyError::Io)?;
+        let actual = Digest::of_bytes(&bytes);
+        if actual != *self {
+            return Err(VerifyError::Mismatch {
+                expected: *self,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The bare hex form, used for file names.
+    pub fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Why a blob failed verification.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read blob: {0}")]
+    Io(io::Error),
+    #[error("blob content does not match its digest (expected {expected}, got {actual})")]
+    Mismatch { expected: Digest, actual: Digest },
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{LABEL}{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Error for a string that is not `blake3:<64 hex>`.
+#[derive(Debug, thiserror::Error)]
+#[error("not a digest (expected `blake3:` and 64 hex digits): {0:?}")]
+pub struct ParseDigestError(String);
+
+impl FromStr for Digest {
+    type Err = ParseDigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s
+            .strip_prefix(LABEL)
+            .ok_or_else(|| ParseDigestError(s.to_owned()))?;
+        blake3::Hash::from_hex(hex)
+            .map(|h| Digest(*h.as_bytes()))
+            .map_err(|_| ParseDigestError(s.to_owned()))
+    }
+}
+
+// On the wire and on disk a digest is its 32 raw bytes: compact in rmp-serde.
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 digest bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Digest, E> {
+                <[u8; 32]>::try_from(v)
+                    .map(Digest)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Builds a key from typed, length-prefixed fields, so that `("ab","c")` and `("a","bc")`
+/// never hash alike.
+pub struct KeyHasher(blake3::Hasher);
+
+impl KeyHasher {
+    pub fn new(domain: &str) -> KeyHasher {
+        let mut h = KeyHasher(blake3::Hasher::new());
+        h.field(domain.as_bytes());
+        h
+    }
+
+    pub fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.field(s.as_bytes())
+    }
+
+    pub fn digest(&mut self, d: &Digest) -> &mut Self {
+        self.field(d.as_bytes())
+    }
+
+    pub fn finish(&self) -> Digest {
+        Digest(*self.0.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_parse_round_trip() {
+        let d = Digest::of_bytes(b"hello");
+        let s = d.to_string();
+        assert!(s.starts_with("blake3:"));
+        assert_eq!(s.parse::<Digest>().unwrap(), d);
+        assert!("sha256:00".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn key_fields_are_length_prefixed() {
+        let a = KeyHasher::new("t").str("ab").str("c").finish();
+        let b = KeyHasher::new("t").str("a").str("bc").finish();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rmp_round_trip() {
+        let d = Digest::of_bytes(b"x");
+        let bytes = rmp_serde::to_vec(&d).unwrap();
+        assert_eq!(bytes.len(), 34);
+        assert_eq!(rmp_serde::from_slice::<Digest>(&bytes).unwrap(), d);
+    }
+}

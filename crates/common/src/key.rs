@@ -1,0 +1,231 @@
+//! The cache key, in two steps (ccache's direct mode):
+//!
+//! 1. The **invocation digest**, computable before compiling: compiler identity, the
+//!    normalized arguments, `--extern` and bundled native library contents, the env vars rustc
+//!    and the crate can read, and the cwd. It names a manifest.
+//! 2. The **result key**: the invocation digest plus each source file (path and content) and
+//!    each `env!` dependency that dep-info listed. It names a cache entry.
+//!
+//! Paths that only say where things live (`--out-dir`, `-L`, `--extern` paths) stay out;
+//! paths rustc writes into outputs (the cwd, source paths) stay in, mapped by `base_dirs`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::args::{ArgRole, RustcInvocation, SearchKind};
+use crate::digest::{Digest, KeyHasher};
+use crate::pathmap::PathMap;
+use crate::result::FORMAT_VERSION;
+
+/// `CARGO_*` variables that say where things are or how cargo runs, not what is built.
+const UNKEYED_CARGO_VARS: &[&str] = &[
+    "CARGO",
+    "CARGO_HOME",
+    "CARGO_MAKEFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_JOBS",
+];
+
+/// Non-`CARGO_` variables that rustc itself reads and that can change its output.
+const RUSTC_VARS: &[&str] = &[
+    "RUSTC_BOOTSTRAP",
+    "RUSTC_FORCE_RUSTC_VERSION",
+    "RUSTC_OVERRIDE_VERSION_STRING",
+    "SOURCE_DATE_EPOCH",
+];
+
+/// Whether an env var goes into the invocation digest.
+pub fn is_keyed_env(name: &str) -> bool {
+    if RUSTC_VARS.contains(&name) {
+        return true;
+    }
+    name.starts_with("CARGO_")
+        && !UNKEYED_CARGO_VARS.contains(&name)
+        && !name.contains("TOKEN")
+        && !name.starts_with("CARGO_REGISTRIES_")
+}
+
+/// Everything the invocation digest is made of, gathered by the caller.
+pub struct InvocationInputs<'a> {
+    pub toolchain: &'a Digest,
+    pub inv: &'a RustcInvocation,
+    pub cwd: &'a Path,
+    /// The process env (filtered here).
+    pub env: &'a [(String, String)],
+    pub map: &'a PathMap,
+}
+
+/// Why the invocation digest could not be computed (the invocation then runs plainly).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot hash --extern {path}: {source}")]
+    Extern { path: PathBuf, source: io::Error },
+    #[error("cannot read native library dir {path}: {source}")]
+    NativeDir { path: PathBuf, source: io::Error },
+}
+
+pub fn invocation_digest(i: &InvocationInputs<'_>) -> Result<Digest, KeyError> {
+    let mut h = KeyHasher::new("jetcc-invocation");
+    h.str(&FORMAT_VERSION.to_string());
+    h.digest(i.toolchain);
+    h.str(&i.map.key_path(&i.cwd.to_string_lossy()));
+    for arg in &i.inv.args {
+        match arg.role {
+            ArgRole::Location => {}
+            ArgRole::Output => {
+                for w in &arg.words {
+                    h.str(w);
+                }
+            }
+            ArgRole::Input => {
+                h.str("input");
+                h.str(&i.map.key_path(&arg.words[0]));
+            }
+            ArgRole::Extern => {}
+        }
+    }
+    // Externs by name and content; order as given (it can matter for name resolution).
+    for ext in &i.inv.externs {
+        h.str("extern").str(&ext.spec);
+        if let Some(path) = &ext.path {
+            let d = Digest::of_file(&i.cwd.join(path)).map_err(|source| KeyError::Extern {
+                path: path.clone(),
+                source,
+            })?;
+            h.digest(&d);
+        }
+    }
+    hash_native_libs(&mut h, i)?;
+    let mut env: Vec<_> = i.env.iter().filter(|(k, _)| is_keyed_env(k)).collect();
+    env.sort();
+    for (k, v) in env {
+        h.str("env").str(k).str(&i.map.key_path(v));
+    }
+    Ok(h.finish())
+}
+
+/// Static libraries that rustc may bundle into an rlib or staticlib are found in native search
+/// dirs (`-l static=` and `#[link(kind = "static")]` alike), so every `*.a` there is keyed by
+/// content.
+fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), KeyError> {
+    for sp in &i.inv.search_paths {
+        if !matches!(sp.kind, SearchKind::Native | SearchKind::All) {
+            continue;
+        }
+        let dir = i.cwd.join(&sp.path);
+        let err = |source| KeyError::NativeDir {
+            path: dir.clone(),
+            source,
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+        };
+        let mut libs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "a"))
+            .collect();
+        libs.sort();
+        for lib in libs {
+            let d = Digest::of_file(&lib).map_err(err)?;
+            h.str("native").str(&lib.file_name().unwrap_or_default().to_string_lossy());
+            h.digest(&d);
+        }
+    }
+    Ok(())
+}
+
+/// The result key: invocation digest + what dep-info says was read.
+pub fn result_key(
+    invocation: &Digest,
+    sources: &[(String, Digest)],
+    env_deps: &[(String, Option<String>)],
+    map: &PathMap,
+) -> Digest {
+    let mut h = KeyHasher::new("jetcc-result");
+    h.digest(invocation);
+    for (path, d) in sources {
+        h.str("src").str(&map.key_path(path)).digest(d);
+    }
+    for (name, value) in env_deps {
+        h.str("env-dep").str(name);
+        match value {
+            Some(v) => h.str("=").str(v),
+            None => h.str("unset"),
+        };
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn digest_of(args: &str, cwd: &str, env: &[(&str, &str)]) -> Digest {
+        let inv = RustcInvocation::parse(args.split_whitespace().map(OsString::from)).unwrap();
+        let env: Vec<_> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let tc = Digest::of_bytes(b"rustc 1.95");
+        let map = PathMap::new(Path::new("/t"), &[]);
+        invocation_digest(&InvocationInputs {
+            toolchain: &tc,
+            inv: &inv,
+            cwd: Path::new(cwd),
+            env: &env,
+            map: &map,
+        })
+        .unwrap()
+    }
+
+    const ARGS: &str = "--crate-name a src/lib.rs --crate-type lib --emit=dep-info,link --out-dir /t/deps -L dependency=/t/deps -C opt-level=0";
+
+    #[test]
+    fn location_args_and_unrelated_env_do_not_matter() {
+        let base = digest_of(ARGS, "/w", &[("CARGO_PKG_NAME", "a")]);
+        let moved = ARGS.replace("/t/deps", "/other/deps");
+        assert_eq!(base, digest_of(&moved, "/w", &[("CARGO_PKG_NAME", "a"), ("HOME", "/x")]));
+        assert_eq!(base, digest_of(ARGS, "/w", &[("CARGO_PKG_NAME", "a"), ("CARGO_MAKEFLAGS", "-j")]));
+    }
+
+    #[test]
+    fn output_args_cwd_and_cargo_env_matter() {
+        let base = digest_of(ARGS, "/w", &[]);
+        assert_ne!(base, digest_of(&ARGS.replace("opt-level=0", "opt-level=1"), "/w", &[]));
+        assert_ne!(base, digest_of(ARGS, "/w2", &[]));
+        assert_ne!(base, digest_of(ARGS, "/w", &[("CARGO_PKG_VERSION", "1")]));
+        assert_ne!(base, digest_of(ARGS, "/w", &[("RUSTC_BOOTSTRAP", "1")]));
+    }
+
+    #[test]
+    fn extern_content_matters_not_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.rmeta"), dir.path().join("b.rmeta"));
+        fs::write(&a, b"one").unwrap();
+        fs::write(&b, b"one").unwrap();
+        let with = |p: &Path| digest_of(&format!("{ARGS} --extern dep={}", p.display()), "/w", &[]);
+        assert_eq!(with(&a), with(&b));
+        fs::write(&b, b"two").unwrap();
+        assert_ne!(with(&a), with(&b));
+    }
+
+    #[test]
+    fn result_key_covers_sources_and_env_deps() {
+        let inv = Digest::of_bytes(b"inv");
+        let map = PathMap::new(Path::new("/t"), &[]);
+        let src = vec![("src/lib.rs".to_owned(), Digest::of_bytes(b"fn a(){}"))];
+        let k = result_key(&inv, &src, &[], &map);
+        let src2 = vec![("src/lib.rs".to_owned(), Digest::of_bytes(b"fn b(){}"))];
+        assert_ne!(k, result_key(&inv, &src2, &[], &map));
+        assert_ne!(k, result_key(&inv, &src, &[("X".into(), Some("1".into()))], &map));
+        assert_ne!(
+            result_key(&inv, &src, &[("X".into(), None)], &map),
+            result_key(&inv, &src, &[("X".into(), Some(String::new()))], &map)
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! jetcc's shared library: everything the wrapper, and later the worker and monitor, agree on.
+//!
+//! - [`args`]: a typed model of rustc's command line ([`args::RustcInvocation`]).
+//! - [`classify`]: the one decision whether an invocation is cached, and what it writes.
+//! - [`key`]: the cache key in two steps, invocation digest then result key ([`Digest`]).
+//! - [`manifest`]: direct mode, which finds a result key without running rustc.
+//! - [`depinfo`], [`pathmap`]: reading dep-info and mapping build paths to and from the cache.
+//! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
+//! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, compiler identity.
+//!
+//! One design choice shapes the rest: the key is split into an invocation digest (computable
+//! from the command line, env and `--extern` files alone) and a result key (adding the sources
+//! that dep-info listed), so a hit needs no `rustc --emit=dep-info` pre-pass, only hashing the
+//! files an earlier compile of the same invocation read (ccache's direct mode).
+
+pub mod args;
+pub mod cache;
+pub mod classify;
+pub mod config;
+pub mod depinfo;
+pub mod digest;
+pub mod fsutil;
+pub mod key;
+pub mod manifest;
+pub mod pathmap;
+pub mod result;
+pub mod stats;
+pub mod toolchain;
+
+pub use digest::Digest;

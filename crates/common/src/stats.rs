@@ -1,0 +1,97 @@
+//! Cache statistics, shared by every jetcc process using one cache dir.
+//!
+//! Kept in `stats.json` and updated read-modify-write under a `flock`, so concurrent
+//! processes never lose an update.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{with_lock, write_atomic_mkdir};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    /// Every rustc invocation jetcc saw.
+    pub requests: u64,
+    /// Cacheable invocations found in the cache.
+    pub hits: u64,
+    /// Cacheable invocations compiled.
+    pub misses: u64,
+    /// Invocations run as plain rustc, by reason.
+    pub pass_through: BTreeMap<String, u64>,
+    /// jetcc-side errors (each one fell back to plain rustc or skipped storing), by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Misses whose result was not stored, by reason (compile error, input edited mid-compile).
+    pub not_stored: BTreeMap<String, u64>,
+    /// Bytes of outputs written to targets from the cache.
+    pub bytes_restored: u64,
+    /// Bytes of new cache files written.
+    pub bytes_stored: u64,
+    /// Compile time the hits did not spend, minus the time restoring took.
+    pub time_saved_ms: u64,
+}
+
+impl Stats {
+    pub fn load(dir: &Path) -> Stats {
+        fs::read(dir.join("stats.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Applies `f` to the stored stats atomically with respect to other processes.
+    pub fn update(dir: &Path, f: impl FnOnce(&mut Stats)) -> io::Result<()> {
+        with_lock(&dir.join("stats.lock"), || {
+            let mut s = Stats::load(dir);
+            f(&mut s);
+            let json = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
+            write_atomic_mkdir(&dir.join("stats.json"), &json)
+        })
+    }
+
+    pub fn zero(dir: &Path) -> io::Result<()> {
+        Stats::update(dir, |s| *s = Stats::default())
+    }
+
+    /// Hits over cacheable requests, in percent.
+    pub fn hit_rate(&self) -> f64 {
+        let n = self.hits + self.misses;
+        if n == 0 {
+            0.0
+        } else {
+            100.0 * self.hits as f64 / n as f64
+        }
+    }
+
+    pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+        *map.entry(key.to_owned()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_updates_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        Stats::update(&d, |s| s.hits += 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(Stats::load(dir.path()).hits, 200);
+    }
+}
