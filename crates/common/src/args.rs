@@ -348,12 +348,17 @@ impl RustcInvocation {
 
     /// The argument words, in order, as rustc is to receive them.
     pub fn words(&self) -> impl Iterator<Item = &str> {
-        self.args.iter().flat_map(|a| a.words.iter().map(String::as_str))
+        self.args
+            .iter()
+            .flat_map(|a| a.words.iter().map(String::as_str))
     }
 }
 
 /// Splits one argument into (flag, value, words used). The flag is `""` for a positional.
-fn split_flag(word: &str, next: Option<&String>) -> Result<(String, Option<String>, usize), ArgsError> {
+fn split_flag(
+    word: &str,
+    next: Option<&String>,
+) -> Result<(String, Option<String>, usize), ArgsError> {
     let missing = || ArgsError::MissingValue {
         flag: word.to_owned(),
     };
@@ -415,12 +420,35 @@ mod tests {
     }
 
     const CARGO_LIB: &[&str] = &[
-        "--crate-name", "itoa", "--edition=2018", "/reg/itoa/src/lib.rs", "--error-format=json",
-        "--json=diagnostic-rendered-ansi,artifacts,future-incompat", "--crate-type", "lib",
-        "--emit=dep-info,metadata,link", "-C", "embed-bitcode=no", "-C", "debuginfo=2",
-        "--cfg", "feature=\"std\"", "--check-cfg", "cfg(docsrs,test)", "-C", "metadata=abc",
-        "-C", "extra-filename=-abc", "--out-dir", "/t/debug/deps", "-L", "dependency=/t/debug/deps",
-        "--extern", "memchr=/t/debug/deps/libmemchr-1.rmeta", "--cap-lints", "allow",
+        "--crate-name",
+        "itoa",
+        "--edition=2018",
+        "/reg/itoa/src/lib.rs",
+        "--error-format=json",
+        "--json=diagnostic-rendered-ansi,artifacts,future-incompat",
+        "--crate-type",
+        "lib",
+        "--emit=dep-info,metadata,link",
+        "-C",
+        "embed-bitcode=no",
+        "-C",
+        "debuginfo=2",
+        "--cfg",
+        "feature=\"std\"",
+        "--check-cfg",
+        "cfg(docsrs,test)",
+        "-C",
+        "metadata=abc",
+        "-C",
+        "extra-filename=-abc",
+        "--out-dir",
+        "/t/debug/deps",
+        "-L",
+        "dependency=/t/debug/deps",
+        "--extern",
+        "memchr=/t/debug/deps/libmemchr-1.rmeta",
+        "--cap-lints",
+        "allow",
     ];
 
     #[test]
@@ -463,7 +491,13 @@ mod tests {
 
     #[test]
     fn joined_short_flags_and_stdin() {
-        let inv = parse(&["-", "-Copt-level=3", "-Ldependency=/x", "--print=cfg", "--crate-type=bin,rlib"]);
+        let inv = parse(&[
+            "-",
+            "-Copt-level=3",
+            "-Ldependency=/x",
+            "--print=cfg",
+            "--crate-type=bin,rlib",
+        ]);
         assert_eq!(inv.input, Some(Input::Stdin));
         assert_eq!(inv.codegen_opt("opt-level"), Some(Some("3")));
         assert_eq!(inv.print, vec!["cfg"]);

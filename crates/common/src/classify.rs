@@ -154,7 +154,10 @@ mod tests {
     #[test]
     fn a_cargo_lib_is_cached_with_its_outputs() {
         let out = classify_args(LIB).unwrap();
-        assert_eq!(out.files, vec!["foo-h.d", "libfoo-h.rlib", "libfoo-h.rmeta"]);
+        assert_eq!(
+            out.files,
+            vec!["foo-h.d", "libfoo-h.rlib", "libfoo-h.rmeta"]
+        );
         assert_eq!(out.dep_info, "foo-h.d");
     }
 
@@ -168,14 +171,32 @@ mod tests {
     fn named_reasons() {
         let cases = [
             ("-vV", PassThrough::NotACompile),
-            ("- --crate-name ___ --print=file-names", PassThrough::NotACompile),
-            (&format!("{LIB} -C incremental=/t/inc"), PassThrough::Incremental),
+            (
+                "- --crate-name ___ --print=file-names",
+                PassThrough::NotACompile,
+            ),
+            (
+                &format!("{LIB} -C incremental=/t/inc"),
+                PassThrough::Incremental,
+            ),
             (&LIB.replace("src/lib.rs", "-"), PassThrough::StdinInput),
-            (&LIB.replace("lib --emit", "bin --emit"), PassThrough::CrateType(CrateType::Bin)),
-            (&LIB.replace("lib --emit", "proc-macro --emit"), PassThrough::CrateType(CrateType::ProcMacro)),
-            (&format!("{LIB} --frob"), PassThrough::UnknownFlag("--frob".into())),
+            (
+                &LIB.replace("lib --emit", "bin --emit"),
+                PassThrough::CrateType(CrateType::Bin),
+            ),
+            (
+                &LIB.replace("lib --emit", "proc-macro --emit"),
+                PassThrough::CrateType(CrateType::ProcMacro),
+            ),
+            (
+                &format!("{LIB} --frob"),
+                PassThrough::UnknownFlag("--frob".into()),
+            ),
             (&format!("{LIB} -o x"), PassThrough::ExplicitOutputPath),
-            (&LIB.replace("dep-info,", "dep-info,asm,"), PassThrough::EmitKind),
+            (
+                &LIB.replace("dep-info,", "dep-info,asm,"),
+                PassThrough::EmitKind,
+            ),
             (&LIB.replace("dep-info,", ""), PassThrough::NoDepInfo),
             (&format!("{LIB} --test"), PassThrough::TestHarness),
         ];

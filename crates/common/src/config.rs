@@ -26,7 +26,9 @@ pub enum ConfigError {
     Size { key: String, value: String },
     #[error("base_dirs entry {0:?} must be an absolute path")]
     RelativeBaseDir(PathBuf),
-    #[error("no cache dir: neither [cache.disk] dir, JETCC_DIR nor a user cache dir (HOME) is set")]
+    #[error(
+        "no cache dir: neither [cache.disk] dir, JETCC_DIR nor a user cache dir (HOME) is set"
+    )]
     NoCacheDir,
 }
 
@@ -84,16 +86,26 @@ impl Config {
             .map(PathBuf::from)
             .or_else(|| dirs::config_dir().map(|d| d.join("jetcc/config.toml")));
         Config::load_from(
-            &[Path::new("/etc/jetcc/config.toml"), user.as_deref().unwrap_or(Path::new(""))],
+            &[
+                Path::new("/etc/jetcc/config.toml"),
+                user.as_deref().unwrap_or(Path::new("")),
+            ],
             &|k| std::env::var(k).ok(),
         )
     }
 
     /// Loads from the given files (missing ones are skipped) and env lookup.
-    pub fn load_from(files: &[&Path], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn load_from(
+        files: &[&Path],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut b = config::Config::builder();
         for f in files.iter().filter(|f| !f.as_os_str().is_empty()) {
-            b = b.add_source(config::File::from(*f).format(config::FileFormat::Toml).required(false));
+            b = b.add_source(
+                config::File::from(*f)
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            );
         }
         b = b
             .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
@@ -116,7 +128,9 @@ impl Config {
         };
         let cache_dir = match raw.cache.disk.dir {
             Some(d) => d,
-            None => dirs::cache_dir().ok_or(ConfigError::NoCacheDir)?.join("jetcc"),
+            None => dirs::cache_dir()
+                .ok_or(ConfigError::NoCacheDir)?
+                .join("jetcc"),
         };
         if let Some(rel) = raw.base_dirs.iter().find(|p| !p.is_absolute()) {
             return Err(ConfigError::RelativeBaseDir(rel.clone()));
@@ -135,7 +149,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -154,8 +173,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("config.toml");
         std::fs::write(&f, toml).unwrap();
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        Config::load_from(&[&f], &|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Config::load_from(&[&f], &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
     }
 
     #[test]
@@ -164,9 +188,19 @@ mod tests {
         assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
         assert!(c.cache_dir.ends_with("jetcc"));
         let c = load("[cache.disk]\ndir = \"/x\"\nsize = \"2G\"\n", &[]).unwrap();
-        assert_eq!((c.cache_dir.as_path(), c.cache_size), (Path::new("/x"), 2 << 30));
-        let c = load("[cache.disk]\ndir = \"/x\"\nsize = 5\n", &[("JETCC_DIR", "/y"), ("JETCC_CACHE_SIZE", "1M")]).unwrap();
-        assert_eq!((c.cache_dir.as_path(), c.cache_size), (Path::new("/y"), 1 << 20));
+        assert_eq!(
+            (c.cache_dir.as_path(), c.cache_size),
+            (Path::new("/x"), 2 << 30)
+        );
+        let c = load(
+            "[cache.disk]\ndir = \"/x\"\nsize = 5\n",
+            &[("JETCC_DIR", "/y"), ("JETCC_CACHE_SIZE", "1M")],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cache_dir.as_path(), c.cache_size),
+            (Path::new("/y"), 1 << 20)
+        );
         let c = load("base_dirs = [\"/home/a\"]\n[dist]\nnats_url = \"x\"\n", &[]).unwrap();
         assert_eq!(c.base_dirs, vec![PathBuf::from("/home/a")]);
         let c = load("", &[("JETCC_BASE_DIRS", "/a:/b")]).unwrap();
@@ -175,9 +209,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let e = load("[cache.disk]\nsize = \"lots\"\n", &[]).unwrap_err().to_string();
+        let e = load("[cache.disk]\nsize = \"lots\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cache.disk.size"), "{e}");
-        let e = load("[cache.disk]\ndri = \"/x\"\n", &[]).unwrap_err().to_string();
+        let e = load("[cache.disk]\ndri = \"/x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dri"), "{e}");
         let e = load("[cache.disk\n", &[]).unwrap_err().to_string();
         assert!(e.contains("config.toml"), "{e}");

@@ -131,7 +131,8 @@ fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), K
         libs.sort();
         for lib in libs {
             let d = Digest::of_file(&lib).map_err(err)?;
-            h.str("native").str(&lib.file_name().unwrap_or_default().to_string_lossy());
+            h.str("native")
+                .str(&lib.file_name().unwrap_or_default().to_string_lossy());
             h.digest(&d);
         }
     }
@@ -189,14 +190,27 @@ mod tests {
     fn location_args_and_unrelated_env_do_not_matter() {
         let base = digest_of(ARGS, "/w", &[("CARGO_PKG_NAME", "a")]);
         let moved = ARGS.replace("/t/deps", "/other/deps");
-        assert_eq!(base, digest_of(&moved, "/w", &[("CARGO_PKG_NAME", "a"), ("HOME", "/x")]));
-        assert_eq!(base, digest_of(ARGS, "/w", &[("CARGO_PKG_NAME", "a"), ("CARGO_MAKEFLAGS", "-j")]));
+        assert_eq!(
+            base,
+            digest_of(&moved, "/w", &[("CARGO_PKG_NAME", "a"), ("HOME", "/x")])
+        );
+        assert_eq!(
+            base,
+            digest_of(
+                ARGS,
+                "/w",
+                &[("CARGO_PKG_NAME", "a"), ("CARGO_MAKEFLAGS", "-j")]
+            )
+        );
     }
 
     #[test]
     fn output_args_cwd_and_cargo_env_matter() {
         let base = digest_of(ARGS, "/w", &[]);
-        assert_ne!(base, digest_of(&ARGS.replace("opt-level=0", "opt-level=1"), "/w", &[]));
+        assert_ne!(
+            base,
+            digest_of(&ARGS.replace("opt-level=0", "opt-level=1"), "/w", &[])
+        );
         assert_ne!(base, digest_of(ARGS, "/w2", &[]));
         assert_ne!(base, digest_of(ARGS, "/w", &[("CARGO_PKG_VERSION", "1")]));
         assert_ne!(base, digest_of(ARGS, "/w", &[("RUSTC_BOOTSTRAP", "1")]));
@@ -222,7 +236,10 @@ mod tests {
         let k = result_key(&inv, &src, &[], &map);
         let src2 = vec![("src/lib.rs".to_owned(), Digest::of_bytes(b"fn b(){}"))];
         assert_ne!(k, result_key(&inv, &src2, &[], &map));
-        assert_ne!(k, result_key(&inv, &src, &[("X".into(), Some("1".into()))], &map));
+        assert_ne!(
+            k,
+            result_key(&inv, &src, &[("X".into(), Some("1".into()))], &map)
+        );
         assert_ne!(
             result_key(&inv, &src, &[("X".into(), None)], &map),
             result_key(&inv, &src, &[("X".into(), Some(String::new()))], &map)

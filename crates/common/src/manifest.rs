@@ -41,7 +41,11 @@ impl Manifest {
     }
 
     /// The key of the newest entry whose every file and env dep matches now.
-    pub fn find(&self, files: &mut FileDigests, env: &dyn Fn(&str) -> Option<String>) -> Option<Digest> {
+    pub fn find(
+        &self,
+        files: &mut FileDigests,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Digest> {
         self.entries.iter().find_map(|e| {
             let env_ok = e
                 .env_deps
@@ -95,13 +99,16 @@ impl FileDigests {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        paths.iter().any(|p| match std::fs::metadata(self.cwd.join(p)) {
-            Ok(m) => {
-                let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
-                ns(m.mtime(), m.mtime_nsec()) >= since_ns || ns(m.ctime(), m.ctime_nsec()) >= since_ns
-            }
-            Err(_) => true,
-        })
+        paths
+            .iter()
+            .any(|p| match std::fs::metadata(self.cwd.join(p)) {
+                Ok(m) => {
+                    let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+                    ns(m.mtime(), m.mtime_nsec()) >= since_ns
+                        || ns(m.ctime(), m.ctime_nsec()) >= since_ns
+                }
+                Err(_) => true,
+            })
     }
 }
 

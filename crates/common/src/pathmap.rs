@@ -51,7 +51,12 @@ impl PathMap {
             .filter(|(_, s)| s == MAPPED_BASE)
             .map(|(l, _)| l)
             .find(|l| cwd.starts_with(l.as_str()))
-            .or_else(|| self.pairs.iter().find(|(_, s)| s == MAPPED_BASE).map(|(l, _)| l));
+            .or_else(|| {
+                self.pairs
+                    .iter()
+                    .find(|(_, s)| s == MAPPED_BASE)
+                    .map(|(l, _)| l)
+            });
         for (local, stored) in &self.pairs {
             if stored == MAPPED_BASE {
                 continue;
@@ -136,12 +141,24 @@ mod tests {
 
     #[test]
     fn base_dirs_map_key_paths_and_restore() {
-        let a = PathMap::new(Path::new("/home/a/p/target/debug/deps"), &["/home/a".into()]);
-        assert_eq!(a.key_path("/home/a/p/src/lib.rs"), "/jetcc/base/p/src/lib.rs");
+        let a = PathMap::new(
+            Path::new("/home/a/p/target/debug/deps"),
+            &["/home/a".into()],
+        );
+        assert_eq!(
+            a.key_path("/home/a/p/src/lib.rs"),
+            "/jetcc/base/p/src/lib.rs"
+        );
         assert_eq!(a.key_path("/home/ab/x"), "/home/ab/x");
-        assert_eq!(a.remap_args(), vec!["--remap-path-prefix=/home/a=/jetcc/base"]);
+        assert_eq!(
+            a.remap_args(),
+            vec!["--remap-path-prefix=/home/a=/jetcc/base"]
+        );
         let stored = a.store(b"/home/a/p/target/debug/deps/x.d: /home/a/p/src/lib.rs");
-        let b = PathMap::new(Path::new("/home/b/p/target/debug/deps"), &["/home/b".into()]);
+        let b = PathMap::new(
+            Path::new("/home/b/p/target/debug/deps"),
+            &["/home/b".into()],
+        );
         assert_eq!(
             b.restore(&stored, Path::new("/home/b/p")),
             b"/home/b/p/target/debug/deps/x.d: /home/b/p/src/lib.rs"

@@ -40,7 +40,8 @@ impl CacheEntry {
     /// Decodes an entry; any format error or an old version is `None` (a miss).
     pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
         let entry: CacheEntry = rmp_serde::from_slice(bytes).ok()?;
-        (entry.version == FORMAT_VERSION && entry.outputs.iter().all(|o| is_plain_name(&o.name))
+        (entry.version == FORMAT_VERSION
+            && entry.outputs.iter().all(|o| is_plain_name(&o.name))
             && is_plain_name(&entry.dep_info.0))
         .then_some(entry)
     }

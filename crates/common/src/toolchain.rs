@@ -60,10 +60,12 @@ pub fn identity(rustc: &Path, memo_dir: &Path) -> Result<Digest, ToolchainError>
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let id = KeyHasher::new("jetcc-toolchain").field(&out.stdout).finish();
+    let id = KeyHasher::new("jetcc-toolchain")
+        .field(&out.stdout)
+        .finish();
     // The memo is an optimization: failing to write it is not an error.
-    let _ = fs::create_dir_all(memo_dir)
-        .and_then(|_| write_atomic(&memo, id.to_string().as_bytes()));
+    let _ =
+        fs::create_dir_all(memo_dir).and_then(|_| write_atomic(&memo, id.to_string().as_bytes()));
     Ok(id)
 }
 

@@ -71,7 +71,11 @@ impl DiskCache {
     }
 
     /// Adds `entry` to the invocation's manifest without losing concurrent additions.
-    pub fn add_to_manifest(&self, invocation: &Digest, entry: ManifestEntry) -> Result<(), CacheError> {
+    pub fn add_to_manifest(
+        &self,
+        invocation: &Digest,
+        entry: ManifestEntry,
+    ) -> Result<(), CacheError> {
         let path = self.path("mf", invocation);
         let lock = path.with_extension("lock");
         let write_err = |source| CacheError::Write {
@@ -163,7 +167,8 @@ impl DiskCache {
             })?;
         touch(&blob);
         let dest = dir.join(&out.name);
-        write_file(&dest, &bytes, out.mode).map_err(|source| CacheError::Write { path: dest, source })
+        write_file(&dest, &bytes, out.mode)
+            .map_err(|source| CacheError::Write { path: dest, source })
     }
 
     /// Removes a blob that failed verification so it is stored afresh next time.
@@ -216,7 +221,11 @@ impl DiskCache {
                 for e in entries.flatten() {
                     if let Ok(m) = e.metadata() {
                         if m.is_file() && e.path().extension().is_none() {
-                            files.push((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), e.path()));
+                            files.push((
+                                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                                m.len(),
+                                e.path(),
+                            ));
                         }
                     }
                 }
@@ -285,7 +294,9 @@ mod tests {
         fs::write(&src, b"rlib bytes").unwrap();
         let out = cache.put_output("liba.rlib", &src).unwrap();
         let key = Digest::of_bytes(b"k");
-        cache.put_entry(&key, &entry_with(vec![out.clone()])).unwrap();
+        cache
+            .put_entry(&key, &entry_with(vec![out.clone()]))
+            .unwrap();
         let got = cache.entry(&key).unwrap();
         let dest = dir.path().join("dest");
         fs::create_dir(&dest).unwrap();

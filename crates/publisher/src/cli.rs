@@ -1,0 +1,131 @@
+//! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --version`.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use jetcc_common::cache::DiskCache;
+use jetcc_common::config::Config;
+use jetcc_common::stats::Stats;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jetcc",
+    version,
+    about = "A rustc build cache. Use as RUSTC_WRAPPER=jetcc cargo build.",
+    after_help = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, \
+                  JETCC_CONFIG (config file), JETCC_LOG=debug, JETCC_LOG_FILE, JETCC_DISABLE=1."
+)]
+struct Cli {
+    /// Print cache statistics.
+    #[arg(long, short = 's')]
+    show_stats: bool,
+    /// With --show-stats: print them as JSON.
+    #[arg(long, requires = "show_stats")]
+    json: bool,
+    /// Reset cache statistics to zero.
+    #[arg(long, short = 'z')]
+    zero_stats: bool,
+}
+
+pub fn run(args: &[OsString]) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jetcc: {e}");
+            return 1;
+        }
+    };
+    if cli.zero_stats {
+        if let Err(e) = Stats::zero(&config.cache_dir) {
+            eprintln!(
+                "jetcc: cannot reset stats in {}: {e}",
+                config.cache_dir.display()
+            );
+            return 1;
+        }
+        println!("Statistics zeroed.");
+    }
+    if cli.show_stats {
+        let stats = Stats::load(&config.cache_dir);
+        let size = DiskCache::open(&config.cache_dir, config.cache_size)
+            .map(|c| c.size())
+            .unwrap_or(0);
+        if cli.json {
+            let mut v = serde_json::to_value(&stats).expect("stats serialize");
+            v["cache_dir"] = config.cache_dir.to_string_lossy().into();
+            v["cache_size"] = size.into();
+            v["max_cache_size"] = config.cache_size.into();
+            v["hit_rate"] = stats.hit_rate().into();
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        } else {
+            print_table(&stats, &config, size);
+        }
+    }
+    if !cli.show_stats && !cli.zero_stats {
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return 2;
+    }
+    0
+}
+
+fn print_table(s: &Stats, config: &Config, size: u64) {
+    let row = |name: &str, value: String| println!("{name:<36}{value:>16}");
+    row("Cache location", config.cache_dir.display().to_string());
+    row(
+        "Cache size",
+        format!("{} / {}", human(size), human(config.cache_size)),
+    );
+    row("Requests", s.requests.to_string());
+    row("Cache hits", s.hits.to_string());
+    row("Cache misses", s.misses.to_string());
+    row("Hit rate", format!("{:.2} %", s.hit_rate()));
+    row(
+        "Pass-through (not cached)",
+        s.pass_through.values().sum::<u64>().to_string(),
+    );
+    for (k, v) in &s.pass_through {
+        row(&format!("  {k}"), v.to_string());
+    }
+    row(
+        "Errors (fell back to plain rustc)",
+        s.errors.values().sum::<u64>().to_string(),
+    );
+    for (k, v) in &s.errors {
+        row(&format!("  {k}"), v.to_string());
+    }
+    row(
+        "Misses not stored",
+        s.not_stored.values().sum::<u64>().to_string(),
+    );
+    for (k, v) in &s.not_stored {
+        row(&format!("  {k}"), v.to_string());
+    }
+    row("Bytes restored from cache", human(s.bytes_restored));
+    row("Bytes stored in cache", human(s.bytes_stored));
+    row(
+        "Compile time saved",
+        format!("{:.1} s", s.time_saved_ms as f64 / 1000.0),
+    );
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,73 @@
+//! Runs rustc for real, passing its output through as it comes.
+//!
+//! cargo's pipelining starts dependent crates when rustc reports the `.rmeta` artifact on
+//! stderr, so stderr is forwarded line by line (never buffered to the end) while a copy is kept
+//! for the cache.
+
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a real compile produced.
+pub struct Compiled {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+}
+
+/// Runs `rustc ARGS`, forwarding stdout and stderr as they are written. An error means rustc
+/// could not be started (so it did not run).
+pub fn run_streaming(rustc: &OsStr, args: &[String]) -> io::Result<Compiled> {
+    let start = Instant::now();
+    let mut child = Command::new(rustc)
+        .args(args)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let out_thread = std::thread::spawn(move || tee(stdout, io::stdout()));
+    let stderr = tee(stderr, io::stderr());
+    let stdout = out_thread.join().unwrap_or_default();
+    let status = child.wait()?;
+    Ok(Compiled {
+        exit_code: exit_code(status),
+        stdout,
+        stderr,
+        duration: start.elapsed(),
+    })
+}
+
+/// Copies `from` to `to` line by line, flushing each line, and returns everything copied.
+/// A closed `to` (cargo gone) does not stop the capture: rustc must still be drained.
+fn tee(from: impl Read, mut to: impl Write) -> Vec<u8> {
+    let mut reader = BufReader::new(from);
+    let mut all = Vec::new();
+    let mut forward = true;
+    loop {
+        let start = all.len();
+        match reader.read_until(b'\n', &mut all) {
+            Ok(0) => break,
+            Ok(_) => {
+                if forward && (to.write_all(&all[start..]).is_err() || to.flush().is_err()) {
+                    forward = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    all
+}
+
+/// rustc's exit code; a signal death maps to 128 + signal, as a shell reports it.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}

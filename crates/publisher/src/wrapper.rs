@@ -1,0 +1,335 @@
+//! The life of one rustc invocation: classify, key, look up, restore or compile, store.
+//!
+//! Errors before rustc starts end in plain rustc (`exec`); errors after it ran are logged and
+//! counted, and rustc's own exit code stands. rustc never runs twice for one invocation.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use jetcc_common::args::RustcInvocation;
+use jetcc_common::cache::{CacheError, DiskCache};
+use jetcc_common::classify::{classify, Outputs};
+use jetcc_common::config::Config;
+use jetcc_common::depinfo::DepInfo;
+use jetcc_common::key::{self, InvocationInputs};
+use jetcc_common::manifest::{FileDigests, ManifestEntry};
+use jetcc_common::pathmap::PathMap;
+use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
+use jetcc_common::stats::Stats;
+use jetcc_common::{toolchain, Digest};
+
+use crate::compile::{self, Compiled};
+
+/// Runs one wrapped invocation and returns the exit code to report to cargo.
+pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
+    if std::env::var_os("JETCC_DISABLE").is_some_and(|v| !v.is_empty() && v != "0") {
+        return exec_plain(&rustc, &args);
+    }
+    crate::logging::init();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            // Said once per invocation, loudly: the user must fix it, and the build goes on.
+            eprintln!("jetcc: {e}; running rustc without the cache");
+            return exec_plain(&rustc, &args);
+        }
+    };
+    let inv = match RustcInvocation::parse(args.iter().cloned()) {
+        Ok(inv) => inv,
+        Err(e) => {
+            tracing::debug!("pass-through: cannot read the arguments: {e}");
+            record(&config.cache_dir, |s| {
+                s.requests += 1;
+                Stats::bump(&mut s.pass_through, "unreadable-args")
+            });
+            return exec_plain(&rustc, &args);
+        }
+    };
+    let outputs = match classify(&inv) {
+        Ok(o) => o,
+        Err(reason) => {
+            tracing::debug!(crate_name = ?inv.crate_name, "pass-through: {reason}");
+            record(&config.cache_dir, |s| {
+                s.requests += 1;
+                Stats::bump(&mut s.pass_through, &reason.name())
+            });
+            return exec_plain(&rustc, &args);
+        }
+    };
+    let mut job = match Job::prepare(&config, &rustc, inv, outputs) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!("jetcc cannot cache this invocation ({e}); running plain rustc");
+            record(&config.cache_dir, |s| {
+                s.requests += 1;
+                Stats::bump(&mut s.errors, e.kind())
+            });
+            return exec_plain(&rustc, &args);
+        }
+    };
+    job.run()
+}
+
+/// Why an invocation could not be cached (it then runs plainly). `kind` names it in stats.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("{0}")]
+    Cache(#[from] CacheError),
+    #[error("{0}")]
+    Toolchain(#[from] toolchain::ToolchainError),
+    #[error("{0}")]
+    Key(#[from] key::KeyError),
+    #[error("cannot read the current dir: {0}")]
+    Cwd(std::io::Error),
+}
+
+impl PrepareError {
+    fn kind(&self) -> &'static str {
+        match self {
+            PrepareError::Cache(_) => "cache-open",
+            PrepareError::Toolchain(_) => "toolchain",
+            PrepareError::Key(_) => "key",
+            PrepareError::Cwd(_) => "cwd",
+        }
+    }
+}
+
+/// A cacheable invocation with its invocation digest computed.
+struct Job {
+    rustc: OsString,
+    inv: RustcInvocation,
+    outputs: Outputs,
+    cache: DiskCache,
+    cwd: PathBuf,
+    map: PathMap,
+    invocation: Digest,
+    files: FileDigests,
+    started: SystemTime,
+}
+
+impl Job {
+    fn prepare(
+        config: &Config,
+        rustc: &OsString,
+        inv: RustcInvocation,
+        outputs: Outputs,
+    ) -> Result<Job, PrepareError> {
+        let started = SystemTime::now();
+        let cache = DiskCache::open(&config.cache_dir, config.cache_size)?;
+        let cwd = std::env::current_dir().map_err(PrepareError::Cwd)?;
+        let toolchain = toolchain::identity(Path::new(rustc), &cache.toolchain_memo_dir())?;
+        let out_dir = cwd.join(&outputs.out_dir);
+        let map = PathMap::new(&out_dir, &config.base_dirs);
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let invocation = key::invocation_digest(&InvocationInputs {
+            toolchain: &toolchain,
+            inv: &inv,
+            cwd: &cwd,
+            env: &env,
+            map: &map,
+        })?;
+        Ok(Job {
+            rustc: rustc.clone(),
+            files: FileDigests::new(&cwd),
+            outputs: Outputs { out_dir, ..outputs },
+            inv,
+            cache,
+            cwd,
+            map,
+            invocation,
+            started,
+        })
+    }
+
+    fn run(&mut self) -> i32 {
+        let crate_name = self.inv.crate_name.clone().unwrap_or_default();
+        let t0 = Instant::now();
+        let manifest = self.cache.manifest(&self.invocation);
+        let key = manifest.find(&mut self.files, &|n| std::env::var(n).ok());
+        if let Some(key) = key {
+            match self.try_hit(&key) {
+                Ok(Some(entry)) => {
+                    let restored = entry.total_output_bytes();
+                    let spent = t0.elapsed().as_millis() as u64;
+                    tracing::debug!(%crate_name, %key, ms = spent, "hit");
+                    self.replay(&entry);
+                    record(self.cache.root(), |s| {
+                        s.requests += 1;
+                        s.hits += 1;
+                        s.bytes_restored += restored;
+                        s.time_saved_ms += entry.compile_ms.saturating_sub(spent);
+                    });
+                    return entry.exit_code;
+                }
+                Ok(None) => {
+                    tracing::debug!(%crate_name, %key, "miss: manifest matched but the entry is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(%crate_name, "dropping an unusable cache entry: {e}");
+                    if let CacheError::Blob { digest, .. } = &e {
+                        self.cache.remove_blob(digest);
+                    }
+                    self.cache.remove_entry(&key);
+                    record(self.cache.root(), |s| {
+                        Stats::bump(&mut s.errors, "corrupt-entry")
+                    });
+                }
+            }
+        } else {
+            tracing::debug!(
+                %crate_name,
+                known = manifest.entries.len(),
+                "miss: no manifest entry matches the current sources and env"
+            );
+        }
+        self.miss()
+    }
+
+    /// Restores the entry for `key` into the out-dir. `Ok(None)`: no such entry.
+    fn try_hit(&self, key: &Digest) -> Result<Option<CacheEntry>, CacheError> {
+        let Some(entry) = self.cache.entry(key) else {
+            return Ok(None);
+        };
+        for out in &entry.outputs {
+            self.cache.restore_output(out, &self.outputs.out_dir)?;
+        }
+        let (name, text) = &entry.dep_info;
+        let text = self.map.restore(text.as_bytes(), &self.cwd);
+        let dest = self.outputs.out_dir.join(name);
+        jetcc_common::cache::disk::write_file(&dest, &text, 0o644)
+            .map_err(|source| CacheError::Write { path: dest, source })?;
+        Ok(Some(entry))
+    }
+
+    fn replay(&self, entry: &CacheEntry) {
+        let _ = std::io::stdout().write_all(&self.map.restore(&entry.stdout, &self.cwd));
+        let _ = std::io::stderr().write_all(&self.map.restore(&entry.stderr, &self.cwd));
+    }
+
+    fn miss(&mut self) -> i32 {
+        let mut words: Vec<String> = self.inv.words().map(str::to_owned).collect();
+        words.extend(self.map.remap_args());
+        let compiled = match compile::run_streaming(&self.rustc, &words) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot start rustc: {e}");
+                record(self.cache.root(), |s| Stats::bump(&mut s.errors, "spawn"));
+                return exec_plain(
+                    &self.rustc,
+                    &self.inv.words().map(OsString::from).collect::<Vec<_>>(),
+                );
+            }
+        };
+        let code = compiled.exit_code;
+        let outcome = if code != 0 {
+            Err(Stored::No("compile-error"))
+        } else {
+            self.store(&compiled)
+        };
+        let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
+        record(self.cache.root(), |s| {
+            s.requests += 1;
+            s.misses += 1;
+            match &outcome {
+                Ok(bytes) => s.bytes_stored += bytes,
+                Err(Stored::No(why)) => Stats::bump(&mut s.not_stored, why),
+                Err(Stored::Error(e)) => Stats::bump(&mut s.errors, e),
+            }
+        });
+        match outcome {
+            Ok(_) => tracing::debug!(
+                crate_name,
+                ms = compiled.duration.as_millis() as u64,
+                "stored"
+            ),
+            Err(Stored::No(why)) => tracing::debug!(crate_name, "not stored: {why}"),
+            Err(Stored::Error(e)) => tracing::warn!(crate_name, "could not store the result: {e}"),
+        }
+        code
+    }
+
+    /// Stores a successful compile; returns the bytes of outputs it covers.
+    fn store(&mut self, compiled: &Compiled) -> Result<u64, Stored> {
+        let out_dir = &self.outputs.out_dir;
+        let dep_path = out_dir.join(&self.outputs.dep_info);
+        let dep_text =
+            std::fs::read_to_string(&dep_path).map_err(|_| Stored::Error("dep-info-unreadable"))?;
+        let dep = DepInfo::parse(&dep_text);
+        if self.files.changed_since(&dep.sources, self.started) {
+            return Err(Stored::No("input-changed-during-compile"));
+        }
+        // Fresh digests: the lookup may have hashed an older version of a file.
+        self.files = FileDigests::new(&self.cwd);
+        let mut sources = Vec::with_capacity(dep.sources.len());
+        for path in &dep.sources {
+            let d = self
+                .files
+                .digest(path)
+                .ok_or(Stored::No("source-unreadable"))?;
+            sources.push((path.clone(), d));
+        }
+        let key = key::result_key(&self.invocation, &sources, &dep.env_deps, &self.map);
+        let mut outputs = Vec::new();
+        for name in self
+            .outputs
+            .files
+            .iter()
+            .filter(|f| **f != self.outputs.dep_info)
+        {
+            let out = self
+                .cache
+                .put_output(name, &out_dir.join(name))
+                .map_err(|_| Stored::Error("cache-write"))?;
+            outputs.push(out);
+        }
+        let dep_stored = String::from_utf8(self.map.store(dep_text.as_bytes()))
+            .map_err(|_| Stored::Error("dep-info-unreadable"))?;
+        let entry = CacheEntry {
+            version: FORMAT_VERSION,
+            outputs,
+            dep_info: (self.outputs.dep_info.clone(), dep_stored),
+            stdout: self.map.store(&compiled.stdout),
+            stderr: self.map.store(&compiled.stderr),
+            exit_code: compiled.exit_code,
+            compile_ms: compiled.duration.as_millis() as u64,
+        };
+        self.cache
+            .put_entry(&key, &entry)
+            .map_err(|_| Stored::Error("cache-write"))?;
+        self.cache
+            .add_to_manifest(
+                &self.invocation,
+                ManifestEntry {
+                    sources,
+                    env_deps: dep.env_deps,
+                    key,
+                },
+            )
+            .map_err(|_| Stored::Error("cache-write"))?;
+        Ok(entry.total_output_bytes())
+    }
+}
+
+/// Why a compile's result was not stored: an expected case, or a jetcc-side error.
+enum Stored {
+    No(&'static str),
+    Error(&'static str),
+}
+
+/// Updates the shared stats; failures (a read-only cache dir) are logged only.
+fn record(cache_dir: &Path, f: impl FnOnce(&mut Stats)) {
+    if let Err(e) = std::fs::create_dir_all(cache_dir).and_then(|_| Stats::update(cache_dir, f)) {
+        tracing::debug!("cannot update stats in {}: {e}", cache_dir.display());
+    }
+}
+
+/// Replaces this process with plain rustc. Returns only if exec failed.
+fn exec_plain(rustc: &OsString, args: &[OsString]) -> i32 {
+    let err = Command::new(rustc).args(args).exec();
+    eprintln!("jetcc: cannot run {}: {err}", rustc.to_string_lossy());
+    1
+}
