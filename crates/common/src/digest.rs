@@ -1,8 +1,7 @@
 //! Content digests: BLAKE3, labelled with the algorithm so a later change of hash is visible.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -24,22 +23,6 @@ impl Digest {
         let mut hasher = blake3::Hasher::new();
         hasher.update_mmap(path)?;
         Ok(Digest(*hasher.finalize().as_bytes()))
-    }
-
-    /// Reads a whole file and checks it against `self`; returns its bytes only if they match.
-    pub fn read_verified(&self, path: &Path) -> Result<Vec<u8>, VerifyError> {
-        let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(VerifyError::Io)?;
-        let actual = Digest::of_bytes(&bytes);
-        if actual != *self {
-            return Err(VerifyError::Mismatch {
-                expected: *self,
-                actual,
-            });
-        }
-        Ok(bytes)
     }
 
     /// The bare hex form, used for file names.

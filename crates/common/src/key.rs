@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use crate::args::{ArgRole, RustcInvocation, SearchKind};
 use crate::digest::{Digest, KeyHasher};
+use crate::files::FileDigests;
+use crate::manifest::Source;
 use crate::pathmap::PathMap;
 use crate::result::FORMAT_VERSION;
 
@@ -66,7 +68,10 @@ pub enum KeyError {
     NativeDir { path: PathBuf, source: io::Error },
 }
 
-pub fn invocation_digest(i: &InvocationInputs<'_>) -> Result<Digest, KeyError> {
+pub fn invocation_digest(
+    i: &InvocationInputs<'_>,
+    files: &mut FileDigests,
+) -> Result<Digest, KeyError> {
     let mut h = KeyHasher::new("jetcc-invocation");
     h.str(&FORMAT_VERSION.to_string());
     h.digest(i.toolchain);
@@ -90,10 +95,12 @@ pub fn invocation_digest(i: &InvocationInputs<'_>) -> Result<Digest, KeyError> {
     for ext in &i.inv.externs {
         h.str("extern").str(&ext.spec);
         if let Some(path) = &ext.path {
-            let d = Digest::of_file(&i.cwd.join(path)).map_err(|source| KeyError::Extern {
-                path: path.clone(),
-                source,
-            })?;
+            let d = files
+                .digest_memoized(path)
+                .map_err(|source| KeyError::Extern {
+                    path: path.clone(),
+                    source,
+                })?;
             h.digest(&d);
         }
     }
@@ -142,14 +149,14 @@ fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), K
 /// The result key: invocation digest + what dep-info says was read.
 pub fn result_key(
     invocation: &Digest,
-    sources: &[(String, Digest)],
+    sources: &[Source],
     env_deps: &[(String, Option<String>)],
     map: &PathMap,
 ) -> Digest {
     let mut h = KeyHasher::new("jetcc-result");
     h.digest(invocation);
-    for (path, d) in sources {
-        h.str("src").str(&map.key_path(path)).digest(d);
+    for s in sources {
+        h.str("src").str(&map.key_path(&s.path)).digest(&s.digest);
     }
     for (name, value) in env_deps {
         h.str("env-dep").str(name);
@@ -174,13 +181,16 @@ mod tests {
             .collect();
         let tc = Digest::of_bytes(b"rustc 1.95");
         let map = PathMap::new(Path::new("/t"), &[]);
-        invocation_digest(&InvocationInputs {
-            toolchain: &tc,
-            inv: &inv,
-            cwd: Path::new(cwd),
-            env: &env,
-            map: &map,
-        })
+        invocation_digest(
+            &InvocationInputs {
+                toolchain: &tc,
+                inv: &inv,
+                cwd: Path::new(cwd),
+                env: &env,
+                map: &map,
+            },
+            &mut FileDigests::new(Path::new(cwd), None),
+        )
         .unwrap()
     }
 
@@ -232,9 +242,14 @@ mod tests {
     fn result_key_covers_sources_and_env_deps() {
         let inv = Digest::of_bytes(b"inv");
         let map = PathMap::new(Path::new("/t"), &[]);
-        let src = vec![("src/lib.rs".to_owned(), Digest::of_bytes(b"fn a(){}"))];
+        let source = |text: &[u8]| Source {
+            path: "src/lib.rs".into(),
+            digest: Digest::of_bytes(text),
+            stamp: None,
+        };
+        let src = vec![source(b"fn a(){}")];
         let k = result_key(&inv, &src, &[], &map);
-        let src2 = vec![("src/lib.rs".to_owned(), Digest::of_bytes(b"fn b(){}"))];
+        let src2 = vec![source(b"fn b(){}")];
         assert_ne!(k, result_key(&inv, &src2, &[], &map));
         assert_ne!(
             k,

@@ -19,6 +19,7 @@ pub mod classify;
 pub mod config;
 pub mod depinfo;
 pub mod digest;
+pub mod files;
 pub mod fsutil;
 pub mod key;
 pub mod manifest;

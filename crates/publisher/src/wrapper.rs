@@ -15,8 +15,9 @@ use jetcc_common::cache::{CacheError, DiskCache};
 use jetcc_common::classify::{classify, Outputs};
 use jetcc_common::config::Config;
 use jetcc_common::depinfo::DepInfo;
+use jetcc_common::files::{self, FileDigests};
 use jetcc_common::key::{self, InvocationInputs};
-use jetcc_common::manifest::{FileDigests, ManifestEntry};
+use jetcc_common::manifest::{ManifestEntry, Source};
 use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
 use jetcc_common::stats::Stats;
@@ -125,16 +126,20 @@ impl Job {
         let out_dir = cwd.join(&outputs.out_dir);
         let map = PathMap::new(&out_dir, &config.base_dirs);
         let env: Vec<(String, String)> = std::env::vars().collect();
-        let invocation = key::invocation_digest(&InvocationInputs {
-            toolchain: &toolchain,
-            inv: &inv,
-            cwd: &cwd,
-            env: &env,
-            map: &map,
-        })?;
+        let mut files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
+        let invocation = key::invocation_digest(
+            &InvocationInputs {
+                toolchain: &toolchain,
+                inv: &inv,
+                cwd: &cwd,
+                env: &env,
+                map: &map,
+            },
+            &mut files,
+        )?;
         Ok(Job {
             rustc: rustc.clone(),
-            files: FileDigests::new(&cwd),
+            files,
             outputs: Outputs { out_dir, ..outputs },
             inv,
             cache,
@@ -149,13 +154,16 @@ impl Job {
         let crate_name = self.inv.crate_name.clone().unwrap_or_default();
         let t0 = Instant::now();
         let manifest = self.cache.manifest(&self.invocation);
-        let key = manifest.find(&mut self.files, &|n| std::env::var(n).ok());
-        if let Some(key) = key {
+        let found = manifest.find(&mut self.files, &|n| std::env::var(n).ok());
+        let lookup_us = t0.elapsed().as_micros() as u64;
+        if let Some(found) = found {
+            let key = found.key;
+            self.refresh_stamps(found);
             match self.try_hit(&key) {
                 Ok(Some(entry)) => {
                     let restored = entry.total_output_bytes();
                     let spent = t0.elapsed().as_millis() as u64;
-                    tracing::debug!(%crate_name, %key, ms = spent, "hit");
+                    tracing::debug!(%crate_name, %key, lookup_us, ms = spent, "hit");
                     self.replay(&entry);
                     record(self.cache.root(), |s| {
                         s.requests += 1;
@@ -190,12 +198,14 @@ impl Job {
     }
 
     /// Restores the entry for `key` into the out-dir. `Ok(None)`: no such entry.
-    fn try_hit(&self, key: &Digest) -> Result<Option<CacheEntry>, CacheError> {
+    fn try_hit(&mut self, key: &Digest) -> Result<Option<CacheEntry>, CacheError> {
         let Some(entry) = self.cache.entry(key) else {
             return Ok(None);
         };
         for out in &entry.outputs {
-            self.cache.restore_output(out, &self.outputs.out_dir)?;
+            let path = self.cache.restore_output(out, &self.outputs.out_dir)?;
+            // Dependents hash this file as an `--extern`: tell them its digest.
+            self.files.remember_written(&path, out.digest);
         }
         let (name, text) = &entry.dep_info;
         let text = self.map.restore(text.as_bytes(), &self.cwd);
@@ -254,24 +264,14 @@ impl Job {
 
     /// Stores a successful compile; returns the bytes of outputs it covers.
     fn store(&mut self, compiled: &Compiled) -> Result<u64, Stored> {
-        let out_dir = &self.outputs.out_dir;
+        let out_dir = self.outputs.out_dir.clone();
         let dep_path = out_dir.join(&self.outputs.dep_info);
         let dep_text =
             std::fs::read_to_string(&dep_path).map_err(|_| Stored::Error("dep-info-unreadable"))?;
         let dep = DepInfo::parse(&dep_text);
-        if self.files.changed_since(&dep.sources, self.started) {
-            return Err(Stored::No("input-changed-during-compile"));
-        }
         // Fresh digests: the lookup may have hashed an older version of a file.
-        self.files = FileDigests::new(&self.cwd);
-        let mut sources = Vec::with_capacity(dep.sources.len());
-        for path in &dep.sources {
-            let d = self
-                .files
-                .digest(path)
-                .ok_or(Stored::No("source-unreadable"))?;
-            sources.push((path.clone(), d));
-        }
+        self.files = FileDigests::new(&self.cwd, Some(self.cache.stat_memo_dir()));
+        let sources = self.sources_now(&dep.sources)?;
         let key = key::result_key(&self.invocation, &sources, &dep.env_deps, &self.map);
         let mut outputs = Vec::new();
         for name in self
@@ -280,10 +280,12 @@ impl Job {
             .iter()
             .filter(|f| **f != self.outputs.dep_info)
         {
+            let path = out_dir.join(name);
             let out = self
                 .cache
-                .put_output(name, &out_dir.join(name))
+                .put_output(name, &path)
                 .map_err(|_| Stored::Error("cache-write"))?;
+            self.files.remember_written(&path, out.digest);
             outputs.push(out);
         }
         let dep_stored = String::from_utf8(self.map.store(dep_text.as_bytes()))
@@ -311,6 +313,55 @@ impl Job {
             )
             .map_err(|_| Stored::Error("cache-write"))?;
         Ok(entry.total_output_bytes())
+    }
+}
+
+impl Job {
+    /// Digests and stamps of the sources a compile read. Fails if one changed after the
+    /// compile started: the result might not match what the key would say.
+    fn sources_now(&mut self, paths: &[String]) -> Result<Vec<Source>, Stored> {
+        let started = files::system_ns(self.started);
+        let now = files::now_ns();
+        let mut sources = Vec::with_capacity(paths.len());
+        for path in paths {
+            let stamp = self
+                .files
+                .stamp(path)
+                .ok_or(Stored::No("source-unreadable"))?;
+            if stamp.changed_since(started) {
+                return Err(Stored::No("input-changed-during-compile"));
+            }
+            let digest = self
+                .files
+                .digest(path)
+                .ok_or(Stored::No("source-unreadable"))?;
+            sources.push(Source {
+                path: path.clone(),
+                digest,
+                stamp: stamp.settled(now).then_some(stamp),
+            });
+        }
+        Ok(sources)
+    }
+
+    /// After a hit that had to hash some sources (a fresh checkout, a `touch`), records their
+    /// current stamps so the next hit only stats them. Best effort.
+    fn refresh_stamps(&mut self, found: &ManifestEntry) {
+        let now = files::now_ns();
+        let mut fresh = found.clone();
+        let mut changed = false;
+        for s in &mut fresh.sources {
+            let stamp = self.files.stamp(&s.path).filter(|st| st.settled(now));
+            if stamp.is_some() && stamp != s.stamp {
+                s.stamp = stamp;
+                changed = true;
+            }
+        }
+        if changed {
+            if let Err(e) = self.cache.add_to_manifest(&self.invocation, fresh) {
+                tracing::debug!("cannot refresh manifest stamps: {e}");
+            }
+        }
     }
 }
 

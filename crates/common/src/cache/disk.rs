@@ -21,6 +21,9 @@ use crate::result::{CacheEntry, OutputFile};
 /// store once the cache is full.
 const EVICT_TO_PERCENT: u64 = 90;
 
+/// Blobs at least this big are verified on a second thread while they are copied.
+const PARALLEL_VERIFY_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cannot create cache dir {path}: {source} (set [cache.disk] dir or JETCC_DIR to a writable dir)")]
@@ -60,6 +63,11 @@ impl DiskCache {
 
     pub fn toolchain_memo_dir(&self) -> PathBuf {
         self.root.join("toolchains")
+    }
+
+    /// Where [`crate::files::FileDigests`] memoizes digests of large files by stamp.
+    pub fn stat_memo_dir(&self) -> PathBuf {
+        self.root.join("stat")
     }
 
     // ---- manifests ----
@@ -129,46 +137,74 @@ impl DiskCache {
 
     // ---- blobs ----
 
-    /// Stores a file's bytes as a blob (if not already there) and describes it as an output.
+    /// Stores a file as a blob (if not already there) and describes it as an output.
     pub fn put_output(&self, name: &str, file: &Path) -> Result<OutputFile, CacheError> {
         let werr = |source| CacheError::Write {
             path: file.to_path_buf(),
             source,
         };
-        let bytes = fs::read(file).map_err(werr)?;
-        let mode = fs::metadata(file).map_err(werr)?.permissions().mode() & 0o777;
-        let digest = Digest::of_bytes(&bytes);
+        let meta = fs::metadata(file).map_err(werr)?;
+        let digest = Digest::of_file(file).map_err(werr)?;
         let path = self.path("cas", &digest);
         if !path.exists() {
-            write_atomic_mkdir(&path, &bytes).map_err(|source| CacheError::Write {
+            copy_atomic(file, &path).map_err(|source| CacheError::Write {
                 path: path.clone(),
                 source,
             })?;
-            self.account(bytes.len() as u64);
+            self.account(meta.len());
         }
         Ok(OutputFile {
             name: name.to_owned(),
             digest,
-            size: bytes.len() as u64,
-            mode,
+            size: meta.len(),
+            mode: meta.permissions().mode() & 0o777,
         })
     }
 
-    /// Writes an output into `dir` after verifying its blob. The file appears atomically
-    /// (temp + rename), never as a hard link to the cache.
-    pub fn restore_output(&self, out: &OutputFile, dir: &Path) -> Result<(), CacheError> {
+    /// Writes an output into `dir` after verifying its blob, and returns its path. The file
+    /// appears atomically (temp + rename), never as a hard link into the cache. Large blobs are
+    /// hashed on a second thread while the kernel copies them.
+    pub fn restore_output(&self, out: &OutputFile, dir: &Path) -> Result<PathBuf, CacheError> {
         let blob = self.path("cas", &out.digest);
-        let bytes = out
-            .digest
-            .read_verified(&blob)
+        let dest = dir.join(&out.name);
+        let tmp = temp_path_for(&dest);
+        let (hashed, copied) = if out.size >= PARALLEL_VERIFY_BYTES {
+            std::thread::scope(|s| {
+                let h = s.spawn(|| Digest::of_file(&blob));
+                let c = fs::copy(&blob, &tmp);
+                (h.join().expect("hash thread"), c)
+            })
+        } else {
+            (Digest::of_file(&blob), fs::copy(&blob, &tmp))
+        };
+        let verified = match hashed {
+            Ok(d) if d == out.digest => Ok(()),
+            Ok(actual) => Err(VerifyError::Mismatch {
+                expected: out.digest,
+                actual,
+            }),
+            Err(e) => Err(VerifyError::Io(e)),
+        };
+        let result = verified
             .map_err(|source| CacheError::Blob {
                 digest: out.digest,
                 source,
-            })?;
-        touch(&blob);
-        let dest = dir.join(&out.name);
-        write_file(&dest, &bytes, out.mode)
-            .map_err(|source| CacheError::Write { path: dest, source })
+            })
+            .and_then(|()| {
+                copied
+                    .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(out.mode)))
+                    .and_then(|()| fs::rename(&tmp, &dest))
+                    .map_err(|source| CacheError::Write {
+                        path: dest.clone(),
+                        source,
+                    })
+            });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        } else {
+            touch(&blob);
+        }
+        result.map(|()| dest)
     }
 
     /// Removes a blob that failed verification so it is stored afresh next time.
@@ -253,6 +289,25 @@ fn touch(path: &Path) {
     if let Ok(f) = File::options().append(true).open(path) {
         let _ = f.set_times(FileTimes::new().set_modified(SystemTime::now()));
     }
+}
+
+/// Copies `src` to `dest` via a temp file and rename (the kernel copies: no user-space buffer).
+fn copy_atomic(src: &Path, dest: &Path) -> io::Result<()> {
+    let tmp = temp_path_for(dest);
+    let res = fs::copy(src, &tmp).and_then(|_| fs::rename(&tmp, dest));
+    let res = match res {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound && !dest.parent().is_some_and(Path::exists) =>
+        {
+            fs::create_dir_all(dest.parent().expect("has parent"))?;
+            fs::copy(src, &tmp).and_then(|_| fs::rename(&tmp, dest))
+        }
+        other => other,
+    };
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// Writes `bytes` to `dest` via a temp file in the same dir, then renames it into place.

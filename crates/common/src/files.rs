@@ -1,0 +1,203 @@
+//! File content digests with a stat memo, so a hit does not re-read every source.
+//!
+//! A [`Stamp`] is what `stat` says of a file (inode, size, mtime, ctime, in nanoseconds). A
+//! digest recorded with a stamp is trusted while the file's stamp is unchanged, but only for
+//! stamps taken over a second after the file last changed: kernel timestamps are coarse, so a
+//! write in the same tick as the stamp could otherwise go unseen (ccache's rule). Files jetcc
+//! wrote itself (restored or stored outputs) are the exception: their digest is known exactly
+//! when they are written.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, KeyHasher};
+use crate::fsutil::write_atomic_mkdir;
+
+/// How long after its last change a file's stamp becomes trustworthy.
+const SETTLE_NS: i128 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(path: &Path) -> Option<Stamp> {
+        let m = fs::metadata(path).ok()?;
+        Some(Stamp {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        })
+    }
+
+    /// Whether the file last changed at least a second before `now_ns`.
+    pub fn settled(&self, now_ns: i128) -> bool {
+        self.mtime_ns.max(self.ctime_ns) + SETTLE_NS <= now_ns
+    }
+
+    pub fn changed_since(&self, since_ns: i128) -> bool {
+        self.mtime_ns >= since_ns || self.ctime_ns >= since_ns
+    }
+}
+
+pub fn now_ns() -> i128 {
+    system_ns(SystemTime::now())
+}
+
+pub fn system_ns(t: SystemTime) -> i128 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Digests of files under one cwd: each file is stat'ed and hashed at most once per process,
+/// and large files (externs) are memoized across processes in `memo_dir`.
+pub struct FileDigests {
+    cwd: PathBuf,
+    memo_dir: Option<PathBuf>,
+    stamps: HashMap<String, Option<Stamp>>,
+    digests: HashMap<String, Option<Digest>>,
+}
+
+impl FileDigests {
+    pub fn new(cwd: &Path, memo_dir: Option<PathBuf>) -> FileDigests {
+        FileDigests {
+            cwd: cwd.to_path_buf(),
+            memo_dir,
+            stamps: HashMap::new(),
+            digests: HashMap::new(),
+        }
+    }
+
+    pub fn stamp(&mut self, path: &str) -> Option<Stamp> {
+        if let Some(s) = self.stamps.get(path) {
+            return *s;
+        }
+        let s = Stamp::of(&self.cwd.join(path));
+        self.stamps.insert(path.to_owned(), s);
+        s
+    }
+
+    /// The content digest of `path`, hashing it (once per process).
+    pub fn digest(&mut self, path: &str) -> Option<Digest> {
+        if let Some(d) = self.digests.get(path) {
+            return *d;
+        }
+        let d = Digest::of_file(&self.cwd.join(path)).ok();
+        self.digests.insert(path.to_owned(), d);
+        d
+    }
+
+    /// Whether `path` has content `want`, trusting `recorded` (a settled stamp taken when
+    /// `want` was computed) if the file's stamp still equals it.
+    pub fn matches(&mut self, path: &str, want: &Digest, recorded: Option<&Stamp>) -> bool {
+        let Some(now) = self.stamp(path) else {
+            return false;
+        };
+        if recorded == Some(&now) {
+            return true;
+        }
+        self.digest(path) == Some(*want)
+    }
+
+    /// The digest of a (large) file through the persistent memo.
+    pub fn digest_memoized(&mut self, path: &Path) -> std::io::Result<Digest> {
+        let abs = self.cwd.join(path);
+        let key = abs.to_string_lossy().into_owned();
+        if let Some(Some(d)) = self.digests.get(&key) {
+            return Ok(*d);
+        }
+        let stamp = self.stamp(&key);
+        if let (Some(stamp), Some(memo)) = (stamp, self.memo_path(&abs)) {
+            if let Ok(bytes) = fs::read(&memo) {
+                if let Ok((s, d)) = rmp_serde::from_slice::<(Stamp, Digest)>(&bytes) {
+                    if s == stamp {
+                        self.digests.insert(key, Some(d));
+                        return Ok(d);
+                    }
+                }
+            }
+        }
+        let d = Digest::of_file(&abs)?;
+        self.digests.insert(key, Some(d));
+        if let Some(stamp) = stamp.filter(|s| s.settled(now_ns())) {
+            self.remember(&abs, stamp, d);
+        }
+        Ok(d)
+    }
+
+    /// Records that `path` (just written by jetcc with content `digest`) has its current stamp.
+    pub fn remember_written(&mut self, path: &Path, digest: Digest) {
+        if let Some(stamp) = Stamp::of(path) {
+            self.remember(path, stamp, digest);
+        }
+    }
+
+    fn remember(&self, abs: &Path, stamp: Stamp, digest: Digest) {
+        if let Some(memo) = self.memo_path(abs) {
+            let bytes = rmp_serde::to_vec(&(stamp, digest)).expect("serializes");
+            let _ = write_atomic_mkdir(&memo, &bytes);
+        }
+    }
+
+    fn memo_path(&self, abs: &Path) -> Option<PathBuf> {
+        let dir = self.memo_dir.as_ref()?;
+        let h = KeyHasher::new("jetcc-stat-memo")
+            .str(&abs.to_string_lossy())
+            .finish()
+            .hex();
+        Some(dir.join(&h[..2]).join(&h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_short_cut_only_while_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.rs");
+        fs::write(&f, "one").unwrap();
+        let stamp = Stamp::of(&f).unwrap();
+        let wrong = Digest::of_bytes(b"not the content");
+        // A matching stamp is trusted without reading.
+        assert!(FileDigests::new(dir.path(), None).matches("a.rs", &wrong, Some(&stamp)));
+        // A changed file is read.
+        fs::write(&f, "two!").unwrap();
+        assert!(!FileDigests::new(dir.path(), None).matches("a.rs", &wrong, Some(&stamp)));
+        let right = Digest::of_bytes(b"two!");
+        assert!(FileDigests::new(dir.path(), None).matches("a.rs", &right, Some(&stamp)));
+    }
+
+    #[test]
+    fn persistent_memo_tracks_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = dir.path().join("memo");
+        let f = dir.path().join("lib.rmeta");
+        fs::write(&f, "v1").unwrap();
+        let d1 = Digest::of_bytes(b"v1");
+        FileDigests::new(dir.path(), Some(memo.clone())).remember_written(&f, d1);
+        assert_eq!(
+            FileDigests::new(dir.path(), Some(memo.clone()))
+                .digest_memoized(&f)
+                .unwrap(),
+            d1
+        );
+        fs::write(&f, "v2").unwrap();
+        let got = FileDigests::new(dir.path(), Some(memo))
+            .digest_memoized(&f)
+            .unwrap();
+        assert_eq!(got, Digest::of_bytes(b"v2"));
+    }
+}
