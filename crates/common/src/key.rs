@@ -146,17 +146,17 @@ fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), K
     Ok(())
 }
 
-/// The result key: invocation digest + what dep-info says was read.
+/// The result key: invocation digest + what dep-info says was read. Paths and values are in
+/// key form already ([`PathMap::key_path`]), as manifests store them.
 pub fn result_key(
     invocation: &Digest,
     sources: &[Source],
     env_deps: &[(String, Option<String>)],
-    map: &PathMap,
 ) -> Digest {
     let mut h = KeyHasher::new("jetcc-result");
     h.digest(invocation);
     for s in sources {
-        h.str("src").str(&map.key_path(&s.path)).digest(&s.digest);
+        h.str("src").str(&s.path).digest(&s.digest);
     }
     for (name, value) in env_deps {
         h.str("env-dep").str(name);
@@ -180,7 +180,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let tc = Digest::of_bytes(b"rustc 1.95");
-        let map = PathMap::new(Path::new("/t"), &[]);
+        let map = PathMap::new(Path::new("/t"), &[], Path::new(cwd));
         invocation_digest(
             &InvocationInputs {
                 toolchain: &tc,
@@ -241,23 +241,19 @@ mod tests {
     #[test]
     fn result_key_covers_sources_and_env_deps() {
         let inv = Digest::of_bytes(b"inv");
-        let map = PathMap::new(Path::new("/t"), &[]);
         let source = |text: &[u8]| Source {
             path: "src/lib.rs".into(),
             digest: Digest::of_bytes(text),
             stamp: None,
         };
         let src = vec![source(b"fn a(){}")];
-        let k = result_key(&inv, &src, &[], &map);
+        let k = result_key(&inv, &src, &[]);
         let src2 = vec![source(b"fn b(){}")];
-        assert_ne!(k, result_key(&inv, &src2, &[], &map));
+        assert_ne!(k, result_key(&inv, &src2, &[]));
+        assert_ne!(k, result_key(&inv, &src, &[("X".into(), Some("1".into()))]));
         assert_ne!(
-            k,
-            result_key(&inv, &src, &[("X".into(), Some("1".into()))], &map)
-        );
-        assert_ne!(
-            result_key(&inv, &src, &[("X".into(), None)], &map),
-            result_key(&inv, &src, &[("X".into(), Some(String::new()))], &map)
+            result_key(&inv, &src, &[("X".into(), None)]),
+            result_key(&inv, &src, &[("X".into(), Some(String::new()))])
         );
     }
 }

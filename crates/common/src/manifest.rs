@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::depinfo::escape_env_value;
 use crate::digest::Digest;
 use crate::files::{FileDigests, Stamp};
+use crate::pathmap::PathMap;
 
 /// Entries kept per manifest; older ones drop off (ccache clears past 100; we keep fewer
 /// because a lookup checks each one).
@@ -21,6 +22,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
+    /// As dep-info wrote it, in key form ([`PathMap::key_path`]).
     pub path: String,
     pub digest: Digest,
     /// The file's stamp when `digest` was taken, if it had settled (see [`crate::files`]).
@@ -29,8 +31,9 @@ pub struct Source {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
-    /// Source paths as dep-info wrote them, with content digests.
+    /// Source files as dep-info listed them, with content digests.
     pub sources: Vec<Source>,
+    /// `env!` dependencies, values in rustc's escaping and in key form.
     pub env_deps: Vec<(String, Option<String>)>,
     pub key: Digest,
 }
@@ -45,19 +48,20 @@ impl Manifest {
         rmp_serde::from_slice(bytes).unwrap_or_default()
     }
 
-    /// The newest entry whose every file and env dep matches now.
+    /// The newest entry whose every file and env dep matches now. Entries hold paths and
+    /// values in key form; `map` turns them into this build's.
     pub fn find(
         &self,
         files: &mut FileDigests,
         env: &dyn Fn(&str) -> Option<String>,
+        map: &PathMap,
     ) -> Option<&ManifestEntry> {
+        let env_now = |name: &str| env(name).map(|v| map.key_path(&escape_env_value(&v)));
         self.entries.iter().find(|e| {
-            e.env_deps
-                .iter()
-                .all(|(name, want)| env(name).map(|v| escape_env_value(&v)) == *want)
+            e.env_deps.iter().all(|(name, want)| env_now(name) == *want)
                 && e.sources
                     .iter()
-                    .all(|s| files.matches(&s.path, &s.digest, s.stamp.as_ref()))
+                    .all(|s| files.matches(&map.local_path(&s.path), &s.digest, s.stamp.as_ref()))
         })
     }
 
@@ -92,18 +96,19 @@ mod tests {
         m.insert(entry(b"v2", None, b"k3"));
         let m = Manifest::decode(&m.encode());
         let mut files = FileDigests::new(dir.path(), None);
+        let map = PathMap::default();
         let env_x = |n: &str| (n == "STAMP").then(|| "x".to_owned());
         let key = |e: Option<&ManifestEntry>| e.map(|e| e.key);
         assert_eq!(
-            key(m.find(&mut files, &env_x)),
+            key(m.find(&mut files, &env_x, &map)),
             Some(Digest::of_bytes(b"k2"))
         );
         assert_eq!(
-            key(m.find(&mut files, &|_| None)),
+            key(m.find(&mut files, &|_| None, &map)),
             Some(Digest::of_bytes(b"k3"))
         );
         let env_y = |_: &str| Some("y".to_owned());
-        assert_eq!(key(m.find(&mut files, &env_y)), None);
+        assert_eq!(key(m.find(&mut files, &env_y, &map)), None);
     }
 
     #[test]

@@ -17,18 +17,28 @@ const OUT_DIR_PLACEHOLDER: &str = "\u{1}jetcc:out-dir\u{1}";
 #[derive(Debug, Clone, Default)]
 pub struct PathMap {
     pairs: Vec<(String, String)>,
+    /// What [`MAPPED_BASE`] means here: the first base dir that contains the cwd, else the
+    /// first base dir. With one base dir per machine that is exact.
+    local_base: Option<String>,
 }
 
 impl PathMap {
-    /// The map for a build writing to `out_dir` with the given base dirs (absolute paths).
-    pub fn new(out_dir: &Path, base_dirs: &[PathBuf]) -> PathMap {
+    /// The map for a build in `cwd` writing to `out_dir` with the given base dirs (absolute).
+    pub fn new(out_dir: &Path, base_dirs: &[PathBuf], cwd: &Path) -> PathMap {
         let mut pairs = vec![(path_str(out_dir), OUT_DIR_PLACEHOLDER.to_owned())];
         for base in base_dirs {
             pairs.push((path_str(base), MAPPED_BASE.to_owned()));
         }
         // Longest first, so the out-dir (usually under a base dir) wins over its base.
         pairs.sort_by_key(|(local, _)| std::cmp::Reverse(local.len()));
-        PathMap { pairs }
+        let cwd = path_str(cwd);
+        let bases: Vec<String> = base_dirs.iter().map(|b| path_str(b)).collect();
+        let local_base = bases
+            .iter()
+            .find(|b| is_prefix(b, &cwd))
+            .or(bases.first())
+            .cloned();
+        PathMap { pairs, local_base }
     }
 
     /// Local paths → stored form.
@@ -40,44 +50,35 @@ impl PathMap {
         out
     }
 
-    /// Stored form → local paths. A mapped base restores as the first base dir that contains
-    /// `cwd` (else the first one): with one base dir per machine that is exact.
-    pub fn restore(&self, bytes: &[u8], cwd: &Path) -> Vec<u8> {
+    /// Stored form → local paths.
+    pub fn restore(&self, bytes: &[u8]) -> Vec<u8> {
         let mut out = bytes.to_vec();
-        let cwd = path_str(cwd);
-        let base = self
-            .pairs
-            .iter()
-            .filter(|(_, s)| s == MAPPED_BASE)
-            .map(|(l, _)| l)
-            .find(|l| cwd.starts_with(l.as_str()))
-            .or_else(|| {
-                self.pairs
-                    .iter()
-                    .find(|(_, s)| s == MAPPED_BASE)
-                    .map(|(l, _)| l)
-            });
         for (local, stored) in &self.pairs {
-            if stored == MAPPED_BASE {
-                continue;
+            if stored != MAPPED_BASE {
+                out = replace(&out, stored.as_bytes(), local.as_bytes());
             }
-            out = replace(&out, stored.as_bytes(), local.as_bytes());
         }
-        if let Some(base) = base {
+        if let Some(base) = &self.local_base {
             out = replace(&out, MAPPED_BASE.as_bytes(), base.as_bytes());
         }
         out
     }
 
+    /// The local path for a path in key form (the inverse of [`PathMap::key_path`]).
+    pub fn local_path(&self, key_path: &str) -> String {
+        match (&self.local_base, key_path.strip_prefix(MAPPED_BASE)) {
+            (Some(base), Some(rest)) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{base}{rest}")
+            }
+            _ => key_path.to_owned(),
+        }
+    }
+
     /// A path as it goes into the key: a base-dir prefix replaced by [`MAPPED_BASE`].
     pub fn key_path(&self, path: &str) -> String {
         for (local, stored) in &self.pairs {
-            if stored == MAPPED_BASE {
-                if let Some(rest) = path.strip_prefix(local.as_str()) {
-                    if rest.is_empty() || rest.starts_with('/') {
-                        return format!("{MAPPED_BASE}{rest}");
-                    }
-                }
+            if stored == MAPPED_BASE && is_prefix(local, path) {
+                return format!("{MAPPED_BASE}{}", &path[local.len()..]);
             }
         }
         path.to_owned()
@@ -93,10 +94,12 @@ impl PathMap {
             .map(|(l, s)| format!("--remap-path-prefix={l}={s}"))
             .collect()
     }
+}
 
-    pub fn maps_base_dirs(&self) -> bool {
-        self.pairs.iter().any(|(_, s)| s == MAPPED_BASE)
-    }
+/// Whether `prefix` is `path` or a parent dir of it.
+fn is_prefix(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn path_str(p: &Path) -> String {
@@ -128,13 +131,13 @@ mod tests {
 
     #[test]
     fn out_dir_round_trips_to_another_target_dir() {
-        let a = PathMap::new(Path::new("/a/target/debug/deps"), &[]);
-        let b = PathMap::new(Path::new("/b/t/debug/deps/"), &[]);
+        let a = PathMap::new(Path::new("/a/target/debug/deps"), &[], Path::new("/a"));
+        let b = PathMap::new(Path::new("/b/t/debug/deps/"), &[], Path::new("/b"));
         let msg = br#"{"artifact":"/a/target/debug/deps/libx.rmeta","emit":"metadata"}"#;
         let stored = a.store(msg);
         assert!(!String::from_utf8_lossy(&stored).contains("/a/target"));
         assert_eq!(
-            b.restore(&stored, Path::new("/b")),
+            b.restore(&stored),
             br#"{"artifact":"/b/t/debug/deps/libx.rmeta","emit":"metadata"}"#
         );
     }
@@ -144,6 +147,7 @@ mod tests {
         let a = PathMap::new(
             Path::new("/home/a/p/target/debug/deps"),
             &["/home/a".into()],
+            Path::new("/home/a/p"),
         );
         assert_eq!(
             a.key_path("/home/a/p/src/lib.rs"),
@@ -158,9 +162,15 @@ mod tests {
         let b = PathMap::new(
             Path::new("/home/b/p/target/debug/deps"),
             &["/home/b".into()],
+            Path::new("/home/b/p"),
         );
         assert_eq!(
-            b.restore(&stored, Path::new("/home/b/p")),
+            b.local_path("/jetcc/base/p/src/lib.rs"),
+            "/home/b/p/src/lib.rs"
+        );
+        assert_eq!(b.local_path("src/lib.rs"), "src/lib.rs");
+        assert_eq!(
+            b.restore(&stored),
             b"/home/b/p/target/debug/deps/x.d: /home/b/p/src/lib.rs"
         );
     }

@@ -124,7 +124,7 @@ impl Job {
         let cwd = std::env::current_dir().map_err(PrepareError::Cwd)?;
         let toolchain = toolchain::identity(Path::new(rustc), &cache.toolchain_memo_dir())?;
         let out_dir = cwd.join(&outputs.out_dir);
-        let map = PathMap::new(&out_dir, &config.base_dirs);
+        let map = PathMap::new(&out_dir, &config.base_dirs, &cwd);
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
         let invocation = key::invocation_digest(
@@ -154,47 +154,46 @@ impl Job {
         let crate_name = self.inv.crate_name.clone().unwrap_or_default();
         let t0 = Instant::now();
         let manifest = self.cache.manifest(&self.invocation);
-        let found = manifest.find(&mut self.files, &|n| std::env::var(n).ok());
+        let found = manifest.find(&mut self.files, &|n| std::env::var(n).ok(), &self.map);
         let lookup_us = t0.elapsed().as_micros() as u64;
-        if let Some(found) = found {
-            let key = found.key;
-            self.refresh_stamps(found);
-            match self.try_hit(&key) {
-                Ok(Some(entry)) => {
-                    let restored = entry.total_output_bytes();
-                    let spent = t0.elapsed().as_millis() as u64;
-                    tracing::debug!(%crate_name, %key, lookup_us, ms = spent, "hit");
-                    self.replay(&entry);
-                    record(self.cache.root(), |s| {
-                        s.requests += 1;
-                        s.hits += 1;
-                        s.bytes_restored += restored;
-                        s.time_saved_ms += entry.compile_ms.saturating_sub(spent);
-                    });
-                    return entry.exit_code;
-                }
-                Ok(None) => {
-                    tracing::debug!(%crate_name, %key, "miss: manifest matched but the entry is gone")
-                }
-                Err(e) => {
-                    tracing::warn!(%crate_name, "dropping an unusable cache entry: {e}");
-                    if let CacheError::Blob { digest, .. } = &e {
-                        self.cache.remove_blob(digest);
-                    }
-                    self.cache.remove_entry(&key);
-                    record(self.cache.root(), |s| {
-                        Stats::bump(&mut s.errors, "corrupt-entry")
-                    });
-                }
+        let Some(found) = found else {
+            let why = if manifest.entries.is_empty() {
+                "first compile of this invocation"
+            } else {
+                "sources or env deps differ from every earlier compile"
+            };
+            return self.miss(why);
+        };
+        let key = found.key;
+        self.refresh_stamps(found);
+        match self.try_hit(&key) {
+            Ok(Some(entry)) => {
+                let restored = entry.total_output_bytes();
+                let spent = t0.elapsed().as_millis() as u64;
+                tracing::debug!(%crate_name, %key, lookup_us, ms = spent, "hit");
+                self.replay(&entry);
+                record(self.cache.root(), |s| {
+                    s.requests += 1;
+                    s.hits += 1;
+                    s.bytes_restored += restored;
+                    s.time_saved_ms += entry.compile_ms.saturating_sub(spent);
+                });
+                entry.exit_code
             }
-        } else {
-            tracing::debug!(
-                %crate_name,
-                known = manifest.entries.len(),
-                "miss: no manifest entry matches the current sources and env"
-            );
+            Ok(None) => self.miss("the manifest names an entry that is gone"),
+            Err(e) if e.is_missing_blob() => {
+                self.cache.remove_entry(&key);
+                self.miss("the entry's outputs were evicted")
+            }
+            Err(e) => {
+                tracing::warn!(%crate_name, "dropping an unusable cache entry: {e}");
+                self.cache.remove_entry(&key);
+                record(self.cache.root(), |s| {
+                    Stats::bump(&mut s.errors, "corrupt-entry")
+                });
+                self.miss("the entry was unusable")
+            }
         }
-        self.miss()
     }
 
     /// Restores the entry for `key` into the out-dir. `Ok(None)`: no such entry.
@@ -203,12 +202,25 @@ impl Job {
             return Ok(None);
         };
         for out in &entry.outputs {
-            let path = self.cache.restore_output(out, &self.outputs.out_dir)?;
+            let path = match self.cache.restore_output(out, &self.outputs.out_dir) {
+                Ok(path) => path,
+                Err(e) => {
+                    // Blobs are shared and written once: drop all of this entry's, so the
+                    // compile that follows stores them afresh.
+                    if matches!(e, CacheError::Blob { .. }) {
+                        entry
+                            .outputs
+                            .iter()
+                            .for_each(|o| self.cache.remove_blob(&o.digest));
+                    }
+                    return Err(e);
+                }
+            };
             // Dependents hash this file as an `--extern`: tell them its digest.
             self.files.remember_written(&path, out.digest);
         }
         let (name, text) = &entry.dep_info;
-        let text = self.map.restore(text.as_bytes(), &self.cwd);
+        let text = self.map.restore(text.as_bytes());
         let dest = self.outputs.out_dir.join(name);
         jetcc_common::cache::disk::write_file(&dest, &text, 0o644)
             .map_err(|source| CacheError::Write { path: dest, source })?;
@@ -216,11 +228,13 @@ impl Job {
     }
 
     fn replay(&self, entry: &CacheEntry) {
-        let _ = std::io::stdout().write_all(&self.map.restore(&entry.stdout, &self.cwd));
-        let _ = std::io::stderr().write_all(&self.map.restore(&entry.stderr, &self.cwd));
+        let _ = std::io::stdout().write_all(&self.map.restore(&entry.stdout));
+        let _ = std::io::stderr().write_all(&self.map.restore(&entry.stderr));
     }
 
-    fn miss(&mut self) -> i32 {
+    fn miss(&mut self, why: &str) -> i32 {
+        let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
+        tracing::debug!(crate_name, why, "miss");
         let mut words: Vec<String> = self.inv.words().map(str::to_owned).collect();
         words.extend(self.map.remap_args());
         let compiled = match compile::run_streaming(&self.rustc, &words) {
@@ -272,7 +286,12 @@ impl Job {
         // Fresh digests: the lookup may have hashed an older version of a file.
         self.files = FileDigests::new(&self.cwd, Some(self.cache.stat_memo_dir()));
         let sources = self.sources_now(&dep.sources)?;
-        let key = key::result_key(&self.invocation, &sources, &dep.env_deps, &self.map);
+        let env_deps: Vec<_> = dep
+            .env_deps
+            .into_iter()
+            .map(|(name, value)| (name, value.map(|v| self.map.key_path(&v))))
+            .collect();
+        let key = key::result_key(&self.invocation, &sources, &env_deps);
         let mut outputs = Vec::new();
         for name in self
             .outputs
@@ -307,7 +326,7 @@ impl Job {
                 &self.invocation,
                 ManifestEntry {
                     sources,
-                    env_deps: dep.env_deps,
+                    env_deps,
                     key,
                 },
             )
@@ -336,7 +355,7 @@ impl Job {
                 .digest(path)
                 .ok_or(Stored::No("source-unreadable"))?;
             sources.push(Source {
-                path: path.clone(),
+                path: self.map.key_path(path),
                 digest,
                 stamp: stamp.settled(now).then_some(stamp),
             });
@@ -351,7 +370,10 @@ impl Job {
         let mut fresh = found.clone();
         let mut changed = false;
         for s in &mut fresh.sources {
-            let stamp = self.files.stamp(&s.path).filter(|st| st.settled(now));
+            let stamp = self
+                .files
+                .stamp(&self.map.local_path(&s.path))
+                .filter(|st| st.settled(now));
             if stamp.is_some() && stamp != s.stamp {
                 s.stamp = stamp;
                 changed = true;

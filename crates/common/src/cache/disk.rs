@@ -34,6 +34,13 @@ pub enum CacheError {
     Write { path: PathBuf, source: io::Error },
 }
 
+impl CacheError {
+    /// A blob that is simply not there (evicted), as opposed to one that is damaged.
+    pub fn is_missing_blob(&self) -> bool {
+        matches!(self, CacheError::Blob { source: VerifyError::Io(e), .. } if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 pub struct DiskCache {
     root: PathBuf,
     max_size: u64,

@@ -1,0 +1,161 @@
+//! A second build after `cargo clean` hits and gives the same bytes as a plain build.
+
+use jetcc_e2e::*;
+
+const FIXTURE_LIBS: [&str; 4] = ["leaf", "mid", "util", "corelib"];
+
+#[test]
+fn fixture_second_build_hits_and_matches_plain_bytes() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let plain = p.build(&Build::plain());
+    assert!(plain.ok(), "{}", plain.stderr());
+    let want = artifacts(&p.target());
+    p.clean();
+
+    let cold = p.build(&Build::jetcc(&cache));
+    assert!(cold.ok(), "{}", cold.stderr());
+    for krate in FIXTURE_LIBS {
+        assert_eq!(
+            cold.outcome(krate),
+            Some(Outcome::Miss),
+            "cold {krate}: {:?}",
+            cold.outcomes()
+        );
+    }
+    assert_same_artifacts(&want, &artifacts(&p.target()), "cold jetcc build");
+    // Warnings are shown on a miss, as rustc shows them.
+    assert!(
+        cold.stderr().contains("unused_variable"),
+        "{}",
+        cold.stderr()
+    );
+    p.clean();
+
+    let warm = p.build(&Build::jetcc(&cache));
+    assert!(warm.ok(), "{}", warm.stderr());
+    for krate in FIXTURE_LIBS {
+        assert_eq!(
+            warm.outcome(krate),
+            Some(Outcome::Hit),
+            "warm {krate}: {:?}",
+            warm.outcomes()
+        );
+    }
+    assert_same_artifacts(&want, &artifacts(&p.target()), "warm jetcc build");
+    // ...and replayed on a hit.
+    assert!(
+        warm.stderr().contains("unused_variable"),
+        "{}",
+        warm.stderr()
+    );
+
+    let run = std::process::Command::new(p.target().join("debug/app"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("answer=42 mid=84"));
+
+    // A no-op rebuild: cargo finds everything fresh (dep-info was restored with this
+    // build's paths), so rustc is not even called.
+    let noop = p.build(&Build::jetcc(&cache));
+    assert!(noop.ok());
+    assert!(noop.outcomes().is_empty(), "{:?}", noop.outcomes());
+
+    let s = stats(&cache);
+    assert_eq!(s["hits"], 4);
+    assert_eq!(s["misses"], 4);
+    assert_eq!(s["errors"], serde_json::json!({}));
+    assert!(s["pass_through"]["crate-type-proc-macro"].as_u64().unwrap() >= 2);
+    assert!(s["cache_size"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn incremental_members_pass_through_and_still_build() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let b = Build {
+        incremental: true,
+        ..Build::jetcc(&cache)
+    };
+    let built = p.build(&b);
+    assert!(built.ok(), "{}", built.stderr());
+    assert!(built.outcomes().is_empty(), "{:?}", built.outcomes());
+    assert!(
+        stats(&cache)["pass_through"]["incremental"]
+            .as_u64()
+            .unwrap()
+            >= 4
+    );
+}
+
+#[test]
+fn registry_crates_hit_and_match_plain_bytes() {
+    let p = Project::fixture("fixture-registry");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let plain = p.build(&Build::plain());
+    assert!(plain.ok(), "{}", plain.stderr());
+    let want = artifacts(&p.target());
+    p.clean();
+    let cold = p.build(&Build::jetcc(&cache));
+    assert!(cold.ok(), "{}", cold.stderr());
+    assert_same_artifacts(&want, &artifacts(&p.target()), "cold");
+    p.clean();
+    let warm = p.build(&Build::jetcc(&cache));
+    assert!(warm.ok(), "{}", warm.stderr());
+    for krate in ["itoa", "smallvec", "serde", "serde_core"] {
+        assert_eq!(
+            warm.outcome(krate),
+            Some(Outcome::Hit),
+            "{krate}: {:?}",
+            warm.outcomes()
+        );
+    }
+    assert_same_artifacts(&want, &artifacts(&p.target()), "warm");
+}
+
+#[test]
+fn two_checkouts_share_what_they_may_and_leak_no_paths() {
+    let a = Project::fixture("fixture-registry");
+    let b_dir = a.sibling("fixture-registry", "checkout-b");
+    let cache = a.dir.parent().unwrap().join("cache");
+    let a_path = a.dir.to_string_lossy().into_owned();
+
+    // Without base_dirs: crates with no generated code are shared; serde's rlib names its
+    // OUT_DIR (in the checkout's target dir), so it is not, and B's outputs never name A.
+    assert!(a.build(&Build::jetcc(&cache)).ok());
+    let b = build_in(&b_dir, &Build::jetcc(&cache));
+    assert!(b.ok(), "{}", b.stderr());
+    assert_eq!(b.outcome("itoa"), Some(Outcome::Hit), "{:?}", b.outcomes());
+    assert_eq!(b.outcome("smallvec"), Some(Outcome::Hit));
+    assert_eq!(b.outcome("serde_core"), Some(Outcome::Miss));
+    assert_eq!(b.outcome("serde"), Some(Outcome::Miss));
+    assert_eq!(find_bytes(&b_dir.join("target"), a_path.as_bytes()), None);
+
+    // With base_dirs naming each checkout, everything cacheable is shared, and still no
+    // output of B names A (they name the mapped base instead: the documented trade-off).
+    let mapped_cache = a.dir.parent().unwrap().join("cache-mapped");
+    a.clean();
+    let _ = std::fs::remove_dir_all(b_dir.join("target"));
+    let with_base = |dir: &std::path::Path| {
+        Build::jetcc(&mapped_cache).env("JETCC_BASE_DIRS", &dir.to_string_lossy())
+    };
+    assert!(a.build(&with_base(&a.dir)).ok());
+    let b = build_in(&b_dir, &with_base(&b_dir));
+    assert!(b.ok(), "{}", b.stderr());
+    for krate in ["itoa", "smallvec", "serde", "serde_core"] {
+        assert_eq!(
+            b.outcome(krate),
+            Some(Outcome::Hit),
+            "{krate}: {:?}",
+            b.outcomes()
+        );
+    }
+    assert_eq!(find_bytes(&b_dir.join("target"), a_path.as_bytes()), None);
+    let run = std::process::Command::new(b_dir.join("target/debug/regfix"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "42 1 true");
+    // Restored dep-info names B's files, so cargo sees B's build as fresh.
+    let noop = build_in(&b_dir, &with_base(&b_dir));
+    assert!(noop.outcomes().is_empty(), "{:?}", noop.outcomes());
+}

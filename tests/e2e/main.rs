@@ -1,0 +1,6 @@
+//! End-to-end tests: real cargo and rustc, the real `jetcc` binary, fixtures under `tests/`.
+
+mod caching;
+mod mutations;
+mod robustness;
+mod streaming;

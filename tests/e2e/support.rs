@@ -1,0 +1,338 @@
+//! The end-to-end harness: copies a fixture into a temp dir, builds it with real cargo and
+//! rustc (plainly or through the `jetcc` binary), and reads what jetcc did from its debug log.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `jetcc` binary under test: `JETCC_BIN`, else the one beside this test binary's
+/// target dir (`cargo build --release` puts it there; the README's test command does that).
+pub fn jetcc_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("JETCC_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("jetcc");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release` first (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A copy of a fixture in its own temp dir.
+pub struct Project {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// How one cargo build runs.
+#[derive(Clone, Default)]
+pub struct Build {
+    /// Through jetcc with this cache dir; `None` builds plainly.
+    pub cache: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+    /// Keep incremental compilation on (cargo's default for workspace members).
+    pub incremental: bool,
+    /// Run this program instead of `cargo` (a wrapper script that runs cargo).
+    pub cargo: Option<PathBuf>,
+}
+
+impl Build {
+    pub fn plain() -> Build {
+        Build::default()
+    }
+
+    pub fn jetcc(cache: &Path) -> Build {
+        Build {
+            cache: Some(cache.to_path_buf()),
+            ..Build::default()
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Build {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Build {
+        self.args.push(a.into());
+        self
+    }
+}
+
+/// What a build did.
+pub struct Built {
+    pub output: Output,
+    /// jetcc's debug log of this build.
+    pub log: String,
+}
+
+/// What jetcc did with one rustc invocation, from its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+}
+
+impl Built {
+    pub fn ok(&self) -> bool {
+        self.output.status.success()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Hits and misses per crate name.
+    pub fn outcomes(&self) -> BTreeMap<String, Vec<Outcome>> {
+        let mut map: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+        for line in self.log.lines() {
+            let outcome = if line.contains(" hit ") {
+                Outcome::Hit
+            } else if line.contains(" miss") {
+                Outcome::Miss
+            } else {
+                continue;
+            };
+            if let Some(name) = field(line, "crate_name") {
+                map.entry(name).or_default().push(outcome);
+            }
+        }
+        map
+    }
+
+    /// The single outcome of `krate`; panics if it did not go through jetcc exactly once.
+    pub fn outcome(&self, krate: &str) -> Option<Outcome> {
+        let all = self.outcomes();
+        match all.get(krate).map(Vec::as_slice) {
+            Some([one]) => Some(*one),
+            _ => None,
+        }
+    }
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &line[start..];
+    let value = rest.split_whitespace().next()?;
+    Some(value.trim_matches('"').to_owned())
+}
+
+impl Project {
+    /// Copies `tests/<name>` (without any `target`) into a new temp dir.
+    pub fn fixture(name: &str) -> Project {
+        let tmp = tempfile::Builder::new()
+            .prefix("jetcc-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().join(name);
+        copy_dir(&fixture_src(name), &dir);
+        Project { dir, _tmp: tmp }
+    }
+
+    /// Another copy of the same fixture at another path, sharing this project's temp dir.
+    pub fn sibling(&self, name: &str, as_name: &str) -> PathBuf {
+        let dir = self.dir.parent().expect("parent").join(as_name);
+        copy_dir(&fixture_src(name), &dir);
+        dir
+    }
+
+    pub fn target(&self) -> PathBuf {
+        self.dir.join("target")
+    }
+
+    pub fn clean(&self) {
+        let _ = fs::remove_dir_all(self.target());
+    }
+
+    pub fn build(&self, b: &Build) -> Built {
+        build_in(&self.dir, b)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        fs::write(self.dir.join(rel), text).expect("write fixture file");
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.dir.join(rel)).expect("read fixture file")
+    }
+}
+
+/// Runs `cargo build` in `dir` with a clean environment (nothing from the test runner's own
+/// cargo leaks in).
+pub fn build_in(dir: &Path, b: &Build) -> Built {
+    let mut cmd = cargo_command(dir);
+    if let Some(program) = &b.cargo {
+        cmd = Command::new(program);
+        cmd.current_dir(dir);
+        scrub_env(&mut cmd);
+    }
+    cmd.arg("build").args(&b.args);
+    if !b.incremental {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
+    let log_file = tempfile::NamedTempFile::new().expect("log file");
+    if let Some(cache) = &b.cache {
+        cmd.env("RUSTC_WRAPPER", jetcc_bin())
+            .env("JETCC_DIR", cache)
+            .env("JETCC_LOG", "debug")
+            .env("JETCC_LOG_FILE", log_file.path());
+    }
+    for (k, v) in &b.env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("run cargo");
+    let log = fs::read_to_string(log_file.path()).unwrap_or_default();
+    Built { output, log }
+}
+
+/// `cargo` in `dir`, with every CARGO_*/RUST*/JETCC_* variable of the test runner removed.
+pub fn cargo_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir);
+    scrub_env(&mut cmd);
+    cmd
+}
+
+pub fn scrub_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let keep = matches!(
+            k.as_ref(),
+            "CARGO_HOME" | "RUSTUP_HOME" | "RUSTUP_TOOLCHAIN"
+        );
+        if !keep && (k.starts_with("CARGO") || k.starts_with("RUST") || k.starts_with("JETCC")) {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+}
+
+/// The jetcc binary as a command (for `--show-stats` and direct invocations).
+pub fn jetcc(cache: &Path) -> Command {
+    let mut cmd = Command::new(jetcc_bin());
+    scrub_env(&mut cmd);
+    cmd.env("JETCC_DIR", cache);
+    cmd
+}
+
+/// `jetcc --show-stats --json` for `cache`.
+pub fn stats(cache: &Path) -> serde_json::Value {
+    let out = jetcc(cache)
+        .args(["--show-stats", "--json"])
+        .output()
+        .expect("run jetcc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stats json")
+}
+
+/// Every `.rlib`, `.rmeta` and the `app`/`regfix` binaries under `target`, by relative path.
+pub fn artifacts(target: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    walk(target, &mut |p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let wanted = name.ends_with(".rlib")
+            || name.ends_with(".rmeta")
+            || name.ends_with(".a")
+            || ((name == "app" || name == "regfix") && !p.to_string_lossy().contains("/deps/"));
+        if wanted {
+            let rel = p
+                .strip_prefix(target)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, fs::read(p).unwrap());
+        }
+    });
+    out
+}
+
+/// Asserts two artifact sets are equal file by file; names the differing files.
+pub fn assert_same_artifacts(
+    plain: &BTreeMap<String, Vec<u8>>,
+    other: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+) {
+    let diff = artifact_diff(plain, other);
+    assert!(
+        diff.is_empty(),
+        "{what}: artifacts differ from a plain build: {diff:?}"
+    );
+    assert!(!plain.is_empty(), "{what}: no artifacts found");
+}
+
+pub fn artifact_diff(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let mut diff = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => diff.push(format!("{k}: missing")),
+            Some(w) if w != v => diff.push(format!("{k}: different bytes")),
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        diff.push(format!("{k}: extra"));
+    }
+    diff
+}
+
+pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            walk(&p, f);
+        } else if ft.is_file() {
+            f(&p);
+        }
+    }
+}
+
+fn fixture_src(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read fixture").flatten() {
+        let name = e.file_name();
+        if name == "target" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            fs::copy(&src, &dst).expect("copy");
+        }
+    }
+}
+
+/// Whether `needle` occurs in any file under `dir`; returns the first such file.
+pub fn find_bytes(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
+    let mut found = None;
+    walk(dir, &mut |p| {
+        if found.is_none() {
+            if let Ok(bytes) = fs::read(p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found = Some(p.to_path_buf());
+                }
+            }
+        }
+    });
+    found
+}
