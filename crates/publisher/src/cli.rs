@@ -76,7 +76,7 @@ pub fn run(args: &[OsString]) -> i32 {
 }
 
 fn print_table(s: &Stats, config: &Config, size: u64) {
-    let row = |name: &str, value: String| println!("{name:<36}{value:>16}");
+    let row = |name: &str, value: String| println!("{name:<36}{value}");
     row("Cache location", config.cache_dir.display().to_string());
     row(
         "Cache size",

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs jetcc's whole test suite on a fresh machine with Rust installed: builds once (release),
+# then runs every unit and end-to-end test against that build. Installs what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The end-to-end tests build real crates.io crates (tests/fixture-registry): fetch them first so
+# a network hiccup shows up here, clearly, rather than as a failed assertion.
+cargo fetch --manifest-path tests/fixture-registry/Cargo.toml --locked
+
+# The read-only cache test needs unshare/mount (util-linux), present on Debian-based machines.
+command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+
+cargo fmt --all -- --check
+cargo build --release --workspace --locked
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+cargo test --release --workspace --locked "$@"
