@@ -45,10 +45,11 @@ def main():
     ap.add_argument("project", nargs="?", default=str(REPO.parent / "shared/bench/workload"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--jetcc", default=str(REPO / "target/release/jetcc"))
+    ap.add_argument("--no-sccache", action="store_true", help="skip sccache even if on PATH")
     args = ap.parse_args()
     if not Path(args.jetcc).exists():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "jetcc-publisher"], cwd=REPO, check=True)
-    sccache = shutil.which("sccache")
+    sccache = None if args.no_sccache else shutil.which("sccache")
 
     tmp = Path(tempfile.mkdtemp(prefix="jetcc-bench-"))
     project = tmp / "project"

@@ -233,3 +233,43 @@ fn eight_concurrent_builds_share_one_cache() {
         );
     }
 }
+
+#[test]
+fn a_malformed_config_is_named_and_the_build_runs_plain() {
+    let p = Project::fixture("fixture");
+    let tmp = p.dir.parent().unwrap().to_path_buf();
+    let cache = tmp.join("cache");
+    let config = tmp.join("bad-config.toml");
+    fs::write(&config, "[cache.disk]\nsize = \"lots\"\n").unwrap();
+    let built = p.build(&Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy()));
+    assert!(built.ok(), "{}", built.stderr());
+    let err = built.stderr();
+    assert!(
+        err.contains("cache.disk.size") && err.contains("lots"),
+        "{err}"
+    );
+    assert!(built.outcomes().is_empty());
+
+    fs::write(&config, "[cache.disk\n").unwrap();
+    p.clean();
+    let built = p.build(&Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy()));
+    assert!(built.ok(), "{}", built.stderr());
+    assert!(
+        built.stderr().contains("bad-config.toml"),
+        "{}",
+        built.stderr()
+    );
+}
+
+#[test]
+fn jetcc_disable_is_a_pure_pass_through() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let built = p.build(&Build::jetcc(&cache).env("JETCC_DISABLE", "1"));
+    assert!(built.ok(), "{}", built.stderr());
+    assert!(built.outcomes().is_empty());
+    assert!(
+        !cache.exists(),
+        "JETCC_DISABLE=1 must not touch the cache dir"
+    );
+}

@@ -21,7 +21,7 @@ use crate::result::{CacheEntry, OutputFile};
 /// store once the cache is full.
 const EVICT_TO_PERCENT: u64 = 90;
 
-/// Blobs at least this big are verified on a second thread while they are copied.
+/// Files at least this big are hashed on a second thread while they are copied.
 const PARALLEL_VERIFY_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,8 @@ pub struct DiskCache {
 impl DiskCache {
     /// Opens (creating if needed) the cache at `root`, bounded to `max_size` bytes.
     pub fn open(root: &Path, max_size: u64) -> Result<DiskCache, CacheError> {
-        fs::create_dir_all(root).map_err(|source| CacheError::Create {
+        // `cas/` also holds blobs being written (temp names), so it must exist up front.
+        fs::create_dir_all(root.join("cas")).map_err(|source| CacheError::Create {
             path: root.to_path_buf(),
             source,
         })?;
@@ -146,18 +147,37 @@ impl DiskCache {
 
     /// Stores a file as a blob (if not already there) and describes it as an output.
     pub fn put_output(&self, name: &str, file: &Path) -> Result<OutputFile, CacheError> {
-        let werr = |source| CacheError::Write {
-            path: file.to_path_buf(),
-            source,
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Write { path, source }
         };
-        let meta = fs::metadata(file).map_err(werr)?;
-        let digest = Digest::of_file(file).map_err(werr)?;
-        let path = self.path("cas", &digest);
-        if !path.exists() {
-            copy_atomic(file, &path).map_err(|source| CacheError::Write {
-                path: path.clone(),
-                source,
-            })?;
+        let meta = fs::metadata(file).map_err(werr(file))?;
+        // Copy to a temp name while hashing; the digest then names the blob.
+        let tmp = temp_path_for(&self.root.join("cas").join("incoming"));
+        let (hashed, copied) = hash_while_copying(file, &tmp, meta.len());
+        let result = (|| {
+            let digest = hashed.map_err(werr(file))?;
+            copied.map_err(werr(&tmp))?;
+            let path = self.path("cas", &digest);
+            if path.exists() {
+                let _ = fs::remove_file(&tmp);
+                return Ok((digest, false));
+            }
+            let renamed = match fs::rename(&tmp, &path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(path.parent().expect("sharded"))
+                        .and_then(|()| fs::rename(&tmp, &path))
+                }
+                other => other,
+            };
+            renamed.map_err(werr(&path))?;
+            Ok((digest, true))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let (digest, added) = result?;
+        if added {
             self.account(meta.len());
         }
         Ok(OutputFile {
@@ -175,15 +195,7 @@ impl DiskCache {
         let blob = self.path("cas", &out.digest);
         let dest = dir.join(&out.name);
         let tmp = temp_path_for(&dest);
-        let (hashed, copied) = if out.size >= PARALLEL_VERIFY_BYTES {
-            std::thread::scope(|s| {
-                let h = s.spawn(|| Digest::of_file(&blob));
-                let c = fs::copy(&blob, &tmp);
-                (h.join().expect("hash thread"), c)
-            })
-        } else {
-            (Digest::of_file(&blob), fs::copy(&blob, &tmp))
-        };
+        let (hashed, copied) = hash_while_copying(&blob, &tmp, out.size);
         let verified = match hashed {
             Ok(d) if d == out.digest => Ok(()),
             Ok(actual) => Err(VerifyError::Mismatch {
@@ -298,23 +310,18 @@ fn touch(path: &Path) {
     }
 }
 
-/// Copies `src` to `dest` via a temp file and rename (the kernel copies: no user-space buffer).
-fn copy_atomic(src: &Path, dest: &Path) -> io::Result<()> {
-    let tmp = temp_path_for(dest);
-    let res = fs::copy(src, &tmp).and_then(|_| fs::rename(&tmp, dest));
-    let res = match res {
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound && !dest.parent().is_some_and(Path::exists) =>
-        {
-            fs::create_dir_all(dest.parent().expect("has parent"))?;
-            fs::copy(src, &tmp).and_then(|_| fs::rename(&tmp, dest))
-        }
-        other => other,
-    };
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// Copies `src` to `dest` (the kernel copies: no user-space buffer) and hashes `src`, on two
+/// threads when the file is large. Blobs and fresh outputs are never modified in place (they
+/// are replaced by rename), so hashing the source while it is copied hashes what is copied.
+fn hash_while_copying(src: &Path, dest: &Path, size: u64) -> (io::Result<Digest>, io::Result<u64>) {
+    if size < PARALLEL_VERIFY_BYTES {
+        return (Digest::of_file(src), fs::copy(src, dest));
     }
-    res
+    std::thread::scope(|s| {
+        let h = s.spawn(|| Digest::of_file(src));
+        let c = fs::copy(src, dest);
+        (h.join().expect("hash thread"), c)
+    })
 }
 
 /// Writes `bytes` to `dest` via a temp file in the same dir, then renames it into place.
