@@ -30,7 +30,8 @@ def record(outdir, argv):
     name = args[args.index("--crate-name") + 1] if "--crate-name" in args else None
     if name and "--crate-type" in args and args[args.index("--crate-type") + 1] == "lib" \
             and not any(a.startswith("incremental=") for a in args) and "-" not in args:
-        env = {k: v for k, v in os.environ.items() if k != "RUSTC_WRAPPER"}
+        # The jobserver fds in CARGO_MAKEFLAGS mean nothing outside this cargo run.
+        env = {k: v for k, v in os.environ.items() if k not in ("RUSTC_WRAPPER", "CARGO_MAKEFLAGS")}
         Path(outdir, name + ".json").write_text(json.dumps(
             {"cwd": os.getcwd(), "rustc": rustc, "args": args, "env": env}))
     os.execv(rustc, [rustc] + args)
@@ -50,7 +51,8 @@ def hyperfine(runs, commands, env):
     exported = Path(tempfile.mktemp(suffix=".json"))
     cmd = ["hyperfine", "-N", "--runs", str(runs), "--export-json", str(exported), "--style", "none"]
     for label, (prepare, command) in commands.items():
-        cmd += ["--prepare", prepare, "-n", label, command]
+        # -N runs prepare commands without a shell too: give them one.
+        cmd += ["--prepare", "sh -c " + shlex.quote(prepare), "-n", label, command]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     data = json.loads(exported.read_text())
     return {r["command"]: (r["median"], r["stddev"] or 0.0) for r in data["results"]}
@@ -103,7 +105,8 @@ def main():
         os.chdir(inv["cwd"])
         commands = {
             "plain rustc": (rm_outs, rustc_cmd),
-            "jetcc miss": (f"{rm_outs}; rm -rf {jcache}", f"{args.jetcc} {rustc_cmd}"),
+            # A miss in a warm jetcc (toolchain identity memoized), with no entry for this crate.
+            "jetcc miss": (f"{rm_outs}; rm -rf {jcache}/cas {jcache}/ac {jcache}/mf", f"{args.jetcc} {rustc_cmd}"),
         }
         if sccache:
             fresh = f"{sccache} --stop-server >/dev/null 2>&1; rm -rf {scache}; {sccache} --start-server >/dev/null"
@@ -128,7 +131,10 @@ def main():
             print(f"  {k:<12} {median * 1000:8.1f} ms ± {sd * 1000:5.1f}   {median / plain:6.3f} x plain rustc")
         print(f"  jetcc hit instructions (callgrind): {instr:,}" if instr else "  callgrind: no count")
         print()
-    shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("KEEP"):
+        print("kept", tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,4 +14,8 @@ command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 cargo fmt --all -- --check
 cargo build --release --workspace --locked
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
-cargo test --release --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace --locked "$@" 2>&1 | tee "$log"
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

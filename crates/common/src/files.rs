@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, KeyHasher};
 use crate::fsutil::write_atomic_mkdir;
 
+/// Files smaller than this are hashed rather than memoized: reading a memo costs about as much.
+const MEMO_MIN_BYTES: u64 = 1 << 20;
+
 /// How long after its last change a file's stamp becomes trustworthy.
 const SETTLE_NS: i128 = 1_000_000_000;
 
@@ -118,7 +121,8 @@ impl FileDigests {
             return Ok(*d);
         }
         let stamp = self.stamp(&key);
-        if let (Some(stamp), Some(memo)) = (stamp, self.memo_path(&abs)) {
+        let large = stamp.is_some_and(|s| s.size >= MEMO_MIN_BYTES);
+        if let (Some(stamp), Some(memo), true) = (stamp, self.memo_path(&abs), large) {
             if let Ok(bytes) = fs::read(&memo) {
                 if let Ok((s, d)) = rmp_serde::from_slice::<(Stamp, Digest)>(&bytes) {
                     if s == stamp {
@@ -144,6 +148,9 @@ impl FileDigests {
     }
 
     fn remember(&self, abs: &Path, stamp: Stamp, digest: Digest) {
+        if stamp.size < MEMO_MIN_BYTES {
+            return;
+        }
         if let Some(memo) = self.memo_path(abs) {
             let bytes = rmp_serde::to_vec(&(stamp, digest)).expect("serializes");
             let _ = write_atomic_mkdir(&memo, &bytes);
@@ -185,8 +192,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let memo = dir.path().join("memo");
         let f = dir.path().join("lib.rmeta");
-        fs::write(&f, "v1").unwrap();
-        let d1 = Digest::of_bytes(b"v1");
+        let v1 = vec![1u8; MEMO_MIN_BYTES as usize];
+        fs::write(&f, &v1).unwrap();
+        let d1 = Digest::of_bytes(&v1);
         FileDigests::new(dir.path(), Some(memo.clone())).remember_written(&f, d1);
         assert_eq!(
             FileDigests::new(dir.path(), Some(memo.clone()))

@@ -129,3 +129,20 @@ fn human(bytes: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_sccache() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(10 << 30), "10.0 GiB");
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        assert_eq!(run(&["jetcc".into(), "--no-such-flag".into()]), 2);
+    }
+}

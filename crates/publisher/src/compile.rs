@@ -71,3 +71,39 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tee_forwards_and_captures_every_line() {
+        let input: &[u8] = b"{\"artifact\":\"a\"}\nsecond\nno newline at end";
+        let mut forwarded = Vec::new();
+        let captured = tee(input, &mut forwarded);
+        assert_eq!(captured, input);
+        assert_eq!(forwarded, input);
+    }
+
+    #[test]
+    fn tee_keeps_capturing_when_the_reader_is_gone() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let input: &[u8] = b"a\nb\n";
+        assert_eq!(tee(input, Closed), input);
+    }
+
+    #[test]
+    fn exit_codes_follow_rustc_and_signals() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(1 << 8)), 1);
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(9)), 128 + 9);
+    }
+}

@@ -252,7 +252,9 @@ impl Job {
         let outcome = if code != 0 {
             Err(Stored::No("compile-error"))
         } else {
-            self.store(&compiled)
+            let stored = self.store(&compiled);
+            self.cache.commit_size();
+            stored
         };
         let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
         record(self.cache.root(), |s| {

@@ -6,6 +6,7 @@
 //! dir. Shared read-modify-write files (manifests, the size counter) are updated under `flock`.
 //! Eviction is LRU by mtime: a hit touches what it read.
 
+use std::cell::Cell;
 use std::fs::{self, File, FileTimes};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -44,6 +45,8 @@ impl CacheError {
 pub struct DiskCache {
     root: PathBuf,
     max_size: u64,
+    /// Bytes stored but not yet added to the shared size counter (see `commit_size`).
+    pending: Cell<u64>,
 }
 
 impl DiskCache {
@@ -57,6 +60,7 @@ impl DiskCache {
         Ok(DiskCache {
             root: root.to_path_buf(),
             max_size,
+            pending: Cell::new(0),
         })
     }
 
@@ -106,7 +110,7 @@ impl DiskCache {
             Ok(bytes.len() as u64)
         })
         .map_err(write_err)
-        .map(|n| self.account(n))
+        .map(|n| self.pending.set(self.pending.get() + n))
     }
 
     // ---- entries ----
@@ -135,7 +139,7 @@ impl DiskCache {
             path: path.clone(),
             source,
         })?;
-        self.account(bytes.len() as u64);
+        self.pending.set(self.pending.get() + bytes.len() as u64);
         Ok(())
     }
 
@@ -178,7 +182,7 @@ impl DiskCache {
         }
         let (digest, added) = result?;
         if added {
-            self.account(meta.len());
+            self.pending.set(self.pending.get() + meta.len());
         }
         Ok(OutputFile {
             name: name.to_owned(),
@@ -245,8 +249,16 @@ impl DiskCache {
         self.max_size
     }
 
-    /// Adds `bytes` to the size counter and evicts when past the limit. Best effort: a
-    /// failure here is logged, never an error for the build.
+    /// Adds what this process stored since the last call to the shared size counter (one
+    /// locked update per compile, not one per file), and evicts when past the limit. Best
+    /// effort: a failure is logged, never an error for the build.
+    pub fn commit_size(&self) {
+        let bytes = self.pending.replace(0);
+        if bytes > 0 {
+            self.account(bytes);
+        }
+    }
+
     fn account(&self, bytes: u64) {
         let size_path = self.root.join("size");
         let res = with_lock(&self.root.join("size.lock"), || {
@@ -388,6 +400,7 @@ mod tests {
             let f = dir.path().join(format!("f{i}"));
             fs::write(&f, vec![i as u8; 1000]).unwrap();
             cache.put_output("f", &f).unwrap();
+            cache.commit_size();
         }
         assert!(cache.size() <= 10_000, "size {}", cache.size());
         let on_disk: u64 = walk(&dir.path().join("c/cas"));
