@@ -110,6 +110,8 @@ struct Job {
     invocation: Digest,
     files: FileDigests,
     started: SystemTime,
+    /// When jetcc started work on this invocation: what it adds is measured from here.
+    clock: Instant,
 }
 
 impl Job {
@@ -120,6 +122,7 @@ impl Job {
         outputs: Outputs,
     ) -> Result<Job, PrepareError> {
         let started = SystemTime::now();
+        let clock = Instant::now();
         let cache = DiskCache::open(&config.cache_dir, config.cache_size)?;
         let cwd = std::env::current_dir().map_err(PrepareError::Cwd)?;
         let toolchain = toolchain::identity(Path::new(rustc), &cache.toolchain_memo_dir())?;
@@ -147,12 +150,13 @@ impl Job {
             map,
             invocation,
             started,
+            clock,
         })
     }
 
     fn run(&mut self) -> i32 {
         let crate_name = self.inv.crate_name.clone().unwrap_or_default();
-        let t0 = Instant::now();
+        let t0 = self.clock;
         let manifest = self.cache.manifest(&self.invocation);
         let found = manifest.find(&mut self.files, &|n| std::env::var(n).ok(), &self.map);
         let lookup_us = t0.elapsed().as_micros() as u64;
@@ -170,7 +174,7 @@ impl Job {
             Ok(Some(entry)) => {
                 let restored = entry.total_output_bytes();
                 let spent = t0.elapsed().as_millis() as u64;
-                tracing::debug!(%crate_name, %key, lookup_us, ms = spent, "hit");
+                tracing::debug!(%crate_name, %key, lookup_us, total_ms = spent, "hit");
                 self.replay(&entry);
                 record(self.cache.root(), |s| {
                     s.requests += 1;
@@ -269,7 +273,12 @@ impl Job {
         match outcome {
             Ok(_) => tracing::debug!(
                 crate_name,
-                ms = compiled.duration.as_millis() as u64,
+                compile_ms = compiled.duration.as_millis() as u64,
+                overhead_us = self
+                    .clock
+                    .elapsed()
+                    .saturating_sub(compiled.duration)
+                    .as_micros() as u64,
                 "stored"
             ),
             Err(Stored::No(why)) => tracing::debug!(crate_name, "not stored: {why}"),
