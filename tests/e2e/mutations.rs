@@ -9,7 +9,21 @@ use std::path::{Path, PathBuf};
 
 use jetcc_e2e::*;
 
-const ALL: &[&str] = &["leaf", "mid", "util", "corelib"];
+/// Units every flag change reaches. Build scripts and proc-macros are built with the
+/// `build-override` profile, so profile settings do not reach them: they are not asserted.
+const ALL: &[&str] = &["leaf", "mid", "util", "corelib", "app"];
+/// Units that run the linker.
+const LINKED: &[&str] = &["mac", "build_script_build", "app"];
+const LIBS: &[&str] = &["leaf", "mid", "util", "corelib"];
+const ALL_UNITS: &[&str] = &[
+    "leaf",
+    "mid",
+    "util",
+    "corelib",
+    "mac",
+    "build_script_build",
+    "app",
+];
 
 /// One row of the matrix.
 struct Case {
@@ -52,8 +66,13 @@ impl Case {
     }
 }
 
-fn cases(fake_rustc: &Path) -> Vec<Case> {
-    let leaf_down: &[&str] = &["leaf", "mid", "corelib"];
+fn cases(fake_rustc: &Path, fake_cc_dir: &Path) -> Vec<Case> {
+    let leaf_down: &[&str] = &["leaf", "mid", "corelib", "app"];
+    let path_with_fake_cc = format!(
+        "{}:{}",
+        fake_cc_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     vec![
         // Sources.
         case("source file", leaf_down, &["util"]).edit(
@@ -150,9 +169,9 @@ fn cases(fake_rustc: &Path) -> Vec<Case> {
         case("toolchain identity", ALL, &[]).env("RUSTC", &fake_rustc.to_string_lossy()),
         case("target", ALL, &[]).arg("--target=x86_64-unknown-linux-gnu"),
         // Changes that must not matter.
-        case("unrelated env var", &[], ALL).env("SOME_UNRELATED_VAR", "1"),
-        case("cargo jobs (CARGO_MAKEFLAGS)", &[], ALL).arg("-j1"),
-        case("touched source (mtime only)", &[], ALL).edit("leaf/src/lib.rs", "", ""),
+        case("unrelated env var", &[], ALL_UNITS).env("SOME_UNRELATED_VAR", "1"),
+        case("cargo jobs (CARGO_MAKEFLAGS)", &[], ALL_UNITS).arg("-j1"),
+        case("touched source (mtime only)", &[], ALL_UNITS).edit("leaf/src/lib.rs", "", ""),
         // Target dir: leaf and mid have no path in their outputs and hit; util includes code
         // from OUT_DIR (under the target dir), so its outputs name it and it must miss.
         case("target dir path", &["util", "corelib"], &["leaf", "mid"])
@@ -166,11 +185,12 @@ fn key_mutation_matrix() {
     let tmp = p.dir.parent().unwrap().to_path_buf();
     let cache = tmp.join("cache");
     let fake_rustc = make_fake_rustc(&tmp);
+    let fake_cc_dir = make_fake_cc(&tmp);
     let warm = p.build(&Build::jetcc(&cache));
     assert!(warm.ok(), "{}", warm.stderr());
 
     let mut failures = Vec::new();
-    let cases = cases(&fake_rustc);
+    let cases = cases(&fake_rustc, &fake_cc_dir);
     assert!(cases.len() >= 30);
     for c in &cases {
         if let Err(e) = run_case(&p, &cache, &tmp, c) {
@@ -272,4 +292,19 @@ fn make_fake_rustc(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     fake
+}
+
+/// A dir holding a `cc` that reports another version and otherwise is the system's.
+fn make_fake_cc(dir: &Path) -> PathBuf {
+    let bin = dir.join("fake-cc-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cc = bin.join("cc");
+    std::fs::write(
+        &cc,
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then /usr/bin/cc --version | sed 's/^cc/fake-cc/'; exit 0; fi\nexec /usr/bin/cc \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
 }

@@ -6,6 +6,16 @@ use std::path::Path;
 
 use jetcc_e2e::*;
 
+const ALL_UNITS: [&str; 7] = [
+    "leaf",
+    "mid",
+    "util",
+    "corelib",
+    "mac",
+    "build_script_build",
+    "app",
+];
+
 /// Builds plainly, then through jetcc to fill `cache`; returns the plain artifacts.
 fn plain_then_warm(p: &Project, cache: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let plain = p.build(&Build::plain());
@@ -40,7 +50,7 @@ fn damage_blobs_then_build(damage: fn(&Path)) {
     let built = p.build(&Build::jetcc(&cache));
     assert!(built.ok(), "{}", built.stderr());
     assert_same_artifacts(&want, &artifacts(&p.target()), "build over a damaged cache");
-    for krate in ["leaf", "mid", "util", "corelib"] {
+    for krate in ALL_UNITS {
         assert_eq!(
             built.outcome(krate),
             Some(Outcome::Miss),
@@ -49,7 +59,7 @@ fn damage_blobs_then_build(damage: fn(&Path)) {
         );
     }
     let s = stats(&cache);
-    assert_eq!(s["errors"]["corrupt-entry"], 4, "{s}");
+    assert_eq!(s["errors"]["corrupt-entry"], 7, "{s}");
     // The damaged entries were replaced: the next build hits again.
     p.clean();
     let again = p.build(&Build::jetcc(&cache));
@@ -153,7 +163,7 @@ fn a_read_only_cache_dir_still_builds_and_hits() {
         ..Build::jetcc(&cache)
     });
     assert!(built.ok(), "{}", built.stderr());
-    for krate in ["leaf", "mid", "util", "corelib"] {
+    for krate in ALL_UNITS {
         assert_eq!(
             built.outcome(krate),
             Some(Outcome::Hit),
@@ -212,10 +222,10 @@ fn eight_concurrent_builds_share_one_cache() {
         .iter()
         .map(|r| r.outcomes().values().map(Vec::len).sum::<usize>())
         .sum();
-    assert_eq!(outcomes, 32, "4 cacheable units × 8 builds");
+    assert_eq!(outcomes, 56, "7 units × 8 builds");
     assert_eq!(
         s["hits"].as_u64().unwrap() + s["misses"].as_u64().unwrap(),
-        32,
+        56,
         "{s}"
     );
     assert_eq!(s["errors"], serde_json::json!({}), "{s}");
@@ -224,7 +234,7 @@ fn eight_concurrent_builds_share_one_cache() {
     let _ = fs::remove_dir_all(&t0);
     let ninth = p.build(&Build::jetcc(&cache).env("CARGO_TARGET_DIR", &t0.to_string_lossy()));
     assert!(ninth.ok());
-    for krate in ["leaf", "mid", "util", "corelib"] {
+    for krate in ALL_UNITS {
         assert_eq!(
             ninth.outcome(krate),
             Some(Outcome::Hit),

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `jetcc` binary under test: `JETCC_BIN`, else the one beside this test binary's
-/// target dir (`cargo build --release` puts it there; the README's test command does that).
+/// target dir. `cargo test -p jetcc-e2e` does not rebuild it: run `cargo build --release`
+/// first (the README's test command does).
 pub fn jetcc_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("JETCC_BIN") {
         return PathBuf::from(p);
@@ -237,21 +238,27 @@ pub fn stats(cache: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stats json")
 }
 
-/// Every `.rlib`, `.rmeta` and the `app`/`regfix` binaries under `target`, by relative path.
+/// Every compiled artifact under `target`, by relative path: `.rlib`, `.rmeta`, `.a`, `.so`
+/// and executables (binaries, build scripts), but not incremental state.
 pub fn artifacts(target: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
     walk(target, &mut |p| {
+        let rel = p
+            .strip_prefix(target)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel.contains("/incremental/") || rel.contains("/.fingerprint/") {
+            return;
+        }
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let wanted = name.ends_with(".rlib")
-            || name.ends_with(".rmeta")
-            || name.ends_with(".a")
-            || ((name == "app" || name == "regfix") && !p.to_string_lossy().contains("/deps/"));
+        let exec = fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+        let wanted = [".rlib", ".rmeta", ".a", ".so"]
+            .iter()
+            .any(|x| name.ends_with(x))
+            || exec;
         if wanted {
-            let rel = p
-                .strip_prefix(target)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
             out.insert(rel, fs::read(p).unwrap());
         }
     });

@@ -37,6 +37,14 @@ impl CrateType {
         })
     }
 
+    /// Whether compiling this crate type runs a linker.
+    pub fn links(self) -> bool {
+        matches!(
+            self,
+            CrateType::Bin | CrateType::ProcMacro | CrateType::Dylib | CrateType::Cdylib
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CrateType::Bin => "bin",

@@ -1,7 +1,8 @@
 //! The one place that decides whether an invocation is cached, and which files it writes.
 //!
-//! Later unit kinds (binaries, proc-macros, build scripts, incremental crates) are enabled here
-//! and nowhere else.
+//! Unit kinds are enabled here and nowhere else. Link-producing kinds (binaries, build
+//! scripts, proc-macros, dylibs) are cached on Linux targets, where jetcc knows their file
+//! names and the linker's inputs.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,10 +16,6 @@ pub enum PassThrough {
     NotACompile,
     Incremental,
     StdinInput,
-    /// Crate type not cached yet (binaries, proc-macros, build scripts, dylibs).
-    CrateType(CrateType),
-    /// `--test` harnesses (binaries).
-    TestHarness,
     /// A flag the argument model does not know.
     UnknownFlag(String),
     /// `-o FILE` or `--emit KIND=PATH`: outputs outside `--out-dir`.
@@ -27,6 +24,10 @@ pub enum PassThrough {
     EmitKind,
     /// No dep-info requested: direct mode cannot learn the source files.
     NoDepInfo,
+    /// A link for a target whose output names and linker jetcc does not model (non-Linux).
+    LinkTarget,
+    /// `-C split-debuginfo` other than `off`: extra output files jetcc does not track.
+    SplitDebuginfo,
     /// Missing `--crate-name` or `--out-dir`.
     MissingNameOrOutDir,
 }
@@ -38,12 +39,12 @@ impl PassThrough {
             PassThrough::NotACompile => "not-a-compile".into(),
             PassThrough::Incremental => "incremental".into(),
             PassThrough::StdinInput => "stdin-input".into(),
-            PassThrough::CrateType(t) => format!("crate-type-{}", t.name()),
-            PassThrough::TestHarness => "test-harness".into(),
             PassThrough::UnknownFlag(_) => "unknown-flag".into(),
             PassThrough::ExplicitOutputPath => "explicit-output-path".into(),
             PassThrough::EmitKind => "emit-kind".into(),
             PassThrough::NoDepInfo => "no-dep-info".into(),
+            PassThrough::LinkTarget => "link-target".into(),
+            PassThrough::SplitDebuginfo => "split-debuginfo".into(),
             PassThrough::MissingNameOrOutDir => "no-crate-name-or-out-dir".into(),
         }
     }
@@ -66,6 +67,8 @@ pub struct Outputs {
     pub files: Vec<String>,
     /// The dep-info file name.
     pub dep_info: String,
+    /// Whether rustc runs a linker: its identity and every library it links are then inputs.
+    pub links: bool,
 }
 
 /// Decides: cache it (and which files it writes), or run plain rustc, and why.
@@ -84,18 +87,12 @@ pub fn classify(inv: &RustcInvocation) -> Result<Outputs, PassThrough> {
     if let Some(flag) = inv.unknown.first() {
         return Err(PassThrough::UnknownFlag(flag.clone()));
     }
-    if inv.special_modes.iter().any(|m| m == "--test") {
-        return Err(PassThrough::TestHarness);
-    }
-    // rustc's default crate type is bin.
+    // rustc's default crate type is bin (so is a `--test` harness).
     let types = if inv.crate_types.is_empty() {
         vec![CrateType::Bin]
     } else {
         inv.crate_types.clone()
     };
-    if let Some(t) = types.iter().find(|t| !is_cached_type(**t)) {
-        return Err(PassThrough::CrateType(*t));
-    }
     if inv.output.is_some() || inv.emit.iter().any(|e| e.path.is_some()) {
         return Err(PassThrough::ExplicitOutputPath);
     }
@@ -108,6 +105,17 @@ pub fn classify(inv: &RustcInvocation) -> Result<Outputs, PassThrough> {
     let (Some(name), Some(out_dir)) = (&inv.crate_name, &inv.out_dir) else {
         return Err(PassThrough::MissingNameOrOutDir);
     };
+    let links =
+        inv.emit.iter().any(|e| e.kind == EmitKind::Link) && types.iter().any(|t| t.links());
+    if links && !inv.target.as_deref().is_none_or(|t| t.contains("-linux-")) {
+        return Err(PassThrough::LinkTarget);
+    }
+    if inv
+        .codegen_opt("split-debuginfo")
+        .is_some_and(|v| v != Some("off"))
+    {
+        return Err(PassThrough::SplitDebuginfo);
+    }
     let extra = inv.codegen_opt("extra-filename").flatten().unwrap_or("");
     let stem = format!("{name}{extra}");
     let mut files = Vec::new();
@@ -116,8 +124,12 @@ pub fn classify(inv: &RustcInvocation) -> Result<Outputs, PassThrough> {
             EmitKind::Link => {
                 for t in &types {
                     files.push(match t {
+                        CrateType::Lib | CrateType::Rlib => format!("lib{stem}.rlib"),
                         CrateType::Staticlib => format!("lib{stem}.a"),
-                        _ => format!("lib{stem}.rlib"),
+                        CrateType::Bin => stem.clone(),
+                        CrateType::ProcMacro | CrateType::Dylib | CrateType::Cdylib => {
+                            format!("lib{stem}.so")
+                        }
                     });
                 }
             }
@@ -132,11 +144,8 @@ pub fn classify(inv: &RustcInvocation) -> Result<Outputs, PassThrough> {
         out_dir: out_dir.clone(),
         files,
         dep_info: format!("{stem}.d"),
+        links,
     })
-}
-
-fn is_cached_type(t: CrateType) -> bool {
-    matches!(t, CrateType::Lib | CrateType::Rlib | CrateType::Staticlib)
 }
 
 #[cfg(test)]
@@ -162,6 +171,25 @@ mod tests {
     }
 
     #[test]
+    fn link_types_are_cached_with_their_file_names() {
+        let bin =
+            classify_args(&LIB.replace("lib --emit=dep-info,metadata,", "bin --emit=dep-info,"))
+                .unwrap();
+        assert_eq!(bin.files, vec!["foo-h", "foo-h.d"]);
+        assert!(bin.links);
+        let pm = classify_args(&LIB.replace("lib --emit", "proc-macro --emit")).unwrap();
+        assert!(pm.files.contains(&"libfoo-h.so".to_owned()));
+        assert!(!classify_args(LIB).unwrap().links);
+        assert_eq!(
+            classify_args(&format!(
+                "{} --target x86_64-apple-darwin",
+                LIB.replace("lib --emit", "bin --emit")
+            )),
+            Err(PassThrough::LinkTarget)
+        );
+    }
+
+    #[test]
     fn staticlib_is_cached() {
         let out = classify_args(&LIB.replace("lib --emit", "staticlib --emit")).unwrap();
         assert!(out.files.contains(&"libfoo-h.a".to_owned()));
@@ -181,12 +209,8 @@ mod tests {
             ),
             (&LIB.replace("src/lib.rs", "-"), PassThrough::StdinInput),
             (
-                &LIB.replace("lib --emit", "bin --emit"),
-                PassThrough::CrateType(CrateType::Bin),
-            ),
-            (
-                &LIB.replace("lib --emit", "proc-macro --emit"),
-                PassThrough::CrateType(CrateType::ProcMacro),
+                &format!("{LIB} -C split-debuginfo=packed"),
+                PassThrough::SplitDebuginfo,
             ),
             (
                 &format!("{LIB} --frob"),
@@ -198,7 +222,6 @@ mod tests {
                 PassThrough::EmitKind,
             ),
             (&LIB.replace("dep-info,", ""), PassThrough::NoDepInfo),
-            (&format!("{LIB} --test"), PassThrough::TestHarness),
         ];
         for (args, want) in cases {
             assert_eq!(classify_args(args).unwrap_err(), want, "{args}");

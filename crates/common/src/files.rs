@@ -91,12 +91,30 @@ impl FileDigests {
         s
     }
 
-    /// The content digest of `path`, hashing it (once per process).
+    /// The content digest of `path` (relative to the cwd, or absolute): hashed once per
+    /// process, and for large files looked up in the persistent memo by stamp first.
     pub fn digest(&mut self, path: &str) -> Option<Digest> {
         if let Some(d) = self.digests.get(path) {
             return *d;
         }
-        let d = Digest::of_file(&self.cwd.join(path)).ok();
+        let abs = self.cwd.join(path);
+        let stamp = self.stamp(path);
+        let memo = self
+            .memo_path(&abs)
+            .filter(|_| stamp.is_some_and(|s| s.size >= MEMO_MIN_BYTES));
+        let remembered = memo
+            .as_ref()
+            .and_then(|m| fs::read(m).ok())
+            .and_then(|b| rmp_serde::from_slice::<(Stamp, Digest)>(&b).ok())
+            .filter(|(s, _)| Some(*s) == stamp)
+            .map(|(_, d)| d);
+        let d = remembered.or_else(|| {
+            let d = Digest::of_file(&abs).ok()?;
+            if let Some(stamp) = stamp.filter(|s| s.settled(now_ns())) {
+                self.remember(&abs, stamp, d);
+            }
+            Some(d)
+        });
         self.digests.insert(path.to_owned(), d);
         d
     }
@@ -111,33 +129,6 @@ impl FileDigests {
             return true;
         }
         self.digest(path) == Some(*want)
-    }
-
-    /// The digest of a (large) file through the persistent memo.
-    pub fn digest_memoized(&mut self, path: &Path) -> std::io::Result<Digest> {
-        let abs = self.cwd.join(path);
-        let key = abs.to_string_lossy().into_owned();
-        if let Some(Some(d)) = self.digests.get(&key) {
-            return Ok(*d);
-        }
-        let stamp = self.stamp(&key);
-        let large = stamp.is_some_and(|s| s.size >= MEMO_MIN_BYTES);
-        if let (Some(stamp), Some(memo), true) = (stamp, self.memo_path(&abs), large) {
-            if let Ok(bytes) = fs::read(&memo) {
-                if let Ok((s, d)) = rmp_serde::from_slice::<(Stamp, Digest)>(&bytes) {
-                    if s == stamp {
-                        self.digests.insert(key, Some(d));
-                        return Ok(d);
-                    }
-                }
-            }
-        }
-        let d = Digest::of_file(&abs)?;
-        self.digests.insert(key, Some(d));
-        if let Some(stamp) = stamp.filter(|s| s.settled(now_ns())) {
-            self.remember(&abs, stamp, d);
-        }
-        Ok(d)
     }
 
     /// Records that `path` (just written by jetcc with content `digest`) has its current stamp.

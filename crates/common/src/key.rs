@@ -57,13 +57,15 @@ pub struct InvocationInputs<'a> {
     /// The process env (filtered here).
     pub env: &'a [(String, String)],
     pub map: &'a PathMap,
+    /// The linker's identity, for invocations that link.
+    pub linker: Option<&'a Digest>,
 }
 
 /// Why the invocation digest could not be computed (the invocation then runs plainly).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot hash --extern {path}: {source}")]
-    Extern { path: PathBuf, source: io::Error },
+    #[error("cannot read --extern {path}")]
+    Extern { path: PathBuf },
     #[error("cannot read native library dir {path}: {source}")]
     NativeDir { path: PathBuf, source: io::Error },
 }
@@ -96,15 +98,15 @@ pub fn invocation_digest(
         h.str("extern").str(&ext.spec);
         if let Some(path) = &ext.path {
             let d = files
-                .digest_memoized(path)
-                .map_err(|source| KeyError::Extern {
-                    path: path.clone(),
-                    source,
-                })?;
+                .digest(&path.to_string_lossy())
+                .ok_or_else(|| KeyError::Extern { path: path.clone() })?;
             h.digest(&d);
         }
     }
     hash_native_libs(&mut h, i)?;
+    if let Some(linker) = i.linker {
+        h.str("linker").digest(linker);
+    }
     let mut env: Vec<_> = i.env.iter().filter(|(k, _)| is_keyed_env(k)).collect();
     env.sort();
     for (k, v) in env {
@@ -113,9 +115,9 @@ pub fn invocation_digest(
     Ok(h.finish())
 }
 
-/// Static libraries that rustc may bundle into an rlib or staticlib are found in native search
-/// dirs (`-l static=` and `#[link(kind = "static")]` alike), so every `*.a` there is keyed by
-/// content.
+/// Static libraries that rustc may bundle into an rlib or staticlib, and the libraries a link
+/// resolves `-l` against, are found in native search dirs (`-l static=` and
+/// `#[link(kind = "static")]` alike), so every `*.a` and `*.so` there is keyed by content.
 fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), KeyError> {
     for sp in &i.inv.search_paths {
         if !matches!(sp.kind, SearchKind::Native | SearchKind::All) {
@@ -133,7 +135,7 @@ fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), K
         };
         let mut libs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "a"))
+            .filter(|p| p.extension().is_some_and(|x| x == "a" || x == "so"))
             .collect();
         libs.sort();
         for lib in libs {
@@ -180,7 +182,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let tc = Digest::of_bytes(b"rustc 1.95");
-        let map = PathMap::new(Path::new("/t"), &[], Path::new(cwd));
+        let map = PathMap::new(Path::new("/t"), &[], &[], Path::new(cwd));
         invocation_digest(
             &InvocationInputs {
                 toolchain: &tc,
@@ -188,6 +190,7 @@ mod tests {
                 cwd: Path::new(cwd),
                 env: &env,
                 map: &map,
+                linker: None,
             },
             &mut FileDigests::new(Path::new(cwd), None),
         )

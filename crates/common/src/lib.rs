@@ -4,7 +4,8 @@
 //! - [`classify`]: the one decision whether an invocation is cached, and what it writes.
 //! - [`key`]: the cache key in two steps, invocation digest then result key ([`Digest`]).
 //! - [`manifest`]: direct mode, which finds a result key without running rustc.
-//! - [`depinfo`], [`pathmap`]: reading dep-info and mapping build paths to and from the cache.
+//! - [`depinfo`], [`linkargs`], [`pathmap`]: what a compile read (dep-info, the linker's
+//!   libraries) and mapping build paths to and from the cache.
 //! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
 //! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, compiler identity.
 //!
@@ -22,6 +23,7 @@ pub mod digest;
 pub mod files;
 pub mod fsutil;
 pub mod key;
+pub mod linkargs;
 pub mod manifest;
 pub mod pathmap;
 pub mod result;

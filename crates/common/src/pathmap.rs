@@ -13,6 +13,11 @@ pub const MAPPED_BASE: &str = "/jetcc/base";
 
 const OUT_DIR_PLACEHOLDER: &str = "\u{1}jetcc:out-dir\u{1}";
 
+/// `-L dependency=` dirs (other than the out-dir) are numbered in the order given.
+fn dep_dir_placeholder(i: usize) -> String {
+    format!("\u{1}jetcc:dep-dir-{i}\u{1}")
+}
+
 /// Prefix rewrites for one invocation: (local text, stored text), longest local first.
 #[derive(Debug, Clone, Default)]
 pub struct PathMap {
@@ -23,9 +28,16 @@ pub struct PathMap {
 }
 
 impl PathMap {
-    /// The map for a build in `cwd` writing to `out_dir` with the given base dirs (absolute).
-    pub fn new(out_dir: &Path, base_dirs: &[PathBuf], cwd: &Path) -> PathMap {
-        let mut pairs = vec![(path_str(out_dir), OUT_DIR_PLACEHOLDER.to_owned())];
+    /// The map for a build in `cwd` writing to `out_dir`, finding crates in `dep_dirs`, with
+    /// the given base dirs (all absolute).
+    pub fn new(out_dir: &Path, dep_dirs: &[PathBuf], base_dirs: &[PathBuf], cwd: &Path) -> PathMap {
+        let out = path_str(out_dir);
+        let mut pairs = vec![(out.clone(), OUT_DIR_PLACEHOLDER.to_owned())];
+        for (i, dir) in dep_dirs.iter().map(|d| path_str(d)).enumerate() {
+            if dir != out {
+                pairs.push((dir, dep_dir_placeholder(i)));
+            }
+        }
         for base in base_dirs {
             pairs.push((path_str(base), MAPPED_BASE.to_owned()));
         }
@@ -66,19 +78,28 @@ impl PathMap {
 
     /// The local path for a path in key form (the inverse of [`PathMap::key_path`]).
     pub fn local_path(&self, key_path: &str) -> String {
-        match (&self.local_base, key_path.strip_prefix(MAPPED_BASE)) {
-            (Some(base), Some(rest)) if rest.is_empty() || rest.starts_with('/') => {
-                format!("{base}{rest}")
+        for (local, stored) in &self.pairs {
+            let local = if stored == MAPPED_BASE {
+                match &self.local_base {
+                    Some(b) => b,
+                    None => continue,
+                }
+            } else {
+                local
+            };
+            if is_prefix(stored, key_path) {
+                return format!("{local}{}", &key_path[stored.len()..]);
             }
-            _ => key_path.to_owned(),
         }
+        key_path.to_owned()
     }
 
-    /// A path as it goes into the key: a base-dir prefix replaced by [`MAPPED_BASE`].
+    /// A path as it goes into the key: the out-dir, crate dirs and base dirs are replaced by
+    /// placeholders, so the key says what a path is, not where this build keeps it.
     pub fn key_path(&self, path: &str) -> String {
         for (local, stored) in &self.pairs {
-            if stored == MAPPED_BASE && is_prefix(local, path) {
-                return format!("{MAPPED_BASE}{}", &path[local.len()..]);
+            if is_prefix(local, path) {
+                return format!("{stored}{}", &path[local.len()..]);
             }
         }
         path.to_owned()
@@ -131,8 +152,8 @@ mod tests {
 
     #[test]
     fn out_dir_round_trips_to_another_target_dir() {
-        let a = PathMap::new(Path::new("/a/target/debug/deps"), &[], Path::new("/a"));
-        let b = PathMap::new(Path::new("/b/t/debug/deps/"), &[], Path::new("/b"));
+        let a = PathMap::new(Path::new("/a/target/debug/deps"), &[], &[], Path::new("/a"));
+        let b = PathMap::new(Path::new("/b/t/debug/deps/"), &[], &[], Path::new("/b"));
         let msg = br#"{"artifact":"/a/target/debug/deps/libx.rmeta","emit":"metadata"}"#;
         let stored = a.store(msg);
         assert!(!String::from_utf8_lossy(&stored).contains("/a/target"));
@@ -143,9 +164,30 @@ mod tests {
     }
 
     #[test]
+    fn crate_dirs_map_to_placeholders_in_keys() {
+        let m = PathMap::new(
+            Path::new("/p/target/debug/build/x-1"),
+            &["/p/target/debug/deps".into()],
+            &[],
+            Path::new("/p"),
+        );
+        let k = m.key_path("/p/target/debug/deps/libleaf-1.rlib");
+        assert!(!k.contains("/p/target"), "{k}");
+        let other = PathMap::new(
+            Path::new("/q/t/debug/build/x-1"),
+            &["/q/t/debug/deps".into()],
+            &[],
+            Path::new("/q"),
+        );
+        assert_eq!(other.local_path(&k), "/q/t/debug/deps/libleaf-1.rlib");
+        assert_eq!(m.key_path("/elsewhere/x.rs"), "/elsewhere/x.rs");
+    }
+
+    #[test]
     fn base_dirs_map_key_paths_and_restore() {
         let a = PathMap::new(
             Path::new("/home/a/p/target/debug/deps"),
+            &[],
             &["/home/a".into()],
             Path::new("/home/a/p"),
         );
@@ -161,6 +203,7 @@ mod tests {
         let stored = a.store(b"/home/a/p/target/debug/deps/x.d: /home/a/p/src/lib.rs");
         let b = PathMap::new(
             Path::new("/home/b/p/target/debug/deps"),
+            &[],
             &["/home/b".into()],
             Path::new("/home/b/p"),
         );

@@ -1,6 +1,6 @@
-//! The compiler's identity: a digest of `rustc -vV`, memoized on disk by the rustc binary's
-//! path, size and mtime so that only the first invocation after a toolchain change pays for
-//! running it.
+//! Tool identities: the compiler's (a digest of `rustc -vV`) and the linker's, memoized on
+//! disk by the binary's path, size, mtime and inode so that only the first invocation after a
+//! tool changes pays for running it.
 
 use std::fs;
 use std::io;
@@ -15,26 +15,61 @@ use crate::fsutil::write_atomic;
 pub enum ToolchainError {
     #[error("cannot stat rustc at {path}: {source}")]
     Stat { path: String, source: io::Error },
-    #[error("cannot run `{path} -vV`: {source}")]
+    #[error("cannot run `{path}`: {source}")]
     Run { path: String, source: io::Error },
-    #[error("`{path} -vV` failed: {stderr}")]
+    #[error("`{path}` failed: {stderr}")]
     Failed { path: String, stderr: String },
 }
 
 /// Returns the identity digest of the rustc at `rustc`, using `memo_dir` as its memo.
 pub fn identity(rustc: &Path, memo_dir: &Path) -> Result<Digest, ToolchainError> {
-    let path = rustc.to_string_lossy().into_owned();
-    // A bare name (`rustc`) is resolved through PATH by the OS; stat what it resolves to.
-    let resolved = if rustc.components().count() == 1 {
-        which(rustc).unwrap_or_else(|| rustc.to_path_buf())
+    memoized(rustc, "rustc", memo_dir, |h| {
+        h.field(&run(rustc, &["-vV"])?);
+        Ok(())
+    })
+}
+
+/// The identity of the linker rustc will run (`-C linker`, else `cc`): its version, the
+/// version of the `ld` it drives, and the C runtime start file it links in (which changes with
+/// the libc).
+pub fn linker_identity(linker: &Path, memo_dir: &Path) -> Result<Digest, ToolchainError> {
+    memoized(linker, "linker", memo_dir, |h| {
+        h.field(&run(linker, &["--version"])?);
+        let ld = String::from_utf8_lossy(&run(linker, &["-print-prog-name=ld"])?)
+            .trim()
+            .to_owned();
+        h.field(&run(Path::new(&ld), &["--version"]).unwrap_or_default());
+        let crt1 = String::from_utf8_lossy(&run(linker, &["-print-file-name=crt1.o"])?)
+            .trim()
+            .to_owned();
+        if let Ok(d) = Digest::of_file(Path::new(&crt1)) {
+            h.digest(&d);
+        }
+        Ok(())
+    })
+}
+
+/// Memoizes `compute` for the program at `program` by its path, size, mtime and inode, so only
+/// the first invocation after it changes pays for running it.
+fn memoized(
+    program: &Path,
+    kind: &str,
+    memo_dir: &Path,
+    compute: impl FnOnce(&mut KeyHasher) -> Result<(), ToolchainError>,
+) -> Result<Digest, ToolchainError> {
+    let path = program.to_string_lossy().into_owned();
+    // A bare name (`cc`) is resolved through PATH by the OS; stat what it resolves to.
+    let resolved = if program.components().count() == 1 {
+        which(program).unwrap_or_else(|| program.to_path_buf())
     } else {
-        rustc.to_path_buf()
+        program.to_path_buf()
     };
     let meta = fs::metadata(&resolved).map_err(|source| ToolchainError::Stat {
         path: path.clone(),
         source,
     })?;
     let stamp = KeyHasher::new("jetcc-toolchain-memo")
+        .str(kind)
         .str(&resolved.to_string_lossy())
         .str(&meta.len().to_string())
         .str(&meta.mtime().to_string())
@@ -47,26 +82,31 @@ pub fn identity(rustc: &Path, memo_dir: &Path) -> Result<Digest, ToolchainError>
             return Ok(d);
         }
     }
-    let out = Command::new(rustc)
-        .arg("-vV")
-        .output()
-        .map_err(|source| ToolchainError::Run {
-            path: path.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(ToolchainError::Failed {
-            path,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    let id = KeyHasher::new("jetcc-toolchain")
-        .field(&out.stdout)
-        .finish();
+    let mut h = KeyHasher::new(&format!("jetcc-{kind}"));
+    compute(&mut h)?;
+    let id = h.finish();
     // The memo is an optimization: failing to write it is not an error.
     let _ =
         fs::create_dir_all(memo_dir).and_then(|_| write_atomic(&memo, id.to_string().as_bytes()));
     Ok(id)
+}
+
+fn run(program: &Path, args: &[&str]) -> Result<Vec<u8>, ToolchainError> {
+    let path = program.to_string_lossy().into_owned();
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| ToolchainError::Run {
+            path: format!("{path} {}", args.join(" ")),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ToolchainError::Failed {
+            path: format!("{path} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(out.stdout)
 }
 
 fn which(name: &Path) -> Option<std::path::PathBuf> {

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
 
-use jetcc_common::args::RustcInvocation;
+use jetcc_common::args::{RustcInvocation, SearchKind};
 use jetcc_common::cache::{CacheError, DiskCache};
 use jetcc_common::classify::{classify, Outputs};
 use jetcc_common::config::Config;
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::files::{self, FileDigests};
 use jetcc_common::key::{self, InvocationInputs};
+use jetcc_common::linkargs;
 use jetcc_common::manifest::{ManifestEntry, Source};
 use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
@@ -126,8 +127,29 @@ impl Job {
         let cache = DiskCache::open(&config.cache_dir, config.cache_size)?;
         let cwd = std::env::current_dir().map_err(PrepareError::Cwd)?;
         let toolchain = toolchain::identity(Path::new(rustc), &cache.toolchain_memo_dir())?;
+        let linker = match outputs.links {
+            true => {
+                let program = inv.codegen_opt("linker").flatten().unwrap_or("cc");
+                Some(toolchain::linker_identity(
+                    Path::new(program),
+                    &cache.toolchain_memo_dir(),
+                )?)
+            }
+            false => None,
+        };
         let out_dir = cwd.join(&outputs.out_dir);
-        let map = PathMap::new(&out_dir, &config.base_dirs, &cwd);
+        let dep_dirs: Vec<PathBuf> = inv
+            .search_paths
+            .iter()
+            .filter(|sp| {
+                matches!(
+                    sp.kind,
+                    SearchKind::Dependency | SearchKind::Crate | SearchKind::All
+                )
+            })
+            .map(|sp| cwd.join(&sp.path))
+            .collect();
+        let map = PathMap::new(&out_dir, &dep_dirs, &config.base_dirs, &cwd);
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
         let invocation = key::invocation_digest(
@@ -137,6 +159,7 @@ impl Job {
                 cwd: &cwd,
                 env: &env,
                 map: &map,
+                linker: linker.as_ref(),
             },
             &mut files,
         )?;
@@ -241,7 +264,19 @@ impl Job {
         tracing::debug!(crate_name, why, "miss");
         let mut words: Vec<String> = self.inv.words().map(str::to_owned).collect();
         words.extend(self.map.remap_args());
-        let compiled = match compile::run_streaming(&self.rustc, &words) {
+        // A link's inputs are only known once rustc has picked them: have it print them.
+        let link_args = self.outputs.links.then(|| {
+            let file = jetcc_common::fsutil::temp_path_for(&self.outputs.out_dir.join("link-args"));
+            words.push(format!("--print=link-args={}", file.display()));
+            file
+        });
+        let compiled = compile::run_streaming(&self.rustc, &words);
+        let link_inputs = link_args.map(|file| {
+            let printed = std::fs::read_to_string(&file).ok();
+            let _ = std::fs::remove_file(&file);
+            printed.map(|p| linkargs::library_inputs(&p))
+        });
+        let compiled = match compiled {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot start rustc: {e}");
@@ -256,7 +291,11 @@ impl Job {
         let outcome = if code != 0 {
             Err(Stored::No("compile-error"))
         } else {
-            let stored = self.store(&compiled);
+            let stored = match link_inputs {
+                Some(None) => Err(Stored::No("link-inputs-unknown")),
+                Some(Some(libs)) => self.store(&compiled, &libs),
+                None => self.store(&compiled, &[]),
+            };
             self.cache.commit_size();
             stored
         };
@@ -287,8 +326,9 @@ impl Job {
         code
     }
 
-    /// Stores a successful compile; returns the bytes of outputs it covers.
-    fn store(&mut self, compiled: &Compiled) -> Result<u64, Stored> {
+    /// Stores a successful compile whose link (if any) read `libs`; returns the bytes of
+    /// outputs it covers.
+    fn store(&mut self, compiled: &Compiled, libs: &[String]) -> Result<u64, Stored> {
         let out_dir = self.outputs.out_dir.clone();
         let dep_path = out_dir.join(&self.outputs.dep_info);
         let dep_text =
@@ -296,7 +336,8 @@ impl Job {
         let dep = DepInfo::parse(&dep_text);
         // Fresh digests: the lookup may have hashed an older version of a file.
         self.files = FileDigests::new(&self.cwd, Some(self.cache.stat_memo_dir()));
-        let sources = self.sources_now(&dep.sources)?;
+        let read: Vec<String> = dep.sources.iter().chain(libs).cloned().collect();
+        let sources = self.sources_now(&read)?;
         let env_deps: Vec<_> = dep
             .env_deps
             .into_iter()
@@ -359,6 +400,7 @@ impl Job {
                 .stamp(path)
                 .ok_or(Stored::No("source-unreadable"))?;
             if stamp.changed_since(started) {
+                tracing::debug!(path, "changed while rustc ran");
                 return Err(Stored::No("input-changed-during-compile"));
             }
             let digest = self
