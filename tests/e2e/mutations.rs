@@ -66,85 +66,40 @@ impl Case {
     }
 }
 
+#[rustfmt::skip] // One case a line: a table reads better than rustfmt's layout.
 fn cases(fake_rustc: &Path, fake_cc_dir: &Path) -> Vec<Case> {
     let leaf_down: &[&str] = &["leaf", "mid", "corelib", "app"];
-    let path_with_fake_cc = format!(
-        "{}:{}",
-        fake_cc_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let util_down: &[&str] = &["util", "corelib", "app"];
+    let path_with_fake_cc = format!("{}:{}", fake_cc_dir.display(), std::env::var("PATH").unwrap_or_default());
     vec![
         // Sources.
-        case("source file", leaf_down, &["util"]).edit(
-            "leaf/src/lib.rs",
-            "special() + 1",
-            "special() + 2",
-        ),
-        case("include_str! file", leaf_down, &["util"]).edit(
-            "leaf/data/greeting.txt",
-            "hello",
-            "howdy",
-        ),
+        case("source file", leaf_down, &["util"]).edit("leaf/src/lib.rs", "special() + 1", "special() + 2"),
+        case("include_str! file", leaf_down, &["util"]).edit("leaf/data/greeting.txt", "hello", "howdy"),
         case("#[path] module", leaf_down, &["util"]).edit("leaf/src/extra/special.rs", "41", "40"),
-        case(
-            "corelib source only",
-            &["corelib"],
-            &["leaf", "mid", "util"],
-        )
-        .edit("corelib/src/lib.rs", "answer={}", "answer:{}"),
+        case("corelib source only", &["corelib", "app"], &["leaf", "mid", "util", "mac", "build_script_build"]).edit("corelib/src/lib.rs", "answer={}", "answer:{}"),
+        case("binary source only", &["app"], LIBS).edit("app/src/main.rs", "{}", "{} "),
+        case("proc-macro source", &["mac", "corelib", "app"], &["leaf", "mid", "util"]).edit("mac/src/lib.rs", "{ 42 }", "{ 43 }"),
+        case("build script source", &["build_script_build"], &["leaf", "mid", "mac"]).edit("util/build.rs", "FIXTURE_BUILD_STAMP\");", "FIXTURE_BUILD_STAMP\"); "),
         case("env! / option_env! variable", leaf_down, &["util"]).env("FIXTURE_STAMP", "s1"),
-        case(
-            "extern content (leaf changed, mid misses)",
-            &["mid"],
-            &["util"],
-        )
-        .edit("leaf/src/lib.rs", "wrapping_add", "saturating_add"),
+        case("extern content (leaf changed, mid misses)", &["mid"], &["util"]).edit("leaf/src/lib.rs", "wrapping_add", "saturating_add"),
+        // A C library bundled into util's rlib changes neither util's code nor its crate hash.
+        // corelib sees util's native dir (cargo passes `-L native=` on to dependents, where
+        // `#[link(kind = "static")]` could bundle from it) and misses too; app's link reads
+        // util's rlib and misses.
+        case("transitive dependency (bundled native lib)", util_down, &["leaf", "mid", "mac", "build_script_build"]).env("FIXTURE_NATIVE_VALUE", "6"),
         // Cargo-level inputs.
-        case("feature", &["mid", "corelib"], &["leaf", "util"]).arg("--features=mid/fancy"),
-        case("edition", leaf_down, &["util"]).edit(
-            "leaf/Cargo.toml",
-            "edition = \"2021\"",
-            "edition = \"2018\"",
-        ),
-        case(
-            "package version (-C metadata, CARGO_PKG_VERSION)",
-            leaf_down,
-            &["util"],
-        )
-        .edit(
-            "leaf/Cargo.toml",
-            "version = \"0.1.0\"",
-            "version = \"0.1.1\"",
-        ),
-        case(
-            "package description (CARGO_PKG_DESCRIPTION)",
-            &["leaf"],
-            &["util"],
-        )
-        .edit(
-            "leaf/Cargo.toml",
-            "publish = false",
-            "publish = false\ndescription = \"x\"",
-        ),
+        case("feature", &["mid", "corelib", "app"], &["leaf", "util"]).arg("--features=mid/fancy"),
+        case("edition", leaf_down, &["util"]).edit("leaf/Cargo.toml", "edition = \"2021\"", "edition = \"2018\""),
+        case("package version (-C metadata, CARGO_PKG_VERSION)", leaf_down, &["util"]).edit("leaf/Cargo.toml", "version = \"0.1.0\"", "version = \"0.1.1\""),
+        case("package description (CARGO_PKG_DESCRIPTION)", &["leaf"], &["util", "mac"]).edit("leaf/Cargo.toml", "publish = false", "publish = false\ndescription = \"x\""),
         // Build script outputs.
-        case(
-            "build script env output",
-            &["util", "corelib"],
-            &["leaf", "mid"],
-        )
-        .env("FIXTURE_BUILD_STAMP", "v2"),
-        case(
-            "build script generated file",
-            &["util", "corelib"],
-            &["leaf", "mid"],
-        )
-        .env("FIXTURE_GEN_VALUE", "8"),
-        case(
-            "build script cfg output",
-            &["util", "corelib"],
-            &["leaf", "mid"],
-        )
-        .env("FIXTURE_CFG_ON", "1"),
+        case("build script env output", util_down, &["leaf", "mid", "build_script_build"]).env("FIXTURE_BUILD_STAMP", "v2"),
+        case("build script generated file", util_down, &["leaf", "mid", "build_script_build"]).env("FIXTURE_GEN_VALUE", "8"),
+        case("build script cfg output", util_down, &["leaf", "mid", "build_script_build"]).env("FIXTURE_CFG_ON", "1"),
+        // Links.
+        case("linker identity (another cc on PATH)", LINKED, LIBS).env("PATH", &path_with_fake_cc),
+        case("-C link-arg", ALL, &[]).env("RUSTFLAGS", "-Clink-arg=-Wl,--build-id=none"),
+        case("-C linker", ALL, &[]).env("RUSTFLAGS", "-Clinker=/usr/bin/gcc"),
         // Flags.
         case("--cfg", ALL, &[]).env("RUSTFLAGS", "--cfg fixture_cfg"),
         case("-C opt-level", ALL, &[]).env("CARGO_PROFILE_DEV_OPT_LEVEL", "1"),
@@ -159,11 +114,9 @@ fn cases(fake_rustc: &Path, fake_cc_dir: &Path) -> Vec<Case> {
         case("-C target-feature", ALL, &[]).env("RUSTFLAGS", "-Ctarget-feature=+avx2"),
         case("-C relocation-model", ALL, &[]).env("RUSTFLAGS", "-Crelocation-model=pie"),
         case("-C force-frame-pointers", ALL, &[]).env("RUSTFLAGS", "-Cforce-frame-pointers=yes"),
-        case("-C symbol-mangling-version", ALL, &[])
-            .env("RUSTFLAGS", "-Csymbol-mangling-version=v0"),
+        case("-C symbol-mangling-version", ALL, &[]).env("RUSTFLAGS", "-Csymbol-mangling-version=v0"),
         case("-C link-dead-code", ALL, &[]).env("RUSTFLAGS", "-Clink-dead-code"),
-        case("--remap-path-prefix", ALL, &[])
-            .env("RUSTFLAGS", "--remap-path-prefix=/tmp=/elsewhere"),
+        case("--remap-path-prefix", ALL, &[]).env("RUSTFLAGS", "--remap-path-prefix=/tmp=/elsewhere"),
         case("lint level", ALL, &[]).env("RUSTFLAGS", "-Aunused"),
         case("RUSTC_BOOTSTRAP", ALL, &[]).env("RUSTC_BOOTSTRAP", "1"),
         case("toolchain identity", ALL, &[]).env("RUSTC", &fake_rustc.to_string_lossy()),
@@ -174,8 +127,7 @@ fn cases(fake_rustc: &Path, fake_cc_dir: &Path) -> Vec<Case> {
         case("touched source (mtime only)", &[], ALL_UNITS).edit("leaf/src/lib.rs", "", ""),
         // Target dir: leaf and mid have no path in their outputs and hit; util includes code
         // from OUT_DIR (under the target dir), so its outputs name it and it must miss.
-        case("target dir path", &["util", "corelib"], &["leaf", "mid"])
-            .env("CARGO_TARGET_DIR", "TARGET2"),
+        case("target dir path", util_down, &["leaf", "mid"]).env("CARGO_TARGET_DIR", "TARGET2"),
     ]
 }
 
