@@ -78,17 +78,63 @@ fn fixture_second_build_hits_and_matches_plain_bytes() {
     assert!(s["cache_size"].as_u64().unwrap() > 0);
 }
 
+/// Incremental builds (cargo's default for workspace members) are cached, compared by
+/// behaviour: two plain incremental builds can already differ in their bytes.
 #[test]
-fn incremental_members_pass_through_and_still_build() {
+fn incremental_members_are_cached_and_edit_loops_left_alone() {
     let p = Project::fixture("fixture");
     let cache = p.dir.parent().unwrap().join("cache");
-    let b = Build {
+    let incremental = |b: Build| Build {
         incremental: true,
-        ..Build::jetcc(&cache)
+        ..b
     };
-    let built = p.build(&b);
-    assert!(built.ok(), "{}", built.stderr());
-    assert!(built.outcomes().is_empty(), "{:?}", built.outcomes());
+    let run_app = || {
+        let out = std::process::Command::new(p.target().join("debug/app"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = p.build(&incremental(Build::plain()));
+    assert!(plain.ok(), "{}", plain.stderr());
+    let want = run_app();
+    p.clean();
+
+    let cold = p.build(&incremental(Build::jetcc(&cache)));
+    assert!(cold.ok(), "{}", cold.stderr());
+    p.clean();
+    let warm = p.build(&incremental(Build::jetcc(&cache)));
+    assert!(warm.ok(), "{}", warm.stderr());
+    for krate in FIXTURE_UNITS {
+        assert_eq!(
+            warm.outcome(krate),
+            Some(Outcome::Hit),
+            "{krate}: {:?}",
+            warm.outcomes()
+        );
+    }
+    assert_eq!(run_app(), want);
+
+    // An edit loop: the edited unit compiles (incrementally) and is not stored again.
+    p.write(
+        "leaf/src/extra/special.rs",
+        "pub fn special() -> u64 {\n    40\n}\n",
+    );
+    let edited = p.build(&incremental(Build::jetcc(&cache)));
+    assert!(edited.ok(), "{}", edited.stderr());
+    assert_eq!(
+        edited.outcome("leaf"),
+        Some(Outcome::Miss),
+        "{:?}",
+        edited.outcomes()
+    );
+    assert!(run_app().contains("mid=82"), "{}", run_app());
+    assert!(stats(&cache)["not_stored"]["edit-loop"].as_u64().unwrap() >= 1);
+
+    // The policy switch: incremental units run as plain rustc.
+    p.clean();
+    let off = p.build(&incremental(Build::jetcc(&cache)).env("JETCC_INCREMENTAL", "pass-through"));
+    assert!(off.ok(), "{}", off.stderr());
+    assert_eq!(off.outcome("leaf"), None, "{:?}", off.outcomes());
     assert!(
         stats(&cache)["pass_through"]["incremental"]
             .as_u64()

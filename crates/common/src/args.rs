@@ -167,6 +167,9 @@ pub enum ArgRole {
     Extern,
     /// The crate root path (in the key: rustc embeds it).
     Input,
+    /// `-C incremental=DIR`: that the compile is incremental changes the output (codegen units
+    /// are split differently); where its state lives does not.
+    Incremental,
 }
 
 /// Why an argument list could not be read.
@@ -318,6 +321,9 @@ impl RustcInvocation {
                 match val.split_once('=') {
                     Some((k, x)) => self.codegen.push((k.to_owned(), Some(x.to_owned()))),
                     None => self.codegen.push((val, None)),
+                }
+                if self.codegen.last().is_some_and(|(k, _)| k == "incremental") {
+                    return ArgRole::Incremental;
                 }
             }
             "-Z" => self.unstable.push(v()),

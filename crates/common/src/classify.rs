@@ -72,7 +72,14 @@ pub struct Outputs {
 }
 
 /// Decides: cache it (and which files it writes), or run plain rustc, and why.
-pub fn classify(inv: &RustcInvocation) -> Result<Outputs, PassThrough> {
+/// Whether incremental compiles are cached (`[cache] incremental`). Their outputs are valid to
+/// reuse after `cargo clean`; a miss still compiles incrementally, as cargo asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub cache_incremental: bool,
+}
+
+pub fn classify(inv: &RustcInvocation, policy: Policy) -> Result<Outputs, PassThrough> {
     if !inv.print.is_empty() || inv.special_modes.iter().any(|m| m != "--test") {
         return Err(PassThrough::NotACompile);
     }
@@ -81,7 +88,7 @@ pub fn classify(inv: &RustcInvocation) -> Result<Outputs, PassThrough> {
         Some(Input::Stdin) => return Err(PassThrough::StdinInput),
         Some(Input::File(_)) => {}
     }
-    if inv.codegen_opt("incremental").is_some() {
+    if inv.codegen_opt("incremental").is_some() && !policy.cache_incremental {
         return Err(PassThrough::Incremental);
     }
     if let Some(flag) = inv.unknown.first() {
@@ -155,7 +162,12 @@ mod tests {
 
     fn classify_args(s: &str) -> Result<Outputs, PassThrough> {
         let inv = RustcInvocation::parse(s.split_whitespace().map(OsString::from)).unwrap();
-        classify(&inv)
+        classify(
+            &inv,
+            Policy {
+                cache_incremental: false,
+            },
+        )
     }
 
     const LIB: &str = "--crate-name foo src/lib.rs --crate-type lib --emit=dep-info,metadata,link -C extra-filename=-h --out-dir /t";

@@ -16,6 +16,9 @@ pub struct Config {
     pub cache_size: u64,
     /// Path prefixes mapped out of keys and outputs (opt-in; see `pathmap`).
     pub base_dirs: Vec<PathBuf>,
+    /// Cache incremental compiles (`[cache] incremental = "cache"`, the default) or run them
+    /// as plain rustc (`"pass-through"`).
+    pub cache_incremental: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum ConfigError {
     Invalid(#[from] config::ConfigError),
     #[error("invalid size {value:?} for {key} (use bytes or a K/M/G/T suffix, e.g. \"10G\")")]
     Size { key: String, value: String },
+    #[error("invalid cache.incremental {0:?} (use \"cache\" or \"pass-through\")")]
+    Incremental(String),
     #[error("base_dirs entry {0:?} must be an absolute path")]
     RelativeBaseDir(PathBuf),
     #[error(
@@ -51,6 +56,7 @@ struct Raw {
 struct RawCache {
     #[serde(default)]
     disk: RawDisk,
+    incremental: Option<String>,
     #[serde(default, rename = "s3")]
     _s3: Option<toml_any::Any>,
     #[serde(default, rename = "gcs")]
@@ -109,7 +115,8 @@ impl Config {
         }
         b = b
             .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
-            .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?;
+            .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
+            .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?;
         if let Some(dirs) = env("JETCC_BASE_DIRS") {
             let list: Vec<String> = std::env::split_paths(&dirs)
                 .map(|p| p.to_string_lossy().into_owned())
@@ -132,6 +139,11 @@ impl Config {
                 .ok_or(ConfigError::NoCacheDir)?
                 .join("jetcc"),
         };
+        let cache_incremental = match raw.cache.incremental.as_deref() {
+            None | Some("cache") => true,
+            Some("pass-through") => false,
+            Some(other) => return Err(ConfigError::Incremental(other.to_owned())),
+        };
         if let Some(rel) = raw.base_dirs.iter().find(|p| !p.is_absolute()) {
             return Err(ConfigError::RelativeBaseDir(rel.clone()));
         }
@@ -139,6 +151,7 @@ impl Config {
             cache_dir,
             cache_size,
             base_dirs: raw.base_dirs,
+            cache_incremental,
         })
     }
 }
@@ -205,6 +218,10 @@ mod tests {
         assert_eq!(c.base_dirs, vec![PathBuf::from("/home/a")]);
         let c = load("", &[("JETCC_BASE_DIRS", "/a:/b")]).unwrap();
         assert_eq!(c.base_dirs.len(), 2);
+        assert!(c.cache_incremental);
+        let c = load("[cache]\nincremental = \"pass-through\"\n", &[]).unwrap();
+        assert!(!c.cache_incremental);
+        assert!(load("", &[("JETCC_INCREMENTAL", "sometimes")]).is_err());
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub fn invocation_digest(
                 h.str(&i.map.key_path(&arg.words[0]));
             }
             ArgRole::Extern => {}
+            ArgRole::Incremental => {
+                h.str("-C incremental");
+            }
         }
     }
     // Externs by name and content; order as given (it can matter for name resolution).
@@ -214,6 +217,17 @@ mod tests {
                 "/w",
                 &[("CARGO_PKG_NAME", "a"), ("CARGO_MAKEFLAGS", "-j")]
             )
+        );
+    }
+
+    #[test]
+    fn incremental_matters_but_not_its_dir() {
+        let base = digest_of(ARGS, "/w", &[]);
+        let inc = digest_of(&format!("{ARGS} -C incremental=/t/inc/a"), "/w", &[]);
+        assert_ne!(base, inc);
+        assert_eq!(
+            inc,
+            digest_of(&format!("{ARGS} -Cincremental=/elsewhere"), "/w", &[])
         );
     }
 

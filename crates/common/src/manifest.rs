@@ -36,6 +36,8 @@ pub struct ManifestEntry {
     /// `env!` dependencies, values in rustc's escaping and in key form.
     pub env_deps: Vec<(String, Option<String>)>,
     pub key: Digest,
+    /// When the entry was stored (seconds since the epoch).
+    pub stored_at: u64,
 }
 
 impl Manifest {
@@ -65,6 +67,11 @@ impl Manifest {
         })
     }
 
+    /// When the newest entry was stored.
+    pub fn newest_stored_at(&self) -> Option<u64> {
+        self.entries.iter().map(|e| e.stored_at).max()
+    }
+
     /// Adds an entry in front, replacing one with the same key, and trims to [`MAX_ENTRIES`].
     pub fn insert(&mut self, entry: ManifestEntry) {
         self.entries.retain(|e| e.key != entry.key);
@@ -90,6 +97,7 @@ mod tests {
             }],
             env_deps: vec![("STAMP".into(), env.map(str::to_owned))],
             key: Digest::of_bytes(key),
+            stored_at: 0,
         };
         m.insert(entry(b"v1", Some("x"), b"k1"));
         m.insert(entry(b"v2", Some("x"), b"k2"));
@@ -119,6 +127,7 @@ mod tests {
                 sources: vec![],
                 env_deps: vec![],
                 key: Digest::of_bytes(&[i % 20]),
+                stored_at: i as u64,
             });
         }
         assert_eq!(m.entries.len(), MAX_ENTRIES);

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use jetcc_common::args::{RustcInvocation, SearchKind};
 use jetcc_common::cache::{CacheError, DiskCache};
-use jetcc_common::classify::{classify, Outputs};
+use jetcc_common::classify::{classify, Outputs, Policy};
 use jetcc_common::config::Config;
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::files::{self, FileDigests};
@@ -51,7 +51,10 @@ pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
             return exec_plain(&rustc, &args);
         }
     };
-    let outputs = match classify(&inv) {
+    let policy = Policy {
+        cache_incremental: config.cache_incremental,
+    };
+    let outputs = match classify(&inv, policy) {
         Ok(o) => o,
         Err(reason) => {
             tracing::debug!(crate_name = ?inv.crate_name, "pass-through: {reason}");
@@ -189,7 +192,7 @@ impl Job {
             } else {
                 "sources or env deps differ from every earlier compile"
             };
-            return self.miss(why);
+            return self.miss(why, manifest.newest_stored_at());
         };
         let key = found.key;
         self.refresh_stamps(found);
@@ -207,10 +210,10 @@ impl Job {
                 });
                 entry.exit_code
             }
-            Ok(None) => self.miss("the manifest names an entry that is gone"),
+            Ok(None) => self.miss("the manifest names an entry that is gone", None),
             Err(e) if e.is_missing_blob() => {
                 self.cache.remove_entry(&key);
-                self.miss("the entry's outputs were evicted")
+                self.miss("the entry's outputs were evicted", None)
             }
             Err(e) => {
                 tracing::warn!(%crate_name, "dropping an unusable cache entry: {e}");
@@ -218,7 +221,7 @@ impl Job {
                 record(self.cache.root(), |s| {
                     Stats::bump(&mut s.errors, "corrupt-entry")
                 });
-                self.miss("the entry was unusable")
+                self.miss("the entry was unusable", None)
             }
         }
     }
@@ -259,7 +262,7 @@ impl Job {
         let _ = std::io::stderr().write_all(&self.map.restore(&entry.stderr));
     }
 
-    fn miss(&mut self, why: &str) -> i32 {
+    fn miss(&mut self, why: &str, newest_stored_at: Option<u64>) -> i32 {
         let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
         tracing::debug!(crate_name, why, "miss");
         let mut words: Vec<String> = self.inv.words().map(str::to_owned).collect();
@@ -290,6 +293,8 @@ impl Job {
         let code = compiled.exit_code;
         let outcome = if code != 0 {
             Err(Stored::No("compile-error"))
+        } else if self.in_edit_loop(newest_stored_at) {
+            Err(Stored::No("edit-loop"))
         } else {
             let stored = match link_inputs {
                 Some(None) => Err(Stored::No("link-inputs-unknown")),
@@ -380,6 +385,7 @@ impl Job {
                     sources,
                     env_deps,
                     key,
+                    stored_at: unix_secs(SystemTime::now()),
                 },
             )
             .map_err(|_| Stored::Error("cache-write"))?;
@@ -387,7 +393,18 @@ impl Job {
     }
 }
 
+/// An incremental unit that was stored this recently and misses again is being edited: its
+/// results would only be stored to be replaced, so jetcc stays out of the edit loop's way.
+const EDIT_LOOP_WINDOW_SECS: u64 = 600;
+
 impl Job {
+    fn in_edit_loop(&self, newest_stored_at: Option<u64>) -> bool {
+        let incremental = self.inv.codegen_opt("incremental").is_some();
+        let now = unix_secs(SystemTime::now());
+        incremental
+            && newest_stored_at.is_some_and(|t| now.saturating_sub(t) < EDIT_LOOP_WINDOW_SECS)
+    }
+
     /// Digests and stamps of the sources a compile read. Fails if one changed after the
     /// compile started: the result might not match what the key would say.
     fn sources_now(&mut self, paths: &[String]) -> Result<Vec<Source>, Stored> {
@@ -444,6 +461,12 @@ impl Job {
 enum Stored {
     No(&'static str),
     Error(&'static str),
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Updates the shared stats; failures (a read-only cache dir) are logged only.
