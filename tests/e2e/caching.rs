@@ -214,3 +214,44 @@ fn two_checkouts_share_what_they_may_and_leak_no_paths() {
     let noop = build_in(&b_dir, &with_base(&b_dir));
     assert!(noop.outcomes().is_empty(), "{:?}", noop.outcomes());
 }
+
+#[test]
+fn explain_names_what_changed() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let explain = || {
+        let out = jetcc(&cache).args(["--explain", "100"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let build = |b: Build| {
+        p.clean();
+        let built = p.build(&b);
+        assert!(built.ok(), "{}", built.stderr());
+        built
+    };
+    build(Build::jetcc(&cache));
+    assert!(explain().contains("leaf") && explain().contains("first compile of this unit"));
+
+    build(Build::jetcc(&cache).env("FIXTURE_STAMP", "s2"));
+    assert!(
+        explain().contains("env changed: FIXTURE_STAMP (unset -> \"s2\")"),
+        "{}",
+        explain()
+    );
+
+    p.write("leaf/data/greeting.txt", "hi there\n");
+    build(Build::jetcc(&cache));
+    assert!(
+        explain().contains("file changed: leaf/src/../data/greeting.txt")
+            || explain().contains("file changed: leaf/data/greeting.txt"),
+        "{}",
+        explain()
+    );
+    // mid's invocation changed through its extern: named as such.
+    assert!(explain().contains("extern leaf changed"), "{}", explain());
+
+    build(Build::jetcc(&cache).env("CARGO_PROFILE_DEV_OPT_LEVEL", "1"));
+    let text = explain();
+    assert!(text.contains("argument added: -C opt-level=1"), "{text}");
+}

@@ -123,6 +123,7 @@ fn cases(fake_rustc: &Path, fake_cc_dir: &Path) -> Vec<Case> {
         case("target", ALL, &[]).arg("--target=x86_64-unknown-linux-gnu"),
         // Changes that must not matter.
         case("unrelated env var", &[], ALL_UNITS).env("SOME_UNRELATED_VAR", "1"),
+        case("cargo's own settings (CARGO_NET_RETRY)", &[], ALL_UNITS).env("CARGO_NET_RETRY", "7"),
         case("cargo jobs (CARGO_MAKEFLAGS)", &[], ALL_UNITS).arg("-j1"),
         case("touched source (mtime only)", &[], ALL_UNITS).edit("leaf/src/lib.rs", "", ""),
         // Target dir: leaf and mid have no path in their outputs and hit; util includes code

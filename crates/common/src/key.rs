@@ -25,9 +25,26 @@ const UNKEYED_CARGO_VARS: &[&str] = &[
     "CARGO",
     "CARGO_HOME",
     "CARGO_MAKEFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET_DIR",
-    "CARGO_BUILD_JOBS",
+    "CARGO_INCREMENTAL",
+    "CARGO_LOG",
+];
+
+/// Prefixes of cargo's own configuration variables (`CARGO_PROFILE_DEV_OPT_LEVEL`,
+/// `CARGO_TERM_COLOR`, …). What they change reaches rustc as arguments, which are keyed; keying
+/// the variables too would only stop a CI machine and a laptop from sharing entries.
+const UNKEYED_CARGO_PREFIXES: &[&str] = &[
+    "CARGO_ALIAS_",
+    "CARGO_BUILD_",
+    "CARGO_CACHE_",
+    "CARGO_CARGO_NEW_",
+    "CARGO_FUTURE_INCOMPAT_",
+    "CARGO_HTTP_",
+    "CARGO_NET_",
+    "CARGO_PROFILE_",
+    "CARGO_REGISTRIES_",
+    "CARGO_REGISTRY_",
+    "CARGO_TERM_",
+    "CARGO_UNSTABLE_",
 ];
 
 /// Non-`CARGO_` variables that rustc itself reads and that can change its output.
@@ -38,15 +55,21 @@ const RUSTC_VARS: &[&str] = &[
     "SOURCE_DATE_EPOCH",
 ];
 
-/// Whether an env var goes into the invocation digest.
+/// Whether an env var goes into the invocation digest: the `CARGO_*` variables cargo sets for
+/// a compile (which proc-macros may read without rustc tracking it), and those rustc reads.
+/// Variables read with `env!`/`option_env!` are keyed through dep-info instead.
 pub fn is_keyed_env(name: &str) -> bool {
     if RUSTC_VARS.contains(&name) {
         return true;
     }
+    if name.starts_with("CARGO_TARGET_") {
+        // `CARGO_TARGET_TMPDIR` is set for integration tests; the rest configure targets.
+        return name == "CARGO_TARGET_TMPDIR";
+    }
     name.starts_with("CARGO_")
         && !UNKEYED_CARGO_VARS.contains(&name)
+        && !UNKEYED_CARGO_PREFIXES.iter().any(|p| name.starts_with(p))
         && !name.contains("TOKEN")
-        && !name.starts_with("CARGO_REGISTRIES_")
 }
 
 /// Everything the invocation digest is made of, gathered by the caller.
@@ -70,58 +93,65 @@ pub enum KeyError {
     NativeDir { path: PathBuf, source: io::Error },
 }
 
-pub fn invocation_digest(
+/// What the invocation digest is made of, as (part, value) pairs in a fixed order. Values
+/// are text, or `blake3:…` digests for file contents. Kept as a list so that `--explain` can
+/// say which part changed between two compiles of a unit.
+pub fn invocation_parts(
     i: &InvocationInputs<'_>,
     files: &mut FileDigests,
-) -> Result<Digest, KeyError> {
-    let mut h = KeyHasher::new("jetcc-invocation");
-    h.str(&FORMAT_VERSION.to_string());
-    h.digest(i.toolchain);
-    h.str(&i.map.key_path(&i.cwd.to_string_lossy()));
+) -> Result<Vec<(String, String)>, KeyError> {
+    let mut parts = vec![
+        ("format".to_owned(), FORMAT_VERSION.to_string()),
+        ("toolchain".to_owned(), i.toolchain.to_string()),
+        ("cwd".to_owned(), i.map.key_path(&i.cwd.to_string_lossy())),
+    ];
+    if let Some(linker) = i.linker {
+        parts.push(("linker".to_owned(), linker.to_string()));
+    }
     for arg in &i.inv.args {
         match arg.role {
-            ArgRole::Location => {}
-            ArgRole::Output => {
-                for w in &arg.words {
-                    h.str(w);
-                }
-            }
-            ArgRole::Input => {
-                h.str("input");
-                h.str(&i.map.key_path(&arg.words[0]));
-            }
-            ArgRole::Extern => {}
-            ArgRole::Incremental => {
-                h.str("-C incremental");
-            }
+            ArgRole::Location | ArgRole::Extern => {}
+            ArgRole::Output => parts.push(("arg".to_owned(), arg.words.join(" "))),
+            ArgRole::Input => parts.push(("input".to_owned(), i.map.key_path(&arg.words[0]))),
+            ArgRole::Incremental => parts.push(("arg".to_owned(), "-C incremental".to_owned())),
         }
     }
     // Externs by name and content; order as given (it can matter for name resolution).
     for ext in &i.inv.externs {
-        h.str("extern").str(&ext.spec);
-        if let Some(path) = &ext.path {
-            let d = files
+        let content = match &ext.path {
+            Some(path) => files
                 .digest(&path.to_string_lossy())
-                .ok_or_else(|| KeyError::Extern { path: path.clone() })?;
-            h.digest(&d);
-        }
+                .ok_or_else(|| KeyError::Extern { path: path.clone() })?
+                .to_string(),
+            None => String::new(),
+        };
+        parts.push((format!("extern {}", ext.spec), content));
     }
-    hash_native_libs(&mut h, i)?;
-    if let Some(linker) = i.linker {
-        h.str("linker").digest(linker);
-    }
+    native_libs(&mut parts, i)?;
     let mut env: Vec<_> = i.env.iter().filter(|(k, _)| is_keyed_env(k)).collect();
     env.sort();
     for (k, v) in env {
-        h.str("env").str(k).str(&i.map.key_path(v));
+        parts.push((format!("env {k}"), i.map.key_path(v)));
     }
-    Ok(h.finish())
+    Ok(parts)
+}
+
+/// The invocation digest: a hash of [`invocation_parts`].
+pub fn invocation_digest(parts: &[(String, String)]) -> Digest {
+    let mut h = KeyHasher::new("jetcc-invocation");
+    for (part, value) in parts {
+        h.str(part).str(value);
+    }
+    h.finish()
 }
 
 /// Static libraries that rustc may bundle into an rlib or staticlib, and the libraries a link
 /// resolves `-l` against, are found in native search dirs (`-l static=` and
 /// `#[link(kind = "static")]` alike), so every `*.a` and `*.so` there is keyed by content.
-fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), KeyError> {
+fn native_libs(
+    parts: &mut Vec<(String, String)>,
+    i: &InvocationInputs<'_>,
+) -> Result<(), KeyError> {
     for sp in &i.inv.search_paths {
         if !matches!(sp.kind, SearchKind::Native | SearchKind::All) {
             continue;
@@ -143,9 +173,12 @@ fn hash_native_libs(h: &mut KeyHasher, i: &InvocationInputs<'_>) -> Result<(), K
         libs.sort();
         for lib in libs {
             let d = Digest::of_file(&lib).map_err(err)?;
-            h.str("native")
-                .str(&lib.file_name().unwrap_or_default().to_string_lossy());
-            h.digest(&d);
+            let name = lib
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            parts.push((format!("native {name}"), d.to_string()));
         }
     }
     Ok(())
@@ -187,17 +220,19 @@ mod tests {
         let tc = Digest::of_bytes(b"rustc 1.95");
         let map = PathMap::new(Path::new("/t"), &[], &[], Path::new(cwd));
         invocation_digest(
-            &InvocationInputs {
-                toolchain: &tc,
-                inv: &inv,
-                cwd: Path::new(cwd),
-                env: &env,
-                map: &map,
-                linker: None,
-            },
-            &mut FileDigests::new(Path::new(cwd), None),
+            &invocation_parts(
+                &InvocationInputs {
+                    toolchain: &tc,
+                    inv: &inv,
+                    cwd: Path::new(cwd),
+                    env: &env,
+                    map: &map,
+                    linker: None,
+                },
+                &mut FileDigests::new(Path::new(cwd), None),
+            )
+            .unwrap(),
         )
-        .unwrap()
     }
 
     const ARGS: &str = "--crate-name a src/lib.rs --crate-type lib --emit=dep-info,link --out-dir /t/deps -L dependency=/t/deps -C opt-level=0";
@@ -205,6 +240,13 @@ mod tests {
     #[test]
     fn location_args_and_unrelated_env_do_not_matter() {
         let base = digest_of(ARGS, "/w", &[("CARGO_PKG_NAME", "a")]);
+        let cargo_settings = [
+            ("CARGO_PKG_NAME", "a"),
+            ("CARGO_TERM_COLOR", "always"),
+            ("CARGO_PROFILE_DEV_OPT_LEVEL", "1"),
+            ("CARGO_TARGET_DIR", "/x"),
+        ];
+        assert_eq!(base, digest_of(ARGS, "/w", &cargo_settings));
         let moved = ARGS.replace("/t/deps", "/other/deps");
         assert_eq!(
             base,

@@ -7,7 +7,8 @@
 //! - [`depinfo`], [`linkargs`], [`pathmap`]: what a compile read (dep-info, the linker's
 //!   libraries) and mapping build paths to and from the cache.
 //! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
-//! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, compiler identity.
+//! - [`explain`]: why a unit missed.
+//! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, tool identities.
 //!
 //! One design choice shapes the rest: the key is split into an invocation digest (computable
 //! from the command line, env and `--extern` files alone) and a result key (adding the sources
@@ -20,6 +21,7 @@ pub mod classify;
 pub mod config;
 pub mod depinfo;
 pub mod digest;
+pub mod explain;
 pub mod files;
 pub mod fsutil;
 pub mod key;

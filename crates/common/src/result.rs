@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 
 /// Bumped whenever the entry format or the key recipe changes: old entries then simply miss.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One compile's result. Paths of this build (the out-dir) are replaced by placeholders in
 /// `stderr`, `stdout` and `dep_info` (see [`crate::pathmap`]), so an entry restores into any

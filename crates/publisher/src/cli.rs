@@ -1,4 +1,4 @@
-//! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --version`.
+//! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --explain [N]`, `jetcc --version`.
 
 use std::ffi::OsString;
 
@@ -25,6 +25,10 @@ struct Cli {
     /// Reset cache statistics to zero.
     #[arg(long, short = 'z')]
     zero_stats: bool,
+    /// Say why the last misses missed: which file, env var, argument, extern or tool changed
+    /// since the unit's last compile.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
+    explain: Option<usize>,
 }
 
 pub fn run(args: &[OsString]) -> i32 {
@@ -68,7 +72,19 @@ pub fn run(args: &[OsString]) -> i32 {
             print_table(&stats, &config, size);
         }
     }
-    if !cli.show_stats && !cli.zero_stats {
+    if let Some(n) = cli.explain {
+        let log = DiskCache::open(&config.cache_dir, config.cache_size)
+            .map(|c| c.miss_log())
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        if lines.is_empty() {
+            println!("No misses recorded in {}.", config.cache_dir.display());
+        }
+        for line in &lines[lines.len().saturating_sub(n)..] {
+            println!("{line}");
+        }
+    }
+    if !cli.show_stats && !cli.zero_stats && cli.explain.is_none() {
         let _ = <Cli as clap::CommandFactory>::command().print_help();
         return 2;
     }

@@ -15,10 +15,11 @@ use jetcc_common::cache::{CacheError, DiskCache};
 use jetcc_common::classify::{classify, Outputs, Policy};
 use jetcc_common::config::Config;
 use jetcc_common::depinfo::DepInfo;
+use jetcc_common::explain;
 use jetcc_common::files::{self, FileDigests};
 use jetcc_common::key::{self, InvocationInputs};
 use jetcc_common::linkargs;
-use jetcc_common::manifest::{ManifestEntry, Source};
+use jetcc_common::manifest::{Manifest, ManifestEntry, Source};
 use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
 use jetcc_common::stats::Stats;
@@ -112,6 +113,9 @@ struct Job {
     cwd: PathBuf,
     map: PathMap,
     invocation: Digest,
+    /// What the invocation digest is made of, and the unit it belongs to (for `--explain`).
+    parts: Vec<(String, String)>,
+    unit: Digest,
     files: FileDigests,
     started: SystemTime,
     /// When jetcc started work on this invocation: what it adds is measured from here.
@@ -155,7 +159,7 @@ impl Job {
         let map = PathMap::new(&out_dir, &dep_dirs, &config.base_dirs, &cwd);
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
-        let invocation = key::invocation_digest(
+        let parts = key::invocation_parts(
             &InvocationInputs {
                 toolchain: &toolchain,
                 inv: &inv,
@@ -166,7 +170,11 @@ impl Job {
             },
             &mut files,
         )?;
+        let invocation = key::invocation_digest(&parts);
+        let unit = explain::unit_id(&inv, &cwd.to_string_lossy(), &map);
         Ok(Job {
+            parts,
+            unit,
             rustc: rustc.clone(),
             files,
             outputs: Outputs { out_dir, ..outputs },
@@ -187,12 +195,8 @@ impl Job {
         let found = manifest.find(&mut self.files, &|n| std::env::var(n).ok(), &self.map);
         let lookup_us = t0.elapsed().as_micros() as u64;
         let Some(found) = found else {
-            let why = if manifest.entries.is_empty() {
-                "first compile of this invocation"
-            } else {
-                "sources or env deps differ from every earlier compile"
-            };
-            return self.miss(why, manifest.newest_stored_at());
+            let why = self.explain_miss(&manifest);
+            return self.miss(&why, manifest.newest_stored_at());
         };
         let key = found.key;
         self.refresh_stamps(found);
@@ -378,6 +382,7 @@ impl Job {
         self.cache
             .put_entry(&key, &entry)
             .map_err(|_| Stored::Error("cache-write"))?;
+        self.cache.put_unit_parts(&self.unit, &self.parts);
         self.cache
             .add_to_manifest(
                 &self.invocation,
@@ -398,6 +403,31 @@ impl Job {
 const EDIT_LOOP_WINDOW_SECS: u64 = 600;
 
 impl Job {
+    /// Says why no manifest entry matched, and records it for `jetcc --explain`.
+    fn explain_miss(&mut self, manifest: &Manifest) -> String {
+        let lines = match manifest.entries.first() {
+            Some(newest) => explain::diff_sources(
+                newest,
+                &mut self.files,
+                &|n| std::env::var(n).ok(),
+                &self.map,
+            ),
+            None => match self.cache.unit_parts(&self.unit) {
+                Some(old) => explain::diff_parts(&old, &self.parts),
+                None => vec!["first compile of this unit".to_owned()],
+            },
+        };
+        let why = if lines.is_empty() {
+            "an earlier compile of this invocation read other files".to_owned()
+        } else {
+            lines.join("; ")
+        };
+        let name = self.inv.crate_name.as_deref().unwrap_or("?");
+        self.cache
+            .log_miss(&format!("{name} ({}): {why}", self.cwd.display()));
+        why
+    }
+
     fn in_edit_loop(&self, newest_stored_at: Option<u64>) -> bool {
         let incremental = self.inv.codegen_opt("incremental").is_some();
         let now = unix_secs(SystemTime::now());

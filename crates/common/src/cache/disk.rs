@@ -1,7 +1,8 @@
 //! The local disk cache: content-addressed blobs, result entries and manifests under one dir.
 //!
 //! Layout: `cas/ab/<digest>` (output files), `ac/ab/<key>` (entries), `mf/ab/<invocation>`
-//! (manifests), `toolchains/` (compiler identity memo), `stats.json`, `size`. Every write is
+//! (manifests), `units/ab/<unit>` (invocation parts for `--explain`), `toolchains/` (tool
+//! identity memo), `stat/` (digest memo), `stats.json`, `size`, `misses.log`. Every write is
 //! temp file + rename, so readers never see half a file and many jetcc processes can share the
 //! dir. Shared read-modify-write files (manifests, the size counter) are updated under `flock`.
 //! Eviction is LRU by mtime: a hit touches what it read.
@@ -21,6 +22,9 @@ use crate::result::{CacheEntry, OutputFile};
 /// Eviction trims the cache to this fraction of its size limit, so it does not run on every
 /// store once the cache is full.
 const EVICT_TO_PERCENT: u64 = 90;
+
+/// The size past which `misses.log` drops its older half.
+const MISS_LOG_BYTES: u64 = 1 << 20;
 
 /// Files at least this big are hashed on a second thread while they are copied.
 const PARALLEL_VERIFY_BYTES: u64 = 1 << 20;
@@ -235,6 +239,47 @@ impl DiskCache {
         let _ = fs::remove_file(self.path("cas", digest));
     }
 
+    // ---- explanations ----
+
+    /// The invocation parts recorded at the last compile of a unit (see [`crate::explain`]).
+    pub fn unit_parts(&self, unit: &Digest) -> Option<Vec<(String, String)>> {
+        let bytes = fs::read(self.path("units", unit)).ok()?;
+        rmp_serde::from_slice(&bytes).ok()
+    }
+
+    pub fn put_unit_parts(&self, unit: &Digest, parts: &[(String, String)]) {
+        let bytes = rmp_serde::to_vec(parts).expect("parts serialize");
+        if write_atomic_mkdir(&self.path("units", unit), &bytes).is_ok() {
+            self.pending.set(self.pending.get() + bytes.len() as u64);
+        }
+    }
+
+    /// Appends a line to `misses.log`, which `jetcc --explain` shows. Bounded: past
+    /// [`MISS_LOG_BYTES`] the older half is dropped.
+    pub fn log_miss(&self, line: &str) {
+        let path = self.root.join("misses.log");
+        let appended = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+        if appended.is_err() {
+            return;
+        }
+        if fs::metadata(&path).is_ok_and(|m| m.len() > MISS_LOG_BYTES) {
+            let _ = with_lock(&self.root.join("misses.lock"), || {
+                let text = fs::read_to_string(&path)?;
+                let keep = text.len() / 2;
+                let cut = text[keep..].find('\n').map_or(text.len(), |i| keep + i + 1);
+                write_atomic_mkdir(&path, &text.as_bytes()[cut..])
+            });
+        }
+    }
+
+    pub fn miss_log(&self) -> String {
+        fs::read_to_string(self.root.join("misses.log")).unwrap_or_default()
+    }
+
     // ---- size and eviction ----
 
     /// The cache size as last accounted (exact after each eviction pass).
@@ -277,7 +322,7 @@ impl DiskCache {
     /// returns the new size.
     fn evict(&self, target: u64) -> io::Result<u64> {
         let mut files = Vec::new();
-        for kind in ["cas", "ac", "mf"] {
+        for kind in ["cas", "ac", "mf", "units"] {
             let Ok(shards) = fs::read_dir(self.root.join(kind)) else {
                 continue;
             };
