@@ -5,7 +5,10 @@ Every build starts from `cargo clean`. Variants run in alternating order over re
 (this machine is shared and noisy), and ratios are paired: each repetition's time divided by
 the plain time of the same repetition, then the median of those ratios.
 
-    bench/compare.py [PROJECT] [--reps N] [--jetcc PATH]
+    bench/compare.py [PROJECT] [--reps N] [--jetcc PATH] [--also LABEL=PATH …]
+
+--also adds another jetcc binary (say, one built from an older commit) as a variant of the same
+run, so before/after ratios come from one run.
 
 PROJECT defaults to ../shared/bench/workload. It is copied to a temp dir; the original is
 never touched. Builds use the default dev profile.
@@ -46,6 +49,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--jetcc", default=str(REPO / "target/release/jetcc"))
     ap.add_argument("--no-sccache", action="store_true", help="skip sccache even if on PATH")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=PATH",
+                    help="another jetcc binary to measure in the same run")
     args = ap.parse_args()
     if not Path(args.jetcc).exists():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "jetcc-publisher"], cwd=REPO, check=True)
@@ -58,8 +63,14 @@ def main():
     # Fetch once so no build pays for the network.
     subprocess.run(["cargo", "fetch", "-q"], cwd=project, env=base, check=True)
 
-    variants = ["plain", "jetcc"] + (["sccache"] if sccache else [])
-    times = {k: [] for k in ["plain", "jetcc-cold", "jetcc-warm", "sccache-cold", "sccache-warm"]}
+    wrappers = {"jetcc": args.jetcc}
+    for spec in args.also:
+        label, path = spec.split("=", 1)
+        wrappers[label] = path
+    variants = ["plain"] + list(wrappers) + (["sccache"] if sccache else [])
+    times = {"plain": []}
+    for v in variants[1:]:
+        times[f"{v}-cold"], times[f"{v}-warm"] = [], []
     for rep in range(args.reps):
         order = variants[rep % len(variants):] + variants[:rep % len(variants)]
         if rep % 2:
@@ -70,8 +81,8 @@ def main():
                 continue
             cache = tmp / f"{v}-cache-{rep}"
             env = dict(base)
-            if v == "jetcc":
-                env.update(RUSTC_WRAPPER=args.jetcc, JETCC_DIR=str(cache))
+            if v in wrappers:
+                env.update(RUSTC_WRAPPER=wrappers[v], JETCC_DIR=str(cache))
             else:
                 env.update(RUSTC_WRAPPER=sccache, SCCACHE_DIR=str(cache), SCCACHE_CACHE_SIZE="20G")
                 subprocess.run([sccache, "--stop-server"], env=env, capture_output=True)
@@ -90,11 +101,11 @@ def main():
         if not t:
             continue
         ratio = statistics.median(x / p for x, p in zip(t, plain))
-        print(f"  {k:<14} {statistics.median(t):7.2f} s   {ratio:5.3f} x plain")
-    if sccache:
-        for kind in ["cold", "warm"]:
-            r = statistics.median(j / s for j, s in zip(times[f"jetcc-{kind}"], times[f"sccache-{kind}"]))
-            print(f"  jetcc/sccache {kind}: {r:.3f}")
+        print(f"  {k:<16} {statistics.median(t):7.2f} s   {ratio:5.3f} x plain")
+    for kind in ["cold", "warm"]:
+        for other in variants[2:]:
+            r = statistics.median(j / s for j, s in zip(times[f"jetcc-{kind}"], times[f"{other}-{kind}"]))
+            print(f"  jetcc/{other} {kind}: {r:.3f}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -244,6 +244,12 @@ impl RustcInvocation {
         let v = || value.unwrap_or_default().to_owned();
         match flag {
             "" => {
+                if self.input.is_some() {
+                    // Two inputs: not a compile jetcc understands (e.g. a workspace wrapper such
+                    // as clippy-driver, called as `DRIVER rustc ARGS`).
+                    self.unknown.push(word.to_owned());
+                    return ArgRole::Output;
+                }
                 self.input = Some(if word == "-" {
                     Input::Stdin
                 } else {
@@ -516,6 +522,12 @@ mod tests {
         assert_eq!(inv.codegen_opt("opt-level"), Some(Some("3")));
         assert_eq!(inv.print, vec!["cfg"]);
         assert_eq!(inv.crate_types, vec![CrateType::Bin, CrateType::Rlib]);
+    }
+
+    #[test]
+    fn a_second_input_is_not_understood() {
+        let inv = parse(&["/usr/bin/rustc", "--crate-name", "x", "src/lib.rs"]);
+        assert_eq!(inv.unknown, vec!["src/lib.rs"]);
     }
 
     #[test]
