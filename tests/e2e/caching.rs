@@ -2,36 +2,14 @@
 
 use jetcc_e2e::*;
 
-/// Every unit of the fixture: libraries, the proc-macro, the build script and the binary.
-const FIXTURE_UNITS: [&str; 7] = [
-    "leaf",
-    "mid",
-    "util",
-    "corelib",
-    "mac",
-    "build_script_build",
-    "app",
-];
-
 #[test]
 fn fixture_second_build_hits_and_matches_plain_bytes() {
     let p = Project::fixture("fixture");
     let cache = p.dir.parent().unwrap().join("cache");
-    let plain = p.build(&Build::plain());
-    assert!(plain.ok(), "{}", plain.stderr());
-    let want = artifacts(&p.target());
-    p.clean();
+    let want = p.plain_artifacts();
 
-    let cold = p.build(&Build::jetcc(&cache));
-    assert!(cold.ok(), "{}", cold.stderr());
-    for krate in FIXTURE_UNITS {
-        assert_eq!(
-            cold.outcome(krate),
-            Some(Outcome::Miss),
-            "cold {krate}: {:?}",
-            cold.outcomes()
-        );
-    }
+    let cold = p.build_ok(&Build::jetcc(&cache));
+    cold.assert_each(FIXTURE_UNITS, Outcome::Miss);
     assert_same_artifacts(&want, &artifacts(&p.target()), "cold jetcc build");
     // Warnings are shown on a miss, as rustc shows them.
     assert!(
@@ -41,16 +19,8 @@ fn fixture_second_build_hits_and_matches_plain_bytes() {
     );
     p.clean();
 
-    let warm = p.build(&Build::jetcc(&cache));
-    assert!(warm.ok(), "{}", warm.stderr());
-    for krate in FIXTURE_UNITS {
-        assert_eq!(
-            warm.outcome(krate),
-            Some(Outcome::Hit),
-            "warm {krate}: {:?}",
-            warm.outcomes()
-        );
-    }
+    let warm = p.build_ok(&Build::jetcc(&cache));
+    warm.assert_each(FIXTURE_UNITS, Outcome::Hit);
     assert_same_artifacts(&want, &artifacts(&p.target()), "warm jetcc build");
     // ...and replayed on a hit.
     assert!(
@@ -94,24 +64,14 @@ fn incremental_members_are_cached_and_edit_loops_left_alone() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let plain = p.build(&incremental(Build::plain()));
-    assert!(plain.ok(), "{}", plain.stderr());
+    p.build_ok(&incremental(Build::plain()));
     let want = run_app();
     p.clean();
 
-    let cold = p.build(&incremental(Build::jetcc(&cache)));
-    assert!(cold.ok(), "{}", cold.stderr());
+    p.build_ok(&incremental(Build::jetcc(&cache)));
     p.clean();
-    let warm = p.build(&incremental(Build::jetcc(&cache)));
-    assert!(warm.ok(), "{}", warm.stderr());
-    for krate in FIXTURE_UNITS {
-        assert_eq!(
-            warm.outcome(krate),
-            Some(Outcome::Hit),
-            "{krate}: {:?}",
-            warm.outcomes()
-        );
-    }
+    let warm = p.build_ok(&incremental(Build::jetcc(&cache)));
+    warm.assert_each(FIXTURE_UNITS, Outcome::Hit);
     assert_eq!(run_app(), want);
 
     // An edit loop: the edited unit compiles (incrementally) and is not stored again.
@@ -119,8 +79,7 @@ fn incremental_members_are_cached_and_edit_loops_left_alone() {
         "leaf/src/extra/special.rs",
         "pub fn special() -> u64 {\n    40\n}\n",
     );
-    let edited = p.build(&incremental(Build::jetcc(&cache)));
-    assert!(edited.ok(), "{}", edited.stderr());
+    let edited = p.build_ok(&incremental(Build::jetcc(&cache)));
     assert_eq!(
         edited.outcome("leaf"),
         Some(Outcome::Miss),
@@ -132,8 +91,8 @@ fn incremental_members_are_cached_and_edit_loops_left_alone() {
 
     // The policy switch: incremental units run as plain rustc.
     p.clean();
-    let off = p.build(&incremental(Build::jetcc(&cache)).env("JETCC_INCREMENTAL", "pass-through"));
-    assert!(off.ok(), "{}", off.stderr());
+    let off =
+        p.build_ok(&incremental(Build::jetcc(&cache)).env("JETCC_INCREMENTAL", "pass-through"));
     assert_eq!(off.outcome("leaf"), None, "{:?}", off.outcomes());
     assert!(
         stats(&cache)["pass_through"]["incremental"]
@@ -147,24 +106,12 @@ fn incremental_members_are_cached_and_edit_loops_left_alone() {
 fn registry_crates_hit_and_match_plain_bytes() {
     let p = Project::fixture("fixture-registry");
     let cache = p.dir.parent().unwrap().join("cache");
-    let plain = p.build(&Build::plain());
-    assert!(plain.ok(), "{}", plain.stderr());
-    let want = artifacts(&p.target());
-    p.clean();
-    let cold = p.build(&Build::jetcc(&cache));
-    assert!(cold.ok(), "{}", cold.stderr());
+    let want = p.plain_artifacts();
+    p.build_ok(&Build::jetcc(&cache));
     assert_same_artifacts(&want, &artifacts(&p.target()), "cold");
     p.clean();
-    let warm = p.build(&Build::jetcc(&cache));
-    assert!(warm.ok(), "{}", warm.stderr());
-    for krate in ["itoa", "smallvec", "serde", "serde_core"] {
-        assert_eq!(
-            warm.outcome(krate),
-            Some(Outcome::Hit),
-            "{krate}: {:?}",
-            warm.outcomes()
-        );
-    }
+    let warm = p.build_ok(&Build::jetcc(&cache));
+    warm.assert_each(&["itoa", "smallvec", "serde", "serde_core"], Outcome::Hit);
     assert_same_artifacts(&want, &artifacts(&p.target()), "warm");
 }
 
@@ -197,14 +144,7 @@ fn two_checkouts_share_what_they_may_and_leak_no_paths() {
     assert!(a.build(&with_base(&a.dir)).ok());
     let b = build_in(&b_dir, &with_base(&b_dir));
     assert!(b.ok(), "{}", b.stderr());
-    for krate in ["itoa", "smallvec", "serde", "serde_core"] {
-        assert_eq!(
-            b.outcome(krate),
-            Some(Outcome::Hit),
-            "{krate}: {:?}",
-            b.outcomes()
-        );
-    }
+    b.assert_each(&["itoa", "smallvec", "serde", "serde_core"], Outcome::Hit);
     assert_eq!(find_bytes(&b_dir.join("target"), a_path.as_bytes()), None);
     let run = std::process::Command::new(b_dir.join("target/debug/regfix"))
         .output()
@@ -226,9 +166,7 @@ fn explain_names_what_changed() {
     };
     let build = |b: Build| {
         p.clean();
-        let built = p.build(&b);
-        assert!(built.ok(), "{}", built.stderr());
-        built
+        p.build_ok(&b)
     };
     build(Build::jetcc(&cache));
     assert!(explain().contains("leaf") && explain().contains("first compile of this unit"));

@@ -15,15 +15,6 @@ const ALL: &[&str] = &["leaf", "mid", "util", "corelib", "app"];
 /// Units that run the linker.
 const LINKED: &[&str] = &["mac", "build_script_build", "app"];
 const LIBS: &[&str] = &["leaf", "mid", "util", "corelib"];
-const ALL_UNITS: &[&str] = &[
-    "leaf",
-    "mid",
-    "util",
-    "corelib",
-    "mac",
-    "build_script_build",
-    "app",
-];
 
 /// One row of the matrix.
 struct Case {
@@ -122,10 +113,10 @@ fn cases(fake_rustc: &Path, fake_cc_dir: &Path) -> Vec<Case> {
         case("toolchain identity", ALL, &[]).env("RUSTC", &fake_rustc.to_string_lossy()),
         case("target", ALL, &[]).arg("--target=x86_64-unknown-linux-gnu"),
         // Changes that must not matter.
-        case("unrelated env var", &[], ALL_UNITS).env("SOME_UNRELATED_VAR", "1"),
-        case("cargo's own settings (CARGO_NET_RETRY)", &[], ALL_UNITS).env("CARGO_NET_RETRY", "7"),
-        case("cargo jobs (CARGO_MAKEFLAGS)", &[], ALL_UNITS).arg("-j1"),
-        case("touched source (mtime only)", &[], ALL_UNITS).edit("leaf/src/lib.rs", "", ""),
+        case("unrelated env var", &[], FIXTURE_UNITS).env("SOME_UNRELATED_VAR", "1"),
+        case("cargo's own settings (CARGO_NET_RETRY)", &[], FIXTURE_UNITS).env("CARGO_NET_RETRY", "7"),
+        case("cargo jobs (CARGO_MAKEFLAGS)", &[], FIXTURE_UNITS).arg("-j1"),
+        case("touched source (mtime only)", &[], FIXTURE_UNITS).edit("leaf/src/lib.rs", "", ""),
         // Target dir: leaf and mid have no path in their outputs and hit; util includes code
         // from OUT_DIR (under the target dir), so its outputs name it and it must miss.
         case("target dir path", util_down, &["leaf", "mid"]).env("CARGO_TARGET_DIR", "TARGET2"),
@@ -139,8 +130,7 @@ fn key_mutation_matrix() {
     let cache = tmp.join("cache");
     let fake_rustc = make_fake_rustc(&tmp);
     let fake_cc_dir = make_fake_cc(&tmp);
-    let warm = p.build(&Build::jetcc(&cache));
-    assert!(warm.ok(), "{}", warm.stderr());
+    p.build_ok(&Build::jetcc(&cache));
 
     let mut failures = Vec::new();
     let cases = cases(&fake_rustc, &fake_cc_dir);

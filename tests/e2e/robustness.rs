@@ -6,24 +6,10 @@ use std::path::Path;
 
 use jetcc_e2e::*;
 
-const ALL_UNITS: [&str; 7] = [
-    "leaf",
-    "mid",
-    "util",
-    "corelib",
-    "mac",
-    "build_script_build",
-    "app",
-];
-
 /// Builds plainly, then through jetcc to fill `cache`; returns the plain artifacts.
 fn plain_then_warm(p: &Project, cache: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let plain = p.build(&Build::plain());
-    assert!(plain.ok(), "{}", plain.stderr());
-    let want = artifacts(&p.target());
-    p.clean();
-    let cold = p.build(&Build::jetcc(cache));
-    assert!(cold.ok(), "{}", cold.stderr());
+    let want = p.plain_artifacts();
+    p.build_ok(&Build::jetcc(cache));
     p.clean();
     want
 }
@@ -47,17 +33,9 @@ fn damage_blobs_then_build(damage: fn(&Path)) {
     for b in &blobs {
         damage(b);
     }
-    let built = p.build(&Build::jetcc(&cache));
-    assert!(built.ok(), "{}", built.stderr());
+    let built = p.build_ok(&Build::jetcc(&cache));
     assert_same_artifacts(&want, &artifacts(&p.target()), "build over a damaged cache");
-    for krate in ALL_UNITS {
-        assert_eq!(
-            built.outcome(krate),
-            Some(Outcome::Miss),
-            "{krate}: {:?}",
-            built.outcomes()
-        );
-    }
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
     let s = stats(&cache);
     assert_eq!(s["errors"]["corrupt-entry"], 7, "{s}");
     // The damaged entries were replaced: the next build hits again.
@@ -107,8 +85,7 @@ fn garbage_entries_and_manifests_are_misses() {
     {
         fs::write(f, b"\xc1 not msgpack").unwrap();
     }
-    let built = p.build(&Build::jetcc(&cache));
-    assert!(built.ok(), "{}", built.stderr());
+    p.build_ok(&Build::jetcc(&cache));
     assert_same_artifacts(&want, &artifacts(&p.target()), "build over garbage entries");
 }
 
@@ -122,7 +99,7 @@ fn a_small_cache_stays_within_its_size() {
     let limit: u64 = 64 * 1024;
     for round in 0..3 {
         p.clean();
-        let built = p.build(&Build::jetcc(&cache).env("JETCC_CACHE_SIZE", &limit.to_string()));
+        let built = p.build_ok(&Build::jetcc(&cache).env("JETCC_CACHE_SIZE", &limit.to_string()));
         assert!(built.ok(), "round {round}: {}", built.stderr());
         assert_same_artifacts(&want, &artifacts(&p.target()), "small cache");
         let on_disk: u64 = ["cas", "ac", "mf"]
@@ -162,23 +139,14 @@ fn a_read_only_cache_dir_still_builds_and_hits() {
         cargo: Some(wrapper),
         ..Build::jetcc(&cache)
     });
-    assert!(built.ok(), "{}", built.stderr());
-    for krate in ALL_UNITS {
-        assert_eq!(
-            built.outcome(krate),
-            Some(Outcome::Hit),
-            "{krate}: {:?}",
-            built.outcomes()
-        );
-    }
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
     assert_same_artifacts(&want, &artifacts(&p.target()), "read-only cache");
 
     // And a cache dir that cannot even be created: plain rustc, counted nowhere, build fine.
     p.clean();
     let blocker = p.dir.parent().unwrap().join("not-a-dir");
     fs::write(&blocker, b"").unwrap();
-    let built = p.build(&Build::jetcc(&blocker.join("cache")));
-    assert!(built.ok(), "{}", built.stderr());
+    p.build_ok(&Build::jetcc(&blocker.join("cache")));
     assert_same_artifacts(&want, &artifacts(&p.target()), "uncreatable cache dir");
 }
 
@@ -187,10 +155,7 @@ fn eight_concurrent_builds_share_one_cache() {
     let p = Project::fixture("fixture");
     let tmp = p.dir.parent().unwrap().to_path_buf();
     let cache = tmp.join("cache");
-    let plain = p.build(&Build::plain());
-    assert!(plain.ok());
-    let want = artifacts(&p.target());
-    p.clean();
+    let want = p.plain_artifacts();
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let dir = p.dir.clone();
@@ -234,14 +199,7 @@ fn eight_concurrent_builds_share_one_cache() {
     let _ = fs::remove_dir_all(&t0);
     let ninth = p.build(&Build::jetcc(&cache).env("CARGO_TARGET_DIR", &t0.to_string_lossy()));
     assert!(ninth.ok());
-    for krate in ALL_UNITS {
-        assert_eq!(
-            ninth.outcome(krate),
-            Some(Outcome::Hit),
-            "{krate}: {:?}",
-            ninth.outcomes()
-        );
-    }
+    ninth.assert_each(FIXTURE_UNITS, Outcome::Hit);
 }
 
 #[test]
@@ -251,8 +209,7 @@ fn a_malformed_config_is_named_and_the_build_runs_plain() {
     let cache = tmp.join("cache");
     let config = tmp.join("bad-config.toml");
     fs::write(&config, "[cache.disk]\nsize = \"lots\"\n").unwrap();
-    let built = p.build(&Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy()));
-    assert!(built.ok(), "{}", built.stderr());
+    let built = p.build_ok(&Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy()));
     let err = built.stderr();
     assert!(
         err.contains("cache.disk.size") && err.contains("lots"),
@@ -262,8 +219,7 @@ fn a_malformed_config_is_named_and_the_build_runs_plain() {
 
     fs::write(&config, "[cache.disk\n").unwrap();
     p.clean();
-    let built = p.build(&Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy()));
-    assert!(built.ok(), "{}", built.stderr());
+    let built = p.build_ok(&Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy()));
     assert!(
         built.stderr().contains("bad-config.toml"),
         "{}",
@@ -275,8 +231,7 @@ fn a_malformed_config_is_named_and_the_build_runs_plain() {
 fn jetcc_disable_is_a_pure_pass_through() {
     let p = Project::fixture("fixture");
     let cache = p.dir.parent().unwrap().join("cache");
-    let built = p.build(&Build::jetcc(&cache).env("JETCC_DISABLE", "1"));
-    assert!(built.ok(), "{}", built.stderr());
+    let built = p.build_ok(&Build::jetcc(&cache).env("JETCC_DISABLE", "1"));
     assert!(built.outcomes().is_empty());
     assert!(
         !cache.exists(),

@@ -76,6 +76,18 @@ pub struct Built {
     pub log: String,
 }
 
+/// Every unit of the `fixture` workspace, by crate name: its libraries, the proc-macro, the
+/// build script and the binary.
+pub const FIXTURE_UNITS: &[&str] = &[
+    "leaf",
+    "mid",
+    "util",
+    "corelib",
+    "mac",
+    "build_script_build",
+    "app",
+];
+
 /// What jetcc did with one rustc invocation, from its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -110,7 +122,19 @@ impl Built {
         map
     }
 
-    /// The single outcome of `krate`; panics if it did not go through jetcc exactly once.
+    /// Asserts that each of `crates` went through jetcc once, with outcome `want`.
+    pub fn assert_each(&self, crates: &[&str], want: Outcome) {
+        for krate in crates {
+            assert_eq!(
+                self.outcome(krate),
+                Some(want),
+                "{krate}: {:?}",
+                self.outcomes()
+            );
+        }
+    }
+
+    /// The single outcome of `krate`, or `None` unless it went through jetcc exactly once.
     pub fn outcome(&self, krate: &str) -> Option<Outcome> {
         let all = self.outcomes();
         match all.get(krate).map(Vec::as_slice) {
@@ -156,6 +180,22 @@ impl Project {
 
     pub fn build(&self, b: &Build) -> Built {
         build_in(&self.dir, b)
+    }
+
+    /// Builds and asserts the build succeeded (showing its stderr if not).
+    pub fn build_ok(&self, b: &Build) -> Built {
+        let built = self.build(b);
+        assert!(built.ok(), "{}", built.stderr());
+        built
+    }
+
+    /// Builds plainly from clean, snapshots the artifacts, and cleans again.
+    pub fn plain_artifacts(&self) -> BTreeMap<String, Vec<u8>> {
+        self.clean();
+        self.build_ok(&Build::plain());
+        let want = artifacts(&self.target());
+        self.clean();
+        want
     }
 
     pub fn write(&self, rel: &str, text: &str) {
