@@ -193,3 +193,45 @@ fn explain_names_what_changed() {
     let text = explain();
     assert!(text.contains("argument added: -C opt-level=1"), "{text}");
 }
+
+/// `cargo test`, `cargo check` and `cargo clippy` through jetcc: test harnesses are cached
+/// and still run; check's metadata-only units hit; clippy's driver is passed through.
+#[test]
+fn cargo_test_check_and_clippy_work_through_jetcc() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let test = |name: &str| {
+        p.clean();
+        let built = p.build_ok(&Build::jetcc(&cache).subcommand("test"));
+        let out = String::from_utf8_lossy(&built.output.stdout).into_owned();
+        assert!(
+            out.contains("test tests::leaf_value_is_42 ... ok"),
+            "{name}: {out}"
+        );
+        built
+    };
+    test("cold");
+    // Libraries are compiled twice by `cargo test` (library and test harness): all hit.
+    let warm = test("warm").outcomes();
+    assert!(warm["leaf"].len() == 2, "{warm:?}");
+    assert!(
+        warm.values().flatten().all(|o| *o == Outcome::Hit),
+        "{warm:?}"
+    );
+
+    for round in ["cold", "warm"] {
+        p.clean();
+        let check = p.build_ok(&Build::jetcc(&cache).subcommand("check"));
+        if round == "warm" {
+            check.assert_each(&["leaf", "mid", "corelib", "app"], Outcome::Hit);
+        }
+    }
+
+    p.clean();
+    let clippy = p.build_ok(&Build::jetcc(&cache).subcommand("clippy"));
+    assert!(
+        clippy.stderr().contains("unused_variable"),
+        "{}",
+        clippy.stderr()
+    );
+}

@@ -44,6 +44,8 @@ pub struct Build {
     pub incremental: bool,
     /// Run this program instead of `cargo` (a wrapper script that runs cargo).
     pub cargo: Option<PathBuf>,
+    /// The cargo subcommand: `build` unless set.
+    pub subcommand: Option<&'static str>,
 }
 
 impl Build {
@@ -60,6 +62,11 @@ impl Build {
 
     pub fn env(mut self, k: &str, v: &str) -> Build {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn subcommand(mut self, sub: &'static str) -> Build {
+        self.subcommand = Some(sub);
         self
     }
 
@@ -216,7 +223,7 @@ pub fn build_in(dir: &Path, b: &Build) -> Built {
         cmd.current_dir(dir);
         scrub_env(&mut cmd);
     }
-    cmd.arg("build").args(&b.args);
+    cmd.arg(b.subcommand.unwrap_or("build")).args(&b.args);
     if !b.incremental {
         cmd.env("CARGO_INCREMENTAL", "0");
     }
