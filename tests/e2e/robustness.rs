@@ -93,16 +93,13 @@ fn garbage_entries_and_manifests_are_misses() {
 fn a_small_cache_stays_within_its_size() {
     let p = Project::fixture("fixture");
     let cache = p.dir.parent().unwrap().join("cache");
-    let plain = p.build(&Build::plain());
-    assert!(plain.ok());
-    let want = artifacts(&p.target());
+    let want = p.plain_artifacts();
     let limit: u64 = 64 * 1024;
     for round in 0..3 {
         p.clean();
-        let built = p.build_ok(&Build::jetcc(&cache).env("JETCC_CACHE_SIZE", &limit.to_string()));
-        assert!(built.ok(), "round {round}: {}", built.stderr());
+        p.build_ok(&Build::jetcc(&cache).env("JETCC_CACHE_SIZE", &limit.to_string()));
         assert_same_artifacts(&want, &artifacts(&p.target()), "small cache");
-        let on_disk: u64 = ["cas", "ac", "mf"]
+        let on_disk: u64 = ["cas", "ac", "mf", "units"]
             .iter()
             .flat_map(|k| files_under(&cache.join(k)))
             .map(|f| fs::metadata(f).unwrap().len())
@@ -135,7 +132,7 @@ fn a_read_only_cache_dir_still_builds_and_hits() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let built = p.build(&Build {
+    let built = p.build_ok(&Build {
         cargo: Some(wrapper),
         ..Build::jetcc(&cache)
     });
@@ -148,6 +145,41 @@ fn a_read_only_cache_dir_still_builds_and_hits() {
     fs::write(&blocker, b"").unwrap();
     p.build_ok(&Build::jetcc(&blocker.join("cache")));
     assert_same_artifacts(&want, &artifacts(&p.target()), "uncreatable cache dir");
+}
+
+/// Runs cargo with `dir` made a fresh tmpfs of `size` in a private mount namespace.
+fn cargo_with_tmpfs(p: &Project, dir: &Path, size: &str) -> std::path::PathBuf {
+    let wrapper = p.dir.parent().unwrap().join("tmpfs-cargo");
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -m sh -c 'mount -t tmpfs -o size={size} tmpfs \"{d}\" && exec cargo \"$@\"' sh \"$@\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[test]
+fn a_full_disk_never_fails_a_build() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    let want = p.plain_artifacts();
+    // 64 KiB of disk: the first blobs fit, the rest hit ENOSPC mid-write.
+    let cargo = cargo_with_tmpfs(&p, &cache, "64k");
+    for round in ["cold", "again"] {
+        p.clean();
+        let built = p.build_ok(&Build {
+            cargo: Some(cargo.clone()),
+            ..Build::jetcc(&cache)
+        });
+        assert_same_artifacts(&want, &artifacts(&p.target()), round);
+        assert!(!built.outcomes().is_empty(), "{round}: jetcc was not used");
+    }
 }
 
 #[test]
