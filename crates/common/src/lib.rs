@@ -8,6 +8,7 @@
 //!   libraries) and mapping build paths to and from the cache.
 //! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
 //! - [`explain`]: why a unit missed.
+//! - [`protocol`]: the farm's names in NATS and its wire messages (groundwork for the farm).
 //! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, tool identities.
 //!
 //! One design choice shapes the rest: the key is split into an invocation digest (computable
@@ -28,6 +29,7 @@ pub mod key;
 pub mod linkargs;
 pub mod manifest;
 pub mod pathmap;
+pub mod protocol;
 pub mod result;
 pub mod stats;
 pub mod toolchain;

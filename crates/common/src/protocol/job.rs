@@ -1,0 +1,271 @@
+//! Job messages: what a client publishes on the work queue ([`JobRequest`]) and what a worker
+//! sends back on the job's reply subject ([`JobEvent`]). rmp-serde, versioned, and checked on
+//! decode: a worker must survive garbage, oversized and hostile jobs, so decoding bounds the
+//! size first and validates every path and name after.
+//!
+//! File bytes never ride in a job: inputs are named by digest and fetched from the CAS.
+
+use std::path::{Component, Path};
+
+use serde::{Deserialize, Serialize};
+
+use super::PROTOCOL_VERSION;
+use crate::digest::Digest;
+use crate::result::is_plain_name;
+
+/// Largest encoded job accepted (a crate with thousands of inputs is well below).
+pub const MAX_JOB_BYTES: usize = 4 << 20;
+/// Largest encoded event accepted.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+const MAX_ARGS: usize = 10_000;
+const MAX_ENV: usize = 4_000;
+const MAX_INPUTS: usize = 100_000;
+const MAX_STRING: usize = 64 << 10;
+
+/// A compile job, as published on the work queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequest {
+    pub version: u16,
+    /// 32 hex digits (see [`super::names::JobId`]).
+    pub job_id: String,
+    pub reply_subject: String,
+    /// After this (milliseconds since the epoch) the client has moved on: drop the job unrun.
+    pub deadline_unix_ms: u64,
+    /// The compiler identity the job needs (`blake3:…` of `rustc -vV`).
+    pub toolchain: Digest,
+    /// rustc's arguments as the client would run them, with client paths.
+    pub args: Vec<String>,
+    /// The env rustc is to see (the keyed `CARGO_*` vars and `OUT_DIR`-like paths).
+    pub env: Vec<(String, String)>,
+    /// The client's absolute cwd.
+    pub cwd: String,
+    /// Every file rustc will read, by the client's absolute path.
+    pub inputs: Vec<InputFile>,
+    /// The client's absolute out-dir, and the file names rustc will write there.
+    pub out_dir: String,
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    pub path: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub mode: u32,
+}
+
+/// What a worker reports on a job's reply subject, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobEvent {
+    /// A worker took the job.
+    Started { worker: String },
+    /// One line rustc wrote to stderr (artifact notices included, so pipelining works).
+    Stderr(Vec<u8>),
+    /// rustc finished; outputs are in the CAS under these digests.
+    Done {
+        exit_code: i32,
+        stdout: Vec<u8>,
+        outputs: Vec<(String, Digest)>,
+    },
+    /// The worker could not run the job; the client compiles locally.
+    Refused { reason: String },
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("message of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("protocol version {0} is not {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("invalid job field {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+impl JobRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("a job always serializes")
+    }
+
+    /// Decodes and validates a job from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<JobRequest, ProtocolError> {
+        if bytes.len() > MAX_JOB_BYTES {
+            return Err(ProtocolError::TooLarge(bytes.len()));
+        }
+        let job: JobRequest =
+            rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        job.validate()?;
+        Ok(job)
+    }
+
+    fn validate(&self) -> Result<(), ProtocolError> {
+        let invalid = |field, why: &str| ProtocolError::Invalid {
+            field,
+            why: why.to_owned(),
+        };
+        if self.version != PROTOCOL_VERSION {
+            return Err(ProtocolError::Version(self.version));
+        }
+        super::names::JobId::parse(&self.job_id).map_err(|e| invalid("job_id", &e.to_string()))?;
+        if self.args.len() > MAX_ARGS || self.env.len() > MAX_ENV || self.inputs.len() > MAX_INPUTS
+        {
+            return Err(invalid("args/env/inputs", "too many entries"));
+        }
+        let strings = self
+            .args
+            .iter()
+            .chain(self.env.iter().flat_map(|(k, v)| [k, v]));
+        if strings
+            .clone()
+            .any(|s| s.len() > MAX_STRING || s.contains('\0'))
+        {
+            return Err(invalid("args/env", "a value is too long or holds NUL"));
+        }
+        absolute_clean(&self.cwd).map_err(|why| invalid("cwd", &why))?;
+        absolute_clean(&self.out_dir).map_err(|why| invalid("out_dir", &why))?;
+        for input in &self.inputs {
+            absolute_clean(&input.path).map_err(|why| invalid("inputs", &why))?;
+        }
+        if let Some(bad) = self.outputs.iter().find(|o| !is_plain_name(o)) {
+            return Err(invalid(
+                "outputs",
+                &format!("{bad:?} is not a plain file name"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl JobEvent {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("an event always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<JobEvent, ProtocolError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(ProtocolError::TooLarge(bytes.len()));
+        }
+        let event: JobEvent =
+            rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        if let JobEvent::Done { outputs, .. } = &event {
+            if let Some((bad, _)) = outputs.iter().find(|(name, _)| !is_plain_name(name)) {
+                return Err(ProtocolError::Invalid {
+                    field: "outputs",
+                    why: format!("{bad:?} is not a plain file name"),
+                });
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// An absolute path with no `.` or `..` components and no NUL: safe to lay out under a job
+/// root without escaping it.
+fn absolute_clean(path: &str) -> Result<(), String> {
+    if path.len() > MAX_STRING || path.contains('\0') {
+        return Err(format!("{path:?} is too long or holds NUL"));
+    }
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("{path:?} is not absolute"));
+    }
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || path.contains("/./")
+    {
+        return Err(format!("{path:?} has . or .. components"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> JobRequest {
+        JobRequest {
+            version: PROTOCOL_VERSION,
+            job_id: "0123456789abcdef0123456789abcdef".into(),
+            reply_subject: "jetcc.reply.c.0123456789abcdef0123456789abcdef".into(),
+            deadline_unix_ms: 1,
+            toolchain: Digest::of_bytes(b"rustc 1.95"),
+            args: vec!["--crate-name".into(), "leaf".into()],
+            env: vec![("CARGO_PKG_NAME".into(), "leaf".into())],
+            cwd: "/home/a/p".into(),
+            inputs: vec![InputFile {
+                path: "/home/a/p/src/lib.rs".into(),
+                digest: Digest::of_bytes(b"fn a() {}"),
+                size: 9,
+                mode: 0o644,
+            }],
+            out_dir: "/home/a/p/target/debug/deps".into(),
+            outputs: vec!["libleaf-1.rlib".into(), "libleaf-1.rmeta".into()],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let j = job();
+        assert_eq!(JobRequest::decode(&j.encode()).unwrap(), j);
+        let e = JobEvent::Done {
+            exit_code: 0,
+            stdout: vec![],
+            outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(b"x"))],
+        };
+        assert_eq!(JobEvent::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn hostile_jobs_are_refused_with_the_field_named() {
+        let cases: Vec<(fn(&mut JobRequest), &str)> = vec![
+            (
+                |j| j.inputs[0].path = "/home/a/p/../../etc/passwd".into(),
+                "inputs",
+            ),
+            (|j| j.inputs[0].path = "relative/lib.rs".into(), "inputs"),
+            (|j| j.outputs.push("../../.bashrc".into()), "outputs"),
+            (|j| j.outputs.push("/etc/passwd".into()), "outputs"),
+            (|j| j.out_dir = "/t/./x".into(), "out_dir"),
+            (|j| j.cwd = "cwd".into(), "cwd"),
+            (|j| j.job_id = "x".into(), "job_id"),
+            (|j| j.args.push("a\0b".into()), "args/env"),
+        ];
+        for (mutate, field) in cases {
+            let mut j = job();
+            mutate(&mut j);
+            match JobRequest::decode(&j.encode()) {
+                Err(ProtocolError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut j = job();
+        j.version = 99;
+        assert_eq!(
+            JobRequest::decode(&j.encode()),
+            Err(ProtocolError::Version(99))
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversized_messages_are_refused() {
+        assert!(matches!(
+            JobRequest::decode(b"\xc1garbage"),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            JobRequest::decode(&vec![0u8; MAX_JOB_BYTES + 1]),
+            Err(ProtocolError::TooLarge(_))
+        ));
+        let evil = JobEvent::Done {
+            exit_code: 0,
+            stdout: vec![],
+            outputs: vec![("../x".into(), Digest::of_bytes(b"x"))],
+        };
+        assert!(matches!(
+            JobEvent::decode(&evil.encode()),
+            Err(ProtocolError::Invalid { .. })
+        ));
+    }
+}

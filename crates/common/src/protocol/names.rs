@@ -1,0 +1,193 @@
+//! Names in NATS, all derived from one configurable prefix (default `jetcc`), so that several
+//! farms can share a server and so that the CAS can later be sharded over several buckets by
+//! digest prefix behind these functions.
+
+use std::fmt;
+
+/// A validated prefix and the names derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+/// Why a name part was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: use lowercase letters, digits, '-' and '_' (at most 32)")]
+pub struct NameError {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl Default for Names {
+    fn default() -> Names {
+        Names {
+            prefix: "jetcc".into(),
+        }
+    }
+}
+
+impl Names {
+    /// Names under `prefix`: lowercase letters, digits, `-` and `_` (valid in subjects,
+    /// stream names and bucket names alike).
+    pub fn new(prefix: &str) -> Result<Names, NameError> {
+        token(prefix, "prefix", 32)?;
+        Ok(Names {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The work-queue stream: `JETCC_JOBS`.
+    pub fn jobs_stream(&self) -> String {
+        format!("{}_JOBS", self.prefix.to_uppercase().replace('-', "_"))
+    }
+
+    /// The subject jobs for one host triple are published on: `jetcc.jobs.<triple>`.
+    pub fn jobs_subject(&self, host_triple: &str) -> Result<String, NameError> {
+        token(host_triple, "host triple", 64)?;
+        Ok(format!("{}.jobs.{host_triple}", self.prefix))
+    }
+
+    /// Every jobs subject, for the stream's subject filter.
+    pub fn jobs_subjects(&self) -> String {
+        format!("{}.jobs.>", self.prefix)
+    }
+
+    /// The durable pull consumer all workers share.
+    pub fn workers_consumer(&self) -> &'static str {
+        "workers"
+    }
+
+    /// Object store of blobs by BLAKE3 digest.
+    pub fn cas_bucket(&self) -> String {
+        format!("{}-cas", self.prefix)
+    }
+
+    /// KV of result entries and manifests.
+    pub fn ac_bucket(&self) -> String {
+        format!("{}-ac", self.prefix)
+    }
+
+    /// KV of worker heartbeats (with a TTL).
+    pub fn workers_bucket(&self) -> String {
+        format!("{}-workers", self.prefix)
+    }
+
+    /// KV of toolchain archives' metadata.
+    pub fn toolchains_bucket(&self) -> String {
+        format!("{}-toolchains", self.prefix)
+    }
+
+    /// Where a worker reports progress and the result of one job.
+    pub fn reply_subject(&self, client: &str, job: &JobId) -> Result<String, NameError> {
+        token(client, "client id", 64)?;
+        Ok(format!("{}.reply.{client}.{job}", self.prefix))
+    }
+
+    /// Fire-and-forget events for the monitor: `jetcc.events.<kind>`.
+    pub fn events_subject(&self, kind: &str) -> Result<String, NameError> {
+        token(kind, "event kind", 32)?;
+        Ok(format!("{}.events.{kind}", self.prefix))
+    }
+
+    /// Every event subject.
+    pub fn events_subjects(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+}
+
+/// A job's id: 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn parse(s: &str) -> Result<JobId, NameError> {
+        if s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(JobId(s.to_owned()))
+        } else {
+            Err(NameError {
+                what: "job id",
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    /// A job id from 16 random-enough bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> JobId {
+        JobId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One subject token: no dots, wildcards or spaces.
+fn token(value: &str, what: &'static str, max: usize) -> Result<(), NameError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            what,
+            value: value.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_match_the_design() {
+        let n = Names::default();
+        assert_eq!(n.jobs_stream(), "JETCC_JOBS");
+        assert_eq!(
+            n.jobs_subject("x86_64-unknown-linux-gnu").unwrap(),
+            "jetcc.jobs.x86_64-unknown-linux-gnu"
+        );
+        assert_eq!(n.jobs_subjects(), "jetcc.jobs.>");
+        assert_eq!(n.workers_consumer(), "workers");
+        assert_eq!(n.cas_bucket(), "jetcc-cas");
+        assert_eq!(n.ac_bucket(), "jetcc-ac");
+        assert_eq!(n.workers_bucket(), "jetcc-workers");
+        assert_eq!(n.toolchains_bucket(), "jetcc-toolchains");
+        let job = JobId::from_bytes([0xab; 16]);
+        assert_eq!(
+            n.reply_subject("laptop-1", &job).unwrap(),
+            format!("jetcc.reply.laptop-1.{job}")
+        );
+        assert_eq!(n.events_subjects(), "jetcc.events.>");
+    }
+
+    #[test]
+    fn prefixes_and_tokens_are_validated() {
+        let n = Names::new("team-a").unwrap();
+        assert_eq!(n.jobs_stream(), "TEAM_A_JOBS");
+        assert_eq!(n.cas_bucket(), "team-a-cas");
+        for bad in ["", "a.b", "a b", "*", ">", "UP", &"x".repeat(33)] {
+            assert!(Names::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(n.jobs_subject("x86_64.evil").is_err());
+        assert!(n.reply_subject("a.>", &JobId::from_bytes([0; 16])).is_err());
+        assert!(JobId::parse("not-hex").is_err());
+        assert!(JobId::parse(&"0".repeat(32)).is_ok());
+    }
+}
