@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn hostile_jobs_are_refused_with_the_field_named() {
-        let cases: Vec<(fn(&mut JobRequest), &str)> = vec![
+        type Mutation = fn(&mut JobRequest);
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 |j| j.inputs[0].path = "/home/a/p/../../etc/passwd".into(),
                 "inputs",
