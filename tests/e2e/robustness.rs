@@ -121,17 +121,9 @@ fn a_read_only_cache_dir_still_builds_and_hits() {
     let want = plain_then_warm(&p, &cache);
     // A real read-only file system (root ignores permission bits): a bind mount remounted
     // read-only in a private mount namespace around the build.
-    let wrapper = p.dir.parent().unwrap().join("ro-cargo");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec unshare -m sh -c 'mount --bind \"{c}\" \"{c}\" && mount -o remount,ro,bind \"{c}\" && exec cargo \"$@\"' sh \"$@\"\n",
-            c = cache.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let c = cache.display();
+    let mount = format!("mount --bind \"{c}\" \"{c}\" && mount -o remount,ro,bind \"{c}\"");
+    let wrapper = cargo_in_mount_namespace(&p, "ro-cargo", &mount);
     let built = p.build_ok(&Build {
         cargo: Some(wrapper),
         ..Build::jetcc(&cache)
@@ -147,18 +139,13 @@ fn a_read_only_cache_dir_still_builds_and_hits() {
     assert_same_artifacts(&want, &artifacts(&p.target()), "uncreatable cache dir");
 }
 
-/// Runs cargo with `dir` made a fresh tmpfs of `size` in a private mount namespace.
-fn cargo_with_tmpfs(p: &Project, dir: &Path, size: &str) -> std::path::PathBuf {
-    let wrapper = p.dir.parent().unwrap().join("tmpfs-cargo");
-    fs::create_dir_all(dir).unwrap();
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec unshare -m sh -c 'mount -t tmpfs -o size={size} tmpfs \"{d}\" && exec cargo \"$@\"' sh \"$@\"\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+/// A script that runs cargo after `mount` (shell commands) in a private mount namespace, so
+/// the mounts exist for that build only.
+fn cargo_in_mount_namespace(p: &Project, name: &str, mount: &str) -> std::path::PathBuf {
+    let wrapper = p.dir.parent().unwrap().join(name);
+    let script =
+        format!("#!/bin/sh\nexec unshare -m sh -c '{mount} && exec cargo \"$@\"' sh \"$@\"\n");
+    fs::write(&wrapper, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
     wrapper
@@ -170,7 +157,9 @@ fn a_full_disk_never_fails_a_build() {
     let cache = p.dir.parent().unwrap().join("cache");
     let want = p.plain_artifacts();
     // 64 KiB of disk: the first blobs fit, the rest hit ENOSPC mid-write.
-    let cargo = cargo_with_tmpfs(&p, &cache, "64k");
+    fs::create_dir_all(&cache).unwrap();
+    let mount = format!("mount -t tmpfs -o size=64k tmpfs \"{}\"", cache.display());
+    let cargo = cargo_in_mount_namespace(&p, "tmpfs-cargo", &mount);
     for round in ["cold", "again"] {
         p.clean();
         let built = p.build_ok(&Build {
