@@ -12,7 +12,7 @@ use jetcc_common::stats::Stats;
     name = "jetcc",
     version,
     about = "A rustc build cache. Use as RUSTC_WRAPPER=jetcc cargo build.",
-    after_help = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, \
+    after_help = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, JETCC_INCREMENTAL, \
                   JETCC_CONFIG (config file), JETCC_LOG=debug, JETCC_LOG_FILE, JETCC_DISABLE=1."
 )]
 struct Cli {
