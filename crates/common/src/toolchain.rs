@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::digest::{Digest, KeyHasher};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_atomic_mkdir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
@@ -86,8 +86,7 @@ fn memoized(
     compute(&mut h)?;
     let id = h.finish();
     // The memo is an optimization: failing to write it is not an error.
-    let _ =
-        fs::create_dir_all(memo_dir).and_then(|_| write_atomic(&memo, id.to_string().as_bytes()));
+    let _ = write_atomic_mkdir(&memo, id.to_string().as_bytes());
     Ok(id)
 }
 

@@ -256,7 +256,7 @@ impl Job {
         let (name, text) = &entry.dep_info;
         let text = self.map.restore(text.as_bytes());
         let dest = self.outputs.out_dir.join(name);
-        jetcc_common::cache::disk::write_file(&dest, &text, 0o644)
+        jetcc_common::fsutil::write_atomic(&dest, &text)
             .map_err(|source| CacheError::Write { path: dest, source })?;
         Ok(Some(entry))
     }
@@ -267,7 +267,8 @@ impl Job {
     }
 
     fn miss(&mut self, why: &str, newest_stored_at: Option<u64>) -> i32 {
-        let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
+        let crate_name = self.inv.crate_name.clone().unwrap_or_default();
+        let crate_name = crate_name.as_str();
         tracing::debug!(crate_name, why, "miss");
         let mut words: Vec<String> = self.inv.words().map(str::to_owned).collect();
         words.extend(self.map.remap_args());
@@ -308,7 +309,6 @@ impl Job {
             self.cache.commit_size();
             stored
         };
-        let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
         record(self.cache.root(), |s| {
             s.requests += 1;
             s.misses += 1;

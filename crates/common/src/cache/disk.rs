@@ -381,20 +381,6 @@ fn hash_while_copying(src: &Path, dest: &Path, size: u64) -> (io::Result<Digest>
     })
 }
 
-/// Writes `bytes` to `dest` via a temp file in the same dir, then renames it into place.
-pub fn write_file(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = temp_path_for(dest);
-    let res = (|| {
-        fs::write(&tmp, bytes)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-        fs::rename(&tmp, dest)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
