@@ -19,6 +19,99 @@ pub struct Config {
     /// Cache incremental compiles (`[cache] incremental = "cache"`, the default) or run them
     /// as plain rustc (`"pass-through"`).
     pub cache_incremental: bool,
+    /// The farm (`[dist]`); `None`: no farm, every miss compiles locally.
+    pub dist: Option<DistConfig>,
+    pub worker: WorkerConfig,
+}
+
+/// How to reach the farm's NATS server (`[dist]`, or `JETCC_NATS_*`), shared by the wrapper,
+/// the worker and the monitor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistConfig {
+    /// `nats://host:4222` (several comma-separated for a cluster).
+    pub nats_url: String,
+    /// Prefix of every subject, stream and bucket name (default `jetcc`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A `.creds` file (JWT + nkey seed).
+    pub creds: Option<PathBuf>,
+    /// A CA certificate to verify the server's TLS certificate with (enables TLS).
+    pub tls_ca: Option<PathBuf>,
+    /// How long the wrapper waits for a connection before compiling locally.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long a job may wait in the queue for a worker before the client compiles it
+    /// locally (and the worker drops it unrun).
+    #[serde(default = "default_start_timeout_ms")]
+    pub start_timeout_ms: u64,
+    /// Upper bound of one remote compile, after which the client compiles locally.
+    #[serde(default = "default_job_timeout_secs")]
+    pub job_timeout_secs: u64,
+}
+
+impl DistConfig {
+    /// Defaults for everything but the URL.
+    pub fn with_url(nats_url: String) -> DistConfig {
+        DistConfig {
+            nats_url,
+            prefix: default_prefix(),
+            token: None,
+            user: None,
+            password: None,
+            creds: None,
+            tls_ca: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            start_timeout_ms: default_start_timeout_ms(),
+            job_timeout_secs: default_job_timeout_secs(),
+        }
+    }
+}
+
+/// The worker's own settings (`[worker]`, or `JETCC_WORKER_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Concurrent jobs; default: the machine's cores.
+    pub slots: Option<usize>,
+    /// Job roots and the worker's blob cache; default: `<cache dir>/worker`.
+    pub cache_dir: Option<PathBuf>,
+    /// rustc binaries the worker offers (default: the `rustc` on PATH).
+    #[serde(default)]
+    pub toolchains: Vec<PathBuf>,
+    /// Wall-clock limit of one job's rustc.
+    #[serde(default = "default_worker_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            slots: None,
+            cache_dir: None,
+            toolchains: Vec::new(),
+            timeout_secs: default_worker_timeout_secs(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "jetcc".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    500
+}
+fn default_start_timeout_ms() -> u64 {
+    2_000
+}
+fn default_job_timeout_secs() -> u64 {
+    600
+}
+fn default_worker_timeout_secs() -> u64 {
+    600
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +122,8 @@ pub enum ConfigError {
     Size { key: String, value: String },
     #[error("invalid cache.incremental {0:?} (use \"cache\" or \"pass-through\")")]
     Incremental(String),
+    #[error("invalid [dist] prefix: {0}")]
+    Prefix(#[from] crate::protocol::names::NameError),
     #[error("base_dirs entry {0:?} must be an absolute path")]
     RelativeBaseDir(PathBuf),
     #[error(
@@ -44,11 +139,9 @@ struct Raw {
     cache: RawCache,
     #[serde(default)]
     base_dirs: Vec<PathBuf>,
-    /// Sections that later features read; accepted now so one config file serves all versions.
-    #[serde(default, rename = "dist")]
-    _dist: Option<toml_any::Any>,
-    #[serde(default, rename = "worker")]
-    _worker: Option<toml_any::Any>,
+    dist: Option<DistConfig>,
+    #[serde(default)]
+    worker: WorkerConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +209,15 @@ impl Config {
         b = b
             .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
             .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
-            .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?;
+            .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
+            .set_override_option("dist.nats_url", env("JETCC_NATS_URL"))?
+            .set_override_option("dist.token", env("JETCC_NATS_TOKEN"))?
+            .set_override_option("dist.user", env("JETCC_NATS_USER"))?
+            .set_override_option("dist.password", env("JETCC_NATS_PASSWORD"))?
+            .set_override_option("dist.creds", env("JETCC_NATS_CREDS"))?
+            .set_override_option("dist.prefix", env("JETCC_NATS_PREFIX"))?
+            .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
+            .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?;
         if let Some(dirs) = env("JETCC_BASE_DIRS") {
             let list: Vec<String> = std::env::split_paths(&dirs)
                 .map(|p| p.to_string_lossy().into_owned())
@@ -144,6 +245,9 @@ impl Config {
             Some("pass-through") => false,
             Some(other) => return Err(ConfigError::Incremental(other.to_owned())),
         };
+        if let Some(d) = &raw.dist {
+            crate::protocol::names::Names::new(&d.prefix)?;
+        }
         if let Some(rel) = raw.base_dirs.iter().find(|p| !p.is_absolute()) {
             return Err(ConfigError::RelativeBaseDir(rel.clone()));
         }
@@ -152,6 +256,8 @@ impl Config {
             cache_size,
             base_dirs: raw.base_dirs,
             cache_incremental,
+            dist: raw.dist.filter(|d| !d.nats_url.is_empty()),
+            worker: raw.worker,
         })
     }
 }
@@ -222,6 +328,36 @@ mod tests {
         let c = load("[cache]\nincremental = \"pass-through\"\n", &[]).unwrap();
         assert!(!c.cache_incremental);
         assert!(load("", &[("JETCC_INCREMENTAL", "sometimes")]).is_err());
+    }
+
+    #[test]
+    fn dist_and_worker_sections() {
+        assert_eq!(load("", &[]).unwrap().dist, None);
+        let c = load(
+            "[dist]\nnats_url = \"nats://f:4222\"\ntoken = \"s\"\n[worker]\nslots = 3\n",
+            &[],
+        )
+        .unwrap();
+        let d = c.dist.unwrap();
+        assert_eq!(
+            (d.nats_url.as_str(), d.prefix.as_str()),
+            ("nats://f:4222", "jetcc")
+        );
+        assert_eq!(d.token.as_deref(), Some("s"));
+        assert_eq!(c.worker.slots, Some(3));
+        let c = load(
+            "",
+            &[
+                ("JETCC_NATS_URL", "nats://e:1"),
+                ("JETCC_WORKER_SLOTS", "2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.dist.unwrap().nats_url, "nats://e:1");
+        assert_eq!(c.worker.slots, Some(2));
+        let e = load("[dist]\nnats_url = \"x\"\nprefix = \"A.B\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("prefix"), "{e}");
+        assert!(load("[dist]\nnats_urll = \"x\"\n", &[]).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   libraries) and mapping build paths to and from the cache.
 //! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
 //! - [`explain`]: why a unit missed.
-//! - [`protocol`]: the farm's names in NATS and its wire messages (groundwork for the farm).
+//! - [`protocol`]: the farm's names in NATS and its wire messages; [`farm`]: the transport
+//!   (connection, JetStream resources, the CAS).
 //! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, tool identities.
 //!
 //! One design choice shapes the rest: the key is split into an invocation digest (computable
@@ -23,6 +24,7 @@ pub mod config;
 pub mod depinfo;
 pub mod digest;
 pub mod explain;
+pub mod farm;
 pub mod files;
 pub mod fsutil;
 pub mod key;

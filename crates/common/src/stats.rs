@@ -27,6 +27,10 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// Misses whose result was not stored, by reason (compile error, input edited mid-compile).
     pub not_stored: BTreeMap<String, u64>,
+    /// Misses compiled on the farm.
+    pub remote_compiles: u64,
+    /// Misses that could have gone to the farm but were compiled locally, by reason.
+    pub remote_skipped: BTreeMap<String, u64>,
     /// Bytes of outputs written to targets from the cache.
     pub bytes_restored: u64,
     /// Bytes of new cache files written.

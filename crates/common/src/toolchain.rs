@@ -57,6 +57,46 @@ fn memoized(
     memo_dir: &Path,
     compute: impl FnOnce(&mut KeyHasher) -> Result<(), ToolchainError>,
 ) -> Result<Digest, ToolchainError> {
+    let memo = memo_path(program, kind, memo_dir)?;
+    if let Ok(bytes) = fs::read(&memo) {
+        if let Ok(d) = std::str::from_utf8(&bytes).unwrap_or("").parse::<Digest>() {
+            return Ok(d);
+        }
+    }
+    let mut h = KeyHasher::new(&format!("jetcc-{kind}"));
+    compute(&mut h)?;
+    let id = h.finish();
+    // The memo is an optimization: failing to write it is not an error.
+    let _ = write_atomic_mkdir(&memo, id.to_string().as_bytes());
+    Ok(id)
+}
+
+/// The host triple of the rustc at `rustc` (`host:` in `rustc -vV`), memoized like its
+/// identity. The farm files jobs by it.
+pub fn host_triple(rustc: &Path, memo_dir: &Path) -> Result<String, ToolchainError> {
+    let memo = memo_path(rustc, "rustc-host", memo_dir)?;
+    if let Ok(host) = fs::read_to_string(&memo) {
+        if !host.is_empty() {
+            return Ok(host);
+        }
+    }
+    let text = String::from_utf8_lossy(&run(rustc, &["-vV"])?).into_owned();
+    let host = text
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let _ = write_atomic_mkdir(&memo, host.as_bytes());
+    Ok(host)
+}
+
+/// Where a memo for `program` lives: named by its path, size, mtime and inode.
+fn memo_path(
+    program: &Path,
+    kind: &str,
+    memo_dir: &Path,
+) -> Result<std::path::PathBuf, ToolchainError> {
     let path = program.to_string_lossy().into_owned();
     // A bare name (`cc`) is resolved through PATH by the OS; stat what it resolves to.
     let resolved = if program.components().count() == 1 {
@@ -76,18 +116,7 @@ fn memoized(
         .str(&meta.mtime_nsec().to_string())
         .str(&meta.ino().to_string())
         .finish();
-    let memo = memo_dir.join(stamp.hex());
-    if let Ok(bytes) = fs::read(&memo) {
-        if let Ok(d) = std::str::from_utf8(&bytes).unwrap_or("").parse::<Digest>() {
-            return Ok(d);
-        }
-    }
-    let mut h = KeyHasher::new(&format!("jetcc-{kind}"));
-    compute(&mut h)?;
-    let id = h.finish();
-    // The memo is an optimization: failing to write it is not an error.
-    let _ = write_atomic_mkdir(&memo, id.to_string().as_bytes());
-    Ok(id)
+    Ok(memo_dir.join(stamp.hex()))
 }
 
 fn run(program: &Path, args: &[&str]) -> Result<Vec<u8>, ToolchainError> {

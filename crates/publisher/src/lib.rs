@@ -3,6 +3,7 @@
 //! - [`wrapper`]: the life of one rustc invocation (classify, key, look up, restore or compile,
 //!   store), and the fallback to plain rustc on any jetcc-side error.
 //! - [`compile`]: runs rustc, streaming its output to cargo while capturing it.
+//! - [`dist`]: sends a miss to the farm and writes what comes back (and the circuit breaker).
 //! - [`cli`]: `--show-stats`, `--zero-stats`, `--version`.
 //!
 //! Design choice: anything the wrapper does not understand, or any error before rustc starts,
@@ -10,6 +11,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod dist;
 pub mod logging;
 pub mod wrapper;
 

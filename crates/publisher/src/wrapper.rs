@@ -118,6 +118,8 @@ struct Job {
     unit: Digest,
     files: FileDigests,
     started: SystemTime,
+    dist: Option<jetcc_common::config::DistConfig>,
+    toolchain: Digest,
     /// When jetcc started work on this invocation: what it adds is measured from here.
     clock: Instant,
 }
@@ -173,6 +175,8 @@ impl Job {
         let invocation = key::invocation_digest(&parts);
         let unit = explain::unit_id(&inv, &cwd.to_string_lossy(), &map);
         Ok(Job {
+            dist: config.dist.clone(),
+            toolchain,
             parts,
             unit,
             rustc: rustc.clone(),
@@ -278,7 +282,10 @@ impl Job {
             words.push(format!("--print=link-args={}", file.display()));
             file
         });
-        let compiled = compile::run_streaming(&self.rustc, &words);
+        let compiled = match self.try_remote(&words) {
+            Some(c) => Ok(c),
+            None => compile::run_streaming(&self.rustc, &words),
+        };
         let link_inputs = link_args.map(|file| {
             let printed = std::fs::read_to_string(&file).ok();
             let _ = std::fs::remove_file(&file);
@@ -395,6 +402,56 @@ impl Job {
             )
             .map_err(|_| Stored::Error("cache-write"))?;
         Ok(entry.total_output_bytes())
+    }
+}
+
+impl Job {
+    /// Compiles on the farm when one is configured, the unit can go there and the farm has
+    /// been healthy; `None`: compile locally.
+    fn try_remote(&mut self, words: &[String]) -> Option<Compiled> {
+        let dist = self.dist.clone()?;
+        // Links need the client's linker and libraries; incremental units compile faster
+        // where their incremental state is; cross-compiles need the target's std.
+        if self.outputs.links
+            || self.inv.codegen_opt("incremental").is_some()
+            || self.inv.target.is_some()
+        {
+            return None;
+        }
+        let breaker = crate::dist::Breaker::new(self.cache.root());
+        if breaker.is_open() {
+            return None;
+        }
+        let host = toolchain::host_triple(Path::new(&self.rustc), &self.cache.toolchain_memo_dir())
+            .ok()?;
+        let out_dir = self.outputs.out_dir.clone();
+        let result = crate::dist::compile(crate::dist::Remote {
+            dist: &dist,
+            rustc: Path::new(&self.rustc),
+            inv: &self.inv,
+            args: words,
+            cwd: &self.cwd,
+            out_dir: &out_dir,
+            outputs: &self.outputs.files,
+            toolchain: &self.toolchain,
+            host: &host,
+            files: &mut self.files,
+        });
+        match result {
+            Ok(compiled) => {
+                breaker.record(true);
+                record(self.cache.root(), |s| s.remote_compiles += 1);
+                Some(compiled)
+            }
+            Err(skip) => {
+                tracing::info!(crate_name = ?self.inv.crate_name, "compiling locally: {skip}");
+                breaker.record(!skip.is_farm_failure());
+                record(self.cache.root(), |s| {
+                    Stats::bump(&mut s.remote_skipped, skip.kind())
+                });
+                None
+            }
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct JobRequest {
     /// 32 hex digits (see [`super::names::JobId`]).
     pub job_id: String,
     pub reply_subject: String,
+    /// For logs and the monitor.
+    pub crate_name: String,
     /// After this (milliseconds since the epoch) the client has moved on: drop the job unrun.
     pub deadline_unix_ms: u64,
     /// The compiler identity the job needs (`blake3:…` of `rustc -vV`).
@@ -59,8 +61,16 @@ pub struct InputFile {
 pub enum JobEvent {
     /// A worker took the job.
     Started { worker: String },
-    /// One line rustc wrote to stderr (artifact notices included, so pipelining works).
+    /// One line rustc wrote to stderr.
     Stderr(Vec<u8>),
+    /// rustc's notice that it wrote an output (`{"$message_type":"artifact",…}`): the file is
+    /// already in the CAS, so the client writes it before passing the line on to cargo, which
+    /// may start dependents on an rmeta at once (pipelining across the farm).
+    Artifact {
+        name: String,
+        digest: Digest,
+        line: Vec<u8>,
+    },
     /// rustc finished; outputs are in the CAS under these digests.
     Done {
         exit_code: i32,
@@ -91,16 +101,21 @@ impl JobRequest {
 
     /// Decodes and validates a job from untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<JobRequest, ProtocolError> {
-        if bytes.len() > MAX_JOB_BYTES {
-            return Err(ProtocolError::TooLarge(bytes.len()));
-        }
-        let job: JobRequest =
-            rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let job = JobRequest::decode_unchecked(bytes)?;
         job.validate()?;
         Ok(job)
     }
 
-    fn validate(&self) -> Result<(), ProtocolError> {
+    /// Decodes without validating the fields, so a worker can still tell the sender why its
+    /// job was refused. Run [`JobRequest::validate`] before using anything else in it.
+    pub fn decode_unchecked(bytes: &[u8]) -> Result<JobRequest, ProtocolError> {
+        if bytes.len() > MAX_JOB_BYTES {
+            return Err(ProtocolError::TooLarge(bytes.len()));
+        }
+        rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+
+    pub fn validate(&self) -> Result<(), ProtocolError> {
         let invalid = |field, why: &str| ProtocolError::Invalid {
             field,
             why: why.to_owned(),
@@ -149,13 +164,16 @@ impl JobEvent {
         }
         let event: JobEvent =
             rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        if let JobEvent::Done { outputs, .. } = &event {
-            if let Some((bad, _)) = outputs.iter().find(|(name, _)| !is_plain_name(name)) {
-                return Err(ProtocolError::Invalid {
-                    field: "outputs",
-                    why: format!("{bad:?} is not a plain file name"),
-                });
-            }
+        let names: Vec<&String> = match &event {
+            JobEvent::Done { outputs, .. } => outputs.iter().map(|(n, _)| n).collect(),
+            JobEvent::Artifact { name, .. } => vec![name],
+            _ => vec![],
+        };
+        if let Some(bad) = names.into_iter().find(|name| !is_plain_name(name)) {
+            return Err(ProtocolError::Invalid {
+                field: "outputs",
+                why: format!("{bad:?} is not a plain file name"),
+            });
         }
         Ok(event)
     }
@@ -189,6 +207,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             job_id: "0123456789abcdef0123456789abcdef".into(),
             reply_subject: "jetcc.reply.c.0123456789abcdef0123456789abcdef".into(),
+            crate_name: "leaf".into(),
             deadline_unix_ms: 1,
             toolchain: Digest::of_bytes(b"rustc 1.95"),
             args: vec!["--crate-name".into(), "leaf".into()],

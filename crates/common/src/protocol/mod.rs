@@ -3,10 +3,10 @@
 //! bucket name, and wire types are kept apart from the internal ones (`RustcInvocation`,
 //! `CacheEntry`) so either can change without the other.
 //!
-//! Groundwork for the compile farm (issue 4): the publisher and worker are to be built on it.
 
 pub mod job;
 pub mod names;
+pub mod worker;
 
 /// Bumped on any incompatible change of a wire type; a peer refuses other versions.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::Digest;
+
 /// A validated prefix and the names derived from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -45,10 +47,16 @@ impl Names {
         format!("{}_JOBS", self.prefix.to_uppercase().replace('-', "_"))
     }
 
-    /// The subject jobs for one host triple are published on: `jetcc.jobs.<triple>`.
-    pub fn jobs_subject(&self, host_triple: &str) -> Result<String, NameError> {
+    /// The subject jobs for one host triple and toolchain are published on:
+    /// `jetcc.jobs.<triple>.<toolchain>`. One subject per toolchain, so that a worker only
+    /// ever pulls jobs it has the compiler for.
+    pub fn jobs_subject(&self, host_triple: &str, toolchain: &Digest) -> Result<String, NameError> {
         token(host_triple, "host triple", 64)?;
-        Ok(format!("{}.jobs.{host_triple}", self.prefix))
+        Ok(format!(
+            "{}.jobs.{host_triple}.{}",
+            self.prefix,
+            toolchain_token(toolchain)
+        ))
     }
 
     /// Every jobs subject, for the stream's subject filter.
@@ -56,9 +64,9 @@ impl Names {
         format!("{}.jobs.>", self.prefix)
     }
 
-    /// The durable pull consumer all workers share.
-    pub fn workers_consumer(&self) -> &'static str {
-        "workers"
+    /// The durable pull consumer shared by all workers with one toolchain: `workers-<tc>`.
+    pub fn workers_consumer(&self, toolchain: &Digest) -> String {
+        format!("workers-{}", toolchain_token(toolchain))
     }
 
     /// Object store of blobs by BLAKE3 digest.
@@ -134,6 +142,11 @@ impl fmt::Display for JobId {
     }
 }
 
+/// A toolchain identity as a name token (64 bits of its digest: plenty to tell toolchains apart).
+fn toolchain_token(toolchain: &Digest) -> String {
+    toolchain.hex()[..16].to_owned()
+}
+
 /// One subject token: no dots, wildcards or spaces.
 fn token(value: &str, what: &'static str, max: usize) -> Result<(), NameError> {
     let ok = !value.is_empty()
@@ -159,12 +172,14 @@ mod tests {
     fn default_names_match_the_design() {
         let n = Names::default();
         assert_eq!(n.jobs_stream(), "JETCC_JOBS");
+        let tc = Digest::of_bytes(b"rustc 1.95.0");
+        let tc16 = &tc.hex()[..16];
         assert_eq!(
-            n.jobs_subject("x86_64-unknown-linux-gnu").unwrap(),
-            "jetcc.jobs.x86_64-unknown-linux-gnu"
+            n.jobs_subject("x86_64-unknown-linux-gnu", &tc).unwrap(),
+            format!("jetcc.jobs.x86_64-unknown-linux-gnu.{tc16}")
         );
         assert_eq!(n.jobs_subjects(), "jetcc.jobs.>");
-        assert_eq!(n.workers_consumer(), "workers");
+        assert_eq!(n.workers_consumer(&tc), format!("workers-{tc16}"));
         assert_eq!(n.cas_bucket(), "jetcc-cas");
         assert_eq!(n.ac_bucket(), "jetcc-ac");
         assert_eq!(n.workers_bucket(), "jetcc-workers");
@@ -185,7 +200,9 @@ mod tests {
         for bad in ["", "a.b", "a b", "*", ">", "UP", &"x".repeat(33)] {
             assert!(Names::new(bad).is_err(), "{bad:?}");
         }
-        assert!(n.jobs_subject("x86_64.evil").is_err());
+        assert!(n
+            .jobs_subject("x86_64.evil", &Digest::of_bytes(b""))
+            .is_err());
         assert!(n.reply_subject("a.>", &JobId::from_bytes([0; 16])).is_err());
         assert!(JobId::parse("not-hex").is_err());
         assert!(JobId::parse(&"0".repeat(32)).is_ok());

@@ -1,0 +1,73 @@
+//! Submitting a job and following its events (the client side of the work queue).
+
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use futures_util::StreamExt;
+
+use super::{FarmError, FarmErrorKind, Resources};
+use crate::protocol::job::{JobEvent, JobRequest};
+use crate::Digest;
+
+/// A published job: its events arrive on the reply subject, in order.
+pub struct Submitted {
+    /// The queue already held an identical job (same dedup id within the window): this one
+    /// was dropped and no events will come for it.
+    pub duplicate: bool,
+    events: async_nats::Subscriber,
+}
+
+impl Resources {
+    /// Subscribes to the job's reply subject, then publishes it with `dedup` as its
+    /// `Nats-Msg-Id`, so identical jobs in flight run once.
+    pub async fn submit(
+        &self,
+        job: &JobRequest,
+        host_triple: &str,
+        dedup: &Digest,
+    ) -> Result<Submitted, FarmError> {
+        let names = &self.farm.names;
+        let subject = names
+            .jobs_subject(host_triple, &job.toolchain)
+            .map_err(|e| FarmError::other("bad host triple", e))?;
+        let events = self
+            .farm
+            .client
+            .subscribe(job.reply_subject.clone())
+            .await
+            .map_err(|e| FarmError::other("cannot subscribe for the job's events", e))?;
+        let ack = self
+            .farm
+            .js
+            .send_publish(
+                subject,
+                PublishMessage::build()
+                    .message_id(dedup.hex())
+                    .payload(job.encode().into()),
+            )
+            .await
+            .map_err(|e| FarmError::other("cannot publish the job", e))?
+            .await
+            .map_err(|e| FarmError::other("the jobs stream did not take the job", e))?;
+        Ok(Submitted {
+            duplicate: ack.duplicate,
+            events,
+        })
+    }
+}
+
+impl Submitted {
+    /// The next event, or `Ok(None)` if none came within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Result<Option<JobEvent>, FarmError> {
+        match tokio::time::timeout(wait, self.events.next()).await {
+            Err(_) => Ok(None),
+            Ok(None) => Err(FarmError::new(
+                FarmErrorKind::Unreachable,
+                "the connection closed while waiting for the job",
+            )),
+            Ok(Some(msg)) => JobEvent::decode(&msg.payload).map(Some).map_err(|e| {
+                FarmError::new(FarmErrorKind::Corrupt, format!("unreadable job event: {e}"))
+            }),
+        }
+    }
+}

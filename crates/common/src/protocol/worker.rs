@@ -1,0 +1,63 @@
+//! A worker's heartbeat, as kept in KV `jetcc-workers` (which expires it when the worker
+//! stops refreshing it).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::job::ProtocolError;
+use crate::farm::resources::HEARTBEAT_TTL;
+use crate::Digest;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Unique per worker process: `<host>-<pid>-<random>`, a valid KV key token.
+    pub id: String,
+    pub host: String,
+    pub cores: u32,
+    pub slots: u32,
+    pub free_slots: u32,
+    /// Toolchain identities (`rustc -vV` digests) it runs jobs for.
+    pub toolchains: Vec<Digest>,
+    /// `rustc -vV` first line per toolchain, for people.
+    pub toolchain_names: Vec<String>,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub version: String,
+    pub unix_ms: u64,
+}
+
+impl WorkerStatus {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("a status always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<WorkerStatus, ProtocolError> {
+        if bytes.len() > 64 << 10 {
+            return Err(ProtocolError::TooLarge(bytes.len()));
+        }
+        rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+
+    pub fn key(id: &str) -> String {
+        format!("w.{id}")
+    }
+
+    pub fn is_worker_key(key: &str) -> bool {
+        key.starts_with("w.")
+    }
+
+    /// The key a client reads to learn whether any live worker serves `toolchain`.
+    pub fn toolchain_key(toolchain: &Digest) -> String {
+        format!("tc.{}", &toolchain.hex()[..32])
+    }
+
+    /// Written within the TTL (the bucket expires older entries, but lazily).
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        now_ms.saturating_sub(self.unix_ms) <= HEARTBEAT_TTL.as_millis() as u64
+    }
+}

@@ -1,0 +1,393 @@
+//! The client half of the farm: send one compile to a worker, stream its diagnostics to cargo
+//! as they come, and write its outputs where rustc would have.
+//!
+//! Any failure before the job's result arrives is an [`Skip`]: the caller compiles locally, so
+//! the farm can cost time but never a build. A compile *error* on the farm is an answer, not a
+//! failure: it is returned as rustc's own exit code and diagnostics.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use jetcc_common::args::{RustcInvocation, SearchKind};
+use jetcc_common::config::DistConfig;
+use jetcc_common::depinfo::DepInfo;
+use jetcc_common::digest::KeyHasher;
+use jetcc_common::farm::{Farm, FarmError, Resources};
+use jetcc_common::files::FileDigests;
+use jetcc_common::key::is_keyed_env;
+use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
+use jetcc_common::protocol::names::JobId;
+use jetcc_common::protocol::PROTOCOL_VERSION;
+use jetcc_common::{fsutil, Digest};
+
+use crate::compile::Compiled;
+
+/// Why a compile did not go to the farm (it then runs locally). `kind` names it in stats.
+#[derive(Debug, thiserror::Error)]
+pub enum Skip {
+    #[error("{0}")]
+    Farm(#[from] FarmError),
+    #[error("no live worker has this toolchain")]
+    NoWorker,
+    #[error("the dep-info pre-pass failed: {0}")]
+    PrePass(String),
+    #[error("no worker took the job within {0:?}")]
+    NotStarted(Duration),
+    #[error("the worker refused the job: {0}")]
+    Refused(String),
+    #[error("the job did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("an identical job is already running")]
+    Duplicate,
+    #[error("{0}")]
+    Local(String),
+}
+
+impl Skip {
+    /// Whether this says the farm is unhealthy (counts towards skipping it for a while), as
+    /// opposed to this one unit not being fit for it.
+    pub fn is_farm_failure(&self) -> bool {
+        !matches!(self, Skip::PrePass(_) | Skip::Duplicate | Skip::Local(_))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Skip::Farm(e) => e.kind.name(),
+            Skip::NoWorker => "farm-no-worker",
+            Skip::PrePass(_) => "farm-prepass",
+            Skip::NotStarted(_) => "farm-not-started",
+            Skip::Refused(_) => "farm-refused",
+            Skip::Timeout(_) => "farm-timeout",
+            Skip::Duplicate => "farm-duplicate",
+            Skip::Local(_) => "farm-local-io",
+        }
+    }
+}
+
+/// One invocation as the farm needs it.
+pub struct Remote<'a> {
+    pub dist: &'a DistConfig,
+    pub rustc: &'a Path,
+    pub inv: &'a RustcInvocation,
+    /// rustc's arguments as a local compile would run them.
+    pub args: &'a [String],
+    pub cwd: &'a Path,
+    pub out_dir: &'a Path,
+    /// Every file rustc writes into `out_dir` (dep-info included).
+    pub outputs: &'a [String],
+    pub toolchain: &'a Digest,
+    pub host: &'a str,
+    pub files: &'a mut FileDigests,
+}
+
+/// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and stdout/stderr
+/// were forwarded (and are returned for the cache).
+pub fn compile(remote: Remote<'_>) -> Result<Compiled, Skip> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Skip::Local(format!("cannot start an async runtime: {e}")))?;
+    rt.block_on(compile_async(remote))
+}
+
+async fn compile_async(r: Remote<'_>) -> Result<Compiled, Skip> {
+    let start = Instant::now();
+    let farm = Farm::connect(r.dist, "jetcc").await?;
+    let res = farm.open_resources().await?;
+    if !res.toolchain_served(r.toolchain).await? {
+        return Err(Skip::NoWorker);
+    }
+    let (read, env_deps) = prepass(&r)?;
+    let mut inputs = Vec::with_capacity(read.len());
+    for path in read {
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Skip::Local(format!("cannot stat {}: {e}", path.display())))?;
+        let digest = r
+            .files
+            .digest(&path.to_string_lossy())
+            .ok_or_else(|| Skip::Local(format!("cannot read {}", path.display())))?;
+        inputs.push(InputFile {
+            path: path.to_string_lossy().into_owned(),
+            digest,
+            size: meta.len(),
+            mode: meta.permissions().mode(),
+        });
+    }
+    upload(&res, &inputs).await?;
+    let prepared = start.elapsed();
+
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| is_keyed_env(k) || k == "OUT_DIR" || env_deps.contains(k))
+        .collect();
+    let job_id = JobId::from_bytes(random16());
+    let reply_subject = farm
+        .names
+        .reply_subject(&client_id(), &job_id)
+        .map_err(|e| Skip::Local(e.to_string()))?;
+    let deadline = SystemTime::now() + Duration::from_millis(r.dist.start_timeout_ms);
+    let job = JobRequest {
+        version: PROTOCOL_VERSION,
+        job_id: job_id.to_string(),
+        reply_subject: reply_subject.clone(),
+        crate_name: r.inv.crate_name.clone().unwrap_or_default(),
+        deadline_unix_ms: deadline
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+        toolchain: *r.toolchain,
+        args: r.args.to_vec(),
+        env,
+        cwd: r.cwd.to_string_lossy().into_owned(),
+        inputs,
+        out_dir: r.out_dir.to_string_lossy().into_owned(),
+        outputs: r.outputs.to_vec(),
+    };
+    // Identical jobs (same everything but id, reply subject and deadline) run once.
+    let dedup = {
+        let mut h = KeyHasher::new("jetcc-job-dedup");
+        h.str(&job.args.join("\0"));
+        h.str(&format!("{:?}{:?}{}", job.env, job.inputs, job.cwd));
+        h.digest(&job.toolchain);
+        h.finish()
+    };
+    let mut sub = res.submit(&job, r.host, &dedup).await?;
+    if sub.duplicate {
+        return Err(Skip::Duplicate);
+    }
+
+    let start_wait = Duration::from_millis(r.dist.start_timeout_ms) + Duration::from_millis(500);
+    let job_timeout = Duration::from_secs(r.dist.job_timeout_secs);
+    let mut started = false;
+    let mut stderr_all = Vec::new();
+    let mut stderr = std::io::stderr();
+    loop {
+        let wait = if started { job_timeout } else { start_wait };
+        let event = match sub.next(wait).await? {
+            Some(e) => e,
+            None if started => return Err(Skip::Timeout(job_timeout)),
+            None => return Err(Skip::NotStarted(start_wait)),
+        };
+        match event {
+            JobEvent::Started { worker } => {
+                tracing::debug!(%worker, queued_ms = (start.elapsed() - prepared).as_millis() as u64, "job started");
+                started = true;
+            }
+            JobEvent::Stderr(line) => {
+                let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
+                stderr_all.extend_from_slice(&line);
+            }
+            JobEvent::Artifact { name, digest, line } => {
+                fetch(&res, &digest, &r.out_dir.join(&name)).await?;
+                r.files.remember_written(&r.out_dir.join(&name), digest);
+                let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
+                stderr_all.extend_from_slice(&line);
+            }
+            JobEvent::Done {
+                exit_code,
+                stdout,
+                outputs,
+            } => {
+                for (name, digest) in &outputs {
+                    fetch(&res, digest, &r.out_dir.join(name)).await?;
+                    r.files.remember_written(&r.out_dir.join(name), *digest);
+                }
+                let _ = std::io::stdout().write_all(&stdout);
+                tracing::debug!(
+                    exit_code,
+                    prepare_ms = prepared.as_millis() as u64,
+                    total_ms = start.elapsed().as_millis() as u64,
+                    "remote compile done"
+                );
+                return Ok(Compiled {
+                    exit_code,
+                    stdout,
+                    stderr: stderr_all,
+                    duration: start.elapsed(),
+                });
+            }
+            JobEvent::Refused { reason } => return Err(Skip::Refused(reason)),
+        }
+    }
+}
+
+/// Runs rustc's dep-info pass with `-Z binary-dep-depinfo`, which lists every file the
+/// compile reads: sources, and the rmeta/rlib/so of every crate it loads (transitive ones
+/// included, which cargo's `--extern`s do not name). The toolchain's own sysroot files are
+/// left out: the worker has the identical toolchain. Returns the files and the env-dep names.
+fn prepass(r: &Remote<'_>) -> Result<(Vec<PathBuf>, Vec<String>), Skip> {
+    let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
+    let mut args: Vec<String> = r
+        .inv
+        .args
+        .iter()
+        .filter(|a| !a.words[0].starts_with("--emit"))
+        .flat_map(|a| a.words.iter().cloned())
+        .collect();
+    args.push(format!("--emit=dep-info={}", dep_file.display()));
+    args.extend(["-Z".into(), "binary-dep-depinfo".into()]);
+    let out = std::process::Command::new(r.rustc)
+        .args(&args)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("CARGO_MAKEFLAGS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Skip::PrePass(e.to_string()))?;
+    let text = std::fs::read_to_string(&dep_file);
+    let _ = std::fs::remove_file(&dep_file);
+    if !out.status.success() {
+        return Err(Skip::PrePass(format!("rustc exited with {}", out.status)));
+    }
+    let dep = DepInfo::parse(&text.map_err(|e| Skip::PrePass(e.to_string()))?);
+    let mut files: Vec<PathBuf> = dep
+        .sources
+        .iter()
+        .filter(|p| !p.contains("/lib/rustlib/"))
+        .map(|p| normalize(&r.cwd.join(p)))
+        .collect();
+    // Native static libraries a bundling rlib reads (not in dep-info).
+    for sp in &r.inv.search_paths {
+        if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
+            if let Ok(rd) = std::fs::read_dir(r.cwd.join(&sp.path)) {
+                files.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "a")),
+                );
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    let env_deps = dep.env_deps.into_iter().map(|(name, _)| name).collect();
+    Ok((files, env_deps))
+}
+
+/// Resolves `.` and `..` lexically (`leaf/src/../data/x` → `leaf/data/x`): jobs carry only
+/// clean absolute paths, and rustc read the same file through either spelling.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Puts every input the CAS lacks, concurrently.
+async fn upload(res: &Resources, inputs: &[InputFile]) -> Result<(), Skip> {
+    let puts = inputs
+        .iter()
+        .map(|i| res.cas.put_file(&i.digest, Path::new(&i.path)));
+    let results = futures_util::stream::iter(puts)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Fetches a verified blob and writes it atomically at `dest`.
+async fn fetch(res: &Resources, digest: &Digest, dest: &Path) -> Result<(), Skip> {
+    let bytes = res.cas.get(digest).await?;
+    fsutil::write_atomic(dest, &bytes)
+        .map_err(|e| Skip::Local(format!("cannot write {}: {e}", dest.display())))
+}
+
+/// This client's name in reply subjects: host and pid, as subject-safe tokens.
+fn client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "client" } else { &host },
+        std::process::id()
+    )
+}
+
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b
+}
+
+/// A circuit breaker whose state survives the short-lived wrapper processes: after
+/// [`Breaker::TRIPS`] farm failures in a row, the farm is skipped for [`Breaker::OPEN_FOR`].
+pub struct Breaker {
+    file: PathBuf,
+}
+
+impl Breaker {
+    pub const TRIPS: u32 = 3;
+    pub const OPEN_FOR: Duration = Duration::from_secs(60);
+
+    pub fn new(cache_dir: &Path) -> Breaker {
+        Breaker {
+            file: cache_dir.join("farm-breaker"),
+        }
+    }
+
+    /// (failures in a row, skip the farm until this unix second)
+    fn read(&self) -> (u32, u64) {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let mut it = text
+            .split_whitespace()
+            .map(|w| w.parse::<u64>().unwrap_or(0));
+        (it.next().unwrap_or(0) as u32, it.next().unwrap_or(0))
+    }
+
+    pub fn is_open(&self) -> bool {
+        let (_, until) = self.read();
+        now_secs() < until
+    }
+
+    pub fn record(&self, ok: bool) {
+        let (fails, until) = self.read();
+        let next = if ok {
+            if fails == 0 {
+                return;
+            }
+            (0, 0)
+        } else if fails + 1 >= Breaker::TRIPS {
+            tracing::warn!(
+                "the farm failed {} times in a row: compiling locally for {:?}",
+                fails + 1,
+                Breaker::OPEN_FOR
+            );
+            (0, now_secs() + Breaker::OPEN_FOR.as_secs())
+        } else {
+            (fails + 1, until)
+        };
+        let _ = fsutil::write_atomic(&self.file, format!("{} {}", next.0, next.1).as_bytes());
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}

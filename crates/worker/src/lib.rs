@@ -1,0 +1,120 @@
+//! jetcc-worker's library: pulls compile jobs from the JetStream work queue and runs them
+//! confined, returning outputs through the CAS.
+//!
+//! - [`serve`]: the worker's life (connect, create resources, pull by free slots, heartbeat,
+//!   clean stop).
+//! - [`job`]: one job (lay out inputs, run rustc, stream stderr, upload outputs).
+//! - [`jail`]: the job's view of the file system (the client's paths, in a mount namespace).
+//! - [`sandbox`]: Landlock, rlimits and process-group confinement of the job's rustc.
+//! - [`blobs`]: the worker's bounded cache of input blobs; [`toolchains`]: the rustcs it offers.
+//!
+//! Design choice: a job sees its inputs at the client's absolute paths (a chroot in a private
+//! mount namespace) instead of under a remapped prefix, because remapping changes rustc's
+//! output bytes and remote outputs must equal local ones.
+//!
+//! **Architecture invariant**: the worker never depends on the publisher; it knows NATS only
+//! through `jetcc_common::farm` and `jetcc_common::protocol`.
+
+pub mod blobs;
+pub mod jail;
+pub mod job;
+pub mod sandbox;
+pub mod serve;
+pub mod toolchains;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jetcc-worker",
+    version,
+    about = "Pulls jetcc compile jobs from NATS and runs them in a Landlock sandbox.",
+    after_help = "Settings come from [dist] and [worker] in ~/.config/jetcc/config.toml (or \
+                  JETCC_CONFIG), and JETCC_NATS_URL, JETCC_NATS_TOKEN, JETCC_WORKER_SLOTS. \
+                  Logs: JETCC_LOG=debug."
+)]
+struct Cli {
+    /// Concurrent jobs (default: [worker] slots, else the number of cores).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// The NATS server (overrides [dist] nats_url).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Run jobs WITHOUT the Landlock sandbox where the kernel cannot enforce it. Jobs run
+    /// anyone's proc-macros: only for trusted clients.
+    #[arg(long)]
+    insecure_no_sandbox: bool,
+}
+
+/// Runs the worker; returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    if args.get(1).is_some_and(|a| a == "__jail") {
+        return jail_main(args.get(2));
+    }
+    let cli = Cli::parse_from(args);
+    init_logging();
+    let mut config = match jetcc_common::config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jetcc-worker: {e}");
+            return 1;
+        }
+    };
+    if let Some(url) = cli.nats_url {
+        let mut dist = config
+            .dist
+            .take()
+            .unwrap_or_else(|| jetcc_common::config::DistConfig::with_url(String::new()));
+        dist.nats_url = url;
+        config.dist = Some(dist);
+    }
+    let opts = serve::Options {
+        slots: cli.slots,
+        insecure_no_sandbox: cli.insecure_no_sandbox,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match rt.block_on(serve::serve(config, opts)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("jetcc-worker: {e}");
+            match e {
+                serve::ServeError::NoSandbox(_) => 3,
+                _ => 1,
+            }
+        }
+    }
+}
+
+/// The launcher half (`jetcc-worker __jail PLAN`): see [`jail`].
+fn jail_main(plan: Option<&OsString>) -> i32 {
+    let plan = plan
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<jail::Plan>(&b).ok());
+    let Some(plan) = plan else {
+        eprintln!(
+            "{}__jail needs a readable plan file",
+            jail::LAUNCH_ERROR_PREFIX
+        );
+        return jail::LAUNCH_FAILED;
+    };
+    let e = jail::launch(&plan);
+    eprintln!(
+        "{}cannot start the job's rustc: {e}",
+        jail::LAUNCH_ERROR_PREFIX
+    );
+    jail::LAUNCH_FAILED
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JETCC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

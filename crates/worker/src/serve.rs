@@ -1,0 +1,279 @@
+//! The worker's life: connect, create the farm's resources, pull jobs as slots free up,
+//! heartbeat, and stop cleanly on SIGTERM.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use jetcc_common::config::Config;
+use jetcc_common::farm::resources::HEARTBEAT_EVERY;
+use jetcc_common::farm::{Farm, FarmError};
+use jetcc_common::protocol::worker::WorkerStatus;
+use tokio::sync::Semaphore;
+
+use crate::blobs::BlobCache;
+use crate::job::{self, Context, Outcome};
+use crate::toolchains;
+
+/// Command-line overrides of `[worker]`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub slots: Option<usize>,
+    /// Run jobs without Landlock where the kernel cannot enforce it (loudly named flag).
+    pub insecure_no_sandbox: bool,
+}
+
+/// Why the worker could not start or had to stop; each maps to an exit code in `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("no farm configured: set [dist] nats_url in the config file, or JETCC_NATS_URL")]
+    NoFarm,
+    #[error("{0}")]
+    Farm(#[from] FarmError),
+    #[error(
+        "this kernel cannot sandbox jobs ({0}); jobs run anyone's proc-macros, so the worker \
+         refuses to start. Use a kernel with Landlock (5.13+, ABI 4+ for network rules), or \
+         pass --insecure-no-sandbox to run jobs unconfined"
+    )]
+    NoSandbox(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
+    let dist = config.dist.clone().ok_or(ServeError::NoFarm)?;
+    let support = crate::sandbox::probe();
+    let enforce = support.is_complete();
+    if !enforce {
+        if !opts.insecure_no_sandbox {
+            return Err(ServeError::NoSandbox(support.describe()));
+        }
+        tracing::warn!(
+            "INSECURE: jobs run without Landlock ({})",
+            support.describe()
+        );
+    }
+    let dir = config
+        .worker
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.cache_dir.join("worker"));
+    let jobs_dir = dir.join("jobs");
+    let _ = std::fs::remove_dir_all(&jobs_dir);
+    std::fs::create_dir_all(&jobs_dir)
+        .map_err(|e| ServeError::Setup(format!("cannot create {}: {e}", jobs_dir.display())))?;
+    let toolchains = toolchains::discover(&config.worker.toolchains, &dir.join("toolchains"))
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
+    let host = hostname();
+    let id = format!(
+        "{}-{}-{:08x}",
+        sanitize(&host),
+        std::process::id(),
+        rand32()
+    );
+
+    let farm = Farm::connect(&dist, &format!("jetcc-worker {id}")).await?;
+    let res = farm.ensure_resources().await?;
+    let blobs = BlobCache::open(dir.join("blobs"), config.cache_size)
+        .map_err(|e| ServeError::Setup(format!("cannot open the blob cache: {e}")))?;
+    let self_exe = std::env::current_exe()
+        .map_err(|e| ServeError::Setup(format!("cannot find my own binary: {e}")))?;
+    let ctx = Arc::new(Context {
+        res: res.clone(),
+        blobs,
+        toolchains: toolchains.clone(),
+        jobs_dir,
+        self_exe,
+        enforce,
+        run_as: run_as(),
+        timeout: Duration::from_secs(config.worker.timeout_secs),
+        worker_id: id.clone(),
+    });
+    let sem = Arc::new(Semaphore::new(slots));
+    let counters = Arc::new(Counters::default());
+    let status = |free: usize| WorkerStatus {
+        id: id.clone(),
+        host: host.clone(),
+        cores: cores as u32,
+        slots: slots as u32,
+        free_slots: free as u32,
+        toolchains: toolchains.iter().map(|t| t.identity).collect(),
+        toolchain_names: toolchains.iter().map(|t| t.name.clone()).collect(),
+        jobs_done: counters.done.load(Ordering::Relaxed),
+        jobs_failed: counters.failed.load(Ordering::Relaxed),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+    };
+    res.put_heartbeat(&status(slots)).await?;
+    tracing::info!(
+        %id,
+        slots,
+        sandbox = enforce,
+        toolchains = ?toolchains.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        "jetcc-worker serving {}",
+        farm.url
+    );
+
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let mut pullers = Vec::new();
+    for tc in &toolchains {
+        let consumer = res.workers_consumer(&tc.host, &tc.identity).await?;
+        let (ctx, sem, counters, stopping) =
+            (ctx.clone(), sem.clone(), counters.clone(), stopping.clone());
+        pullers.push(tokio::spawn(async move {
+            pull(consumer, ctx, sem, counters, stopping).await
+        }));
+    }
+    let heartbeat = {
+        let res = res.clone();
+        let sem = sem.clone();
+        async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                if let Err(e) = res.put_heartbeat(&status(sem.available_permits())).await {
+                    tracing::warn!("heartbeat failed: {e}");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = heartbeat => {}
+        _ = shutdown_signal() => {}
+    }
+    // Clean stop: pull nothing more, let running jobs finish, then leave the farm.
+    tracing::info!("stopping: finishing running jobs");
+    stopping.notify_waiters();
+    for p in pullers {
+        p.abort();
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(config.worker.timeout_secs),
+        sem.acquire_many(slots as u32),
+    )
+    .await;
+    res.remove_heartbeat(&id).await;
+    let _ = farm.client.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counters {
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Fetches as many jobs as there are free slots, runs each in its own task.
+async fn pull(
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    ctx: Arc<Context>,
+    sem: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    stopping: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        // Wait for one free slot, then ask for as many jobs as are free.
+        let first = match sem.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let free = sem.available_permits() + 1;
+        let batch = consumer
+            .fetch()
+            .max_messages(free)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot fetch jobs: {e}");
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stopping.notified() => return,
+                }
+            }
+        };
+        let mut permit = Some(first);
+        while let Some(msg) = batch.next().await {
+            let Ok(msg) = msg else { continue };
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => match sem.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let (ctx, counters) = (ctx.clone(), counters.clone());
+            tokio::spawn(async move {
+                let outcome = job::handle(ctx, msg).await;
+                match outcome {
+                    Outcome::Compiled | Outcome::CompileError => &counters.done,
+                    Outcome::Refused | Outcome::Expired => &counters.failed,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// As root, jobs run as `nobody`: the process limit only binds unprivileged users.
+fn run_as() -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("nobody").expect("no NUL");
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        tracing::warn!("running as root and no `nobody` user: jobs run as root");
+        return None;
+    }
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
+}
+
+/// A KV key token: lowercase letters, digits and `-`.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+fn rand32() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_le_bytes(b)
+}
