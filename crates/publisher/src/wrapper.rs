@@ -26,6 +26,7 @@ use jetcc_common::stats::Stats;
 use jetcc_common::{toolchain, Digest};
 
 use crate::compile::{self, Compiled};
+use crate::dist::{Breaker, Session};
 
 /// Runs one wrapped invocation and returns the exit code to report to cargo.
 pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
@@ -119,6 +120,10 @@ struct Job {
     files: FileDigests,
     started: SystemTime,
     dist: Option<jetcc_common::config::DistConfig>,
+    /// The farm connection, opened on first need (`Some(None)`: tried and failed).
+    session: Option<Option<Session>>,
+    /// What the last `store` recorded, to share it when the compile ran on the farm.
+    stored: Option<(ManifestEntry, CacheEntry)>,
     toolchain: Digest,
     /// When jetcc started work on this invocation: what it adds is measured from here.
     clock: Instant,
@@ -176,6 +181,8 @@ impl Job {
         let unit = explain::unit_id(&inv, &cwd.to_string_lossy(), &map);
         Ok(Job {
             dist: config.dist.clone(),
+            session: None,
+            stored: None,
             toolchain,
             parts,
             unit,
@@ -199,6 +206,9 @@ impl Job {
         let found = manifest.find(&mut self.files, &|n| std::env::var(n).ok(), &self.map);
         let lookup_us = t0.elapsed().as_micros() as u64;
         let Some(found) = found else {
+            if let Some(code) = self.try_shared_hit() {
+                return code;
+            }
             let why = self.explain_miss(&manifest);
             return self.miss(&why, manifest.newest_stored_at());
         };
@@ -282,7 +292,9 @@ impl Job {
             words.push(format!("--print=link-args={}", file.display()));
             file
         });
-        let compiled = match self.try_remote(&words) {
+        let remote = self.try_remote(&words);
+        let ran_remotely = remote.is_some();
+        let compiled = match remote {
             Some(c) => Ok(c),
             None => compile::run_streaming(&self.rustc, &words),
         };
@@ -314,6 +326,9 @@ impl Job {
                 None => self.store(&compiled, &[]),
             };
             self.cache.commit_size();
+            if ran_remotely && stored.is_ok() {
+                self.share_stored();
+            }
             stored
         };
         record(self.cache.root(), |s| {
@@ -390,18 +405,18 @@ impl Job {
             .put_entry(&key, &entry)
             .map_err(|_| Stored::Error("cache-write"))?;
         self.cache.put_unit_parts(&self.unit, &self.parts);
+        let found = ManifestEntry {
+            sources,
+            env_deps,
+            key,
+            stored_at: unix_secs(SystemTime::now()),
+        };
         self.cache
-            .add_to_manifest(
-                &self.invocation,
-                ManifestEntry {
-                    sources,
-                    env_deps,
-                    key,
-                    stored_at: unix_secs(SystemTime::now()),
-                },
-            )
+            .add_to_manifest(&self.invocation, found.clone())
             .map_err(|_| Stored::Error("cache-write"))?;
-        Ok(entry.total_output_bytes())
+        let bytes = entry.total_output_bytes();
+        self.stored = Some((found, entry));
+        Ok(bytes)
     }
 }
 
@@ -418,14 +433,11 @@ impl Job {
         {
             return None;
         }
-        let breaker = crate::dist::Breaker::new(self.cache.root());
-        if breaker.is_open() {
-            return None;
-        }
         let host = toolchain::host_triple(Path::new(&self.rustc), &self.cache.toolchain_memo_dir())
             .ok()?;
         let out_dir = self.outputs.out_dir.clone();
-        let result = crate::dist::compile(crate::dist::Remote {
+        let session = self.take_session()?;
+        let result = session.compile(crate::dist::Remote {
             dist: &dist,
             rustc: Path::new(&self.rustc),
             inv: &self.inv,
@@ -437,6 +449,8 @@ impl Job {
             host: &host,
             files: &mut self.files,
         });
+        self.session = Some(Some(session));
+        let breaker = Breaker::new(self.cache.root());
         match result {
             Ok(compiled) => {
                 breaker.record(true);
@@ -444,13 +458,119 @@ impl Job {
                 Some(compiled)
             }
             Err(skip) => {
-                tracing::info!(crate_name = ?self.inv.crate_name, "compiling locally: {skip}");
+                tracing::info!(crate_name = self.inv.crate_name.as_deref().unwrap_or(""), "compiling locally: {skip}");
                 breaker.record(!skip.is_farm_failure());
                 record(self.cache.root(), |s| {
                     Stats::bump(&mut s.remote_skipped, skip.kind())
                 });
                 None
             }
+        }
+    }
+}
+
+impl Job {
+    /// The farm session, opened once per process; `None` when no farm is configured, the
+    /// breaker is open or the farm cannot be reached (which is counted and logged).
+    fn take_session(&mut self) -> Option<Session> {
+        match self.session.take() {
+            Some(Some(s)) => Some(s),
+            Some(None) => {
+                self.session = Some(None);
+                None
+            }
+            None => {
+                self.session = Some(None);
+                self.open_session()
+            }
+        }
+    }
+
+    fn open_session(&mut self) -> Option<Session> {
+        let dist = self.dist.as_ref()?;
+        let breaker = Breaker::new(self.cache.root());
+        if breaker.is_open() {
+            return None;
+        }
+        match Session::open(dist) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("the farm is unavailable, compiling locally: {e}");
+                breaker.record(false);
+                record(self.cache.root(), |s| Stats::bump(&mut s.remote_skipped, e.kind()));
+                None
+            }
+        }
+    }
+
+    /// Looks the invocation up in the farm's shared cache; on a hit, restores and replays it,
+    /// fills the local cache, and returns rustc's exit code.
+    fn try_shared_hit(&mut self) -> Option<i32> {
+        self.dist.as_ref()?;
+        let session = self.take_session()?;
+        let hit = self.shared_hit(&session);
+        self.session = Some(Some(session));
+        match hit {
+            Ok(Some(entry)) => {
+                tracing::debug!(crate_name = self.inv.crate_name.as_deref().unwrap_or(""), "hit (shared)");
+                self.replay(&entry);
+                let restored = entry.total_output_bytes();
+                record(self.cache.root(), |s| {
+                    s.requests += 1;
+                    s.hits += 1;
+                    s.shared_hits += 1;
+                    s.bytes_restored += restored;
+                });
+                Some(entry.exit_code)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(crate_name = self.inv.crate_name.as_deref().unwrap_or(""), "shared cache lookup failed: {e}");
+                record(self.cache.root(), |s| Stats::bump(&mut s.errors, e.kind()));
+                None
+            }
+        }
+    }
+
+    fn shared_hit(&mut self, session: &Session) -> Result<Option<CacheEntry>, crate::dist::Skip> {
+        let manifest = session.manifest(&self.invocation)?;
+        let env = |n: &str| std::env::var(n).ok();
+        let Some(found) = manifest.find(&mut self.files, &env, &self.map).cloned() else {
+            return Ok(None);
+        };
+        let Some(entry) = session.entry(&found.key)? else {
+            return Ok(None);
+        };
+        let out_dir = self.outputs.out_dir.clone();
+        for out in &entry.outputs {
+            let path = out_dir.join(&out.name);
+            session.fetch(&out.digest, &path, out.mode)?;
+            self.files.remember_written(&path, out.digest);
+            // Fill the local tier too; a failure here only costs a later shared hit.
+            let _ = self.cache.put_output(&out.name, &path);
+        }
+        let (name, text) = &entry.dep_info;
+        let dest = out_dir.join(name);
+        jetcc_common::fsutil::write_atomic(&dest, &self.map.restore(text.as_bytes()))
+            .map_err(|e| crate::dist::Skip::Local(format!("cannot write {}: {e}", dest.display())))?;
+        if self.cache.put_entry(&found.key, &entry).is_ok() {
+            let _ = self.cache.add_to_manifest(&self.invocation, found);
+        }
+        self.cache.commit_size();
+        Ok(Some(entry))
+    }
+
+    /// Shares what `store` just recorded (its blobs came from the farm, so are in the CAS).
+    fn share_stored(&mut self) {
+        let Some((found, entry)) = self.stored.take() else {
+            return;
+        };
+        let Some(Some(session)) = &self.session else {
+            return;
+        };
+        if let Err(e) = session.publish(&self.invocation, found, &entry) {
+            tracing::warn!("cannot share the result: {e}");
+            record(self.cache.root(), |s| Stats::bump(&mut s.errors, e.kind()));
         }
     }
 }

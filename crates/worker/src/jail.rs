@@ -156,7 +156,9 @@ fn enter(plan: &Plan) -> Result<Command, JailError> {
         .envs(plan.env.iter().cloned());
     cmd.env("TMPDIR", JAIL_TMP).env("HOME", JAIL_TMP);
     cmd.env("PATH", "/usr/bin:/bin");
-    let mut read_only: Vec<PathBuf> = system.clone();
+    // `/proc` is mounted (rustc finds its sysroot through /proc/self/exe, a symlink Landlock
+    // does not check) but not readable: other processes' environ could hold secrets.
+    let mut read_only: Vec<PathBuf> = system.iter().filter(|p| !p.starts_with("/proc")).cloned().collect();
     read_only.extend(plan.readable.iter().cloned());
     read_only.retain(|p| p.exists());
     let mut read_write = plan.writable.clone();

@@ -26,6 +26,7 @@ pub struct Context {
     pub enforce: bool,
     pub run_as: Option<(u32, u32)>,
     pub timeout: Duration,
+    pub limits: crate::sandbox::Limits,
     pub worker_id: String,
 }
 
@@ -211,9 +212,9 @@ async fn run(
         writable: vec![out_dir.clone()],
         readable,
         run_as: ctx.run_as,
-        memory_bytes: None,
-        processes: None,
-        file_size_bytes: None,
+        memory_bytes: ctx.limits.memory_bytes,
+        processes: ctx.limits.processes,
+        file_size_bytes: ctx.limits.file_size_bytes,
         enforce: ctx.enforce,
     };
     let plan_file = job_dir.join("plan.json");

@@ -62,9 +62,9 @@ pub struct SandboxSpec {
 /// Per-process rlimits (`None` keeps the worker's own limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// RLIMIT_DATA (writable private memory, what malloc uses); RLIMIT_AS is set to twice this
-    /// as a backstop for shared mappings. RLIMIT_AS alone would also charge rustc's ~0.5 GiB of
-    /// mapped toolchain libraries and per-thread arena reservations, which grow with core count.
+    /// RLIMIT_DATA (writable private memory: what malloc uses). RLIMIT_AS, which also counts
+    /// rustc's ~0.5 GiB of mapped libraries and per-thread reservations (growing with cores),
+    /// gets 4 GiB more, as a backstop for shared mappings that RLIMIT_DATA does not count.
     pub memory_bytes: Option<u64>,
     /// RLIMIT_NPROC: processes *and threads* of the child's real uid, machine-wide.
     pub processes: Option<u64>,
@@ -72,14 +72,15 @@ pub struct Limits {
     pub file_size_bytes: Option<u64>,
 }
 
+const GIB: u64 = 1 << 30;
+
 impl Default for Limits {
     fn default() -> Self {
-        const GIB: u64 = 1 << 30;
-        let (memory, files) = (Some(8 * GIB), Some(4 * GIB));
+        let (memory_bytes, file_size_bytes) = (Some(8 * GIB), Some(4 * GIB));
         Limits {
-            memory_bytes: memory,
+            memory_bytes,
             processes: Some(256),
-            file_size_bytes: files,
+            file_size_bytes,
         }
     }
 }
@@ -172,7 +173,7 @@ impl SandboxSpec {
         let limits: [(Resource, Option<u64>); 5] = [
             (libc::RLIMIT_CORE, Some(0)),
             (libc::RLIMIT_DATA, mem),
-            (libc::RLIMIT_AS, mem.map(|m| m.saturating_mul(2))),
+            (libc::RLIMIT_AS, mem.map(|m| m.saturating_add(4 * GIB))),
             (libc::RLIMIT_NPROC, l.processes),
             (libc::RLIMIT_FSIZE, l.file_size_bytes),
         ];
@@ -241,7 +242,8 @@ fn check(ret: impl Into<libc::c_long>) -> io::Result<()> {
     }
 }
 
-/// Runs in the forked child, before exec: raw syscalls only, no allocation, no locks.
+/// Runs after fork (or in the process calling `exec`), before exec: raw syscalls only, no
+/// allocation, no locks.
 fn confine(
     parent: libc::pid_t,
     limits: &[(Resource, Option<u64>)],
@@ -277,13 +279,8 @@ fn confine(
         }
         if let Some(fd) = ruleset {
             // Required for an unprivileged restrict_self; also defuses setuid binaries.
-            check(libc::prctl(
-                libc::PR_SET_NO_NEW_PRIVS,
-                ONE,
-                ZERO,
-                ZERO,
-                ZERO,
-            ))?;
+            let nnp = libc::PR_SET_NO_NEW_PRIVS;
+            check(libc::prctl(nnp, ONE, ZERO, ZERO, ZERO))?;
             check(libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32))?;
         }
     }
@@ -530,7 +527,7 @@ mod tests {
     fn memory_limit_stops_big_allocations() {
         let mut s = spec(&[], &[]);
         s.limits.memory_bytes = Some(256 << 20);
-        // 384 MiB fits under the RLIMIT_AS backstop (512 MiB), not under RLIMIT_DATA (256 MiB).
+        // 384 MiB is under the RLIMIT_AS backstop, over RLIMIT_DATA.
         let code = "print(t(lambda: bytearray(64 << 20)), t(lambda: bytearray(384 << 20)))";
         assert_eq!(py(&s, true, code, &[]), "ok MemoryError");
         assert_eq!(py(&spec(&[], &[]), true, code, &[]), "ok ok");

@@ -90,6 +90,11 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         enforce,
         run_as: run_as(),
         timeout: Duration::from_secs(config.worker.timeout_secs),
+        limits: crate::sandbox::Limits {
+            // RLIMIT_NPROC counts every thread of the uid jobs run as, across all slots.
+            processes: Some(64 * slots as u64 + 64),
+            ..Default::default()
+        },
         worker_id: id.clone(),
     });
     let sem = Arc::new(Semaphore::new(slots));

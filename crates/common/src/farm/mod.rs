@@ -7,6 +7,7 @@
 //! consumers per stream (1000 by default), so hundreds of concurrent builds reading blobs
 //! through `get` would exhaust it; direct gets open none. See [`cas`].
 
+pub mod ac;
 pub mod cas;
 pub mod jobs;
 pub mod resources;

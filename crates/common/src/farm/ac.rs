@@ -1,0 +1,64 @@
+//! The shared result cache in KV `jetcc-ac`: manifests by invocation digest (`m.<hex>`) and
+//! result entries by key (`e.<hex>`), in the same formats as the local disk cache; the
+//! outputs they name are blobs in the CAS. One developer's remote compile is then anyone's
+//! hit.
+
+use bytes::Bytes;
+
+use super::{FarmError, Resources};
+use crate::manifest::{Manifest, ManifestEntry};
+use crate::result::CacheEntry;
+use crate::Digest;
+
+fn manifest_key(invocation: &Digest) -> String {
+    format!("m.{}", invocation.hex())
+}
+
+fn entry_key(key: &Digest) -> String {
+    format!("e.{}", key.hex())
+}
+
+impl Resources {
+    /// The shared manifest for an invocation (empty if none; a malformed one reads as empty).
+    pub async fn get_manifest(&self, invocation: &Digest) -> Result<Manifest, FarmError> {
+        let bytes = self
+            .ac
+            .get(manifest_key(invocation))
+            .await
+            .map_err(|e| FarmError::other("cannot read a shared manifest", e))?;
+        Ok(bytes.map(|b| Manifest::decode(&b)).unwrap_or_default())
+    }
+
+    /// The shared result entry for `key`; `None` if absent or unreadable.
+    pub async fn get_entry(&self, key: &Digest) -> Result<Option<CacheEntry>, FarmError> {
+        let bytes = self
+            .ac
+            .get(entry_key(key))
+            .await
+            .map_err(|e| FarmError::other("cannot read a shared entry", e))?;
+        Ok(bytes.and_then(|b| CacheEntry::decode(&b)))
+    }
+
+    /// Records a result: the entry first, then the manifest that points at it, so a reader
+    /// never finds a manifest entry whose result is missing. The entry's output blobs must
+    /// already be in the CAS.
+    pub async fn put_result(
+        &self,
+        invocation: &Digest,
+        found: ManifestEntry,
+        entry: &CacheEntry,
+    ) -> Result<(), FarmError> {
+        self.ac
+            .put(entry_key(&found.key), Bytes::from(entry.encode()))
+            .await
+            .map_err(|e| FarmError::other("cannot write a shared entry", e))?;
+        // Read-modify-write: a concurrent writer's entry may be lost, which costs one miss.
+        let mut manifest = self.get_manifest(invocation).await?;
+        manifest.insert(found);
+        self.ac
+            .put(manifest_key(invocation), Bytes::from(manifest.encode()))
+            .await
+            .map_err(|e| FarmError::other("cannot write a shared manifest", e))?;
+        Ok(())
+    }
+}

