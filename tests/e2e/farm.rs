@@ -29,7 +29,11 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
     assert_eq!(s["remote_compiles"], REMOTE_UNITS.len(), "{s}");
     assert_eq!(w1.jobs_done() + w2.jobs_done(), REMOTE_UNITS.len());
     // Warnings come back from the farm as rustc wrote them.
-    assert!(built.stderr().contains("unused_variable"), "{}", built.stderr());
+    assert!(
+        built.stderr().contains("unused_variable"),
+        "{}",
+        built.stderr()
+    );
 
     // Another client (its own empty local cache, the same checkout path, as a CI agent's
     // fresh workspace) hits what the first one compiled on the farm.
@@ -46,5 +50,153 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
         built.stderr().contains("unused_variable"),
         "warnings replayed from the shared cache: {}",
         built.stderr()
+    );
+}
+
+/// Waits until `cond` holds, up to `secs`.
+fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The generated slow crate, its plain artifacts, and a build of it through the farm running
+/// in the background.
+fn slow_build_in_background(
+    root: &std::path::Path,
+    build: Build,
+) -> (
+    std::path::PathBuf,
+    std::collections::BTreeMap<String, Vec<u8>>,
+    std::thread::JoinHandle<Built>,
+) {
+    let dir = root.join("slow");
+    slow_crate(&dir, 1500);
+    build_in(&dir, &Build::plain());
+    let want = artifacts(&dir.join("target"));
+    std::fs::remove_dir_all(dir.join("target")).unwrap();
+    let d = dir.clone();
+    let handle = std::thread::spawn(move || build_in(&d, &build));
+    (dir, want, handle)
+}
+
+#[test]
+fn a_worker_killed_mid_job_costs_one_retry_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let nats = Nats::start(&root.join("nats"));
+    let mut w1 = Worker::start(&nats.url(), &root.join("w1"), 1);
+    let cache = root.join("cache");
+    let (dir, want, handle) = slow_build_in_background(root, farm_build(&cache, &nats));
+    wait_until(60, "the job to start on w1", || {
+        w1.log().contains("job started")
+    });
+    w1.kill();
+    let w2 = Worker::start(&nats.url(), &root.join("w2"), 1);
+    let built = handle.join().unwrap();
+    assert!(built.ok(), "{}", built.stderr());
+    assert_same_artifacts(&want, &artifacts(&dir.join("target")), "after redelivery");
+    assert!(w2.log().contains("redelivered=true"), "{}", w2.log());
+    assert_eq!(w2.jobs_done(), 1);
+    assert_eq!(stats(&cache)["remote_compiles"], 1);
+}
+
+#[test]
+fn nats_stopped_mid_build_compiles_locally_and_the_farm_returns_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut nats = Nats::start(&root.join("nats"));
+    let w = Worker::start(&nats.url(), &root.join("w"), 1);
+    let cache = root.join("cache");
+    let build = farm_build(&cache, &nats).env("JETCC_DIST_BREAKER_SECS", "1");
+    let (dir, want, handle) = slow_build_in_background(root, build.clone());
+    wait_until(60, "the job to start", || w.log().contains("job started"));
+    nats.stop();
+    let built = handle.join().unwrap();
+    assert!(built.ok(), "{}", built.stderr());
+    assert_same_artifacts(&want, &artifacts(&dir.join("target")), "local fallback");
+    let s = stats(&cache);
+    assert_eq!(s["remote_compiles"], 0, "{s}");
+    assert_eq!(s["remote_skipped"]["farm-unreachable"], 1, "{s}");
+
+    // Back up: the worker reconnects by itself, and the next miss goes to the farm again.
+    nats.restart();
+    wait_until(30, "the worker to be back", || {
+        dist_status(&nats).is_some_and(|s| s["SchedulerStatus"][1]["num_servers"] == 1)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let lib = dir.join("src/lib.rs");
+    let src = std::fs::read_to_string(&lib).unwrap() + "pub fn more() {}\n";
+    std::fs::write(&lib, src).unwrap();
+    let built = build_in(&dir, &build);
+    assert!(built.ok(), "{}", built.stderr());
+    assert_eq!(stats(&cache)["remote_compiles"], 1, "{}", built.log);
+}
+
+/// `jetcc --dist-status` against `nats`; `None` if it failed.
+fn dist_status(nats: &Nats) -> Option<serde_json::Value> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = jetcc(tmp.path())
+        .env("JETCC_NATS_URL", nats.url())
+        .arg("--dist-status")
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("--dist-status prints JSON"))
+}
+
+#[test]
+fn dist_status_counts_workers_as_they_come_and_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut nats = Nats::start(&root.join("nats"));
+    let count = |n: &Nats| {
+        let s = dist_status(n).expect("--dist-status succeeds");
+        let s = &s["SchedulerStatus"];
+        assert_eq!(s[0], n.url());
+        (
+            s[1]["num_servers"].as_u64().unwrap(),
+            s[1]["num_cpus"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(count(&nats), (0, 0), "before any worker");
+    let mut w1 = Worker::start(&nats.url(), &root.join("w1"), 2);
+    let mut w2 = Worker::start(&nats.url(), &root.join("w2"), 1);
+    assert_eq!(count(&nats), (2, 3));
+    let rows = dist_status(&nats).unwrap()["SchedulerStatus"][1]["workers"].clone();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    assert!(
+        rows[0]["toolchains"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("rustc "),
+        "{rows}"
+    );
+
+    // A clean stop leaves at once; a killed worker when its heartbeat expires.
+    assert!(w1.terminate().is_some_and(|s| s.success()), "{}", w1.log());
+    assert_eq!(count(&nats), (1, 1));
+    w2.kill();
+    wait_until(20, "the killed worker's heartbeat to expire", || {
+        count(&nats) == (0, 0)
+    });
+
+    nats.stop();
+    let out = jetcc(root)
+        .env("JETCC_NATS_URL", nats.url())
+        .arg("--dist-status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") || err.contains("no answer"),
+        "{err}"
     );
 }

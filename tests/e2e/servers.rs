@@ -176,7 +176,11 @@ impl Worker {
     fn wait_serving(&mut self) {
         let start = Instant::now();
         while !self.log().contains("jetcc-worker serving") {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("the worker exited ({status}): {}", self.log());
             }
             assert!(
@@ -196,7 +200,11 @@ impl Worker {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));

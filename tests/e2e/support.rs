@@ -392,3 +392,26 @@ pub fn find_bytes(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
     });
     found
 }
+
+/// Writes a dependency-free library crate at `dir` whose debug build takes a few seconds
+/// (`fns` small generic-heavy functions): a job that is still running when a test acts.
+pub fn slow_crate(dir: &Path, fns: usize) {
+    fs::create_dir_all(dir.join("src")).expect("mkdir");
+    fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"slow\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .expect("write");
+    let mut src = String::from("pub fn total() -> u64 {\n    let mut t = 0u64;\n");
+    for i in 0..fns {
+        src += &format!("    t = t.wrapping_add(f{i}({i}));\n");
+    }
+    src += "    t\n}\n";
+    for i in 0..fns {
+        src += &format!(
+            "#[inline(never)]\npub fn f{i}(x: u64) -> u64 {{\n    let v: Vec<u64> = (0..x % 7 + {}).map(|y| y * {i} + x).collect();\n    v.iter().sum::<u64>() ^ {i}\n}}\n",
+            i % 13
+        );
+    }
+    fs::write(dir.join("src/lib.rs"), src).expect("write");
+}

@@ -51,6 +51,9 @@ pub struct DistConfig {
     /// Upper bound of one remote compile, after which the client compiles locally.
     #[serde(default = "default_job_timeout_secs")]
     pub job_timeout_secs: u64,
+    /// After 3 farm failures in a row, compile locally for this long.
+    #[serde(default = "default_breaker_secs")]
+    pub breaker_secs: u64,
 }
 
 impl DistConfig {
@@ -67,6 +70,7 @@ impl DistConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             start_timeout_ms: default_start_timeout_ms(),
             job_timeout_secs: default_job_timeout_secs(),
+            breaker_secs: default_breaker_secs(),
         }
     }
 }
@@ -109,6 +113,9 @@ fn default_start_timeout_ms() -> u64 {
 }
 fn default_job_timeout_secs() -> u64 {
     600
+}
+fn default_breaker_secs() -> u64 {
+    60
 }
 fn default_worker_timeout_secs() -> u64 {
     600
@@ -216,8 +223,11 @@ impl Config {
             .set_override_option("dist.password", env("JETCC_NATS_PASSWORD"))?
             .set_override_option("dist.creds", env("JETCC_NATS_CREDS"))?
             .set_override_option("dist.prefix", env("JETCC_NATS_PREFIX"))?
+            .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
+            .set_override_option("dist.start_timeout_ms", env("JETCC_DIST_START_TIMEOUT_MS"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
-            .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?;
+            .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?
+            .set_override_option("worker.timeout_secs", env("JETCC_WORKER_TIMEOUT_SECS"))?;
         if let Some(dirs) = env("JETCC_BASE_DIRS") {
             let list: Vec<String> = std::env::split_paths(&dirs)
                 .map(|p| p.to_string_lossy().into_owned())

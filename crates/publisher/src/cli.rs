@@ -1,10 +1,13 @@
-//! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --explain [N]`, `jetcc --version`.
+//! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --explain [N]`,
+//! `jetcc --dist-status`, `jetcc --version`.
 
 use std::ffi::OsString;
 
 use clap::Parser;
 use jetcc_common::cache::DiskCache;
 use jetcc_common::config::Config;
+use jetcc_common::farm::resources::FarmStatus;
+use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 use jetcc_common::stats::Stats;
 
 #[derive(Parser, Debug)]
@@ -13,7 +16,7 @@ use jetcc_common::stats::Stats;
     version,
     about = "A rustc build cache. Use as RUSTC_WRAPPER=jetcc cargo build.",
     after_help = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, JETCC_INCREMENTAL, \
-                  JETCC_CONFIG (config file), JETCC_LOG=debug, JETCC_LOG_FILE, JETCC_DISABLE=1."
+                  JETCC_NATS_URL (the farm), JETCC_CONFIG (config file), JETCC_LOG=debug, JETCC_LOG_FILE, JETCC_DISABLE=1."
 )]
 struct Cli {
     /// Print cache statistics.
@@ -29,6 +32,9 @@ struct Cli {
     /// since the unit's last compile.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
     explain: Option<usize>,
+    /// Print the farm's workers, cores and queue as JSON (sccache's `--dist-status` shape).
+    #[arg(long)]
+    dist_status: bool,
 }
 
 pub fn run(args: &[OsString]) -> i32 {
@@ -46,6 +52,9 @@ pub fn run(args: &[OsString]) -> i32 {
             return 1;
         }
     };
+    if cli.dist_status {
+        return dist_status(&config);
+    }
     if cli.zero_stats {
         if let Err(e) = Stats::zero(&config.cache_dir) {
             eprintln!(
@@ -161,4 +170,73 @@ mod tests {
     fn usage_errors_exit_2() {
         assert_eq!(run(&["jetcc".into(), "--no-such-flag".into()]), 2);
     }
+}
+
+/// `--dist-status`: `{"SchedulerStatus":[URL,{"num_servers","num_cpus","in_progress",…}]}`,
+/// the shape sccache's users script against, plus per-worker rows and the queue depth.
+fn dist_status(config: &Config) -> i32 {
+    let Some(dist) = &config.dist else {
+        eprintln!("jetcc: no farm configured: set [dist] nats_url, or JETCC_NATS_URL");
+        return 1;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let status = rt.block_on(async {
+        let farm = Farm::connect(dist, "jetcc --dist-status", Lifetime::Wrapper).await?;
+        match farm.open_resources().await {
+            Ok(res) => res.status().await,
+            // No worker has ever started: an empty farm, not an error.
+            Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(FarmStatus {
+                workers: vec![],
+                queued: 0,
+                in_progress: 0,
+            }),
+            Err(e) => Err(e),
+        }
+    });
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("jetcc: cannot read the farm's status: {e}");
+            return 1;
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let workers: Vec<serde_json::Value> = status
+        .workers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "id": w.id,
+                "host": w.host,
+                "cores": w.cores,
+                "slots": w.slots,
+                "free_slots": w.free_slots,
+                "toolchains": w.toolchain_names,
+                "jobs_done": w.jobs_done,
+                "jobs_failed": w.jobs_failed,
+                "version": w.version,
+                "last_seen_ms_ago": now_ms.saturating_sub(w.unix_ms),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "SchedulerStatus": [
+            dist.nats_url,
+            {
+                "num_servers": status.workers.len(),
+                "num_cpus": status.workers.iter().map(|w| w.slots as u64).sum::<u64>(),
+                "in_progress": status.in_progress,
+                "queued": status.queued,
+                "workers": workers,
+            }
+        ]
+    });
+    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+    0
 }

@@ -15,14 +15,14 @@ use jetcc_common::args::{RustcInvocation, SearchKind};
 use jetcc_common::config::DistConfig;
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::digest::KeyHasher;
-use jetcc_common::farm::{Farm, FarmError, Resources};
-use jetcc_common::manifest::{Manifest, ManifestEntry};
-use jetcc_common::result::CacheEntry;
+use jetcc_common::farm::{Farm, FarmError, Lifetime, Resources};
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::is_keyed_env;
+use jetcc_common::manifest::{Manifest, ManifestEntry};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
+use jetcc_common::result::CacheEntry;
 use jetcc_common::{fsutil, Digest};
 
 use crate::compile::Compiled;
@@ -44,6 +44,11 @@ pub enum Skip {
     Timeout(Duration),
     #[error("an identical job is already running")]
     Duplicate,
+    /// rustc failed on the farm. A sandbox can fail a compile that passes locally (a
+    /// proc-macro reading outside its inputs, or connecting to a database), so the failure is
+    /// confirmed by compiling locally, which shows the real diagnostics.
+    #[error("rustc failed on the farm (exit {exit_code}: {first_error}); confirming locally")]
+    Failed { exit_code: i32, first_error: String },
     #[error("{0}")]
     Local(String),
 }
@@ -52,7 +57,10 @@ impl Skip {
     /// Whether this says the farm is unhealthy (counts towards skipping it for a while), as
     /// opposed to this one unit not being fit for it.
     pub fn is_farm_failure(&self) -> bool {
-        !matches!(self, Skip::PrePass(_) | Skip::Duplicate | Skip::Local(_))
+        !matches!(
+            self,
+            Skip::PrePass(_) | Skip::Duplicate | Skip::Local(_) | Skip::Failed { .. }
+        )
     }
 
     pub fn kind(&self) -> &'static str {
@@ -64,6 +72,7 @@ impl Skip {
             Skip::Refused(_) => "farm-refused",
             Skip::Timeout(_) => "farm-timeout",
             Skip::Duplicate => "farm-duplicate",
+            Skip::Failed { .. } => "farm-compile-failed",
             Skip::Local(_) => "farm-local-io",
         }
     }
@@ -98,7 +107,7 @@ impl Session {
             .build()
             .map_err(|e| Skip::Local(format!("cannot start an async runtime: {e}")))?;
         let res = rt.block_on(async {
-            let farm = Farm::connect(dist, "jetcc").await?;
+            let farm = Farm::connect(dist, "jetcc", Lifetime::Wrapper).await?;
             farm.open_resources().await
         })?;
         Ok(Session { rt, res })
@@ -208,6 +217,7 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
     let job_timeout = Duration::from_secs(r.dist.job_timeout_secs);
     let mut started = false;
     let mut stderr_all = Vec::new();
+    let mut diagnostics = Vec::new();
     let mut stderr = std::io::stderr();
     loop {
         let wait = if started { job_timeout } else { start_wait };
@@ -221,10 +231,9 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
                 tracing::debug!(%worker, queued_ms = (start.elapsed() - prepared).as_millis() as u64, "job started");
                 started = true;
             }
-            JobEvent::Stderr(line) => {
-                let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
-                stderr_all.extend_from_slice(&line);
-            }
+            // Diagnostics wait for the result: a failed remote compile is confirmed locally
+            // (below), and its diagnostics must not be shown twice.
+            JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
             JobEvent::Artifact { name, digest, line } => {
                 fetch(res, &digest, &r.out_dir.join(&name)).await?;
                 r.files.remember_written(&r.out_dir.join(&name), digest);
@@ -236,10 +245,18 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
                 stdout,
                 outputs,
             } => {
+                if exit_code != 0 {
+                    return Err(Skip::Failed {
+                        exit_code,
+                        first_error: first_error(&diagnostics),
+                    });
+                }
                 for (name, digest) in &outputs {
                     fetch(res, digest, &r.out_dir.join(name)).await?;
                     r.files.remember_written(&r.out_dir.join(name), *digest);
                 }
+                let _ = stderr.write_all(&diagnostics).and_then(|_| stderr.flush());
+                stderr_all.extend_from_slice(&diagnostics);
                 let _ = std::io::stdout().write_all(&stdout);
                 tracing::debug!(
                     exit_code,
@@ -257,6 +274,19 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
             JobEvent::Refused { reason } => return Err(Skip::Refused(reason)),
         }
     }
+}
+
+/// The first error's message in rustc's JSON diagnostics (or the first line), for the log.
+fn first_error(diagnostics: &[u8]) -> String {
+    let text = String::from_utf8_lossy(diagnostics);
+    text.lines()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v.get("level")?.as_str()? == "error")
+                .then(|| v.get("message")?.as_str().map(str::to_owned))?
+        })
+        .or_else(|| text.lines().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Runs rustc's dep-info pass with `-Z binary-dep-depinfo`, which lists every file the
@@ -381,18 +411,20 @@ fn random16() -> [u8; 16] {
 }
 
 /// A circuit breaker whose state survives the short-lived wrapper processes: after
-/// [`Breaker::TRIPS`] farm failures in a row, the farm is skipped for [`Breaker::OPEN_FOR`].
+/// [`Breaker::TRIPS`] farm failures in a row, the farm is skipped for a while (`[dist]
+/// breaker_secs`).
 pub struct Breaker {
     file: PathBuf,
+    open_for: Duration,
 }
 
 impl Breaker {
     pub const TRIPS: u32 = 3;
-    pub const OPEN_FOR: Duration = Duration::from_secs(60);
 
-    pub fn new(cache_dir: &Path) -> Breaker {
+    pub fn new(cache_dir: &Path, open_for: Duration) -> Breaker {
         Breaker {
             file: cache_dir.join("farm-breaker"),
+            open_for,
         }
     }
 
@@ -421,9 +453,9 @@ impl Breaker {
             tracing::warn!(
                 "the farm failed {} times in a row: compiling locally for {:?}",
                 fails + 1,
-                Breaker::OPEN_FOR
+                self.open_for
             );
-            (0, now_secs() + Breaker::OPEN_FOR.as_secs())
+            (0, now_secs() + self.open_for.as_secs())
         } else {
             (fails + 1, until)
         };

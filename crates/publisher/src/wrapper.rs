@@ -450,7 +450,7 @@ impl Job {
             files: &mut self.files,
         });
         self.session = Some(Some(session));
-        let breaker = Breaker::new(self.cache.root());
+        let breaker = self.breaker();
         match result {
             Ok(compiled) => {
                 breaker.record(true);
@@ -458,7 +458,10 @@ impl Job {
                 Some(compiled)
             }
             Err(skip) => {
-                tracing::info!(crate_name = self.inv.crate_name.as_deref().unwrap_or(""), "compiling locally: {skip}");
+                tracing::info!(
+                    crate_name = self.inv.crate_name.as_deref().unwrap_or(""),
+                    "compiling locally: {skip}"
+                );
                 breaker.record(!skip.is_farm_failure());
                 record(self.cache.root(), |s| {
                     Stats::bump(&mut s.remote_skipped, skip.kind())
@@ -472,6 +475,11 @@ impl Job {
 impl Job {
     /// The farm session, opened once per process; `None` when no farm is configured, the
     /// breaker is open or the farm cannot be reached (which is counted and logged).
+    fn breaker(&self) -> Breaker {
+        let secs = self.dist.as_ref().map_or(60, |d| d.breaker_secs);
+        Breaker::new(self.cache.root(), std::time::Duration::from_secs(secs))
+    }
+
     fn take_session(&mut self) -> Option<Session> {
         match self.session.take() {
             Some(Some(s)) => Some(s),
@@ -488,7 +496,7 @@ impl Job {
 
     fn open_session(&mut self) -> Option<Session> {
         let dist = self.dist.as_ref()?;
-        let breaker = Breaker::new(self.cache.root());
+        let breaker = self.breaker();
         if breaker.is_open() {
             return None;
         }
@@ -497,7 +505,9 @@ impl Job {
             Err(e) => {
                 tracing::warn!("the farm is unavailable, compiling locally: {e}");
                 breaker.record(false);
-                record(self.cache.root(), |s| Stats::bump(&mut s.remote_skipped, e.kind()));
+                record(self.cache.root(), |s| {
+                    Stats::bump(&mut s.remote_skipped, e.kind())
+                });
                 None
             }
         }
@@ -512,7 +522,10 @@ impl Job {
         self.session = Some(Some(session));
         match hit {
             Ok(Some(entry)) => {
-                tracing::debug!(crate_name = self.inv.crate_name.as_deref().unwrap_or(""), "hit (shared)");
+                tracing::debug!(
+                    crate_name = self.inv.crate_name.as_deref().unwrap_or(""),
+                    "hit (shared)"
+                );
                 self.replay(&entry);
                 let restored = entry.total_output_bytes();
                 record(self.cache.root(), |s| {
@@ -525,7 +538,10 @@ impl Job {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(crate_name = self.inv.crate_name.as_deref().unwrap_or(""), "shared cache lookup failed: {e}");
+                tracing::warn!(
+                    crate_name = self.inv.crate_name.as_deref().unwrap_or(""),
+                    "shared cache lookup failed: {e}"
+                );
                 record(self.cache.root(), |s| Stats::bump(&mut s.errors, e.kind()));
                 None
             }
@@ -551,8 +567,9 @@ impl Job {
         }
         let (name, text) = &entry.dep_info;
         let dest = out_dir.join(name);
-        jetcc_common::fsutil::write_atomic(&dest, &self.map.restore(text.as_bytes()))
-            .map_err(|e| crate::dist::Skip::Local(format!("cannot write {}: {e}", dest.display())))?;
+        jetcc_common::fsutil::write_atomic(&dest, &self.map.restore(text.as_bytes())).map_err(
+            |e| crate::dist::Skip::Local(format!("cannot write {}: {e}", dest.display())),
+        )?;
         if self.cache.put_entry(&found.key, &entry).is_ok() {
             let _ = self.cache.add_to_manifest(&self.invocation, found);
         }

@@ -158,7 +158,11 @@ fn enter(plan: &Plan) -> Result<Command, JailError> {
     cmd.env("PATH", "/usr/bin:/bin");
     // `/proc` is mounted (rustc finds its sysroot through /proc/self/exe, a symlink Landlock
     // does not check) but not readable: other processes' environ could hold secrets.
-    let mut read_only: Vec<PathBuf> = system.iter().filter(|p| !p.starts_with("/proc")).cloned().collect();
+    let mut read_only: Vec<PathBuf> = system
+        .iter()
+        .filter(|p| !p.starts_with("/proc"))
+        .cloned()
+        .collect();
     read_only.extend(plan.readable.iter().cloned());
     read_only.retain(|p| p.exists());
     let mut read_write = plan.writable.clone();

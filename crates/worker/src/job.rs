@@ -92,7 +92,9 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    if job.deadline_unix_ms < now_ms {
+    // A redelivered job was started by a worker that died: its client is still waiting.
+    let redelivered = msg.info().is_ok_and(|i| i.delivered > 1);
+    if job.deadline_unix_ms < now_ms && !redelivered {
         tracing::debug!(job = job.job_id, "past its deadline: dropped unrun");
         let _ = msg.ack_with(AckKind::Term).await;
         return Outcome::Expired;
@@ -102,6 +104,12 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
             worker: ctx.worker_id.clone(),
         })
         .await;
+    tracing::debug!(
+        job = job.job_id,
+        crate_name = job.crate_name,
+        redelivered,
+        "job started"
+    );
     let job_dir = ctx.jobs_dir.join(&job.job_id);
     let started = Instant::now();
     let result = {

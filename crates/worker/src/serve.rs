@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use jetcc_common::config::Config;
 use jetcc_common::farm::resources::HEARTBEAT_EVERY;
-use jetcc_common::farm::{Farm, FarmError};
+use jetcc_common::farm::{Farm, FarmError, Lifetime};
 use jetcc_common::protocol::worker::WorkerStatus;
 use tokio::sync::Semaphore;
 
@@ -75,7 +75,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         rand32()
     );
 
-    let farm = Farm::connect(&dist, &format!("jetcc-worker {id}")).await?;
+    let farm = Farm::connect(&dist, &format!("jetcc-worker {id}"), Lifetime::Service).await?;
     let res = farm.ensure_resources().await?;
     let blobs = BlobCache::open(dir.join("blobs"), config.cache_size)
         .map_err(|e| ServeError::Setup(format!("cannot open the blob cache: {e}")))?;

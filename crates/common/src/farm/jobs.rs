@@ -15,7 +15,11 @@ pub struct Submitted {
     /// was dropped and no events will come for it.
     pub duplicate: bool,
     events: async_nats::Subscriber,
+    client: async_nats::Client,
 }
+
+/// How long a waiting client tolerates a dropped connection before compiling locally.
+pub const DISCONNECTED_LIMIT: Duration = Duration::from_secs(2);
 
 impl Resources {
     /// Subscribes to the job's reply subject, then publishes it with `dedup` as its
@@ -52,20 +56,46 @@ impl Resources {
         Ok(Submitted {
             duplicate: ack.duplicate,
             events,
+            client: self.farm.client.clone(),
         })
     }
 }
 
 impl Submitted {
-    /// The next event, or `Ok(None)` if none came within `wait`.
+    /// The next event, or `Ok(None)` if none came within `wait`. A connection that stays
+    /// down for [`DISCONNECTED_LIMIT`] is an error at once, not a wait for the full `wait`.
     pub async fn next(&mut self, wait: Duration) -> Result<Option<JobEvent>, FarmError> {
-        match tokio::time::timeout(wait, self.events.next()).await {
-            Err(_) => Ok(None),
-            Ok(None) => Err(FarmError::new(
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut down_since = None;
+        loop {
+            let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            match tokio::time::timeout_at(tick, self.events.next()).await {
+                Ok(next) => return Submitted::decode(next),
+                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
+                Err(_) => {}
+            }
+            if self.client.connection_state() == async_nats::connection::State::Connected {
+                down_since = None;
+            } else if down_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed()
+                > DISCONNECTED_LIMIT
+            {
+                return Err(FarmError::new(
+                    FarmErrorKind::Unreachable,
+                    "lost the connection to the NATS server while waiting for the job",
+                ));
+            }
+        }
+    }
+
+    fn decode(next: Option<async_nats::Message>) -> Result<Option<JobEvent>, FarmError> {
+        match next {
+            None => Err(FarmError::new(
                 FarmErrorKind::Unreachable,
                 "the connection closed while waiting for the job",
             )),
-            Ok(Some(msg)) => JobEvent::decode(&msg.payload).map(Some).map_err(|e| {
+            Some(msg) => JobEvent::decode(&msg.payload).map(Some).map_err(|e| {
                 FarmError::new(FarmErrorKind::Corrupt, format!("unreadable job event: {e}"))
             }),
         }

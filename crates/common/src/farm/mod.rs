@@ -75,6 +75,15 @@ impl FarmError {
     }
 }
 
+/// How long a connection is meant to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// One wrapper invocation: fail fast.
+    Wrapper,
+    /// A worker or monitor: reconnect forever.
+    Service,
+}
+
 /// A connection to the farm's NATS server.
 #[derive(Clone)]
 pub struct Farm {
@@ -86,8 +95,9 @@ pub struct Farm {
 
 impl Farm {
     /// Connects with the credentials `[dist]` names. `name` tells the server who we are
-    /// (shown by `nats server report connections`).
-    pub async fn connect(cfg: &DistConfig, name: &str) -> Result<Farm, FarmError> {
+    /// (shown by `nats server report connections`). A short-lived client gives up after a
+    /// few reconnect attempts; a long-lived one (`Lifetime::Service`) keeps trying.
+    pub async fn connect(cfg: &DistConfig, name: &str, life: Lifetime) -> Result<Farm, FarmError> {
         let names = Names::new(&cfg.prefix)
             .map_err(|e| FarmError::new(FarmErrorKind::Other, e.to_string()))?;
         let mut opts = match &cfg.creds {
@@ -119,8 +129,11 @@ impl Farm {
             .connection_timeout(timeout)
             .request_timeout(Some(Duration::from_secs(5)))
             // A server that goes away mid-build must not make a wrapper wait: fail fast and
-            // let the caller compile locally.
-            .max_reconnects(Some(3));
+            // let the caller compile locally. A worker waits for it to come back.
+            .max_reconnects(match life {
+                Lifetime::Wrapper => Some(3),
+                Lifetime::Service => None,
+            });
         let client = tokio::time::timeout(timeout * 2, opts.connect(cfg.nats_url.as_str()))
             .await
             .map_err(|_| {

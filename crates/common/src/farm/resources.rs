@@ -278,6 +278,37 @@ impl Resources {
     }
 }
 
+/// The farm at a glance: live workers and the queue.
+#[derive(Debug, Clone)]
+pub struct FarmStatus {
+    pub workers: Vec<WorkerStatus>,
+    /// Jobs waiting for a worker.
+    pub queued: u64,
+    /// Jobs a worker has taken and not finished.
+    pub in_progress: u64,
+}
+
+impl Resources {
+    /// Reads the heartbeats and the jobs stream's and consumers' state.
+    pub async fn status(&self) -> Result<FarmStatus, FarmError> {
+        use futures_util::StreamExt;
+        let workers = self.live_workers().await?;
+        let mut queued = 0;
+        let mut in_progress = 0;
+        let mut consumers = self.jobs.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(|e| FarmError::other("cannot read the queue", e))?;
+            queued += info.num_pending;
+            in_progress += info.num_ack_pending as u64;
+        }
+        Ok(FarmStatus {
+            workers,
+            queued,
+            in_progress,
+        })
+    }
+}
+
 fn semver_triple(v: &str) -> (u64, u64, u64) {
     let mut it = v
         .split(|c: char| !c.is_ascii_digit())
