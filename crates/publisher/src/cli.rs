@@ -155,23 +155,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_sccache() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(10 << 30), "10.0 GiB");
-        assert_eq!(human(1536), "1.5 KiB");
-    }
-
-    #[test]
-    fn usage_errors_exit_2() {
-        assert_eq!(run(&["jetcc".into(), "--no-such-flag".into()]), 2);
-    }
-}
-
 /// `--dist-status`: `{"SchedulerStatus":[URL,{"num_servers","num_cpus","in_progress",…}]}`,
 /// the shape sccache's users script against, plus per-worker rows and the queue depth.
 fn dist_status(config: &Config) -> i32 {
@@ -239,4 +222,21 @@ fn dist_status(config: &Config) -> i32 {
     });
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_sccache() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(10 << 30), "10.0 GiB");
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        assert_eq!(run(&["jetcc".into(), "--no-such-flag".into()]), 2);
+    }
 }
