@@ -131,6 +131,8 @@ impl Cas {
             }
         }
         if bytes.len() != info.size || &Digest::of_bytes(&bytes) != digest {
+            // Drop it, so the next writer of these bytes stores them afresh.
+            let _ = self.delete(digest).await;
             return Err(FarmError::new(
                 FarmErrorKind::Corrupt,
                 format!("blob {digest} does not match its digest (dropped)"),

@@ -1,0 +1,186 @@
+//! What the farm does with bad input: hostile or malformed jobs, wrong credentials.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jetcc_common::config::DistConfig;
+use jetcc_common::farm::{Farm, Lifetime};
+use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
+use jetcc_common::protocol::names::JobId;
+use jetcc_common::protocol::PROTOCOL_VERSION;
+use jetcc_common::{toolchain, Digest};
+use jetcc_e2e::servers::{Nats, Worker};
+use jetcc_e2e::*;
+
+/// The real rustc behind the rustup proxy, as a worker resolves it.
+fn real_rustc() -> std::path::PathBuf {
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap();
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin/rustc")
+}
+
+#[test]
+fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start(&root.join("nats"));
+    let mut w = Worker::start(&nats.url(), &root.join("w"), 1);
+    let memo = root.join("memo");
+    let rustc = real_rustc();
+    let tc = toolchain::identity(&rustc, &memo).unwrap();
+    let host = toolchain::host_triple(&rustc, &memo).unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let farm = Farm::connect(&DistConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
+            .await
+            .unwrap();
+        let res = farm.open_resources().await.unwrap();
+        let subject = farm.names.jobs_subject(&host, &tc).unwrap();
+        let good = b"pub fn f() {}\n";
+        let job = |n: u8| {
+            let id = JobId::from_bytes([n; 16]);
+            JobRequest {
+                version: PROTOCOL_VERSION,
+                job_id: id.to_string(),
+                reply_subject: farm.names.reply_subject("test", &id).unwrap(),
+                crate_name: "hostile".into(),
+                deadline_unix_ms: (SystemTime::now() + Duration::from_secs(60))
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+                toolchain: tc,
+                args: vec!["--crate-name".into(), "hostile".into(), "/x/lib.rs".into()],
+                env: vec![],
+                cwd: "/x".into(),
+                inputs: vec![InputFile {
+                    path: "/x/lib.rs".into(),
+                    digest: Digest::of_bytes(good),
+                    size: good.len() as u64,
+                    mode: 0o644,
+                }],
+                out_dir: "/x/out".into(),
+                outputs: vec!["libhostile.rlib".into()],
+            }
+        };
+        // Each case: a job, and what the refusal must name.
+        let mut cases: Vec<(JobRequest, &str)> = Vec::new();
+        let mut j = job(1);
+        j.inputs[0].path = "/x/../../root/.ssh/id_rsa".into();
+        cases.push((j, "inputs"));
+        let mut j = job(2);
+        j.outputs = vec!["../../../etc/cron.d/evil".into()];
+        cases.push((j, "outputs"));
+        let mut j = job(3);
+        j.out_dir = "relative/out".into();
+        cases.push((j, "out_dir"));
+        // A blob whose bytes do not match the digest it is stored under.
+        let evil = b"evil";
+        res.cas.put(&Digest::of_bytes(good), evil).await.unwrap();
+        cases.push((job(4), "does not match"));
+        for (n, (j, want)) in cases.into_iter().enumerate() {
+            let mut sub = res
+                .submit(&j, &host, &Digest::of_bytes(&[n as u8]))
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while let Some(event) = sub.next(Duration::from_secs(10)).await.unwrap() {
+                let done = matches!(event, JobEvent::Refused { .. } | JobEvent::Done { .. });
+                got.push(event);
+                if done {
+                    break;
+                }
+            }
+            match got.last() {
+                Some(JobEvent::Refused { reason }) => {
+                    assert!(reason.contains(want), "{want}: {reason}")
+                }
+                other => panic!("{want}: expected a refusal, got {other:?} after {got:?}"),
+            }
+        }
+        // Garbage, and a job whose reply subject points elsewhere: dropped, no reply.
+        farm.js
+            .publish(subject.clone(), "\u{1}garbage".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut j = job(9);
+        j.reply_subject = "jetcc.jobs.x86_64-unknown-linux-gnu.hijack".into();
+        farm.js
+            .publish(subject, j.encode().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let log = || w.log();
+    let start = std::time::Instant::now();
+    while !(log().contains("dropping a malformed job")
+        && log().contains("dropping a job with reply subject"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.is_running());
+
+    // ...and it still compiles real jobs.
+    let cache = root.join("cache");
+    p.build_ok(&Build::jetcc(&cache).env("JETCC_NATS_URL", &nats.url()));
+    assert_eq!(stats(&cache)["remote_compiles"], 4);
+}
+
+#[test]
+fn wrong_or_missing_credentials_are_clear_errors_and_builds_go_on() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start_with(&root.join("nats"), &["-js", "--auth", "s3cret"]);
+
+    let mut bad = Worker::spawn(
+        &nats.url(),
+        &root.join("bad"),
+        1,
+        &[("JETCC_NATS_TOKEN", "wrong")],
+        |_| {},
+    );
+    let status = bad
+        .wait_exit(Duration::from_secs(15))
+        .expect("the worker exits");
+    assert!(!status.success());
+    assert!(
+        bad.log().contains("refused our credentials"),
+        "{}",
+        bad.log()
+    );
+
+    let _w = Worker::start_with(
+        &nats.url(),
+        &root.join("w"),
+        1,
+        &[("JETCC_NATS_TOKEN", "s3cret")],
+        |_| {},
+    );
+    // A client without the token builds locally and says why in its log.
+    let cache = root.join("cache-a");
+    let built = p.build_ok(&Build::jetcc(&cache).env("JETCC_NATS_URL", &nats.url()));
+    assert!(
+        built.log.contains("refused our credentials"),
+        "{}",
+        built.log
+    );
+    assert!(built.log.contains("JETCC_NATS_TOKEN"), "{}", built.log);
+    assert_eq!(stats(&cache)["remote_compiles"], 0);
+
+    p.clean();
+    let cache = root.join("cache-b");
+    p.build_ok(
+        &Build::jetcc(&cache)
+            .env("JETCC_NATS_URL", &nats.url())
+            .env("JETCC_NATS_TOKEN", "s3cret"),
+    );
+    assert_eq!(stats(&cache)["remote_compiles"], 4);
+}
