@@ -130,7 +130,7 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
 
     // ...and it still compiles real jobs.
     let cache = root.join("cache");
-    p.build_ok(&Build::jetcc(&cache).env("JETCC_NATS_URL", &nats.url()));
+    p.build_ok(&crate::farm::farm_build(&cache, &nats));
     assert_eq!(stats(&cache)["remote_compiles"], 4);
 }
 
@@ -177,10 +177,6 @@ fn wrong_or_missing_credentials_are_clear_errors_and_builds_go_on() {
 
     p.clean();
     let cache = root.join("cache-b");
-    p.build_ok(
-        &Build::jetcc(&cache)
-            .env("JETCC_NATS_URL", &nats.url())
-            .env("JETCC_NATS_TOKEN", "s3cret"),
-    );
+    p.build_ok(&crate::farm::farm_build(&cache, &nats).env("JETCC_NATS_TOKEN", "s3cret"));
     assert_eq!(stats(&cache)["remote_compiles"], 4);
 }

@@ -2,6 +2,9 @@
 
 mod caching;
 mod farm;
+mod farm_hostile;
+mod farm_netns;
 mod mutations;
 mod robustness;
+mod sandbox_probes;
 mod streaming;

@@ -239,6 +239,16 @@ impl Worker {
     pub fn jobs_done(&self) -> usize {
         self.log().matches("job done").count()
     }
+
+    /// Waits up to 10 s for `n` finished jobs (a worker logs "job done" just after it
+    /// answers the client), and returns the count.
+    pub fn wait_jobs_done(&self, n: usize) -> usize {
+        let start = Instant::now();
+        while self.jobs_done() < n && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.jobs_done()
+    }
 }
 
 impl Drop for Worker {

@@ -51,6 +51,8 @@ pub struct DistConfig {
     /// Upper bound of one remote compile, after which the client compiles locally.
     #[serde(default = "default_job_timeout_secs")]
     pub job_timeout_secs: u64,
+    /// Compiles kept on this machine while others go to the farm (default: its cores).
+    pub local_slots: Option<usize>,
     /// After 3 farm failures in a row, compile locally for this long.
     #[serde(default = "default_breaker_secs")]
     pub breaker_secs: u64,
@@ -71,6 +73,7 @@ impl DistConfig {
             start_timeout_ms: default_start_timeout_ms(),
             job_timeout_secs: default_job_timeout_secs(),
             breaker_secs: default_breaker_secs(),
+            local_slots: None,
         }
     }
 }
@@ -224,6 +227,7 @@ impl Config {
             .set_override_option("dist.creds", env("JETCC_NATS_CREDS"))?
             .set_override_option("dist.prefix", env("JETCC_NATS_PREFIX"))?
             .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
+            .set_override_option("dist.local_slots", env("JETCC_DIST_LOCAL_SLOTS"))?
             .set_override_option("dist.start_timeout_ms", env("JETCC_DIST_START_TIMEOUT_MS"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
             .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?

@@ -114,8 +114,9 @@ impl Session {
     }
 
     /// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and
-    /// stdout/stderr were forwarded (and are returned for the cache).
-    pub fn compile(&self, remote: Remote<'_>) -> Result<Compiled, Skip> {
+    /// stdout/stderr were forwarded (and are returned for the cache), with how long rustc
+    /// ran on the worker.
+    pub fn compile(&self, remote: Remote<'_>) -> Result<(Compiled, Duration), Skip> {
         self.rt.block_on(compile_async(&self.res, remote))
     }
 
@@ -149,7 +150,7 @@ impl Session {
     }
 }
 
-async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip> {
+async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Duration), Skip> {
     let start = Instant::now();
     let farm = &res.farm;
     if !res.toolchain_served(r.toolchain).await? {
@@ -235,6 +236,11 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
             // (below), and its diagnostics must not be shown twice.
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
             JobEvent::Artifact { name, digest, line } => {
+                if !r.outputs.contains(&name) {
+                    return Err(Skip::Refused(format!(
+                        "the worker sent an unexpected file {name:?}"
+                    )));
+                }
                 fetch(res, &digest, &r.out_dir.join(&name)).await?;
                 r.files.remember_written(&r.out_dir.join(&name), digest);
                 let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
@@ -244,12 +250,18 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
                 exit_code,
                 stdout,
                 outputs,
+                compile_ms,
             } => {
                 if exit_code != 0 {
                     return Err(Skip::Failed {
                         exit_code,
                         first_error: first_error(&diagnostics),
                     });
+                }
+                if let Some((name, _)) = outputs.iter().find(|(n, _)| !r.outputs.contains(n)) {
+                    return Err(Skip::Refused(format!(
+                        "the worker sent an unexpected file {name:?}"
+                    )));
                 }
                 for (name, digest) in &outputs {
                     fetch(res, digest, &r.out_dir.join(name)).await?;
@@ -264,12 +276,13 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<Compiled, Skip>
                     total_ms = start.elapsed().as_millis() as u64,
                     "remote compile done"
                 );
-                return Ok(Compiled {
+                let compiled = Compiled {
                     exit_code,
                     stdout,
                     stderr: stderr_all,
                     duration: start.elapsed(),
-                });
+                };
+                return Ok((compiled, Duration::from_millis(compile_ms)));
             }
             JobEvent::Refused { reason } => return Err(Skip::Refused(reason)),
         }

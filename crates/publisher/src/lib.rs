@@ -4,6 +4,8 @@
 //!   store), and the fallback to plain rustc on any jetcc-side error.
 //! - [`compile`]: runs rustc, streaming its output to cargo while capturing it.
 //! - [`dist`]: sends a miss to the farm and writes what comes back (and the circuit breaker).
+//! - [`placement`]: whether a miss compiles locally or on the farm (local slots, measured
+//!   remote overhead).
 //! - [`cli`]: `--show-stats`, `--zero-stats`, `--version`.
 //!
 //! Design choice: anything the wrapper does not understand, or any error before rustc starts,
@@ -13,6 +15,7 @@ pub mod cli;
 pub mod compile;
 pub mod dist;
 pub mod logging;
+pub mod placement;
 pub mod wrapper;
 
 use std::ffi::OsString;

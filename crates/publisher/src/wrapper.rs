@@ -27,6 +27,7 @@ use jetcc_common::{toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::dist::{Breaker, Session};
+use crate::placement::Placement;
 
 /// Runs one wrapped invocation and returns the exit code to report to cargo.
 pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
@@ -292,12 +293,31 @@ impl Job {
             words.push(format!("--print=link-args={}", file.display()));
             file
         });
-        let remote = self.try_remote(&words);
+        // With a farm: a free local slot compiles here; the overflow goes to the farm when
+        // it is healthy and fast enough, else waits for a local slot.
+        let placement = self.placement();
+        let mut slot = placement.as_ref().and_then(Placement::try_slot);
+        let remote = match &placement {
+            Some(pl) if slot.is_none() && self.distributable() && pl.farm_is_worth_it() => {
+                self.try_remote(&words, pl)
+            }
+            _ => None,
+        };
+        if remote.is_none() && slot.is_none() {
+            slot = placement.as_ref().and_then(Placement::slot);
+        }
         let ran_remotely = remote.is_some();
         let compiled = match remote {
             Some(c) => Ok(c),
-            None => compile::run_streaming(&self.rustc, &words),
+            None => {
+                let c = compile::run_streaming(&self.rustc, &words);
+                if let (Ok(c), Some(pl)) = (&c, &placement) {
+                    pl.record_local(c.duration);
+                }
+                c
+            }
         };
+        drop(slot);
         let link_inputs = link_args.map(|file| {
             let printed = std::fs::read_to_string(&file).ok();
             let _ = std::fs::remove_file(&file);
@@ -421,18 +441,28 @@ impl Job {
 }
 
 impl Job {
+    /// Links need the client's linker and libraries; incremental units compile faster where
+    /// their incremental state is; cross-compiles need the target's std.
+    fn distributable(&self) -> bool {
+        !self.outputs.links
+            && self.inv.codegen_opt("incremental").is_none()
+            && self.inv.target.is_none()
+    }
+
+    /// Local-versus-farm decisions, when a farm is configured.
+    fn placement(&self) -> Option<Placement> {
+        let dist = self.dist.as_ref()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(Placement::new(
+            self.cache.root(),
+            dist.local_slots.unwrap_or(cores),
+        ))
+    }
+
     /// Compiles on the farm when one is configured, the unit can go there and the farm has
     /// been healthy; `None`: compile locally.
-    fn try_remote(&mut self, words: &[String]) -> Option<Compiled> {
+    fn try_remote(&mut self, words: &[String], placement: &Placement) -> Option<Compiled> {
         let dist = self.dist.clone()?;
-        // Links need the client's linker and libraries; incremental units compile faster
-        // where their incremental state is; cross-compiles need the target's std.
-        if self.outputs.links
-            || self.inv.codegen_opt("incremental").is_some()
-            || self.inv.target.is_some()
-        {
-            return None;
-        }
         let host = toolchain::host_triple(Path::new(&self.rustc), &self.cache.toolchain_memo_dir())
             .ok()?;
         let out_dir = self.outputs.out_dir.clone();
@@ -452,7 +482,8 @@ impl Job {
         self.session = Some(Some(session));
         let breaker = self.breaker();
         match result {
-            Ok(compiled) => {
+            Ok((compiled, on_worker)) => {
+                placement.record_remote(compiled.duration, on_worker);
                 breaker.record(true);
                 record(self.cache.root(), |s| s.remote_compiles += 1);
                 Some(compiled)

@@ -9,13 +9,12 @@
 //!
 //! The worker execs itself as a small launcher (`jetcc-worker __jail PLAN`) to set this up: a
 //! fresh single-threaded process may allocate and mount freely, unlike a `pre_exec` hook in
-//! the multithreaded worker. The launcher then confines itself ([`crate::sandbox`]) and execs
-//! rustc.
+//! the multithreaded worker. The launcher then starts rustc confined ([`crate::sandbox`]) as
+//! the first process of a new PID namespace, and waits for it.
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,24 +90,27 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
 
 /// The launcher: builds the view, confines this process and execs rustc. Returns only on
 /// error.
-pub fn launch(plan: &Plan) -> JailError {
-    match enter(plan) {
-        Ok(cmd) => {
-            let mut cmd = cmd;
-            let e = cmd.exec();
-            JailError::Sys {
-                what: format!("exec {}", plan.rustc.display()),
-                source: e,
-            }
-        }
-        Err(e) => e,
-    }
+///
+/// rustc runs as the first process of a new PID namespace, so that when it exits the kernel
+/// kills everything the job started, even processes that left its process group; the
+/// launcher waits for it and exits with its code. Returns only on error.
+pub fn launch(plan: &Plan) -> Result<i32, JailError> {
+    let mut cmd = enter(plan)?;
+    let mut child = cmd
+        .spawn()
+        .map_err(sys(format!("start {}", plan.rustc.display())))?;
+    let status = child.wait().map_err(sys("wait for rustc"))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1))
 }
 
 fn enter(plan: &Plan) -> Result<Command, JailError> {
     let root_user = unsafe { libc::geteuid() } == 0;
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWPID;
     if !root_user {
         flags |= libc::CLONE_NEWUSER;
     }

@@ -99,11 +99,14 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
         let _ = msg.ack_with(AckKind::Term).await;
         return Outcome::Expired;
     }
-    reply
-        .send(&JobEvent::Started {
-            worker: ctx.worker_id.clone(),
-        })
-        .await;
+    if !reply.client_waits(&ctx.worker_id).await {
+        tracing::debug!(
+            job = job.job_id,
+            "its client no longer waits: dropped unrun"
+        );
+        let _ = msg.ack_with(AckKind::Term).await;
+        return Outcome::Expired;
+    }
     tracing::debug!(
         job = job.job_id,
         crate_name = job.crate_name,
@@ -162,6 +165,20 @@ struct Replier {
 }
 
 impl Replier {
+    /// Sends `Started` as a request: the client answers while it waits for the job.
+    async fn client_waits(&self, worker: &str) -> bool {
+        let started = JobEvent::Started {
+            worker: worker.to_owned(),
+        };
+        let request = self
+            .client
+            .request(self.subject.clone(), started.encode().into());
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), request).await,
+            Ok(Ok(_))
+        )
+    }
+
     async fn send(&self, event: &JobEvent) {
         if let Err(e) = self
             .client
@@ -241,6 +258,7 @@ async fn run(
         .spawn()
         .map_err(io("start the jail launcher"))?;
     let pid = child.id().unwrap_or(0);
+    let ran_from = Instant::now();
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let mut sent = Vec::new();
@@ -254,7 +272,7 @@ async fn run(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            match artifact_name(&line, &out_dir) {
+            match artifact_name(&line, &out_dir).filter(|n| job.outputs.contains(n)) {
                 Some(name) => {
                     let digest = upload(ctx, &root, &out_in_root, &name).await?;
                     sent.push(name.clone());
@@ -284,6 +302,7 @@ async fn run(
             return Err(JobError::Timeout(ctx.timeout));
         }
     };
+    let ran = ran_from.elapsed();
     // Kill anything rustc's children left behind.
     crate::sandbox::kill_group(pid);
     let code = status.code().unwrap_or(-1);
@@ -305,6 +324,7 @@ async fn run(
             exit_code: code,
             stdout,
             outputs,
+            compile_ms: ran.as_millis() as u64,
         })
         .await;
     Ok(code)
@@ -318,9 +338,10 @@ async fn upload(
     name: &str,
 ) -> Result<Digest, JobError> {
     let path = out_in_root.join(name);
-    let bytes = tokio::fs::read(&path)
+    let bytes = tokio::task::spawn_blocking(move || read_output(&path))
         .await
-        .map_err(|e| JobError::Io(format!("rustc did not write {name}: {e}")))?;
+        .map_err(|e| JobError::Io(e.to_string()))?
+        .map_err(|e| JobError::Io(format!("cannot take output {name}: {e}")))?;
     let root_bytes = root.as_os_str().as_encoded_bytes();
     if bytes.windows(root_bytes.len()).any(|w| w == root_bytes) {
         return Err(JobError::NotHermetic(name.to_owned()));
@@ -328,6 +349,26 @@ async fn upload(
     let digest = Digest::of_bytes(&bytes);
     ctx.res.cas.put(&digest, &bytes).await?;
     Ok(digest)
+}
+
+/// Reads an output the job wrote, as the worker (outside the jail): never through a symlink
+/// (the job could point one at any file on this machine), and only a regular file (a FIFO
+/// would block). The out-dir's parents belong to the worker, so only the last component can
+/// be the job's.
+fn read_output(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The file name of an artifact notice (`{"$message_type":"artifact","artifact":PATH,…}`) for

@@ -102,12 +102,16 @@ fn jail_main(plan: Option<&OsString>) -> i32 {
         );
         return jail::LAUNCH_FAILED;
     };
-    let e = jail::launch(&plan);
-    eprintln!(
-        "{}cannot start the job's rustc: {e}",
-        jail::LAUNCH_ERROR_PREFIX
-    );
-    jail::LAUNCH_FAILED
+    match jail::launch(&plan) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!(
+                "{}cannot start the job's rustc: {e}",
+                jail::LAUNCH_ERROR_PREFIX
+            );
+            jail::LAUNCH_FAILED
+        }
+    }
 }
 
 fn init_logging() {

@@ -273,7 +273,9 @@ fn confine(
         // After the uid drop, which clears the parent-death signal.
         let kill = libc::SIGKILL as libc::c_ulong;
         check(libc::prctl(libc::PR_SET_PDEATHSIG, kill, ZERO, ZERO, ZERO))?;
-        if libc::getppid() != parent {
+        // The first process of a new PID namespace sees its parent as pid 0.
+        let ppid = libc::getppid();
+        if ppid != parent && ppid != 0 {
             // The parent died before prctl: nobody would kill us.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }

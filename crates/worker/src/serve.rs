@@ -174,6 +174,9 @@ struct Counters {
     failed: AtomicU64,
 }
 
+/// How long one pull request waits on the server for jobs.
+const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+
 /// Fetches as many jobs as there are free slots, runs each in its own task.
 async fn pull(
     consumer: async_nats::jetstream::consumer::PullConsumer,
@@ -192,7 +195,7 @@ async fn pull(
         let batch = consumer
             .fetch()
             .max_messages(free)
-            .expires(Duration::from_secs(5))
+            .expires(FETCH_EXPIRES)
             .messages()
             .await;
         let mut batch = match batch {
@@ -206,8 +209,11 @@ async fn pull(
                 }
             }
         };
+        // A pull request dies with the server that held it; its end is then never
+        // announced, so the client side gives up on it a little after it expires.
+        let deadline = tokio::time::Instant::now() + FETCH_EXPIRES + Duration::from_secs(1);
         let mut permit = Some(first);
-        while let Some(msg) = batch.next().await {
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, batch.next()).await {
             let Ok(msg) = msg else { continue };
             let permit = match permit.take() {
                 Some(p) => p,

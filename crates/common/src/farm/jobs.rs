@@ -70,7 +70,13 @@ impl Submitted {
         loop {
             let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
             match tokio::time::timeout_at(tick, self.events.next()).await {
-                Ok(next) => return Submitted::decode(next),
+                Ok(next) => {
+                    // A worker asks whether we still wait before it starts (see `Started`).
+                    if let Some(reply) = next.as_ref().and_then(|m| m.reply.clone()) {
+                        let _ = self.client.publish(reply, bytes::Bytes::new()).await;
+                    }
+                    return Submitted::decode(next);
+                }
                 Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
                 Err(_) => {}
             }

@@ -59,7 +59,8 @@ pub struct InputFile {
 /// What a worker reports on a job's reply subject, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEvent {
-    /// A worker took the job.
+    /// A worker took the job. Sent as a request: a client that no longer waits (it gave up
+    /// and compiled locally, or died) has no subscription, so the worker drops the job unrun.
     Started { worker: String },
     /// One line rustc wrote to stderr.
     Stderr(Vec<u8>),
@@ -76,6 +77,8 @@ pub enum JobEvent {
         exit_code: i32,
         stdout: Vec<u8>,
         outputs: Vec<(String, Digest)>,
+        /// How long rustc ran on the worker (what the client's wait is compared with).
+        compile_ms: u64,
     },
     /// The worker could not run the job; the client compiles locally.
     Refused { reason: String },
@@ -232,6 +235,7 @@ mod tests {
             exit_code: 0,
             stdout: vec![],
             outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(b"x"))],
+            compile_ms: 5,
         };
         assert_eq!(JobEvent::decode(&e.encode()).unwrap(), e);
     }
@@ -282,6 +286,7 @@ mod tests {
             exit_code: 0,
             stdout: vec![],
             outputs: vec![("../x".into(), Digest::of_bytes(b"x"))],
+            compile_ms: 0,
         };
         assert!(matches!(
             JobEvent::decode(&evil.encode()),

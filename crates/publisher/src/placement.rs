@@ -1,0 +1,176 @@
+//! Where a miss compiles: locally or on the farm, decided per invocation by numbers the
+//! wrapper processes share through the cache dir.
+//!
+//! - **Local slots** (`[dist] local_slots`, default: this machine's cores): a compile that
+//!   finds a free slot runs here, so local cores never sit idle while jobs wait on the farm.
+//!   `0` sends everything the farm can take to the farm (a thin client).
+//!   cargo's `-j` bounds all compiles; with `-j` above the cores, the overflow is what the
+//!   farm gets (`cargo build -j <cores + farm slots>`).
+//! - **Is the farm worth it?** Each remote compile records what the remote path added over
+//!   the worker's own compile time (pre-pass, uploads, queue wait, downloads): an overflow job
+//!   goes to the farm only if that overhead is below the wait for a local slot (the average
+//!   local compile over the number of slots). A slow or distant farm is thus skipped, not only
+//!   a dead one; one job in [`PROBE_EVERY`] still goes, so a farm that recovers is noticed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use jetcc_common::fsutil::{with_lock, write_atomic};
+
+/// One overflow job in this many goes to the farm even when it looks slow.
+pub const PROBE_EVERY: u64 = 16;
+/// Weight of the newest sample in the running averages.
+const ALPHA: f64 = 0.3;
+
+/// A held local compile slot (an flock on `slots/<i>`), released on drop.
+pub struct Slot(#[allow(dead_code)] File);
+
+pub struct Placement {
+    dir: PathBuf,
+    slots: usize,
+}
+
+/// Running averages shared by all wrappers on this machine (`farm-perf.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Perf {
+    /// What a remote compile adds over the worker's compile time, in ms.
+    pub remote_overhead_ms: Option<f64>,
+    /// A local compile's duration, in ms.
+    pub local_compile_ms: Option<f64>,
+    /// Overflow decisions so far (for probing).
+    pub decisions: u64,
+}
+
+impl Placement {
+    pub fn new(cache_dir: &Path, slots: usize) -> Placement {
+        Placement {
+            dir: cache_dir.to_path_buf(),
+            slots,
+        }
+    }
+
+    /// A free local slot, if any.
+    pub fn try_slot(&self) -> Option<Slot> {
+        (0..self.slots).find_map(|i| {
+            let f = self.slot_file(i).ok()?;
+            f.try_lock().ok().map(|()| Slot(f))
+        })
+    }
+
+    /// Waits for a local slot (`local_slots = 0`: none are kept, so none is waited for).
+    pub fn slot(&self) -> Option<Slot> {
+        if self.slots == 0 {
+            return None;
+        }
+        loop {
+            if let Some(s) = self.try_slot() {
+                return Some(s);
+            }
+            if self.slot_file(0).is_err() {
+                return None; // cannot lock at all (read-only cache dir): do not wait
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn slot_file(&self, i: usize) -> std::io::Result<File> {
+        let path = self.dir.join("slots").join(i.to_string());
+        File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .or_else(|_| {
+                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                File::options().create(true).append(true).open(&path)
+            })
+    }
+
+    /// Whether an overflow job (no local slot free) should go to the farm.
+    pub fn farm_is_worth_it(&self) -> bool {
+        let mut go = true;
+        let _ = self.update(|p| {
+            p.decisions += 1;
+            go = match (p.remote_overhead_ms, p.local_compile_ms) {
+                (Some(overhead), Some(local)) => {
+                    overhead <= local / self.slots.max(1) as f64 || p.decisions % PROBE_EVERY == 0
+                }
+                // No numbers yet: try the farm and learn.
+                _ => true,
+            };
+        });
+        go
+    }
+
+    pub fn record_remote(&self, total: Duration, worker_compile: Duration) {
+        let overhead = total.saturating_sub(worker_compile).as_secs_f64() * 1000.0;
+        let _ = self.update(|p| p.remote_overhead_ms = Some(ewma(p.remote_overhead_ms, overhead)));
+    }
+
+    pub fn record_local(&self, took: Duration) {
+        let ms = took.as_secs_f64() * 1000.0;
+        let _ = self.update(|p| p.local_compile_ms = Some(ewma(p.local_compile_ms, ms)));
+    }
+
+    pub fn perf(&self) -> Perf {
+        std::fs::read(self.dir.join("farm-perf.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Perf)) -> std::io::Result<()> {
+        with_lock(&self.dir.join("farm-perf.lock"), || {
+            let mut p = self.perf();
+            f(&mut p);
+            write_atomic(
+                &self.dir.join("farm-perf.json"),
+                &serde_json::to_vec(&p).expect("perf serializes"),
+            )
+        })
+    }
+}
+
+fn ewma(old: Option<f64>, sample: f64) -> f64 {
+    match old {
+        Some(o) => o * (1.0 - ALPHA) + sample * ALPHA,
+        None => sample,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::new(dir.path(), 2);
+        let a = p.try_slot().expect("first slot");
+        let b = p.try_slot().expect("second slot");
+        assert!(p.try_slot().is_none(), "only two");
+        drop(a);
+        assert!(p.try_slot().is_some(), "released on drop");
+        drop(b);
+    }
+
+    #[test]
+    fn a_slow_farm_is_skipped_but_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::new(dir.path(), 2);
+        assert!(p.farm_is_worth_it(), "no numbers: try it");
+        p.record_local(Duration::from_millis(400));
+        p.record_remote(Duration::from_millis(450), Duration::from_millis(400));
+        assert!(p.farm_is_worth_it(), "50 ms overhead < 200 ms wait");
+        for _ in 0..10 {
+            p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
+        }
+        let sent = (0..PROBE_EVERY * 2)
+            .filter(|_| p.farm_is_worth_it())
+            .count();
+        assert_eq!(sent, 2, "only the probes go to a slow farm");
+    }
+}
