@@ -24,9 +24,23 @@ pub enum ToolchainError {
 /// Returns the identity digest of the rustc at `rustc`, using `memo_dir` as its memo.
 pub fn identity(rustc: &Path, memo_dir: &Path) -> Result<Digest, ToolchainError> {
     memoized(rustc, "rustc", memo_dir, |h| {
-        h.field(&run(rustc, &["-vV"])?);
+        let version = run(rustc, &["-vV"])?;
+        // The farm needs the host triple too: memoize it from the same run.
+        if let Ok(memo) = memo_path(rustc, "rustc-host", memo_dir) {
+            let _ = write_atomic_mkdir(&memo, host_of(&version).as_bytes());
+        }
+        h.field(&version);
         Ok(())
     })
+}
+
+fn host_of(version: &[u8]) -> String {
+    String::from_utf8_lossy(version)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned()
 }
 
 /// The identity of the linker rustc will run (`-C linker`, else `cc`): its version, the
@@ -80,13 +94,7 @@ pub fn host_triple(rustc: &Path, memo_dir: &Path) -> Result<String, ToolchainErr
             return Ok(host);
         }
     }
-    let text = String::from_utf8_lossy(&run(rustc, &["-vV"])?).into_owned();
-    let host = text
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .unwrap_or("unknown")
-        .trim()
-        .to_owned();
+    let host = host_of(&run(rustc, &["-vV"])?);
     let _ = write_atomic_mkdir(&memo, host.as_bytes());
     Ok(host)
 }

@@ -209,8 +209,16 @@ async fn run(
     std::fs::create_dir_all(jail::inside(&root, Path::new(&job.cwd)))
         .map_err(io("create the cwd"))?;
     let mut readable = Vec::new();
-    for input in &job.inputs {
-        let blob = ctx.blobs.fetch(&ctx.res.cas, &input.digest).await?;
+    // Fetch the blobs this worker lacks concurrently: on a distant link each costs a round
+    // trip.
+    let mut blobs: Vec<PathBuf> = Vec::with_capacity(job.inputs.len());
+    for chunk in job.inputs.chunks(16) {
+        let fetches = chunk
+            .iter()
+            .map(|input| ctx.blobs.fetch(&ctx.res.cas, &input.digest));
+        blobs.extend(futures_util::future::try_join_all(fetches).await?);
+    }
+    for (input, blob) in job.inputs.iter().zip(blobs) {
         let path = Path::new(&input.path);
         let dest = jail::inside(&root, path);
         if let Some(parent) = dest.parent() {
