@@ -142,7 +142,13 @@ fn nats_stopped_mid_build_compiles_locally_and_the_farm_returns_after_a_restart(
     std::fs::write(&lib, src).unwrap();
     let built = build_in(&dir, &build);
     assert!(built.ok(), "{}", built.stderr());
-    assert_eq!(stats(&cache)["remote_compiles"], 1, "{}", built.log);
+    assert_eq!(
+        stats(&cache)["remote_compiles"],
+        1,
+        "{}\nworker: {}",
+        built.log,
+        w.log()
+    );
 }
 
 /// `jetcc --dist-status` against `nats`; `None` if it failed.

@@ -219,16 +219,14 @@ impl Resources {
             .map_err(|e| FarmError::other("cannot create the workers' consumer", e))
     }
 
-    /// Publishes a worker's heartbeat, and marks its toolchains as served.
+    /// Publishes a worker's heartbeat, and marks its toolchains as served. The toolchain
+    /// keys go first: a worker that is listed has its toolchains announced.
     pub async fn put_heartbeat(&self, status: &WorkerStatus) -> Result<(), FarmError> {
         let bytes = Bytes::from(status.encode());
-        self.workers
-            .put(WorkerStatus::key(&status.id), bytes.clone())
-            .await
-            .map_err(|e| FarmError::other("cannot write the heartbeat", e))?;
-        for tc in &status.toolchains {
+        let keys = status.toolchains.iter().map(WorkerStatus::toolchain_key);
+        for key in keys.chain([WorkerStatus::key(&status.id)]) {
             self.workers
-                .put(WorkerStatus::toolchain_key(tc), bytes.clone())
+                .put(key, bytes.clone())
                 .await
                 .map_err(|e| FarmError::other("cannot write the heartbeat", e))?;
         }
