@@ -12,7 +12,7 @@ use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
 /// The real rustc behind the rustup proxy, as a worker resolves it.
-fn real_rustc() -> std::path::PathBuf {
+pub fn real_rustc() -> std::path::PathBuf {
     let out = std::process::Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()

@@ -4,6 +4,7 @@ mod caching;
 mod farm;
 mod farm_hostile;
 mod farm_netns;
+mod farm_queue;
 mod mutations;
 mod robustness;
 mod sandbox_probes;

@@ -14,12 +14,11 @@ use futures_util::StreamExt;
 use jetcc_common::args::{RustcInvocation, SearchKind};
 use jetcc_common::config::DistConfig;
 use jetcc_common::depinfo::DepInfo;
-use jetcc_common::digest::KeyHasher;
 use jetcc_common::farm::{Farm, FarmError, Lifetime, Resources};
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::is_keyed_env;
 use jetcc_common::manifest::{Manifest, ManifestEntry};
-use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
+use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest, JobState};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::result::CacheEntry;
@@ -42,8 +41,6 @@ pub enum Skip {
     Refused(String),
     #[error("the job did not finish within {0:?}")]
     Timeout(Duration),
-    #[error("an identical job is already running")]
-    Duplicate,
     /// rustc failed on the farm. A sandbox can fail a compile that passes locally (a
     /// proc-macro reading outside its inputs, or connecting to a database), so the failure is
     /// confirmed by compiling locally, which shows the real diagnostics.
@@ -59,7 +56,7 @@ impl Skip {
     pub fn is_farm_failure(&self) -> bool {
         !matches!(
             self,
-            Skip::PrePass(_) | Skip::Duplicate | Skip::Local(_) | Skip::Failed { .. }
+            Skip::PrePass(_) | Skip::Local(_) | Skip::Failed { .. }
         )
     }
 
@@ -71,7 +68,6 @@ impl Skip {
             Skip::NotStarted(_) => "farm-not-started",
             Skip::Refused(_) => "farm-refused",
             Skip::Timeout(_) => "farm-timeout",
-            Skip::Duplicate => "farm-duplicate",
             Skip::Failed { .. } => "farm-compile-failed",
             Skip::Local(_) => "farm-local-io",
         }
@@ -201,20 +197,15 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
         out_dir: r.out_dir.to_string_lossy().into_owned(),
         outputs: r.outputs.to_vec(),
     };
-    // Identical jobs (same everything but id, reply subject and deadline) run once.
-    let dedup = {
-        let mut h = KeyHasher::new("jetcc-job-dedup");
-        h.str(&job.args.join("\0"));
-        h.str(&format!("{:?}{:?}{}", job.env, job.inputs, job.cwd));
-        h.digest(&job.toolchain);
-        h.finish()
-    };
+    // Identical jobs in flight run once: the queue drops this one if it holds the same key.
+    let dedup = job.dedup_key();
     let mut sub = res.submit(&job, r.host, &dedup).await?;
     if sub.duplicate {
-        return Err(Skip::Duplicate);
+        drop(sub);
+        return follow_identical(res, r, &dedup, start).await;
     }
 
-    let start_wait = Duration::from_millis(r.dist.start_timeout_ms) + Duration::from_millis(500);
+    let start_wait = start_wait(r.dist);
     let job_timeout = Duration::from_secs(r.dist.job_timeout_secs);
     let mut started = false;
     let mut stderr_all = Vec::new();
@@ -286,6 +277,81 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
             }
             JobEvent::Refused { reason } => return Err(Skip::Refused(reason)),
         }
+    }
+}
+
+/// How long a job may wait in the queue before the client compiles locally.
+fn start_wait(dist: &DistConfig) -> Duration {
+    Duration::from_millis(dist.start_timeout_ms) + Duration::from_millis(500)
+}
+
+/// How often a client following an identical job reads its state.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+/// Follows the identical job the queue already holds (ours was de-duplicated) through the
+/// state its worker keeps, then writes its outputs and replays rustc as if it ran for us. Its
+/// rmeta arrives with the rest, not early: followers are rare (two builds of one commit).
+async fn follow_identical(
+    res: &Resources,
+    r: Remote<'_>,
+    dedup: &Digest,
+    start: Instant,
+) -> Result<(Compiled, Duration), Skip> {
+    tracing::debug!("an identical job is in the queue: following it");
+    let (start_wait, job_timeout) = (
+        start_wait(r.dist),
+        Duration::from_secs(r.dist.job_timeout_secs),
+    );
+    // When the job was last seen queued (now) or running: a state that stays away this
+    // long means it is not queued or running anymore.
+    let mut seen = Instant::now();
+    loop {
+        match res.job_state(dedup).await? {
+            Some(JobState::Running { .. }) => seen = Instant::now(),
+            Some(JobState::Refused { reason }) => return Err(Skip::Refused(reason)),
+            Some(JobState::Done {
+                exit_code,
+                stdout,
+                stderr,
+                outputs,
+                compile_ms,
+            }) => {
+                if exit_code != 0 {
+                    return Err(Skip::Failed {
+                        exit_code,
+                        first_error: first_error(&stderr),
+                    });
+                }
+                for (name, digest) in &outputs {
+                    if !r.outputs.contains(name) {
+                        return Err(Skip::Refused(format!(
+                            "the worker sent an unexpected file {name:?}"
+                        )));
+                    }
+                    fetch(res, digest, &r.out_dir.join(name)).await?;
+                    r.files.remember_written(&r.out_dir.join(name), *digest);
+                }
+                let _ = std::io::stderr().write_all(&stderr);
+                let _ = std::io::stdout().write_all(&stdout);
+                tracing::debug!(
+                    total_ms = start.elapsed().as_millis() as u64,
+                    "remote compile done (followed an identical job)"
+                );
+                let compiled = Compiled {
+                    exit_code,
+                    stdout,
+                    stderr,
+                    duration: start.elapsed(),
+                };
+                return Ok((compiled, Duration::from_millis(compile_ms)));
+            }
+            None if seen.elapsed() > start_wait => return Err(Skip::NotStarted(start_wait)),
+            None => {}
+        }
+        if start.elapsed() > job_timeout {
+            return Err(Skip::Timeout(job_timeout));
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::AckKind;
 use jetcc_common::farm::{FarmError, Resources};
-use jetcc_common::protocol::job::{JobEvent, JobRequest};
+use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, MAX_EVENT_BYTES};
 use jetcc_common::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
@@ -113,6 +113,12 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
         redelivered,
         "job started"
     );
+    // Clients whose identical jobs were de-duplicated follow this one through its state.
+    let dedup = job.dedup_key();
+    let running = JobState::Running {
+        worker: ctx.worker_id.clone(),
+    };
+    let _ = ctx.res.put_job_state(&dedup, &running).await;
     let job_dir = ctx.jobs_dir.join(&job.job_id);
     let started = Instant::now();
     let result = {
@@ -122,6 +128,7 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
             loop {
                 tokio::time::sleep(jetcc_common::farm::resources::ACK_WAIT / 3).await;
                 let _ = msg.ack_with(AckKind::Progress).await;
+                let _ = ctx.res.put_job_state(&dedup, &running).await;
             }
         };
         tokio::select! {
@@ -130,23 +137,32 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
         }
     };
     let _ = std::fs::remove_dir_all(&job_dir);
-    let outcome = match result {
-        Ok(0) => Outcome::Compiled,
-        Ok(_) => Outcome::CompileError,
+    let (outcome, state) = match result {
+        Ok(f) => {
+            let outcome = match f.exit_code {
+                0 => Outcome::Compiled,
+                _ => Outcome::CompileError,
+            };
+            (outcome, f.into_state())
+        }
         Err(e) => {
             tracing::warn!(
                 job = job.job_id,
                 crate_name = job.crate_name,
                 "refused: {e}"
             );
+            let reason = e.to_string();
             reply
                 .send(&JobEvent::Refused {
-                    reason: e.to_string(),
+                    reason: reason.clone(),
                 })
                 .await;
-            Outcome::Refused
+            (Outcome::Refused, JobState::Refused { reason })
         }
     };
+    if let Err(e) = ctx.res.put_job_state(&dedup, &state).await {
+        tracing::debug!(job = job.job_id, "{e}");
+    }
     // A compile error is an answer too: acked, never retried.
     let _ = msg.ack().await;
     tracing::info!(
@@ -190,13 +206,43 @@ impl Replier {
     }
 }
 
-/// Runs the job; returns rustc's exit code once its outputs are uploaded and "done" is sent.
+/// A job rustc ran to the end, with everything its followers need.
+struct Finished {
+    exit_code: i32,
+    stdout: Vec<u8>,
+    /// Every stderr line, in order.
+    stderr: Vec<u8>,
+    /// Every output, by name.
+    outputs: Vec<(String, Digest)>,
+    compile_ms: u64,
+}
+
+impl Finished {
+    /// The state followers read; one too large for a KV value tells them to compile locally.
+    fn into_state(self) -> JobState {
+        let size = self.stdout.len() + self.stderr.len() + 64 * self.outputs.len();
+        if size > MAX_EVENT_BYTES / 2 {
+            return JobState::Refused {
+                reason: format!("rustc's output ({size} bytes) is too large to share"),
+            };
+        }
+        JobState::Done {
+            exit_code: self.exit_code,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            outputs: self.outputs,
+            compile_ms: self.compile_ms,
+        }
+    }
+}
+
+/// Runs the job; returns once its outputs are uploaded and "done" is sent.
 async fn run(
     ctx: &Context,
     job: &JobRequest,
     job_dir: &Path,
     reply: &Replier,
-) -> Result<i32, JobError> {
+) -> Result<Finished, JobError> {
     let tc = ctx
         .toolchains
         .iter()
@@ -270,6 +316,7 @@ async fn run(
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let mut sent = Vec::new();
+    let mut all_stderr = Vec::new();
     let mut launcher_error = Vec::new();
     let streamed = async {
         let mut lines = BufReader::new(stderr);
@@ -280,10 +327,13 @@ async fn run(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
+            if !line.starts_with(jail::LAUNCH_ERROR_PREFIX.as_bytes()) {
+                all_stderr.extend_from_slice(&line);
+            }
             match artifact_name(&line, &out_dir).filter(|n| job.outputs.contains(n)) {
                 Some(name) => {
                     let digest = upload(ctx, &root, &out_in_root, &name).await?;
-                    sent.push(name.clone());
+                    sent.push((name.clone(), digest));
                     reply
                         .send(&JobEvent::Artifact {
                             name,
@@ -322,20 +372,32 @@ async fn run(
     }
     let mut outputs = Vec::new();
     if code == 0 {
-        for name in job.outputs.iter().filter(|n| !sent.contains(n)) {
+        for name in job
+            .outputs
+            .iter()
+            .filter(|n| !sent.iter().any(|(s, _)| s == *n))
+        {
             let digest = upload(ctx, &root, &out_in_root, name).await?;
             outputs.push((name.clone(), digest));
         }
     }
+    let compile_ms = ran.as_millis() as u64;
     reply
         .send(&JobEvent::Done {
             exit_code: code,
-            stdout,
-            outputs,
-            compile_ms: ran.as_millis() as u64,
+            stdout: stdout.clone(),
+            outputs: outputs.clone(),
+            compile_ms,
         })
         .await;
-    Ok(code)
+    sent.extend(outputs);
+    Ok(Finished {
+        exit_code: code,
+        stdout,
+        stderr: all_stderr,
+        outputs: sent,
+        compile_ms,
+    })
 }
 
 /// Reads an output, refuses it if it names the job root, and puts it in the CAS.

@@ -6,6 +6,7 @@ use async_nats::jetstream::{consumer, kv, object_store, stream};
 use bytes::Bytes;
 
 use super::{Cas, Farm, FarmError, FarmErrorKind};
+use crate::protocol::job::JobState;
 use crate::protocol::worker::WorkerStatus;
 use crate::Digest;
 
@@ -99,29 +100,23 @@ impl Farm {
     pub async fn open_resources(&self) -> Result<Resources, FarmError> {
         let n = &self.names;
         let not_set_up = |what: &str, e: &dyn std::fmt::Display| {
-            let text = e.to_string();
-            if text.contains("jetstream not enabled") || text.contains("JetStream not enabled") {
-                return FarmError::new(
-                    FarmErrorKind::NoJetStream,
-                    format!(
-                        "the NATS server at {} has no JetStream: start it with -js",
-                        self.url
-                    ),
-                );
-            }
             FarmError::new(
                 FarmErrorKind::NotSetUp,
                 format!(
-                    "the farm's {what} is missing on {} ({text}): start a jetcc-worker once",
+                    "the farm's {what} is missing on {} ({e}): start a jetcc-worker once",
                     self.url
                 ),
             )
         };
-        let jobs = self
-            .js
-            .get_stream(n.jobs_stream())
-            .await
-            .map_err(|e| not_set_up("jobs stream", &e))?;
+        let jobs = match self.js.get_stream(n.jobs_stream()).await {
+            Ok(jobs) => jobs,
+            // Tell a server without JetStream (or too old) from a farm never set up; the
+            // check costs a round trip, so only here.
+            Err(e) => {
+                self.check_jetstream().await?;
+                return Err(not_set_up("jobs stream", &e));
+            }
+        };
         let store = self
             .js
             .get_object_store(n.cas_bucket())
@@ -235,6 +230,29 @@ impl Resources {
 
     pub async fn remove_heartbeat(&self, id: &str) {
         let _ = self.workers.delete(WorkerStatus::key(id)).await;
+    }
+
+    /// Records the state of the job whose dedup key is `dedup` (it expires with the bucket's
+    /// TTL unless refreshed).
+    pub async fn put_job_state(&self, dedup: &Digest, state: &JobState) -> Result<(), FarmError> {
+        self.workers
+            .put(JobState::key(dedup), state.encode().into())
+            .await
+            .map(drop)
+            .map_err(|e| FarmError::other("cannot write the job state", e))
+    }
+
+    /// The state of the job whose dedup key is `dedup`: one direct get, no consumer.
+    pub async fn job_state(&self, dedup: &Digest) -> Result<Option<JobState>, FarmError> {
+        let entry = self
+            .workers
+            .get(JobState::key(dedup))
+            .await
+            .map_err(|e| FarmError::other("cannot read the job state", e))?;
+        entry
+            .map(|b| JobState::decode(&b))
+            .transpose()
+            .map_err(|e| FarmError::new(FarmErrorKind::Corrupt, format!("job state: {e}")))
     }
 
     /// Whether a live worker serves `toolchain`: one direct get, no consumer.

@@ -10,7 +10,7 @@ use std::path::{Component, Path};
 use serde::{Deserialize, Serialize};
 
 use super::PROTOCOL_VERSION;
-use crate::digest::Digest;
+use crate::digest::{Digest, KeyHasher};
 use crate::result::is_plain_name;
 
 /// Largest encoded job accepted (a crate with thousands of inputs is well below).
@@ -84,6 +84,52 @@ pub enum JobEvent {
     Refused { reason: String },
 }
 
+/// What a worker keeps, under the job's [`JobRequest::dedup_key`], in the short-lived
+/// heartbeat bucket while it runs a job and for a while after. A client whose job was
+/// de-duplicated (an identical one was already queued) follows the one that runs through it:
+/// unlike the reply subject's events, a state can be read late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// A worker runs it; refreshed while rustc runs, so a dead worker's entry expires.
+    Running { worker: String },
+    /// rustc finished: everything a client needs to write the outputs and replay rustc.
+    Done {
+        exit_code: i32,
+        stdout: Vec<u8>,
+        /// Every line rustc wrote to stderr, artifact notices included, in order.
+        stderr: Vec<u8>,
+        /// Every output, by name, in the CAS.
+        outputs: Vec<(String, Digest)>,
+        compile_ms: u64,
+    },
+    /// The worker could not run it (the followers compile locally).
+    Refused { reason: String },
+}
+
+impl JobState {
+    /// Its key in the heartbeat bucket.
+    pub fn key(dedup: &Digest) -> String {
+        format!("job.{}", &dedup.hex()[..32])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("a job state always serializes")
+    }
+
+    /// Decodes untrusted bytes: bounded, output names checked as in [`JobEvent::decode`].
+    pub fn decode(bytes: &[u8]) -> Result<JobState, ProtocolError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(ProtocolError::TooLarge(bytes.len()));
+        }
+        let state: JobState =
+            rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        if let JobState::Done { outputs, .. } = &state {
+            plain_names(outputs.iter().map(|(n, _)| n))?;
+        }
+        Ok(state)
+    }
+}
+
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -116,6 +162,37 @@ impl JobRequest {
             return Err(ProtocolError::TooLarge(bytes.len()));
         }
         rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+
+    /// Identical jobs (the same everything but id, reply subject and deadline) have the same
+    /// key: it is their `Nats-Msg-Id`, so JetStream queues one of them, and the key of the
+    /// [`JobState`] that the others follow. The worker computes it from the job it runs, so a
+    /// state is always that of a job with this content.
+    pub fn dedup_key(&self) -> Digest {
+        let mut h = KeyHasher::new("jetcc-job-dedup");
+        let count = |h: &mut KeyHasher, n: usize| {
+            h.field(&(n as u64).to_le_bytes());
+        };
+        h.digest(&self.toolchain).str(&self.cwd).str(&self.out_dir);
+        count(&mut h, self.args.len());
+        for arg in &self.args {
+            h.str(arg);
+        }
+        count(&mut h, self.env.len());
+        for (k, v) in &self.env {
+            h.str(k).str(v);
+        }
+        count(&mut h, self.inputs.len());
+        for i in &self.inputs {
+            h.str(&i.path)
+                .digest(&i.digest)
+                .field(&i.mode.to_le_bytes());
+        }
+        count(&mut h, self.outputs.len());
+        for o in &self.outputs {
+            h.str(o);
+        }
+        h.finish()
     }
 
     pub fn validate(&self) -> Result<(), ProtocolError> {
@@ -172,13 +249,18 @@ impl JobEvent {
             JobEvent::Artifact { name, .. } => vec![name],
             _ => vec![],
         };
-        if let Some(bad) = names.into_iter().find(|name| !is_plain_name(name)) {
-            return Err(ProtocolError::Invalid {
-                field: "outputs",
-                why: format!("{bad:?} is not a plain file name"),
-            });
-        }
+        plain_names(names.into_iter())?;
         Ok(event)
+    }
+}
+
+fn plain_names<'a>(mut names: impl Iterator<Item = &'a String>) -> Result<(), ProtocolError> {
+    match names.find(|name| !is_plain_name(name)) {
+        Some(bad) => Err(ProtocolError::Invalid {
+            field: "outputs",
+            why: format!("{bad:?} is not a plain file name"),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -238,6 +320,49 @@ mod tests {
             compile_ms: 5,
         };
         assert_eq!(JobEvent::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn identical_jobs_share_a_dedup_key() {
+        let a = job();
+        let mut b = job();
+        b.job_id = "f".repeat(32);
+        b.reply_subject = "jetcc.reply.other.x".into();
+        b.deadline_unix_ms = 99;
+        assert_eq!(
+            a.dedup_key(),
+            b.dedup_key(),
+            "id, reply and deadline do not count"
+        );
+        type Mutation = fn(&mut JobRequest);
+        let changes: [Mutation; 5] = [
+            |j| j.args.push("-O".into()),
+            |j| j.env[0].1 = "other".into(),
+            |j| j.inputs[0].digest = Digest::of_bytes(b"fn b() {}"),
+            |j| j.cwd = "/home/b/p".into(),
+            |j| j.toolchain = Digest::of_bytes(b"rustc 1.96"),
+        ];
+        for change in changes {
+            let mut c = job();
+            change(&mut c);
+            assert_ne!(a.dedup_key(), c.dedup_key(), "{c:?}");
+        }
+        let state = JobState::Done {
+            exit_code: 0,
+            stdout: vec![],
+            stderr: b"line\n".to_vec(),
+            outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(b"x"))],
+            compile_ms: 3,
+        };
+        assert_eq!(JobState::decode(&state.encode()).unwrap(), state);
+        let evil = JobState::Done {
+            exit_code: 0,
+            stdout: vec![],
+            stderr: vec![],
+            outputs: vec![("../../x".into(), Digest::of_bytes(b"x"))],
+            compile_ms: 3,
+        };
+        assert!(JobState::decode(&evil.encode()).is_err());
     }
 
     #[test]
