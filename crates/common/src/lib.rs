@@ -1,4 +1,4 @@
-//! jetcc's shared library: everything the wrapper, and later the worker and monitor, agree on.
+//! jetcc's shared library: everything the wrapper, the worker and (later) the monitor agree on.
 //!
 //! - [`args`]: a typed model of rustc's command line ([`args::RustcInvocation`]).
 //! - [`classify`]: the one decision whether an invocation is cached, and what it writes.

@@ -132,6 +132,20 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
     for (k, v) in &s.not_stored {
         row(&format!("  {k}"), v.to_string());
     }
+    if config.dist.is_some() || s.remote_compiles > 0 || !s.remote_skipped.is_empty() {
+        row(
+            "Hits from the farm's shared cache",
+            s.shared_hits.to_string(),
+        );
+        row("Compiled on the farm", s.remote_compiles.to_string());
+        row(
+            "Not sent to the farm (compiled here)",
+            s.remote_skipped.values().sum::<u64>().to_string(),
+        );
+        for (k, v) in &s.remote_skipped {
+            row(&format!("  {k}"), v.to_string());
+        }
+    }
     row("Bytes restored from cache", human(s.bytes_restored));
     row("Bytes stored in cache", human(s.bytes_stored));
     row(

@@ -25,6 +25,7 @@ use jetcc_common::result::CacheEntry;
 use jetcc_common::{fsutil, Digest};
 
 use crate::compile::Compiled;
+use crate::placement::{overhead_prior, Placement};
 
 /// Why a compile did not go to the farm (it then runs locally). `kind` names it in stats.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,12 @@ pub enum Skip {
     Farm(#[from] FarmError),
     #[error("no live worker has this toolchain")]
     NoWorker,
+    /// Sending costs more than waiting for a local slot (see [`crate::placement`]).
+    #[error("the farm is slower than a local slot right now")]
+    Slow,
+    /// A local slot freed up before any worker started the job.
+    #[error("a local slot was free before a worker started the job")]
+    LocalFirst,
     #[error("the dep-info pre-pass failed: {0}")]
     PrePass(String),
     #[error("no worker took the job within {0:?}")]
@@ -56,7 +63,7 @@ impl Skip {
     pub fn is_farm_failure(&self) -> bool {
         !matches!(
             self,
-            Skip::PrePass(_) | Skip::Local(_) | Skip::Failed { .. }
+            Skip::PrePass(_) | Skip::Local(_) | Skip::Failed { .. } | Skip::Slow | Skip::LocalFirst
         )
     }
 
@@ -64,6 +71,8 @@ impl Skip {
         match self {
             Skip::Farm(e) => e.kind.name(),
             Skip::NoWorker => "farm-no-worker",
+            Skip::Slow => "farm-slow",
+            Skip::LocalFirst => "farm-local-first",
             Skip::PrePass(_) => "farm-prepass",
             Skip::NotStarted(_) => "farm-not-started",
             Skip::Refused(_) => "farm-refused",
@@ -88,6 +97,8 @@ pub struct Remote<'a> {
     pub toolchain: &'a Digest,
     pub host: &'a str,
     pub files: &'a mut FileDigests,
+    /// Whether sending is worth it, and whether a local slot frees up first.
+    pub placement: &'a Placement,
 }
 
 /// A connection to the farm for one wrapper process, opened on its first miss.
@@ -149,8 +160,13 @@ impl Session {
 async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Duration), Skip> {
     let start = Instant::now();
     let farm = &res.farm;
-    if !res.toolchain_served(r.toolchain).await? {
+    let Some(worker) = res.serving_worker(r.toolchain).await? else {
         return Err(Skip::NoWorker);
+    };
+    // That read was one round trip of ours; the worker's is in its heartbeat.
+    let prior = overhead_prior(Duration::from_micros(worker.rtt_us), start.elapsed());
+    if !r.placement.farm_is_worth_it(prior) {
+        return Err(Skip::Slow);
     }
     let (read, env_deps) = prepass(&r)?;
     let mut inputs = Vec::with_capacity(read.len());
@@ -211,12 +227,26 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
     let mut stderr_all = Vec::new();
     let mut diagnostics = Vec::new();
     let mut stderr = std::io::stderr();
+    let queued = Instant::now();
     loop {
-        let wait = if started { job_timeout } else { start_wait };
-        let event = match sub.next(wait).await? {
-            Some(e) => e,
-            None if started => return Err(Skip::Timeout(job_timeout)),
-            None => return Err(Skip::NotStarted(start_wait)),
+        let event = if started {
+            sub.next(job_timeout)
+                .await?
+                .ok_or(Skip::Timeout(job_timeout))?
+        } else {
+            // Queued: a local slot that frees up first takes the job back (its worker then
+            // finds nobody waiting and drops it unrun).
+            loop {
+                if let Some(e) = sub.next(LOCAL_CHECK_EVERY).await? {
+                    break e;
+                }
+                if r.placement.local_free() {
+                    return Err(Skip::LocalFirst);
+                }
+                if queued.elapsed() > start_wait {
+                    return Err(Skip::NotStarted(start_wait));
+                }
+            }
         };
         match event {
             JobEvent::Started { worker } => {
@@ -284,6 +314,9 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
 fn start_wait(dist: &DistConfig) -> Duration {
     Duration::from_millis(dist.start_timeout_ms) + Duration::from_millis(500)
 }
+
+/// How often a queued job's client checks for a free local slot.
+const LOCAL_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// How often a client following an identical job reads its state.
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);

@@ -11,6 +11,11 @@
 //!   goes to the farm only if that overhead is below the wait for a local slot (the average
 //!   local compile over the number of slots). A slow or distant farm is thus skipped, not only
 //!   a dead one; one job in [`PROBE_EVERY`] still goes, so a farm that recovers is noticed.
+//! - **Before the first remote compile** the overhead is guessed from round trips
+//!   ([`overhead_prior`]): the worker's to the server (in its heartbeat) and ours, so a first
+//!   contact with a distant farm does not put a slow job on the build's critical path.
+//! - **A queued job is taken back** when a local slot frees up before any worker started it
+//!   ([`Placement::local_free`]): an overloaded farm costs no more than waiting for a slot.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,18 @@ use jetcc_common::fsutil::{with_lock, write_atomic};
 pub const PROBE_EVERY: u64 = 16;
 /// Weight of the newest sample in the running averages.
 const ALPHA: f64 = 0.3;
+/// A local compile's duration until one has been measured.
+const DEFAULT_LOCAL_COMPILE_MS: f64 = 500.0;
+
+/// What a remote compile is guessed to add before one has been measured: the round trips
+/// it makes. A worker gets the job, asks whether its client still waits, fetches inputs
+/// (metadata, then chunks) and puts outputs (chunks, then metadata), and reports done: about
+/// six of its own round trips. The client publishes, checks for and uploads missing inputs
+/// and fetches outputs: about four of its own. Costs that do not grow with distance are left
+/// to the measured average.
+pub fn overhead_prior(worker_rtt: Duration, client_rtt: Duration) -> f64 {
+    (6.0 * worker_rtt.as_secs_f64() + 4.0 * client_rtt.as_secs_f64()) * 1000.0
+}
 
 /// A held local compile slot (an flock on `slots/<i>`), released on drop.
 pub struct Slot(#[allow(dead_code)] File);
@@ -89,18 +106,20 @@ impl Placement {
             })
     }
 
-    /// Whether an overflow job (no local slot free) should go to the farm.
-    pub fn farm_is_worth_it(&self) -> bool {
+    /// A local slot is free now (it is not kept: the caller takes one with [`Placement::slot`]).
+    pub fn local_free(&self) -> bool {
+        self.try_slot().is_some()
+    }
+
+    /// Whether an overflow job (no local slot free) should go to the farm: its overhead (the
+    /// measured average, else `prior_ms`) is below the wait for a local slot.
+    pub fn farm_is_worth_it(&self, prior_ms: f64) -> bool {
         let mut go = true;
         let _ = self.update(|p| {
             p.decisions += 1;
-            go = match (p.remote_overhead_ms, p.local_compile_ms) {
-                (Some(overhead), Some(local)) => {
-                    overhead <= local / self.slots.max(1) as f64 || p.decisions % PROBE_EVERY == 0
-                }
-                // No numbers yet: try the farm and learn.
-                _ => true,
-            };
+            let overhead = p.remote_overhead_ms.unwrap_or(prior_ms);
+            let local = p.local_compile_ms.unwrap_or(DEFAULT_LOCAL_COMPILE_MS);
+            go = overhead <= local / self.slots.max(1) as f64 || p.decisions % PROBE_EVERY == 0;
         });
         go
     }
@@ -161,16 +180,37 @@ mod tests {
     fn a_slow_farm_is_skipped_but_probed() {
         let dir = tempfile::tempdir().unwrap();
         let p = Placement::new(dir.path(), 2);
-        assert!(p.farm_is_worth_it(), "no numbers: try it");
+        let near = overhead_prior(Duration::from_micros(100), Duration::from_micros(100));
+        assert!(p.farm_is_worth_it(near), "no numbers, a near farm: try it");
         p.record_local(Duration::from_millis(400));
         p.record_remote(Duration::from_millis(450), Duration::from_millis(400));
-        assert!(p.farm_is_worth_it(), "50 ms overhead < 200 ms wait");
+        assert!(p.farm_is_worth_it(near), "50 ms overhead < 200 ms wait");
         for _ in 0..10 {
             p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
         }
         let sent = (0..PROBE_EVERY * 2)
-            .filter(|_| p.farm_is_worth_it())
+            .filter(|_| p.farm_is_worth_it(near))
             .count();
         assert_eq!(sent, 2, "only the probes go to a slow farm");
+    }
+
+    #[test]
+    fn a_distant_farm_is_skipped_before_the_first_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::new(dir.path(), 2);
+        // A worker 400 ms away: six of its round trips dwarf a local slot's wait.
+        let far = overhead_prior(Duration::from_millis(400), Duration::from_micros(100));
+        assert!(far > 2000.0, "{far}");
+        let sent = (0..PROBE_EVERY - 1)
+            .filter(|_| p.farm_is_worth_it(far))
+            .count();
+        assert_eq!(sent, 0, "not sent until the probe");
+        assert!(p.farm_is_worth_it(far), "the probe goes");
+        let p = Placement::new(dir.path(), 2);
+        let _ = p.local_free();
+        let held = (p.try_slot(), p.try_slot());
+        assert!(!p.local_free(), "both slots held");
+        drop(held);
+        assert!(p.local_free(), "free again");
     }
 }

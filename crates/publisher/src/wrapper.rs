@@ -298,9 +298,7 @@ impl Job {
         let placement = self.placement();
         let mut slot = placement.as_ref().and_then(Placement::try_slot);
         let remote = match &placement {
-            Some(pl) if slot.is_none() && self.distributable() && pl.farm_is_worth_it() => {
-                self.try_remote(&words, pl)
-            }
+            Some(pl) if slot.is_none() && self.distributable() => self.try_remote(&words, pl),
             _ => None,
         };
         if remote.is_none() && slot.is_none() {
@@ -478,6 +476,7 @@ impl Job {
             toolchain: &self.toolchain,
             host: &host,
             files: &mut self.files,
+            placement,
         });
         self.session = Some(Some(session));
         let breaker = self.breaker();

@@ -118,7 +118,9 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
     let running = JobState::Running {
         worker: ctx.worker_id.clone(),
     };
-    let _ = ctx.res.put_job_state(&dedup, &running).await;
+    // Off the job's path: on a distant link this write is a round trip.
+    let (res, state) = (ctx.res.clone(), running.clone());
+    tokio::spawn(async move { res.put_job_state(&dedup, &state).await });
     let job_dir = ctx.jobs_dir.join(&job.job_id);
     let started = Instant::now();
     let result = {

@@ -99,7 +99,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     });
     let sem = Arc::new(Semaphore::new(slots));
     let counters = Arc::new(Counters::default());
-    let status = |free: usize| WorkerStatus {
+    let status = |free: usize, rtt: Duration| WorkerStatus {
         id: id.clone(),
         host: host.clone(),
         cores: cores as u32,
@@ -114,8 +114,9 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64,
+        rtt_us: rtt.as_micros() as u64,
     };
-    res.put_heartbeat(&status(slots)).await?;
+    let mut rtt = res.put_heartbeat(&status(slots, Duration::ZERO)).await?;
     tracing::info!(
         %id,
         slots,
@@ -141,8 +142,12 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
-                if let Err(e) = res.put_heartbeat(&status(sem.available_permits())).await {
-                    tracing::warn!("heartbeat failed: {e}");
+                match res
+                    .put_heartbeat(&status(sem.available_permits(), rtt))
+                    .await
+                {
+                    Ok(took) => rtt = took,
+                    Err(e) => tracing::warn!("heartbeat failed: {e}"),
                 }
             }
         }

@@ -26,18 +26,13 @@ pub struct Cas {
 }
 
 impl Cas {
-    pub(super) async fn open(farm: &Farm, store: ObjectStore) -> Result<Cas, FarmError> {
-        let bucket = farm.names.cas_bucket();
-        let stream = farm
-            .js
-            .get_stream(format!("OBJ_{bucket}"))
-            .await
-            .map_err(|e| FarmError::other("cannot open the CAS stream", e))?;
-        Ok(Cas {
+    /// The CAS over the object store and its underlying stream (read by direct gets).
+    pub(super) fn new(farm: &Farm, store: ObjectStore, stream: Stream) -> Cas {
+        Cas {
             store,
             stream,
-            bucket,
-        })
+            bucket: farm.names.cas_bucket(),
+        }
     }
 
     fn name(digest: &Digest) -> String {

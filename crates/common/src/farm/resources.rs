@@ -86,11 +86,15 @@ impl Farm {
                 ..Default::default()
             })
             .await?;
-        let cas = Cas::open(self, store).await?;
+        let cas_stream = self
+            .js
+            .get_stream(n.cas_stream())
+            .await
+            .map_err(|e| FarmError::other("cannot open the CAS stream", e))?;
         Ok(Resources {
             farm: self.clone(),
             jobs,
-            cas,
+            cas: Cas::new(self, store, cas_stream),
             ac,
             workers,
         })
@@ -108,7 +112,15 @@ impl Farm {
                 ),
             )
         };
-        let jobs = match self.js.get_stream(n.jobs_stream()).await {
+        // Five independent lookups, each a round trip: all at once.
+        let (jobs, store, cas_stream, ac, workers) = tokio::join!(
+            self.js.get_stream(n.jobs_stream()),
+            self.js.get_object_store(n.cas_bucket()),
+            self.js.get_stream(n.cas_stream()),
+            self.js.get_key_value(n.ac_bucket()),
+            self.js.get_key_value(n.workers_bucket()),
+        );
+        let jobs = match jobs {
             Ok(jobs) => jobs,
             // Tell a server without JetStream (or too old) from a farm never set up; the
             // check costs a round trip, so only here.
@@ -117,26 +129,14 @@ impl Farm {
                 return Err(not_set_up("jobs stream", &e));
             }
         };
-        let store = self
-            .js
-            .get_object_store(n.cas_bucket())
-            .await
-            .map_err(|e| not_set_up("CAS bucket", &e))?;
-        let ac = self
-            .js
-            .get_key_value(n.ac_bucket())
-            .await
-            .map_err(|e| not_set_up("result bucket", &e))?;
-        let workers = self
-            .js
-            .get_key_value(n.workers_bucket())
-            .await
-            .map_err(|e| not_set_up("workers bucket", &e))?;
-        let cas = Cas::open(self, store).await?;
+        let store = store.map_err(|e| not_set_up("CAS bucket", &e))?;
+        let cas_stream = cas_stream.map_err(|e| not_set_up("CAS stream", &e))?;
+        let ac = ac.map_err(|e| not_set_up("result bucket", &e))?;
+        let workers = workers.map_err(|e| not_set_up("workers bucket", &e))?;
         Ok(Resources {
             farm: self.clone(),
             jobs,
-            cas,
+            cas: Cas::new(self, store, cas_stream),
             ac,
             workers,
         })
@@ -215,17 +215,21 @@ impl Resources {
     }
 
     /// Publishes a worker's heartbeat, and marks its toolchains as served. The toolchain
-    /// keys go first: a worker that is listed has its toolchains announced.
-    pub async fn put_heartbeat(&self, status: &WorkerStatus) -> Result<(), FarmError> {
+    /// keys go first: a worker that is listed has its toolchains announced. Returns the
+    /// round trip of one write.
+    pub async fn put_heartbeat(&self, status: &WorkerStatus) -> Result<Duration, FarmError> {
         let bytes = Bytes::from(status.encode());
         let keys = status.toolchains.iter().map(WorkerStatus::toolchain_key);
+        let mut rtt = None;
         for key in keys.chain([WorkerStatus::key(&status.id)]) {
+            let start = std::time::Instant::now();
             self.workers
                 .put(key, bytes.clone())
                 .await
                 .map_err(|e| FarmError::other("cannot write the heartbeat", e))?;
+            rtt.get_or_insert(start.elapsed());
         }
-        Ok(())
+        Ok(rtt.unwrap_or_default())
     }
 
     pub async fn remove_heartbeat(&self, id: &str) {
@@ -255,8 +259,12 @@ impl Resources {
             .map_err(|e| FarmError::new(FarmErrorKind::Corrupt, format!("job state: {e}")))
     }
 
-    /// Whether a live worker serves `toolchain`: one direct get, no consumer.
-    pub async fn toolchain_served(&self, toolchain: &Digest) -> Result<bool, FarmError> {
+    /// A live worker that serves `toolchain` (the latest to say so), if any: one direct
+    /// get, no consumer.
+    pub async fn serving_worker(
+        &self,
+        toolchain: &Digest,
+    ) -> Result<Option<WorkerStatus>, FarmError> {
         let entry = self
             .workers
             .get(WorkerStatus::toolchain_key(toolchain))
@@ -264,7 +272,7 @@ impl Resources {
             .map_err(|e| FarmError::other("cannot read heartbeats", e))?;
         Ok(entry
             .and_then(|b| WorkerStatus::decode(&b).ok())
-            .is_some_and(|s| s.is_fresh(SystemTime::now())))
+            .filter(|s| s.is_fresh(SystemTime::now())))
     }
 
     /// Every live worker's latest heartbeat.

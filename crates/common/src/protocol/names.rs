@@ -74,6 +74,11 @@ impl Names {
         format!("{}-cas", self.prefix)
     }
 
+    /// The stream under the CAS bucket (the object store's naming), read by direct gets.
+    pub fn cas_stream(&self) -> String {
+        format!("OBJ_{}", self.cas_bucket())
+    }
+
     /// KV of result entries and manifests.
     pub fn ac_bucket(&self) -> String {
         format!("{}-ac", self.prefix)

@@ -25,6 +25,10 @@ pub struct WorkerStatus {
     pub jobs_failed: u64,
     pub version: String,
     pub unix_ms: u64,
+    /// The round trip of its last heartbeat write, in µs: how far it is from the server,
+    /// which clients use to guess what a job there costs before they have sent one.
+    #[serde(default)]
+    pub rtt_us: u64,
 }
 
 impl WorkerStatus {
