@@ -139,7 +139,7 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         );
         row("Compiled on the farm", s.remote_compiles.to_string());
         row(
-            "Not sent to the farm (compiled here)",
+            "Not sent to the farm",
             s.remote_skipped.values().sum::<u64>().to_string(),
         );
         for (k, v) in &s.remote_skipped {
