@@ -209,7 +209,8 @@ def workload(args, tmp):
             farm = None
             if kind == "farm":
                 farm = Farm(tmp, 2, 1)
-                env["JETCC_NATS_URL"] = farm.url
+                env.update(JETCC_NATS_URL=farm.url, JETCC_LOG="info",
+                           JETCC_LOG_FILE=str(tmp / f"wl-{rep}.log"))
                 cmd += ["-j", "4"]
             try:
                 times[kind].append(timed(cmd, env, project))
@@ -218,6 +219,11 @@ def workload(args, tmp):
                     farm.stop()
             if kind == "farm":
                 remote.append(remote_count(cache))
+                # Why a unit the farm took came back to compile here (e.g. a sandbox refusal).
+                log = tmp / f"wl-{rep}.log"
+                for line in (log.read_text().splitlines() if log.exists() else []):
+                    if "compiling locally" in line and "slower" not in line and "local slot" not in line:
+                        print("  " + line.strip()[-300:])
     ratios = [f / l for f, l in zip(times["farm"], times["local"])]
     print(f"workload: cold builds of {Path(args.workload).name}, {args.reps} reps")
     print(f"  jetcc local-only (-j 2)                   {statistics.median(times['local']):7.2f} s")

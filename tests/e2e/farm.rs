@@ -61,7 +61,7 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
 }
 
 /// Waits until `cond` holds, up to `secs`.
-fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
         assert!(

@@ -20,22 +20,29 @@ pub fn real_rustc() -> std::path::PathBuf {
     std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin/rustc")
 }
 
+/// The identity and host triple of the real rustc (what a job must name), memoized in `memo`.
+pub fn real_toolchain(memo: &std::path::Path) -> (Digest, String) {
+    let rustc = real_rustc();
+    let tc = toolchain::identity(&rustc, memo).unwrap();
+    (tc, toolchain::host_triple(&rustc, memo).unwrap())
+}
+
+/// A runtime for talking to the farm directly, as a client would.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
     let p = Project::fixture("fixture");
     let root = p.dir.parent().unwrap().to_path_buf();
     let nats = Nats::start(&root.join("nats"));
     let mut w = Worker::start(&nats.url(), &root.join("w"), 1);
-    let memo = root.join("memo");
-    let rustc = real_rustc();
-    let tc = toolchain::identity(&rustc, &memo).unwrap();
-    let host = toolchain::host_triple(&rustc, &memo).unwrap();
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    let (tc, host) = real_toolchain(&root.join("memo"));
+    runtime().block_on(async {
         let farm = Farm::connect(&DistConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
             .await
             .unwrap();

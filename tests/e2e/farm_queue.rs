@@ -4,30 +4,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::DistConfig;
 use jetcc_common::farm::{Farm, Lifetime};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
-use jetcc_common::{toolchain, Digest};
+use jetcc_common::Digest;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
-use crate::farm::farm_build;
-use crate::farm_hostile::real_rustc;
-
-fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::farm::{farm_build, wait_until};
+use crate::farm_hostile::{real_rustc, real_toolchain, runtime};
 
 /// The library compile cargo would run for the crate in `dir`, through jetcc with the farm,
 /// logging to `<cache>/log`.
@@ -176,16 +165,9 @@ fn a_late_job_is_dropped_unrun_and_a_compile_error_is_answered_once() {
     let root = tmp.path();
     let nats = Nats::start(&root.join("nats"));
     let w = Worker::start(&nats.url(), &root.join("w"), 1);
-    let rustc = real_rustc();
-    let memo = root.join("memo");
-    let tc = toolchain::identity(&rustc, &memo).unwrap();
-    let host = toolchain::host_triple(&rustc, &memo).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (tc, host) = real_toolchain(&root.join("memo"));
     let bad: &[u8] = b"pub fn f() -> u32 { \"not a number\" }\n";
-    rt.block_on(async {
+    runtime().block_on(async {
         let farm = Farm::connect(&DistConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
             .await
             .unwrap();

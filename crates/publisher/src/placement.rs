@@ -114,6 +114,9 @@ impl Placement {
     /// Whether an overflow job (no local slot free) should go to the farm: its overhead (the
     /// measured average, else `prior_ms`) is below the wait for a local slot.
     pub fn farm_is_worth_it(&self, prior_ms: f64) -> bool {
+        if self.slots == 0 {
+            return true; // a thin client: there is no local slot to wait for
+        }
         let mut go = true;
         let _ = self.update(|p| {
             p.decisions += 1;
