@@ -20,7 +20,11 @@ with an empty dir, so the shared cache never hits and the worker never has an in
 restarts are not timed. Variants alternate order over repetitions; ratios are paired (each
 farm build over the no-farm build of the same -j in the same repetition), then the median.
 
-    bench/slow_farm.py [--reps N] [--delay-ms MS] [--keep]
+    bench/slow_farm.py [--reps N] [--delay-ms MS] [--busy] [--keep]
+
+With --busy the farm is overloaded instead of distant: no delay, and the worker's one slot is
+taken by a long compile from another client (started before each farm build, killed after),
+so the build's jobs can only queue behind it.
 
 Needs nats-server on PATH and target/release/{jetcc,jetcc-worker} (built if missing).
 """
@@ -224,6 +228,27 @@ class Farm:
         self.nats_log.close()
 
 
+def hog_crate(path, fns=4000):
+    """A library that takes rustc many seconds: what keeps the busy worker busy."""
+    (path / "out").mkdir(parents=True, exist_ok=True)
+    body = "".join(f"#[inline(never)] pub fn f{i}(x: u64) -> u64 {{ (0..x % 7 + {i % 13}).map(|y| y * {i} + x).sum::<u64>() ^ {i} }}\n"
+                   for i in range(fns))
+    (path / "lib.rs").write_text(body)
+
+
+def start_hog(jetcc, path, env, n):
+    """A remote compile of the hog crate, as another client would send it."""
+    rustc = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True).stdout.strip() + "/bin/rustc"
+    env = dict(env)
+    env.update(JETCC_DIR=str(path / f"cache{n}"), JETCC_DIST_LOCAL_SLOTS="0")
+    for k in ("RUSTC_WRAPPER", "JETCC_LOG", "JETCC_LOG_FILE"):
+        env.pop(k, None)
+    return subprocess.Popen([jetcc, rustc, "--crate-name", "hog", "--edition=2021", "lib.rs",
+                             "--crate-type", "lib", "--emit=link", "--out-dir", "out",
+                             "--cfg", f"hog{n}"],
+                            cwd=path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def build(project, env, jobs):
     subprocess.run(["cargo", "clean", "-q"], cwd=project, env=env, check=True)
     start = time.monotonic()
@@ -288,6 +313,8 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=200.0,
                     help="delay added to each direction of the worker's link (default 200)")
     ap.add_argument("--jetcc", default=str(REPO / "target/release/jetcc"))
+    ap.add_argument("--busy", action="store_true",
+                    help="an overloaded worker (its one slot busy) instead of a distant one")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) and print it")
     args = ap.parse_args()
     jetcc = Path(args.jetcc)
@@ -306,7 +333,12 @@ def main():
     (tmp / "empty.toml").write_text("")
     base.update(CARGO_INCREMENTAL="0", RUSTC_WRAPPER=str(jetcc), NO_COLOR="1",
                 JETCC_CONFIG=str(tmp / "empty.toml"))
-    farm = Farm(tmp, str(worker_bin), args.delay_ms / 1000.0)
+    if args.busy:
+        args.delay_ms = 0.0
+        hog = tmp / "hog"
+        hog_crate(hog)
+    farm = Farm(tmp, str(worker_bin), args.delay_ms / 1000.0, slots=1 if args.busy else 2)
+    hogs = iter(range(1, 10_000))
     prefixes = iter(f"slowfarm{i}" for i in range(1, 10_000))
 
     def run(kind, jobs, tag):
@@ -320,11 +352,22 @@ def main():
         else:
             cache = tmp / f"cache-{kind}-j{jobs}-{tag}"
         env["JETCC_DIR"] = str(cache)
+        hogging = None
         if kind != "nofarm":
             prefix = next(prefixes)
             farm.start_worker(prefix)  # not timed
             env.update(JETCC_NATS_URL=farm.url, JETCC_NATS_PREFIX=prefix)
+            if args.busy:
+                hogging = start_hog(str(jetcc), hog, env, next(hogs))
+                start = time.monotonic()
+                while "job started" not in farm.worker_log():
+                    if time.monotonic() - start > 60:
+                        sys.exit(f"the hog job did not start:\n{farm.worker_log()}")
+                    time.sleep(0.05)
         secs = build(project, env, jobs)
+        if hogging:
+            hogging.kill()
+            hogging.wait()
         st = stats(jetcc, cache)
         summary = summarize_log(log.read_text() if log.exists() else "")
         if kind != "nofarm":
@@ -353,7 +396,9 @@ def main():
             print(f"rep {rep + 1}/{args.reps}: " + ", ".join(
                 f"{k}-j{j} {results[(k, j)][-1][0]:.2f}s" for k, j in variants), flush=True)
 
-        print(f"\nfixture, worker link +{args.delay_ms:.0f} ms each way, medians over {args.reps} "
+        farm_kind = "worker busy with another client's long job" if args.busy else \
+            f"worker link +{args.delay_ms:.0f} ms each way"
+        print(f"\nfixture, {farm_kind}, medians over {args.reps} "
               f"repetitions (paired ratios to nofarm of the same -j); {time.monotonic() - t0:.0f} s in all")
         print(f"  {'variant':<12} {'wall':>8} {'farm/nofarm':>12}  {'remote':>6}  skipped (kind: count, all reps)")
         for kind, jobs in variants:

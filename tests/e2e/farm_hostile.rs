@@ -70,6 +70,7 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
                     size: good.len() as u64,
                     mode: 0o644,
                 }],
+                dirs: vec![],
                 out_dir: "/x/out".into(),
                 outputs: vec!["libhostile.rlib".into()],
             }

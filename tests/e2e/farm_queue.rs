@@ -152,6 +152,7 @@ fn job(
             size: source.len() as u64,
             mode: 0o644,
         }],
+        dirs: vec![],
         out_dir: "/q/out".into(),
         outputs: vec![format!("libq{n}.rlib")],
     };
@@ -276,4 +277,38 @@ fn a_server_without_jetstream_is_a_clear_error_and_builds_go_on() {
         "{}",
         built.log
     );
+}
+
+#[test]
+fn a_source_reached_through_a_directory_without_inputs_compiles_on_the_farm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let nats = Nats::start(&root.join("nats"));
+    let _w = Worker::start(&nats.url(), &root.join("w"), 1);
+    // As libc does: `#[path]` through `..`, from a directory that holds no source.
+    let dir = root.join("dotdot");
+    slow_crate(&dir, 1);
+    std::fs::create_dir_all(dir.join("src/empty/deeper")).unwrap();
+    std::fs::create_dir_all(dir.join("src/other")).unwrap();
+    std::fs::write(dir.join("src/other/m.rs"), "pub fn m() -> u32 { 7 }\n").unwrap();
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        "#[path = \"empty/deeper/../../other/m.rs\"]\npub mod m;\npub fn f() -> u32 { m::m() }\n",
+    )
+    .unwrap();
+    build_in(&dir, &Build::plain());
+    let want = artifacts(&dir.join("target"));
+    std::fs::remove_dir_all(dir.join("target")).unwrap();
+    let cache = root.join("cache");
+    let built = build_in(&dir, &farm_build(&cache, &nats));
+    assert!(built.ok(), "{}", built.stderr());
+    let s = stats(&cache);
+    assert_eq!(s["remote_compiles"], 1, "{s}\n{}", built.log);
+    assert_eq!(
+        s["remote_skipped"],
+        serde_json::json!({}),
+        "{s}\n{}",
+        built.log
+    );
+    assert_same_artifacts(&want, &artifacts(&dir.join("target")), "through the farm");
 }

@@ -168,7 +168,7 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
     if !r.placement.farm_is_worth_it(prior) {
         return Err(Skip::Slow);
     }
-    let (read, env_deps) = prepass(&r)?;
+    let (read, dirs, env_deps) = prepass(&r)?;
     let mut inputs = Vec::with_capacity(read.len());
     for path in read {
         let meta = std::fs::metadata(&path)
@@ -210,6 +210,10 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
         env,
         cwd: r.cwd.to_string_lossy().into_owned(),
         inputs,
+        dirs: dirs
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect(),
         out_dir: r.out_dir.to_string_lossy().into_owned(),
         outputs: r.outputs.to_vec(),
     };
@@ -404,8 +408,10 @@ fn first_error(diagnostics: &[u8]) -> String {
 /// Runs rustc's dep-info pass with `-Z binary-dep-depinfo`, which lists every file the
 /// compile reads: sources, and the rmeta/rlib/so of every crate it loads (transitive ones
 /// included, which cargo's `--extern`s do not name). The toolchain's own sysroot files are
-/// left out: the worker has the identical toolchain. Returns the files and the env-dep names.
-fn prepass(r: &Remote<'_>) -> Result<(Vec<PathBuf>, Vec<String>), Skip> {
+/// left out: the worker has the identical toolchain. Returns the files, the directories rustc
+/// walks through to reach them ([`walked_dirs`]) and the env-dep names.
+type PrePass = (Vec<PathBuf>, Vec<PathBuf>, Vec<String>);
+fn prepass(r: &Remote<'_>) -> Result<PrePass, Skip> {
     let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
     let mut args: Vec<String> = r
         .inv
@@ -429,12 +435,16 @@ fn prepass(r: &Remote<'_>) -> Result<(Vec<PathBuf>, Vec<String>), Skip> {
         return Err(Skip::PrePass(format!("rustc exited with {}", out.status)));
     }
     let dep = DepInfo::parse(&text.map_err(|e| Skip::PrePass(e.to_string()))?);
-    let mut files: Vec<PathBuf> = dep
+    let sources: Vec<PathBuf> = dep
         .sources
         .iter()
         .filter(|p| !p.contains("/lib/rustlib/"))
-        .map(|p| normalize(&r.cwd.join(p)))
+        .map(|p| r.cwd.join(p))
         .collect();
+    let mut dirs: Vec<PathBuf> = sources.iter().flat_map(|p| walked_dirs(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
     // Native static libraries a bundling rlib reads (not in dep-info).
     for sp in &r.inv.search_paths {
         if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
@@ -450,7 +460,22 @@ fn prepass(r: &Remote<'_>) -> Result<(Vec<PathBuf>, Vec<String>), Skip> {
     files.sort();
     files.dedup();
     let env_deps = dep.env_deps.into_iter().map(|(name, _)| name).collect();
-    Ok((files, env_deps))
+    Ok((files, dirs, env_deps))
+}
+
+/// The directories a path with `..` passes through before each `..` (`a/b/../c` → `a/b`),
+/// normalized: the kernel resolves `..` on the real tree, so they must exist where the job
+/// runs even when no input lies in them.
+fn walked_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut prefix = PathBuf::new();
+    for c in path.components() {
+        if c == std::path::Component::ParentDir {
+            dirs.push(normalize(&prefix));
+        }
+        prefix.push(c);
+    }
+    dirs
 }
 
 /// Resolves `.` and `..` lexically (`leaf/src/../data/x` → `leaf/data/x`): jobs carry only
@@ -580,4 +605,20 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_dotdot_name_the_dirs_they_walk_through() {
+        let p = Path::new("/r/src/nptl/bits/../../x86/nptl/bits/m.rs");
+        assert_eq!(normalize(p), Path::new("/r/src/x86/nptl/bits/m.rs"));
+        assert_eq!(
+            walked_dirs(p),
+            [Path::new("/r/src/nptl/bits"), Path::new("/r/src/nptl")]
+        );
+        assert!(walked_dirs(Path::new("/r/src/lib.rs")).is_empty());
+    }
 }

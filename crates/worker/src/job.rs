@@ -256,6 +256,10 @@ async fn run(
     std::fs::create_dir_all(&out_in_root).map_err(io("create the out-dir"))?;
     std::fs::create_dir_all(jail::inside(&root, Path::new(&job.cwd)))
         .map_err(io("create the cwd"))?;
+    for dir in &job.dirs {
+        std::fs::create_dir_all(jail::inside(&root, Path::new(dir)))
+            .map_err(io("create a directory on an input's path"))?;
+    }
     let mut readable = Vec::new();
     // Fetch the blobs this worker lacks concurrently: on a distant link each costs a round
     // trip.

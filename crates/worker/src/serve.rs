@@ -116,7 +116,9 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
             .as_millis() as u64,
         rtt_us: rtt.as_micros() as u64,
     };
+    // The first write measures the round trip the second one announces.
     let mut rtt = res.put_heartbeat(&status(slots, Duration::ZERO)).await?;
+    rtt = res.put_heartbeat(&status(slots, rtt)).await?;
     tracing::info!(
         %id,
         slots,

@@ -43,6 +43,9 @@ pub struct JobRequest {
     pub cwd: String,
     /// Every file rustc will read, by the client's absolute path.
     pub inputs: Vec<InputFile>,
+    /// Directories that must exist though they hold no input: rustc walks through them on
+    /// its way to one (libc's `#[path = "nptl/bits/../../x86/…"]` needs `nptl/bits`).
+    pub dirs: Vec<String>,
     /// The client's absolute out-dir, and the file names rustc will write there.
     pub out_dir: String,
     pub outputs: Vec<String>,
@@ -188,6 +191,10 @@ impl JobRequest {
                 .digest(&i.digest)
                 .field(&i.mode.to_le_bytes());
         }
+        count(&mut h, self.dirs.len());
+        for d in &self.dirs {
+            h.str(d);
+        }
         count(&mut h, self.outputs.len());
         for o in &self.outputs {
             h.str(o);
@@ -204,7 +211,10 @@ impl JobRequest {
             return Err(ProtocolError::Version(self.version));
         }
         super::names::JobId::parse(&self.job_id).map_err(|e| invalid("job_id", &e.to_string()))?;
-        if self.args.len() > MAX_ARGS || self.env.len() > MAX_ENV || self.inputs.len() > MAX_INPUTS
+        if self.args.len() > MAX_ARGS
+            || self.env.len() > MAX_ENV
+            || self.inputs.len() > MAX_INPUTS
+            || self.dirs.len() > MAX_INPUTS
         {
             return Err(invalid("args/env/inputs", "too many entries"));
         }
@@ -222,6 +232,9 @@ impl JobRequest {
         absolute_clean(&self.out_dir).map_err(|why| invalid("out_dir", &why))?;
         for input in &self.inputs {
             absolute_clean(&input.path).map_err(|why| invalid("inputs", &why))?;
+        }
+        for dir in &self.dirs {
+            absolute_clean(dir).map_err(|why| invalid("dirs", &why))?;
         }
         if let Some(bad) = self.outputs.iter().find(|o| !is_plain_name(o)) {
             return Err(invalid(
@@ -304,6 +317,7 @@ mod tests {
                 size: 9,
                 mode: 0o644,
             }],
+            dirs: vec!["/home/a/p/src/gen".into()],
             out_dir: "/home/a/p/target/debug/deps".into(),
             outputs: vec!["libleaf-1.rlib".into(), "libleaf-1.rmeta".into()],
         }
@@ -378,6 +392,7 @@ mod tests {
             (|j| j.outputs.push("/etc/passwd".into()), "outputs"),
             (|j| j.out_dir = "/t/./x".into(), "out_dir"),
             (|j| j.cwd = "cwd".into(), "cwd"),
+            (|j| j.dirs.push("/home/a/../../etc".into()), "dirs"),
             (|j| j.job_id = "x".into(), "job_id"),
             (|j| j.args.push("a\0b".into()), "args/env"),
         ];

@@ -9,4 +9,4 @@ pub mod names;
 pub mod worker;
 
 /// Bumped on any incompatible change of a wire type; a peer refuses other versions.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
