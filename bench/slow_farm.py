@@ -24,7 +24,8 @@ farm build over the no-farm build of the same -j in the same repetition), then t
 
 With --busy the farm is overloaded instead of distant: no delay, and the worker's one slot is
 taken by a long compile from another client (started before each farm build, killed after),
-so the build's jobs can only queue behind it.
+so the build's jobs can only queue behind it. The worker shares this machine's cores, so the
+no-farm builds run beside the same compile (plain rustc) to carry the same load.
 
 Needs nats-server on PATH and target/release/{jetcc,jetcc-worker} (built if missing).
 """
@@ -237,14 +238,16 @@ def hog_crate(path, fns=4000):
 
 
 def start_hog(jetcc, path, env, n):
-    """A remote compile of the hog crate, as another client would send it."""
+    """A remote compile of the hog crate, as another client would send it (`jetcc` None:
+    the same compile with plain rustc, for the load alone)."""
     rustc = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True).stdout.strip() + "/bin/rustc"
     env = dict(env)
     env.update(JETCC_DIR=str(path / f"cache{n}"), JETCC_DIST_LOCAL_SLOTS="0")
     for k in ("RUSTC_WRAPPER", "JETCC_LOG", "JETCC_LOG_FILE"):
         env.pop(k, None)
-    return subprocess.Popen([jetcc, rustc, "--crate-name", "hog", "--edition=2021", "lib.rs",
-                             "--crate-type", "lib", "--emit=link", "--out-dir", "out",
+    wrapper = [jetcc] if jetcc else []
+    return subprocess.Popen(wrapper + [rustc, "--crate-name", "hog", "--edition=2021", "lib.rs",
+                             "--crate-type", "lib", "--emit=dep-info,metadata,link", "--out-dir", "out",
                              "--cfg", f"hog{n}"],
                             cwd=path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -353,6 +356,9 @@ def main():
             cache = tmp / f"cache-{kind}-j{jobs}-{tag}"
         env["JETCC_DIR"] = str(cache)
         hogging = None
+        if args.busy and kind == "nofarm":
+            hogging = start_hog(None, hog, env, next(hogs))
+            time.sleep(1.0)  # about when a farm build starts after its hog's pre-pass
         if kind != "nofarm":
             prefix = next(prefixes)
             farm.start_worker(prefix)  # not timed
