@@ -157,7 +157,7 @@ impl Session {
     }
 }
 
-async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Duration), Skip> {
+async fn compile_async(res: &Resources, mut r: Remote<'_>) -> Result<(Compiled, Duration), Skip> {
     let start = Instant::now();
     let farm = &res.farm;
     let Some(worker) = res.serving_worker(r.toolchain).await? else {
@@ -261,13 +261,7 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
             // (below), and its diagnostics must not be shown twice.
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
             JobEvent::Artifact { name, digest, line } => {
-                if !r.outputs.contains(&name) {
-                    return Err(Skip::Refused(format!(
-                        "the worker sent an unexpected file {name:?}"
-                    )));
-                }
-                fetch(res, &digest, &r.out_dir.join(&name)).await?;
-                r.files.remember_written(&r.out_dir.join(&name), digest);
+                take_output(res, &mut r, &name, &digest).await?;
                 let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
                 stderr_all.extend_from_slice(&line);
             }
@@ -283,14 +277,8 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
                         first_error: first_error(&diagnostics),
                     });
                 }
-                if let Some((name, _)) = outputs.iter().find(|(n, _)| !r.outputs.contains(n)) {
-                    return Err(Skip::Refused(format!(
-                        "the worker sent an unexpected file {name:?}"
-                    )));
-                }
                 for (name, digest) in &outputs {
-                    fetch(res, digest, &r.out_dir.join(name)).await?;
-                    r.files.remember_written(&r.out_dir.join(name), *digest);
+                    take_output(res, &mut r, name, digest).await?;
                 }
                 let _ = stderr.write_all(&diagnostics).and_then(|_| stderr.flush());
                 stderr_all.extend_from_slice(&diagnostics);
@@ -314,6 +302,25 @@ async fn compile_async(res: &Resources, r: Remote<'_>) -> Result<(Compiled, Dura
     }
 }
 
+/// Writes one output a worker reported (fetched and verified) into the out-dir; a name this
+/// compile does not write is refused.
+async fn take_output(
+    res: &Resources,
+    r: &mut Remote<'_>,
+    name: &str,
+    digest: &Digest,
+) -> Result<(), Skip> {
+    if !r.outputs.iter().any(|o| o == name) {
+        return Err(Skip::Refused(format!(
+            "the worker sent an unexpected file {name:?}"
+        )));
+    }
+    let dest = r.out_dir.join(name);
+    fetch(res, digest, &dest).await?;
+    r.files.remember_written(&dest, *digest);
+    Ok(())
+}
+
 /// How long a job may wait in the queue before the client compiles locally.
 fn start_wait(dist: &DistConfig) -> Duration {
     Duration::from_millis(dist.start_timeout_ms) + Duration::from_millis(500)
@@ -330,7 +337,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 /// rmeta arrives with the rest, not early: followers are rare (two builds of one commit).
 async fn follow_identical(
     res: &Resources,
-    r: Remote<'_>,
+    mut r: Remote<'_>,
     dedup: &Digest,
     start: Instant,
 ) -> Result<(Compiled, Duration), Skip> {
@@ -360,13 +367,7 @@ async fn follow_identical(
                     });
                 }
                 for (name, digest) in &outputs {
-                    if !r.outputs.contains(name) {
-                        return Err(Skip::Refused(format!(
-                            "the worker sent an unexpected file {name:?}"
-                        )));
-                    }
-                    fetch(res, digest, &r.out_dir.join(name)).await?;
-                    r.files.remember_written(&r.out_dir.join(name), *digest);
+                    take_output(res, &mut r, name, digest).await?;
                 }
                 let _ = std::io::stderr().write_all(&stderr);
                 let _ = std::io::stdout().write_all(&stdout);
