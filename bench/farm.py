@@ -14,6 +14,10 @@
   jetcc with a farm of two workers (one slot each, `-j 4`, default local slots = cores).
   Workers and client share this machine's cores, so this shows overhead, not speed-up.
 
+- tier: cold builds of the workload, jetcc local-only vs jetcc writing every result to the
+  farm's shared cache (NATS reachable, one idle worker; cargo's default -j keeps every compile
+  local): what the uploads cost a cold build.
+
 Order alternates over repetitions; ratios are medians of paired ratios.
 """
 import argparse
@@ -233,10 +237,43 @@ def workload(args, tmp):
     print("  (workers and client share this machine's 2 cores: overhead, not speed-up)")
 
 
+def tier(args, tmp):
+    project = tmp / "tier"
+    shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
+    subprocess.run(["cargo", "fetch", "-q"], cwd=project, check=True)
+    times = {"local": [], "tier": []}
+    writes = []
+    for rep in range(args.reps):
+        for kind in (["local", "tier"] if rep % 2 == 0 else ["tier", "local"]):
+            shutil.rmtree(project / "target", ignore_errors=True)
+            cache = tmp / f"tier-{kind}-{rep}"
+            env = {**clean_env(), "RUSTC_WRAPPER": str(JETCC), "JETCC_DIR": str(cache)}
+            farm = None
+            if kind == "tier":  # an empty shared cache each time (not timed)
+                farm = Farm(tmp, 1, 1)
+                env["JETCC_NATS_URL"] = farm.url
+            try:
+                times[kind].append(timed(["cargo", "build", "-q"], env, project))
+            finally:
+                if farm:
+                    farm.stop()
+            if kind == "tier":
+                out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
+                                     text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
+                s = json.loads(out.stdout)
+                writes.append((s.get("shared_writes", 0), s.get("remote_compiles", 0)))
+    ratios = [t / l for t, l in zip(times["tier"], times["local"])]
+    print(f"tier: cold builds of {Path(args.workload).name}, {args.reps} reps")
+    print(f"  jetcc local-only                       {statistics.median(times['local']):7.2f} s")
+    print(f"  jetcc writing to the JetStream tier    {statistics.median(times['tier']):7.2f} s   "
+          f"{statistics.median(ratios):.3f} x local-only")
+    print(f"  (shared writes, remote compiles) per build: {writes}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", default="overhead,dispatch,workload")
+    ap.add_argument("--only", default="overhead,dispatch,workload,tier")
     ap.add_argument("--workload", default=str(REPO.parent / "shared/bench/workload"))
     args = ap.parse_args()
     if not shutil.which("nats-server"):
@@ -245,7 +282,8 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="jetcc-farm-bench-"))
     try:
         for what in args.only.split(","):
-            {"overhead": overhead, "dispatch": dispatch, "workload": workload}[what](args, tmp)
+            {"overhead": overhead, "dispatch": dispatch, "workload": workload,
+             "tier": tier}[what](args, tmp)
             print()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

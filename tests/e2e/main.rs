@@ -8,4 +8,5 @@ mod farm_queue;
 mod mutations;
 mod robustness;
 mod sandbox_probes;
+mod shared;
 mod streaming;

@@ -21,6 +21,9 @@ pub struct Config {
     pub cache_incremental: bool,
     /// The farm (`[dist]`); `None`: no farm, every miss compiles locally.
     pub dist: Option<DistConfig>,
+    /// The farm's shared cache is only read, never written (`[cache.jetstream] read_only =
+    /// true`, or sccache's `rw_mode = "READ_ONLY"`): a laptop reading what CI filled.
+    pub jetstream_read_only: bool,
     pub worker: WorkerConfig,
 }
 
@@ -132,6 +135,8 @@ pub enum ConfigError {
     Size { key: String, value: String },
     #[error("invalid cache.incremental {0:?} (use \"cache\" or \"pass-through\")")]
     Incremental(String),
+    #[error("invalid cache.jetstream.rw_mode {0:?} (use \"READ_ONLY\" or \"READ_WRITE\")")]
+    RwMode(String),
     #[error("invalid [dist] prefix: {0}")]
     Prefix(#[from] crate::protocol::names::NameError),
     #[error("base_dirs entry {0:?} must be an absolute path")]
@@ -160,12 +165,21 @@ struct RawCache {
     #[serde(default)]
     disk: RawDisk,
     incremental: Option<String>,
+    #[serde(default)]
+    jetstream: RawJetStream,
     #[serde(default, rename = "s3")]
     _s3: Option<toml_any::Any>,
     #[serde(default, rename = "gcs")]
     _gcs: Option<toml_any::Any>,
     #[serde(default, rename = "azure")]
     _azure: Option<toml_any::Any>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJetStream {
+    read_only: Option<bool>,
+    rw_mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +234,7 @@ impl Config {
             .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
             .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
             .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
+            .set_override_option("cache.jetstream.rw_mode", env("JETCC_JETSTREAM_RW_MODE"))?
             .set_override_option("dist.nats_url", env("JETCC_NATS_URL"))?
             .set_override_option("dist.token", env("JETCC_NATS_TOKEN"))?
             .set_override_option("dist.user", env("JETCC_NATS_USER"))?
@@ -259,6 +274,12 @@ impl Config {
             Some("pass-through") => false,
             Some(other) => return Err(ConfigError::Incremental(other.to_owned())),
         };
+        let jetstream_read_only = match raw.cache.jetstream.rw_mode.as_deref() {
+            None => raw.cache.jetstream.read_only.unwrap_or(false),
+            Some(m) if m.eq_ignore_ascii_case("READ_ONLY") => true,
+            Some(m) if m.eq_ignore_ascii_case("READ_WRITE") => false,
+            Some(other) => return Err(ConfigError::RwMode(other.to_owned())),
+        };
         if let Some(d) = &raw.dist {
             crate::protocol::names::Names::new(&d.prefix)?;
         }
@@ -271,6 +292,7 @@ impl Config {
             base_dirs: raw.base_dirs,
             cache_incremental,
             dist: raw.dist.filter(|d| !d.nats_url.is_empty()),
+            jetstream_read_only,
             worker: raw.worker,
         })
     }
@@ -341,6 +363,15 @@ mod tests {
         assert!(c.cache_incremental);
         let c = load("[cache]\nincremental = \"pass-through\"\n", &[]).unwrap();
         assert!(!c.cache_incremental);
+        assert!(!c.jetstream_read_only, "read-write by default");
+        let c = load("[cache.jetstream]\nread_only = true\n", &[]).unwrap();
+        assert!(c.jetstream_read_only);
+        let c = load("", &[("JETCC_JETSTREAM_RW_MODE", "READ_ONLY")]).unwrap();
+        assert!(c.jetstream_read_only, "sccache's spelling");
+        assert!(matches!(
+            load("[cache.jetstream]\nrw_mode = \"sometimes\"\n", &[]),
+            Err(ConfigError::RwMode(_))
+        ));
         assert!(load("", &[("JETCC_INCREMENTAL", "sometimes")]).is_err());
     }
 

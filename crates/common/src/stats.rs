@@ -29,6 +29,8 @@ pub struct Stats {
     pub not_stored: BTreeMap<String, u64>,
     /// Hits found in the farm's shared cache (included in `hits`).
     pub shared_hits: u64,
+    /// Results written to the farm's shared cache (local and remote compiles).
+    pub shared_writes: u64,
     /// Misses compiled on the farm.
     pub remote_compiles: u64,
     /// Misses that could have gone to the farm but were compiled locally, by reason.

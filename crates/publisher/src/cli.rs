@@ -139,6 +139,10 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         );
         row("Compiled on the farm", s.remote_compiles.to_string());
         row(
+            "Results written to the shared cache",
+            s.shared_writes.to_string(),
+        );
+        row(
             "Not sent to the farm",
             s.remote_skipped.values().sum::<u64>().to_string(),
         );

@@ -144,16 +144,29 @@ impl Session {
             .map_err(|e| Skip::Local(format!("cannot set the mode of {}: {e}", dest.display())))
     }
 
-    /// Shares a result whose outputs are in the CAS already.
+    /// Shares a result: its outputs are in the CAS already, or are uploaded first from
+    /// `upload_from` (the out-dir of a local compile).
     pub fn publish(
         &self,
         invocation: &Digest,
         found: ManifestEntry,
         entry: &CacheEntry,
+        upload_from: Option<&Path>,
     ) -> Result<(), Skip> {
-        Ok(self
-            .rt
-            .block_on(self.res.put_result(invocation, found, entry))?)
+        self.rt.block_on(async {
+            if let Some(dir) = upload_from {
+                let paths: Vec<PathBuf> = entry.outputs.iter().map(|o| dir.join(&o.name)).collect();
+                let puts = entry
+                    .outputs
+                    .iter()
+                    .zip(&paths)
+                    .map(|(o, path)| self.res.cas.put_file(&o.digest, path));
+                for r in futures_util::future::join_all(puts).await {
+                    r?;
+                }
+            }
+            Ok(self.res.put_result(invocation, found, entry).await?)
+        })
     }
 }
 

@@ -123,8 +123,10 @@ struct Job {
     dist: Option<jetcc_common::config::DistConfig>,
     /// The farm connection, opened on first need (`Some(None)`: tried and failed).
     session: Option<Option<Session>>,
-    /// What the last `store` recorded, to share it when the compile ran on the farm.
+    /// What the last `store` recorded, to share it in the farm's cache.
     stored: Option<(ManifestEntry, CacheEntry)>,
+    /// The farm's cache is only read (`[cache.jetstream] read_only`).
+    shared_read_only: bool,
     toolchain: Digest,
     /// When jetcc started work on this invocation: what it adds is measured from here.
     clock: Instant,
@@ -184,6 +186,7 @@ impl Job {
             dist: config.dist.clone(),
             session: None,
             stored: None,
+            shared_read_only: config.jetstream_read_only,
             toolchain,
             parts,
             unit,
@@ -344,8 +347,8 @@ impl Job {
                 None => self.store(&compiled, &[]),
             };
             self.cache.commit_size();
-            if ran_remotely && stored.is_ok() {
-                self.share_stored();
+            if stored.is_ok() && !self.shared_read_only {
+                self.share_stored(!ran_remotely);
             }
             stored
         };
@@ -607,17 +610,23 @@ impl Job {
         Ok(Some(entry))
     }
 
-    /// Shares what `store` just recorded (its blobs came from the farm, so are in the CAS).
-    fn share_stored(&mut self) {
+    /// Shares what `store` just recorded in the farm's cache, so one developer's compile is
+    /// the team's hit. A remote compile's outputs are in the CAS already; a local one's are
+    /// uploaded first (`upload`), so no reader finds an entry whose blobs are missing.
+    fn share_stored(&mut self, upload: bool) {
         let Some((found, entry)) = self.stored.take() else {
             return;
         };
         let Some(Some(session)) = &self.session else {
             return;
         };
-        if let Err(e) = session.publish(&self.invocation, found, &entry) {
-            tracing::warn!("cannot share the result: {e}");
-            record(self.cache.root(), |s| Stats::bump(&mut s.errors, e.kind()));
+        let out_dir = upload.then_some(self.outputs.out_dir.as_path());
+        match session.publish(&self.invocation, found, &entry, out_dir) {
+            Ok(()) => record(self.cache.root(), |s| s.shared_writes += 1),
+            Err(e) => {
+                tracing::warn!("cannot share the result: {e}");
+                record(self.cache.root(), |s| Stats::bump(&mut s.errors, e.kind()));
+            }
         }
     }
 }

@@ -1,0 +1,80 @@
+//! The farm's shared cache (KV `jetcc-ac` and the CAS in JetStream): what one client compiles,
+//! locally or on the farm, is every other client's hit.
+
+use jetcc_e2e::servers::{Nats, Worker};
+use jetcc_e2e::*;
+
+#[test]
+fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
+    let ci_checkout = Project::fixture("fixture");
+    let root = ci_checkout.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start(&root.join("nats"));
+    // A worker creates the farm's stream and buckets once and leaves: every compile below is
+    // local, so what is shared comes from local compiles.
+    let mut w = Worker::start(&nats.url(), &root.join("w"), 1);
+    assert!(w.terminate().is_some_and(|s| s.success()), "{}", w.log());
+    let client = |cache: &std::path::Path, checkout: &std::path::Path| {
+        Build::jetcc(cache)
+            .env("JETCC_NATS_URL", &nats.url())
+            .env("JETCC_BASE_DIRS", &checkout.to_string_lossy())
+    };
+
+    // CI: its own empty cache and checkout; compiles everything and writes it to the tier.
+    let ci = root.join("cache-ci");
+    let built = ci_checkout.build_ok(&client(&ci, &ci_checkout.dir));
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    let s = stats(&ci);
+    assert_eq!(s["remote_compiles"], 0, "{s}");
+    assert_eq!(s["shared_writes"], FIXTURE_UNITS.len(), "{s}");
+    let want = artifacts(&ci_checkout.target());
+
+    // A laptop: another empty cache, a checkout at another path, reading only.
+    let laptop_checkout = ci_checkout.sibling("fixture", "laptop");
+    let laptop = root.join("cache-laptop");
+    let read_only = |cache: &std::path::Path| {
+        client(cache, &laptop_checkout).env("JETCC_JETSTREAM_RW_MODE", "READ_ONLY")
+    };
+    let built = build_in(&laptop_checkout, &read_only(&laptop));
+    assert!(built.ok(), "{}", built.stderr());
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(
+        &want,
+        &artifacts(&laptop_checkout.join("target")),
+        "hits from the shared tier",
+    );
+    let s = stats(&laptop);
+    assert_eq!(s["shared_hits"], FIXTURE_UNITS.len(), "{s}");
+
+    // The laptop's own edit compiles locally and is not written to the shared tier: a third
+    // client with the same edit misses it there too.
+    let leaf = laptop_checkout.join("leaf/src/lib.rs");
+    let src = std::fs::read_to_string(&leaf).unwrap() + "pub fn laptop_only() {}\n";
+    std::fs::write(&leaf, src).unwrap();
+    let built = build_in(&laptop_checkout, &read_only(&laptop));
+    assert!(built.ok(), "{}", built.stderr());
+    assert_eq!(
+        built.outcome("leaf"),
+        Some(Outcome::Miss),
+        "{:?}",
+        built.outcomes()
+    );
+    assert_eq!(stats(&laptop)["shared_writes"], 0);
+    std::fs::remove_dir_all(laptop_checkout.join("target")).unwrap();
+    let built = build_in(
+        &laptop_checkout,
+        &client(&root.join("cache-third"), &laptop_checkout),
+    );
+    assert!(built.ok(), "{}", built.stderr());
+    assert_eq!(
+        built.outcome("leaf"),
+        Some(Outcome::Miss),
+        "{:?}",
+        built.outcomes()
+    );
+    assert_eq!(
+        built.outcome("mac"),
+        Some(Outcome::Hit),
+        "{:?}",
+        built.outcomes()
+    );
+}
