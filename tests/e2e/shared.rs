@@ -78,3 +78,68 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
         built.outcomes()
     );
 }
+
+/// 200 builds reading the shared cache at once: every lookup and blob read succeeds, and none
+/// opens a consumer (nats-server allows 1000 per stream; the object store's own `get` opens
+/// one per read, jetcc's direct gets none).
+#[test]
+fn two_hundred_concurrent_readers_open_no_consumers() {
+    use jetcc_common::config::DistConfig;
+    use jetcc_common::farm::{Farm, Lifetime};
+    use jetcc_common::Digest;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"));
+    let _w = Worker::start(&nats.url(), &tmp.path().join("w"), 1);
+    let small = b"a small blob".to_vec();
+    // Over one chunk, so a read takes several direct gets.
+    let large: Vec<u8> = (0..3 * jetcc_common::farm::resources::CAS_CHUNK + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let digests = [Digest::of_bytes(&small), Digest::of_bytes(&large)];
+    crate::farm_hostile::runtime().block_on(async {
+        let cfg = DistConfig::with_url(nats.url());
+        let farm = Farm::connect(&cfg, "writer", Lifetime::Wrapper)
+            .await
+            .unwrap();
+        let res = farm.open_resources().await.unwrap();
+        res.cas.put(&digests[0], &small).await.unwrap();
+        res.cas.put(&digests[1], &large).await.unwrap();
+        let readers = (0..200).map(|i| {
+            let cfg = cfg.clone();
+            async move {
+                // A connection of its own, as 200 wrapper processes would have.
+                let farm = Farm::connect(&cfg, "reader", Lifetime::Wrapper).await?;
+                let res = farm.open_resources().await?;
+                res.get_manifest(&Digest::of_bytes(&[i as u8])).await?;
+                let mut sizes = Vec::new();
+                for d in &digests {
+                    sizes.push(res.cas.get(d).await?.len());
+                }
+                Ok::<_, jetcc_common::farm::FarmError>(sizes)
+            }
+        });
+        let results = futures_util::future::join_all(readers).await;
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}",
+            failed.len(),
+            &failed[..1]
+        );
+        for r in &results {
+            assert_eq!(r.as_ref().unwrap(), &vec![small.len(), large.len()]);
+        }
+        for name in [
+            farm.names.cas_stream(),
+            format!("KV_{}", farm.names.ac_bucket()),
+        ] {
+            let mut stream = farm.js.get_stream(&name).await.unwrap();
+            let info = stream.info().await.unwrap();
+            assert_eq!(info.state.consumer_count, 0, "{name}: {info:?}");
+        }
+    });
+}
