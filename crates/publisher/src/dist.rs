@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use jetcc_common::args::{RustcInvocation, SearchKind};
 use jetcc_common::config::DistConfig;
 use jetcc_common::depinfo::DepInfo;
-use jetcc_common::farm::{Farm, FarmError, Lifetime, Resources};
+use jetcc_common::farm::{Farm, FarmError, FarmErrorKind, Lifetime, Resources};
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::is_keyed_env;
 use jetcc_common::manifest::{Manifest, ManifestEntry};
@@ -153,6 +153,14 @@ impl Session {
         entry: &CacheEntry,
         upload_from: Option<&Path>,
     ) -> Result<(), Skip> {
+        // A server that went away mid-build must not make every later miss wait out a
+        // request timeout to share its result.
+        if self.res.farm.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Skip::Farm(FarmError::new(
+                FarmErrorKind::Unreachable,
+                "not connected to the NATS server: result not shared",
+            )));
+        }
         self.rt.block_on(async {
             if let Some(dir) = upload_from {
                 let paths: Vec<PathBuf> = entry.outputs.iter().map(|o| dir.join(&o.name)).collect();
