@@ -116,6 +116,8 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
             .as_millis() as u64,
         rtt_us: rtt.as_micros() as u64,
     };
+    // From here on, a stop request is a clean stop.
+    let stop_requested = shutdown_signal();
     // The first write measures the round trip the second one announces.
     let mut rtt = res.put_heartbeat(&status(slots, Duration::ZERO)).await?;
     rtt = res.put_heartbeat(&status(slots, rtt)).await?;
@@ -156,7 +158,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     };
     tokio::select! {
         _ = heartbeat => {}
-        _ = shutdown_signal() => {}
+        _ = stop_requested => {}
     }
     // Clean stop: pull nothing more, let running jobs finish, then leave the farm.
     tracing::info!("stopping: finishing running jobs");
@@ -243,13 +245,17 @@ async fn pull(
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (a signal that comes before is fatal); the
+/// returned future ends when one arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 
