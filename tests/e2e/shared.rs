@@ -8,11 +8,9 @@ use jetcc_e2e::*;
 fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
     let ci_checkout = Project::fixture("fixture");
     let root = ci_checkout.dir.parent().unwrap().to_path_buf();
+    // A NATS server used as the team's cache alone: no worker has ever run, so every compile
+    // below is local, and the first client sets the buckets up.
     let nats = Nats::start(&root.join("nats"));
-    // A worker creates the farm's stream and buckets once and leaves: every compile below is
-    // local, so what is shared comes from local compiles.
-    let mut w = Worker::start(&nats.url(), &root.join("w"), 1);
-    assert!(w.terminate().is_some_and(|s| s.success()), "{}", w.log());
     let client = |cache: &std::path::Path, checkout: &std::path::Path| {
         Build::jetcc(cache)
             .env("JETCC_NATS_URL", &nats.url())

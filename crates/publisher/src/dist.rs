@@ -115,7 +115,14 @@ impl Session {
             .map_err(|e| Skip::Local(format!("cannot start an async runtime: {e}")))?;
         let res = rt.block_on(async {
             let farm = Farm::connect(dist, "jetcc", Lifetime::Wrapper).await?;
-            farm.open_resources().await
+            match farm.open_resources().await {
+                // A server used as a shared cache before any worker started: set it up (as a
+                // worker would, idempotently); where this client may not, it stays an error.
+                Err(e) if e.kind == FarmErrorKind::NotSetUp => {
+                    farm.ensure_resources().await.map_err(|_| e)
+                }
+                other => other,
+            }
         })?;
         Ok(Session { rt, res })
     }
