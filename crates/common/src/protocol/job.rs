@@ -121,11 +121,7 @@ impl JobState {
 
     /// Decodes untrusted bytes: bounded, output names checked as in [`JobEvent::decode`].
     pub fn decode(bytes: &[u8]) -> Result<JobState, ProtocolError> {
-        if bytes.len() > MAX_EVENT_BYTES {
-            return Err(ProtocolError::TooLarge(bytes.len()));
-        }
-        let state: JobState =
-            rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let state: JobState = decode_bounded(bytes, MAX_EVENT_BYTES)?;
         if let JobState::Done { outputs, .. } = &state {
             plain_names(outputs.iter().map(|(n, _)| n))?;
         }
@@ -161,10 +157,7 @@ impl JobRequest {
     /// Decodes without validating the fields, so a worker can still tell the sender why its
     /// job was refused. Run [`JobRequest::validate`] before using anything else in it.
     pub fn decode_unchecked(bytes: &[u8]) -> Result<JobRequest, ProtocolError> {
-        if bytes.len() > MAX_JOB_BYTES {
-            return Err(ProtocolError::TooLarge(bytes.len()));
-        }
-        rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+        decode_bounded(bytes, MAX_JOB_BYTES)
     }
 
     /// Identical jobs (the same everything but id, reply subject and deadline) have the same
@@ -252,11 +245,7 @@ impl JobEvent {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<JobEvent, ProtocolError> {
-        if bytes.len() > MAX_EVENT_BYTES {
-            return Err(ProtocolError::TooLarge(bytes.len()));
-        }
-        let event: JobEvent =
-            rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let event: JobEvent = decode_bounded(bytes, MAX_EVENT_BYTES)?;
         let names: Vec<&String> = match &event {
             JobEvent::Done { outputs, .. } => outputs.iter().map(|(n, _)| n).collect(),
             JobEvent::Artifact { name, .. } => vec![name],
@@ -265,6 +254,18 @@ impl JobEvent {
         plain_names(names.into_iter())?;
         Ok(event)
     }
+}
+
+/// Decodes an rmp-serde message from untrusted bytes, refusing more than `max` of them before
+/// looking inside.
+pub(super) fn decode_bounded<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, ProtocolError> {
+    if bytes.len() > max {
+        return Err(ProtocolError::TooLarge(bytes.len()));
+    }
+    rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
 fn plain_names<'a>(mut names: impl Iterator<Item = &'a String>) -> Result<(), ProtocolError> {

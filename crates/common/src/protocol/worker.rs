@@ -37,10 +37,7 @@ impl WorkerStatus {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<WorkerStatus, ProtocolError> {
-        if bytes.len() > 64 << 10 {
-            return Err(ProtocolError::TooLarge(bytes.len()));
-        }
-        rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+        super::job::decode_bounded(bytes, 64 << 10)
     }
 
     pub fn key(id: &str) -> String {
