@@ -197,75 +197,76 @@ def dispatch(args, tmp):
         farm.stop()
 
 
-def workload(args, tmp):
-    project = tmp / "workload"
+def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm):
+    """Cold builds of the workload, local-only vs with a fresh farm of `workers` one-slot
+    workers (started and stopped around each build, not timed), alternating order.
+    `farm_setup(env, cmd, rep)` adds the farm variant's settings; `after_farm(cache, rep)` reads
+    what it did. Returns (local times, farm times)."""
+    project = tmp / name
     shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
     subprocess.run(["cargo", "fetch", "-q"], cwd=project, check=True)
     times = {"local": [], "farm": []}
-    remote = []
     for rep in range(args.reps):
-        order = ["local", "farm"] if rep % 2 == 0 else ["farm", "local"]
-        for kind in order:
+        for kind in (["local", "farm"] if rep % 2 == 0 else ["farm", "local"]):
             shutil.rmtree(project / "target", ignore_errors=True)
-            cache = tmp / f"wl-{kind}-{rep}"
+            cache = tmp / f"{name}-{kind}-{rep}"
             env = {**clean_env(), "RUSTC_WRAPPER": str(JETCC), "JETCC_DIR": str(cache)}
             cmd = ["cargo", "build", "-q"]
             farm = None
             if kind == "farm":
-                farm = Farm(tmp, 2, 1)
-                env.update(JETCC_NATS_URL=farm.url, JETCC_LOG="info",
-                           JETCC_LOG_FILE=str(tmp / f"wl-{rep}.log"))
-                cmd += ["-j", "4"]
+                farm = Farm(tmp, workers, 1)
+                env["JETCC_NATS_URL"] = farm.url
+                farm_setup(env, cmd, rep)
             try:
                 times[kind].append(timed(cmd, env, project))
             finally:
                 if farm:
                     farm.stop()
             if kind == "farm":
-                remote.append(remote_count(cache))
-                # Why a unit the farm took came back to compile here (e.g. a sandbox refusal).
-                log = tmp / f"wl-{rep}.log"
-                for line in (log.read_text().splitlines() if log.exists() else []):
-                    if "compiling locally" in line and "slower" not in line and "local slot" not in line:
-                        print("  " + line.strip()[-300:])
-    ratios = [f / l for f, l in zip(times["farm"], times["local"])]
+                after_farm(cache, rep)
+    return times["local"], times["farm"]
+
+
+def workload(args, tmp):
+    remote = []
+
+    def setup(env, cmd, rep):
+        env.update(JETCC_LOG="info", JETCC_LOG_FILE=str(tmp / f"wl-{rep}.log"))
+        cmd += ["-j", "4"]
+
+    def after(cache, rep):
+        remote.append(remote_count(cache))
+        # Why a unit the farm took came back to compile here (e.g. a sandbox refusal).
+        log = tmp / f"wl-{rep}.log"
+        for line in (log.read_text().splitlines() if log.exists() else []):
+            if "compiling locally" in line and "slower" not in line and "local slot" not in line:
+                print("  " + line.strip()[-300:])
+
+    local, farm = paired_cold_builds(args, tmp, "workload", 2, setup, after)
+    ratios = [f / l for f, l in zip(farm, local)]
     print(f"workload: cold builds of {Path(args.workload).name}, {args.reps} reps")
-    print(f"  jetcc local-only (-j 2)                   {statistics.median(times['local']):7.2f} s")
-    print(f"  jetcc + farm of two workers (-j 4, local 2) {statistics.median(times['farm']):7.2f} s   "
+    print(f"  jetcc local-only (-j 2)                   {statistics.median(local):7.2f} s")
+    print(f"  jetcc + farm of two workers (-j 4, local 2) {statistics.median(farm):7.2f} s   "
           f"{statistics.median(ratios):.3f} x local-only")
     print(f"  units compiled on the farm per build: {[r[0] for r in remote]}, skipped: {remote[-1][1]}")
     print("  (workers and client share this machine's 2 cores: overhead, not speed-up)")
 
 
 def tier(args, tmp):
-    project = tmp / "tier"
-    shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
-    subprocess.run(["cargo", "fetch", "-q"], cwd=project, check=True)
-    times = {"local": [], "tier": []}
     writes = []
-    for rep in range(args.reps):
-        for kind in (["local", "tier"] if rep % 2 == 0 else ["tier", "local"]):
-            shutil.rmtree(project / "target", ignore_errors=True)
-            cache = tmp / f"tier-{kind}-{rep}"
-            env = {**clean_env(), "RUSTC_WRAPPER": str(JETCC), "JETCC_DIR": str(cache)}
-            farm = None
-            if kind == "tier":  # an empty shared cache each time (not timed)
-                farm = Farm(tmp, 1, 1)
-                env["JETCC_NATS_URL"] = farm.url
-            try:
-                times[kind].append(timed(["cargo", "build", "-q"], env, project))
-            finally:
-                if farm:
-                    farm.stop()
-            if kind == "tier":
-                out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
-                                     text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
-                s = json.loads(out.stdout)
-                writes.append((s.get("shared_writes", 0), s.get("remote_compiles", 0)))
-    ratios = [t / l for t, l in zip(times["tier"], times["local"])]
+
+    def after(cache, rep):
+        out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
+                             text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
+        s = json.loads(out.stdout)
+        writes.append((s.get("shared_writes", 0), s.get("remote_compiles", 0)))
+
+    # One idle worker; cargo's default -j keeps every compile local: only the writes differ.
+    local, farm = paired_cold_builds(args, tmp, "tier", 1, lambda env, cmd, rep: None, after)
+    ratios = [t / l for t, l in zip(farm, local)]
     print(f"tier: cold builds of {Path(args.workload).name}, {args.reps} reps")
-    print(f"  jetcc local-only                       {statistics.median(times['local']):7.2f} s")
-    print(f"  jetcc writing to the JetStream tier    {statistics.median(times['tier']):7.2f} s   "
+    print(f"  jetcc local-only                       {statistics.median(local):7.2f} s")
+    print(f"  jetcc writing to the JetStream tier    {statistics.median(farm):7.2f} s   "
           f"{statistics.median(ratios):.3f} x local-only")
     print(f"  (shared writes, remote compiles) per build: {writes}")
 
