@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod object;
+
+pub use object::{AzureConfig, Backend, GcsConfig, ObjectTierConfig, S3Config};
+
 /// The default local cache size: 10 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 
@@ -24,6 +28,9 @@ pub struct Config {
     /// The farm's shared cache is only read, never written (`[cache.jetstream] read_only =
     /// true`, or sccache's `rw_mode = "READ_ONLY"`): a laptop reading what CI filled.
     pub jetstream_read_only: bool,
+    /// The object-store tier (`[cache.s3]`, `[cache.gcs]`, `[cache.azure]` or `[cache.path]`),
+    /// looked up after the JetStream tier.
+    pub object: Option<ObjectTierConfig>,
     pub worker: WorkerConfig,
 }
 
@@ -135,8 +142,12 @@ pub enum ConfigError {
     Size { key: String, value: String },
     #[error("invalid cache.incremental {0:?} (use \"cache\" or \"pass-through\")")]
     Incremental(String),
-    #[error("invalid cache.jetstream.rw_mode {0:?} (use \"READ_ONLY\" or \"READ_WRITE\")")]
-    RwMode(String),
+    #[error("invalid {section}.rw_mode {value:?} (use \"READ_ONLY\" or \"READ_WRITE\")")]
+    RwMode { section: String, value: String },
+    #[error("more than one of [cache.s3], [cache.gcs], [cache.azure], [cache.path] is set: keep one")]
+    SeveralObjectTiers,
+    #[error("[cache.path] dir {0:?} must be an absolute path")]
+    RelativeCachePath(PathBuf),
     #[error("invalid [dist] prefix: {0}")]
     Prefix(#[from] crate::protocol::names::NameError),
     #[error("base_dirs entry {0:?} must be an absolute path")]
@@ -167,12 +178,10 @@ struct RawCache {
     incremental: Option<String>,
     #[serde(default)]
     jetstream: RawJetStream,
-    #[serde(default, rename = "s3")]
-    _s3: Option<toml_any::Any>,
-    #[serde(default, rename = "gcs")]
-    _gcs: Option<toml_any::Any>,
-    #[serde(default, rename = "azure")]
-    _azure: Option<toml_any::Any>,
+    s3: Option<object::S3Config>,
+    gcs: Option<object::GcsConfig>,
+    azure: Option<object::AzureConfig>,
+    path: Option<object::PathConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,12 +203,6 @@ struct RawDisk {
 enum SizeValue {
     Bytes(u64),
     Text(String),
-}
-
-mod toml_any {
-    /// Any value, ignored.
-    #[derive(Debug, serde::Deserialize)]
-    pub struct Any(#[allow(dead_code)] serde::de::IgnoredAny);
 }
 
 impl Config {
@@ -247,6 +250,9 @@ impl Config {
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
             .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?
             .set_override_option("worker.timeout_secs", env("JETCC_WORKER_TIMEOUT_SECS"))?;
+        for (key, var) in object::ENV {
+            b = b.set_override_option(*key, env(var))?;
+        }
         if let Some(dirs) = env("JETCC_BASE_DIRS") {
             let list: Vec<String> = std::env::split_paths(&dirs)
                 .map(|p| p.to_string_lossy().into_owned())
@@ -274,12 +280,18 @@ impl Config {
             Some("pass-through") => false,
             Some(other) => return Err(ConfigError::Incremental(other.to_owned())),
         };
-        let jetstream_read_only = match raw.cache.jetstream.rw_mode.as_deref() {
-            None => raw.cache.jetstream.read_only.unwrap_or(false),
-            Some(m) if m.eq_ignore_ascii_case("READ_ONLY") => true,
-            Some(m) if m.eq_ignore_ascii_case("READ_WRITE") => false,
-            Some(other) => return Err(ConfigError::RwMode(other.to_owned())),
-        };
+        let jetstream_read_only = object::read_only(
+            "cache.jetstream",
+            raw.cache.jetstream.read_only,
+            raw.cache.jetstream.rw_mode.as_deref(),
+        )?;
+        let object = object::RawObject {
+            s3: raw.cache.s3,
+            gcs: raw.cache.gcs,
+            azure: raw.cache.azure,
+            path: raw.cache.path,
+        }
+        .resolve()?;
         if let Some(d) = &raw.dist {
             crate::protocol::names::Names::new(&d.prefix)?;
         }
@@ -293,6 +305,7 @@ impl Config {
             cache_incremental,
             dist: raw.dist.filter(|d| !d.nats_url.is_empty()),
             jetstream_read_only,
+            object,
             worker: raw.worker,
         })
     }
@@ -370,7 +383,7 @@ mod tests {
         assert!(c.jetstream_read_only, "sccache's spelling");
         assert!(matches!(
             load("[cache.jetstream]\nrw_mode = \"sometimes\"\n", &[]),
-            Err(ConfigError::RwMode(_))
+            Err(ConfigError::RwMode { .. })
         ));
         assert!(load("", &[("JETCC_INCREMENTAL", "sometimes")]).is_err());
     }
@@ -418,6 +431,53 @@ mod tests {
         let e = load("[cache.disk\n", &[]).unwrap_err().to_string();
         assert!(e.contains("config.toml"), "{e}");
         assert!(load("base_dirs = [\"rel\"]", &[]).is_err());
+    }
+
+    #[test]
+    fn object_tier_sections() {
+        assert_eq!(load("", &[]).unwrap().object, None);
+        // The seed's sccache block, verbatim.
+        let c = load(
+            "[cache.s3]\nbucket = \"cache\"\nendpoint = \"https://my.minio.lan/\"\n\
+             region = \"auto\"\nuse_ssl = true\nkey_prefix = \"sccache\"\nno_credentials = false\n",
+            &[],
+        )
+        .unwrap();
+        let o = c.object.unwrap();
+        assert_eq!((o.key_prefix.as_str(), o.read_only), ("sccache", false));
+        let Backend::S3(s3) = &o.backend else {
+            panic!("{o:?}")
+        };
+        assert_eq!(s3.endpoint.as_deref(), Some("https://my.minio.lan/"));
+        assert_eq!((s3.region.as_deref(), s3.use_ssl), (Some("auto"), Some(true)));
+        assert!(!s3.enable_virtual_host_style);
+        let o = load(
+            "",
+            &[
+                ("JETCC_S3_BUCKET", "b"),
+                ("JETCC_S3_NO_CREDENTIALS", "true"),
+                ("JETCC_S3_RW_MODE", "READ_ONLY"),
+                ("JETCC_S3_KEY_PREFIX", "/p/"),
+            ],
+        )
+        .unwrap()
+        .object
+        .unwrap();
+        assert!(o.read_only);
+        assert_eq!(o.key_prefix, "p");
+        assert!(matches!(&o.backend, Backend::S3(s) if s.no_credentials && s.bucket == "b"));
+        let o = load("[cache.path]\ndir = \"/mnt/c\"\nread_only = true\n", &[])
+            .unwrap()
+            .object
+            .unwrap();
+        assert_eq!(o.backend, Backend::Path(PathBuf::from("/mnt/c")));
+        assert!(matches!(
+            load("[cache.path]\ndir = \"/a\"\n[cache.gcs]\nbucket = \"b\"\n", &[]),
+            Err(ConfigError::SeveralObjectTiers)
+        ));
+        assert!(load("[cache.s3]\nbucket = \"b\"\nbukket = 1\n", &[]).is_err());
+        let e = load("[cache.s3]\nbucket = \"b\"\nrw_mode = \"x\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("cache.s3.rw_mode"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! Cache tiers. Only the local disk tier exists so far; the JetStream and object-store tiers
-//! will sit behind the same operations (entry, blob, manifest).
+//! Cache tiers: the local disk cache ([`disk`]) and the object-store tier ([`object`]: S3,
+//! GCS, Azure, a shared dir). The JetStream tier lives with the rest of the NATS transport in
+//! [`crate::farm`]. All of them keep the same three kinds of record: manifests by invocation
+//! digest, result entries by key, output blobs by digest.
 
 pub mod disk;
+pub mod object;
 
 pub use disk::{CacheError, DiskCache};
+pub use object::{ObjectTier, TierError, TierErrorKind};

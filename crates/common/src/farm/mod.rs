@@ -98,6 +98,7 @@ impl Farm {
     /// (shown by `nats server report connections`). A short-lived client gives up after a
     /// few reconnect attempts; a long-lived one (`Lifetime::Service`) keeps trying.
     pub async fn connect(cfg: &DistConfig, name: &str, life: Lifetime) -> Result<Farm, FarmError> {
+        install_crypto_provider();
         let names = Names::new(&cfg.prefix)
             .map_err(|e| FarmError::new(FarmErrorKind::Other, e.to_string()))?;
         let mut opts = match &cfg.creds {
@@ -172,4 +173,10 @@ fn connect_error(url: &str, e: async_nats::ConnectError) -> FarmError {
             format!("cannot connect to the NATS server at {url}: {e}"),
         ),
     }
+}
+
+/// rustls is built with two crypto providers here (async-nats wants ring, object_store
+/// aws-lc-rs); with both, a TLS config panics unless one is chosen for the process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

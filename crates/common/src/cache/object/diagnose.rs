@@ -1,0 +1,115 @@
+//! Turning an `object_store` error into what went wrong, in plain words, and what to set.
+//!
+//! The S3 error code in the response body (`NoSuchBucket`, `SignatureDoesNotMatch`, …) is the
+//! most precise signal; transport errors are told apart by their text, the only thing
+//! `object_store` exposes of them.
+
+use super::{Place, TierError, TierErrorKind};
+
+/// The whole error chain, lowercased, for matching.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> TierError {
+    let full = chain(e);
+    let lower = full.to_ascii_lowercase();
+    let has = |s: &str| lower.contains(&s.to_ascii_lowercase());
+    let what = &place.what;
+    let endpoint = place.endpoint.as_deref().unwrap_or("the server");
+    let creds = &place.credentials;
+    let plain_http = endpoint.starts_with("http://");
+    use TierErrorKind::*;
+    let (kind, advice) = if has("NoSuchBucket") || has("ContainerNotFound") {
+        (
+            NoBucket,
+            "the bucket does not exist: create it, or set the right bucket".to_owned(),
+        )
+    } else if has("AuthorizationHeaderMalformed")
+        || has("IllegalLocationConstraint")
+        || has("PermanentRedirect")
+        || (has("region") && has("is wrong"))
+    {
+        (
+            WrongRegion,
+            "the request was signed for another region than the server's: set [cache.s3] \
+             region (a MinIO server's is its MINIO_REGION, us-east-1 unless set)"
+                .to_owned(),
+        )
+    } else if has("SignatureDoesNotMatch") {
+        (
+            Credentials,
+            format!("the secret key does not match the {creds}: fix AWS_SECRET_ACCESS_KEY or the profile's aws_secret_access_key"),
+        )
+    } else if has("InvalidAccessKeyId") {
+        (
+            Credentials,
+            format!("the server does not know the {creds}: fix AWS_ACCESS_KEY_ID or the profile"),
+        )
+    } else if has("credential") && (has("error getting") || has("failed to")) {
+        (
+            Credentials,
+            super::no_credentials_hint(what.split_whitespace().nth(2).unwrap_or("")),
+        )
+    } else if matches!(e, object_store::Error::PermissionDenied { .. })
+        || matches!(e, object_store::Error::Unauthenticated { .. })
+        || has("AccessDenied")
+        || has("403 Forbidden")
+    {
+        (
+            Forbidden,
+            format!(
+                "the server refused to {op} with the {creds}: grant it, or set \
+                 rw_mode = \"READ_ONLY\" on a client that should only read"
+            ),
+        )
+    } else if has("certificate")
+        || has("InvalidContentType")
+        || has("corrupt message")
+        || has("wrong version number")
+        || has("tls handshake")
+        || has("HTTP request to an HTTPS server")
+        || (plain_http && has("connection closed before message completed"))
+    {
+        (
+            Tls,
+            if plain_http {
+                "the server seems to speak TLS: use an https:// endpoint (or use_ssl = true)"
+            } else {
+                "TLS failed: a plain-HTTP server needs an http:// endpoint (or use_ssl = \
+                 false); a self-signed one, its CA in SSL_CERT_FILE"
+            }
+            .to_owned(),
+        )
+    } else if has("connection refused")
+        || has("dns error")
+        || has("failed to lookup")
+        || has("no route to host")
+        || has("network is unreachable")
+        || has("timed out")
+        || has("timeout")
+        || has("error sending request")
+        || has("connection reset")
+        || has("connection closed")
+    {
+        (
+            Unreachable,
+            format!("cannot reach {endpoint}: is the server up, and is the endpoint right?"),
+        )
+    } else if matches!(e, object_store::Error::NotFound { .. }) {
+        (
+            NoBucket,
+            "not found: does the bucket (or dir) exist?".to_owned(),
+        )
+    } else {
+        (Other, "see the error above".to_owned())
+    };
+    TierError::new(kind, format!("{what}: cannot {op}: {advice} ({full})"))
+}

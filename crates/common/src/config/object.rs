@@ -1,0 +1,206 @@
+//! The object-store tier's settings: `[cache.s3]` (sccache's keys), `[cache.gcs]`,
+//! `[cache.azure]` or `[cache.path]`, and their `JETCC_S3_*`, `JETCC_GCS_*`,
+//! `JETCC_AZURE_*`, `JETCC_CACHE_PATH` env equivalents. One of them at most.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The object-store tier, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectTierConfig {
+    pub backend: Backend,
+    /// Prepended to every object name (sccache's `key_prefix`), without slashes at the ends.
+    pub key_prefix: String,
+    /// Read hits, never write (a laptop reading what CI filled).
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    S3(S3Config),
+    Gcs(GcsConfig),
+    Azure(AzureConfig),
+    /// A directory, typically a network share.
+    Path(PathBuf),
+}
+
+impl Backend {
+    /// The tier's name in stats and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::S3(_) => "s3",
+            Backend::Gcs(_) => "gcs",
+            Backend::Azure(_) => "azure",
+            Backend::Path(_) => "path",
+        }
+    }
+}
+
+/// `[cache.s3]`: an S3 bucket or an S3-compatible server (MinIO, SeaweedFS, Ceph, R2).
+/// Credentials are not configured here: they come from where AWS tools find them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `https://my.minio.lan/`, or a bare host whose scheme `use_ssl` picks; `None`: AWS.
+    pub endpoint: Option<String>,
+    /// Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's region, `us-east-1`.
+    pub region: Option<String>,
+    /// For an endpoint without a scheme: `https` (default) or `http`.
+    pub use_ssl: Option<bool>,
+    #[serde(default)]
+    pub key_prefix: String,
+    /// Anonymous requests (a public bucket, read-only use).
+    #[serde(default)]
+    pub no_credentials: bool,
+    /// `bucket.host/key` instead of `host/bucket/key` (path style, which MinIO-style servers
+    /// want, is the default with an endpoint).
+    #[serde(default, alias = "virtual_host_style")]
+    pub enable_virtual_host_style: bool,
+    /// The AWS profile to read credentials from (default: `AWS_PROFILE`, then `default`).
+    pub profile: Option<String>,
+    read_only: Option<bool>,
+    rw_mode: Option<String>,
+}
+
+/// `[cache.gcs]`: credentials from `cred_path` (a service-account key file) or the standard
+/// `GOOGLE_*` env vars.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConfig {
+    pub bucket: String,
+    #[serde(default)]
+    pub key_prefix: String,
+    pub cred_path: Option<PathBuf>,
+    read_only: Option<bool>,
+    rw_mode: Option<String>,
+}
+
+/// `[cache.azure]`: a container, with the account from `connection_string` (as sccache) or
+/// the standard `AZURE_STORAGE_*` env vars.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    pub container: String,
+    pub connection_string: Option<String>,
+    #[serde(default)]
+    pub key_prefix: String,
+    read_only: Option<bool>,
+    rw_mode: Option<String>,
+}
+
+/// `[cache.path]`: a shared directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    pub dir: PathBuf,
+    #[serde(default)]
+    key_prefix: String,
+    read_only: Option<bool>,
+    rw_mode: Option<String>,
+}
+
+/// The raw sections, as read.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawObject {
+    pub s3: Option<S3Config>,
+    pub gcs: Option<GcsConfig>,
+    pub azure: Option<AzureConfig>,
+    pub path: Option<PathConfig>,
+}
+
+/// The env vars of each section, as (config key, env var).
+pub(super) const ENV: &[(&str, &str)] = &[
+    ("cache.s3.bucket", "JETCC_S3_BUCKET"),
+    ("cache.s3.endpoint", "JETCC_S3_ENDPOINT"),
+    ("cache.s3.region", "JETCC_S3_REGION"),
+    ("cache.s3.use_ssl", "JETCC_S3_USE_SSL"),
+    ("cache.s3.key_prefix", "JETCC_S3_KEY_PREFIX"),
+    ("cache.s3.no_credentials", "JETCC_S3_NO_CREDENTIALS"),
+    (
+        "cache.s3.enable_virtual_host_style",
+        "JETCC_S3_VIRTUAL_HOST_STYLE",
+    ),
+    ("cache.s3.profile", "JETCC_S3_PROFILE"),
+    ("cache.s3.rw_mode", "JETCC_S3_RW_MODE"),
+    ("cache.gcs.bucket", "JETCC_GCS_BUCKET"),
+    ("cache.gcs.key_prefix", "JETCC_GCS_KEY_PREFIX"),
+    ("cache.gcs.cred_path", "JETCC_GCS_CRED_PATH"),
+    ("cache.gcs.rw_mode", "JETCC_GCS_RW_MODE"),
+    ("cache.azure.container", "JETCC_AZURE_CONTAINER"),
+    (
+        "cache.azure.connection_string",
+        "JETCC_AZURE_CONNECTION_STRING",
+    ),
+    ("cache.azure.key_prefix", "JETCC_AZURE_KEY_PREFIX"),
+    ("cache.azure.rw_mode", "JETCC_AZURE_RW_MODE"),
+    ("cache.path.dir", "JETCC_CACHE_PATH"),
+    ("cache.path.rw_mode", "JETCC_CACHE_PATH_RW_MODE"),
+];
+
+/// `read_only = true`, or sccache's `rw_mode = "READ_ONLY"` (which wins when both are set).
+pub(super) fn read_only(
+    section: &str,
+    read_only: Option<bool>,
+    rw_mode: Option<&str>,
+) -> Result<bool, ConfigError> {
+    match rw_mode {
+        None => Ok(read_only.unwrap_or(false)),
+        Some(m) if m.eq_ignore_ascii_case("READ_ONLY") => Ok(true),
+        Some(m) if m.eq_ignore_ascii_case("READ_WRITE") => Ok(false),
+        Some(other) => Err(ConfigError::RwMode {
+            section: section.to_owned(),
+            value: other.to_owned(),
+        }),
+    }
+}
+
+impl RawObject {
+    pub(super) fn resolve(self) -> Result<Option<ObjectTierConfig>, ConfigError> {
+        let set = [
+            self.s3.is_some(),
+            self.gcs.is_some(),
+            self.azure.is_some(),
+            self.path.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError::SeveralObjectTiers);
+        }
+        let (backend, prefix, ro) = if let Some(s) = self.s3 {
+            let ro = read_only("cache.s3", s.read_only, s.rw_mode.as_deref())?;
+            (Backend::S3(s.clone()), s.key_prefix, ro)
+        } else if let Some(g) = self.gcs {
+            let ro = read_only("cache.gcs", g.read_only, g.rw_mode.as_deref())?;
+            (Backend::Gcs(g.clone()), g.key_prefix, ro)
+        } else if let Some(a) = self.azure {
+            let ro = read_only("cache.azure", a.read_only, a.rw_mode.as_deref())?;
+            (Backend::Azure(a.clone()), a.key_prefix, ro)
+        } else if let Some(p) = self.path {
+            let ro = read_only("cache.path", p.read_only, p.rw_mode.as_deref())?;
+            if !p.dir.is_absolute() {
+                return Err(ConfigError::RelativeCachePath(p.dir));
+            }
+            (Backend::Path(p.dir), p.key_prefix, ro)
+        } else {
+            return Ok(None);
+        };
+        if let Backend::S3(S3Config { bucket, .. })
+        | Backend::Gcs(GcsConfig { bucket, .. })
+        | Backend::Azure(AzureConfig {
+            container: bucket, ..
+        }) = &backend
+        {
+            if bucket.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(ObjectTierConfig {
+            backend,
+            key_prefix: prefix.trim_matches('/').to_owned(),
+            read_only: ro,
+        }))
+    }
+}
