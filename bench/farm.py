@@ -259,7 +259,7 @@ def tier(args, tmp):
         out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
                              text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
         s = json.loads(out.stdout)
-        writes.append((s.get("shared_writes", 0), s.get("remote_compiles", 0)))
+        writes.append((s.get("tiers", {}).get("jetstream", {}).get("writes", 0), s.get("remote_compiles", 0)))
 
     # One idle worker; cargo's default -j keeps every compile local: only the writes differ.
     local, farm = paired_cold_builds(args, tmp, "tier", 1, lambda env, cmd, rep: None, after)

@@ -23,7 +23,7 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
     built.assert_each(FIXTURE_UNITS, Outcome::Miss);
     let s = stats(&ci);
     assert_eq!(s["remote_compiles"], 0, "{s}");
-    assert_eq!(s["shared_writes"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["writes"], FIXTURE_UNITS.len(), "{s}");
     let want = artifacts(&ci_checkout.target());
 
     // A laptop: another empty cache, a checkout at another path, reading only.
@@ -41,7 +41,7 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
         "hits from the shared tier",
     );
     let s = stats(&laptop);
-    assert_eq!(s["shared_hits"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
 
     // The laptop's own edit compiles locally and is not written to the shared tier: a third
     // client with the same edit misses it there too.
@@ -56,7 +56,7 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
         "{:?}",
         built.outcomes()
     );
-    assert_eq!(stats(&laptop)["shared_writes"], 0);
+    assert_eq!(stats(&laptop)["tiers"]["jetstream"]["writes"], 0);
     std::fs::remove_dir_all(laptop_checkout.join("target")).unwrap();
     let built = build_in(
         &laptop_checkout,

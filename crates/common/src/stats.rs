@@ -27,10 +27,8 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// Misses whose result was not stored, by reason (compile error, input edited mid-compile).
     pub not_stored: BTreeMap<String, u64>,
-    /// Hits found in the farm's shared cache (included in `hits`).
-    pub shared_hits: u64,
-    /// Results written to the farm's shared cache (local and remote compiles).
-    pub shared_writes: u64,
+    /// Each tier's own counts (`local`, `jetstream`, `s3`, …), in lookup order by name.
+    pub tiers: BTreeMap<String, TierStats>,
     /// Misses compiled on the farm.
     pub remote_compiles: u64,
     /// Misses that could have gone to the farm but were compiled locally, by reason.
@@ -43,7 +41,33 @@ pub struct Stats {
     pub time_saved_ms: u64,
 }
 
+/// One cache tier's counts. An error is never a miss: a tier that fails every request shows
+/// errors, with the last one's diagnosis, not a column of misses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TierStats {
+    /// Lookups that found a whole result here (outputs verified).
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// Lookups and writes that failed, by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The last error's diagnosis.
+    pub last_error: Option<String>,
+    /// Results written here.
+    pub writes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Time spent on this tier's lookups, fetches and writes.
+    pub time_ms: u64,
+}
+
 impl Stats {
+    /// A tier's counts, created on first use.
+    pub fn tier(&mut self, name: &str) -> &mut TierStats {
+        self.tiers.entry(name.to_owned()).or_default()
+    }
+
     pub fn load(dir: &Path) -> Stats {
         fs::read(dir.join("stats.json"))
             .ok()

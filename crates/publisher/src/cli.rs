@@ -1,5 +1,5 @@
 //! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --explain [N]`,
-//! `jetcc --dist-status`, `jetcc --version`.
+//! `jetcc --dist-status`, `jetcc --check`, `jetcc --version`.
 
 use std::ffi::OsString;
 
@@ -35,6 +35,10 @@ struct Cli {
     /// Print the farm's workers, cores and queue as JSON (sccache's `--dist-status` shape).
     #[arg(long)]
     dist_status: bool,
+    /// Try a write, a read and a delete on every configured cache tier, and say what is
+    /// wrong. Exits 1 if any fails.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: &[OsString]) -> i32 {
@@ -54,6 +58,9 @@ pub fn run(args: &[OsString]) -> i32 {
     };
     if cli.dist_status {
         return dist_status(&config);
+    }
+    if cli.check {
+        return crate::check::run(&config);
     }
     if cli.zero_stats {
         if let Err(e) = Stats::zero(&config.cache_dir) {
@@ -133,15 +140,7 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         row(&format!("  {k}"), v.to_string());
     }
     if config.dist.is_some() || s.remote_compiles > 0 || !s.remote_skipped.is_empty() {
-        row(
-            "Hits from the farm's shared cache",
-            s.shared_hits.to_string(),
-        );
         row("Compiled on the farm", s.remote_compiles.to_string());
-        row(
-            "Results written to the shared cache",
-            s.shared_writes.to_string(),
-        );
         row(
             "Not sent to the farm",
             s.remote_skipped.values().sum::<u64>().to_string(),
@@ -150,12 +149,53 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
             row(&format!("  {k}"), v.to_string());
         }
     }
+    print_tiers(s);
     row("Bytes restored from cache", human(s.bytes_restored));
     row("Bytes stored in cache", human(s.bytes_stored));
     row(
         "Compile time saved",
         format!("{:.1} s", s.time_saved_ms as f64 / 1000.0),
     );
+}
+
+/// One line per tier, local first: hits, misses, errors, writes, bytes, time; then each
+/// tier's last error, which says what to fix.
+fn print_tiers(s: &Stats) {
+    if s.tiers.is_empty() {
+        return;
+    }
+    println!(
+        "{:<12}{:>8}{:>8}{:>8}{:>8}{:>12}{:>12}{:>10}",
+        "Tier", "hits", "misses", "errors", "writes", "read", "written", "time"
+    );
+    let order = |n: &str| match n {
+        "local" => 0,
+        "jetstream" => 1,
+        _ => 2,
+    };
+    let mut tiers: Vec<_> = s.tiers.iter().collect();
+    tiers.sort_by_key(|(n, _)| order(n));
+    for (name, t) in &tiers {
+        println!(
+            "  {:<10}{:>8}{:>8}{:>8}{:>8}{:>12}{:>12}{:>9.1}s",
+            name,
+            t.hits,
+            t.misses,
+            t.errors.values().sum::<u64>(),
+            t.writes,
+            human(t.bytes_read),
+            human(t.bytes_written),
+            t.time_ms as f64 / 1000.0
+        );
+        for (k, v) in &t.errors {
+            println!("    {k:<34}{v}");
+        }
+    }
+    for (name, t) in &tiers {
+        if let (Some(e), false) = (&t.last_error, t.errors.is_empty()) {
+            println!("Last {name} error: {e}");
+        }
+    }
 }
 
 fn human(bytes: u64) -> String {

@@ -144,22 +144,20 @@ impl Session {
         Ok(self.rt.block_on(self.res.get_entry(key))?)
     }
 
-    /// Fetches a verified blob and writes it atomically at `dest` with `mode`.
-    pub fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<(), Skip> {
-        self.rt.block_on(fetch(&self.res, digest, dest))?;
-        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Skip::Local(format!("cannot set the mode of {}: {e}", dest.display())))
+    /// A verified blob from the CAS.
+    pub fn blob(&self, digest: &Digest) -> Result<Vec<u8>, Skip> {
+        Ok(self.rt.block_on(self.res.cas.get(digest))?)
     }
 
     /// Shares a result: its outputs are in the CAS already, or are uploaded first from
-    /// `upload_from` (the out-dir of a local compile).
+    /// `upload_from` (the out-dir of a local compile). Returns the bytes uploaded.
     pub fn publish(
         &self,
         invocation: &Digest,
         found: ManifestEntry,
         entry: &CacheEntry,
         upload_from: Option<&Path>,
-    ) -> Result<(), Skip> {
+    ) -> Result<u64, Skip> {
         // A server that went away mid-build must not make every later miss wait out a
         // request timeout to share its result.
         if self.res.farm.client.connection_state() != async_nats::connection::State::Connected {
@@ -169,6 +167,7 @@ impl Session {
             )));
         }
         self.rt.block_on(async {
+            let mut sent = 0;
             if let Some(dir) = upload_from {
                 let paths: Vec<PathBuf> = entry.outputs.iter().map(|o| dir.join(&o.name)).collect();
                 let puts = entry
@@ -176,11 +175,15 @@ impl Session {
                     .iter()
                     .zip(&paths)
                     .map(|(o, path)| self.res.cas.put_file(&o.digest, path));
-                for r in futures_util::future::join_all(puts).await {
-                    r?;
+                let done = futures_util::future::join_all(puts).await;
+                for (r, o) in done.into_iter().zip(&entry.outputs) {
+                    if r? {
+                        sent += o.size;
+                    }
                 }
             }
-            Ok(self.res.put_result(invocation, found, entry).await?)
+            self.res.put_result(invocation, found, entry).await?;
+            Ok(sent)
         })
     }
 }
@@ -574,66 +577,6 @@ fn random16() -> [u8; 16] {
         let _ = f.read_exact(&mut b);
     }
     b
-}
-
-/// A circuit breaker whose state survives the short-lived wrapper processes: after
-/// [`Breaker::TRIPS`] farm failures in a row, the farm is skipped for a while (`[dist]
-/// breaker_secs`).
-pub struct Breaker {
-    file: PathBuf,
-    open_for: Duration,
-}
-
-impl Breaker {
-    pub const TRIPS: u32 = 3;
-
-    pub fn new(cache_dir: &Path, open_for: Duration) -> Breaker {
-        Breaker {
-            file: cache_dir.join("farm-breaker"),
-            open_for,
-        }
-    }
-
-    /// (failures in a row, skip the farm until this unix second)
-    fn read(&self) -> (u32, u64) {
-        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-        let mut it = text
-            .split_whitespace()
-            .map(|w| w.parse::<u64>().unwrap_or(0));
-        (it.next().unwrap_or(0) as u32, it.next().unwrap_or(0))
-    }
-
-    pub fn is_open(&self) -> bool {
-        let (_, until) = self.read();
-        now_secs() < until
-    }
-
-    pub fn record(&self, ok: bool) {
-        let (fails, until) = self.read();
-        let next = if ok {
-            if fails == 0 {
-                return;
-            }
-            (0, 0)
-        } else if fails + 1 >= Breaker::TRIPS {
-            tracing::warn!(
-                "the farm failed {} times in a row: compiling locally for {:?}",
-                fails + 1,
-                self.open_for
-            );
-            (0, now_secs() + self.open_for.as_secs())
-        } else {
-            (fails + 1, until)
-        };
-        let _ = fsutil::write_atomic(&self.file, format!("{} {}", next.0, next.1).as_bytes());
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 #[cfg(test)]

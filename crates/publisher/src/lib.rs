@@ -3,19 +3,25 @@
 //! - [`wrapper`]: the life of one rustc invocation (classify, key, look up, restore or compile,
 //!   store), and the fallback to plain rustc on any jetcc-side error.
 //! - [`compile`]: runs rustc, streaming its output to cargo while capturing it.
-//! - [`dist`]: sends a miss to the farm and writes what comes back (and the circuit breaker).
+//! - [`dist`]: sends a miss to the farm and writes what comes back.
+//! - [`tiers`]: the shared cache tiers (JetStream, object store) behind one trait.
+//! - [`breaker`]: skips a failing farm or tier for a while, across wrapper processes.
 //! - [`placement`]: whether a miss compiles locally or on the farm (local slots, measured
 //!   remote overhead).
-//! - [`cli`]: `--show-stats`, `--zero-stats`, `--version`.
+//! - [`cli`]: `--show-stats`, `--zero-stats`, `--explain`, `--dist-status`, `--version`;
+//!   [`check`]: `--check`, a write, read and delete on every cache tier.
 //!
 //! Design choice: anything the wrapper does not understand, or any error before rustc starts,
 //! ends in `exec` of plain rustc, so jetcc can only cost time, never a build.
 
+pub mod breaker;
+pub mod check;
 pub mod cli;
 pub mod compile;
 pub mod dist;
 pub mod logging;
 pub mod placement;
+pub mod tiers;
 pub mod wrapper;
 
 use std::ffi::OsString;

@@ -27,9 +27,11 @@ use jetcc_common::{toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::dist::Session;
+use crate::tiers::ObjectSession;
 use crate::placement::Placement;
 
 mod farm;
+mod shared;
 
 /// Runs one wrapped invocation and returns the exit code to report to cargo.
 pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
@@ -129,6 +131,9 @@ struct Job {
     stored: Option<(ManifestEntry, CacheEntry)>,
     /// The farm's cache is only read (`[cache.jetstream] read_only`).
     shared_read_only: bool,
+    /// The object-store tier, and its session once opened (`Some(None)`: tried and failed).
+    object_cfg: Option<jetcc_common::config::ObjectTierConfig>,
+    object: Option<Option<ObjectSession>>,
     toolchain: Digest,
     /// When jetcc started work on this invocation: what it adds is measured from here.
     clock: Instant,
@@ -189,6 +194,8 @@ impl Job {
             session: None,
             stored: None,
             shared_read_only: config.jetstream_read_only,
+            object_cfg: config.object.clone(),
+            object: None,
             toolchain,
             parts,
             unit,
@@ -231,6 +238,10 @@ impl Job {
                     s.hits += 1;
                     s.bytes_restored += restored;
                     s.time_saved_ms += entry.compile_ms.saturating_sub(spent);
+                    let local = s.tier("local");
+                    local.hits += 1;
+                    local.bytes_read += restored;
+                    local.time_ms += spent;
                 });
                 entry.exit_code
             }
@@ -243,7 +254,8 @@ impl Job {
                 tracing::warn!(%crate_name, "dropping an unusable cache entry: {e}");
                 self.cache.remove_entry(&key);
                 record(self.cache.root(), |s| {
-                    Stats::bump(&mut s.errors, "corrupt-entry")
+                    Stats::bump(&mut s.errors, "corrupt-entry");
+                    Stats::bump(&mut s.tier("local").errors, "corrupt");
                 });
                 self.miss("the entry was unusable", None)
             }
@@ -349,16 +361,21 @@ impl Job {
                 None => self.store(&compiled, &[]),
             };
             self.cache.commit_size();
-            if stored.is_ok() && !self.shared_read_only {
-                self.share_stored(!ran_remotely);
+            if stored.is_ok() {
+                self.share_stored(ran_remotely);
             }
             stored
         };
         record(self.cache.root(), |s| {
             s.requests += 1;
             s.misses += 1;
+            s.tier("local").misses += 1;
             match &outcome {
-                Ok(bytes) => s.bytes_stored += bytes,
+                Ok(bytes) => {
+                    s.bytes_stored += bytes;
+                    s.tier("local").writes += 1;
+                    s.tier("local").bytes_written += bytes;
+                }
                 Err(Stored::No(why)) => Stats::bump(&mut s.not_stored, why),
                 Err(Stored::Error(e)) => Stats::bump(&mut s.errors, e),
             }

@@ -252,7 +252,10 @@ impl ObjectTier {
     async fn get(&self, path: &ObjPath, max: u64, op: &str) -> Result<Option<Bytes>, TierError> {
         let got = match self.store.get(path).await {
             Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            // A missing bucket is an error, not a miss on every lookup.
+            Err(e @ object_store::Error::NotFound { .. }) if !diagnose::no_such_bucket(&e) => {
+                return Ok(None)
+            }
             Err(e) => return Err(self.fail(op, e)),
         };
         if got.meta.size > max {
@@ -375,11 +378,10 @@ impl ObjectTier {
             crate::files::now_ns()
         ));
         if self.read_only {
-            return match self.store.head(&probe).await {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(self.fail("read", e)),
-            };
+            return self.get(&probe, 1 << 10, "read").await.map(|_| ());
         }
+        // A read first: some servers create a missing bucket on the first write.
+        self.get(&probe, 1 << 10, "read").await?;
         let body = Bytes::from_static(b"jetcc check");
         self.put(&probe, body.clone(), "write").await?;
         let back = self.get(&probe, 1 << 10, "read").await?;

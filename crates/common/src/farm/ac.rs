@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{FarmError, Resources};
+use super::{FarmError, FarmErrorKind, Resources};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::result::CacheEntry;
 use crate::Digest;
@@ -59,6 +59,43 @@ impl Resources {
             .put(manifest_key(invocation), Bytes::from(manifest.encode()))
             .await
             .map_err(|e| FarmError::other("cannot write a shared manifest", e))?;
+        Ok(())
+    }
+}
+
+impl Resources {
+    /// `jetcc --check`: writes a probe blob and key, reads them back and deletes them (only
+    /// reads when `read_only`).
+    pub async fn check(&self, read_only: bool) -> Result<(), FarmError> {
+        let probe = format!("jetcc check {} {}", std::process::id(), crate::files::now_ns());
+        let digest = Digest::of_bytes(probe.as_bytes());
+        if read_only {
+            self.get_manifest(&digest).await?;
+            return Ok(());
+        }
+        self.cas.put(&digest, probe.as_bytes()).await?;
+        let back = self.cas.get(&digest).await?;
+        self.cas.delete(&digest).await?;
+        let key = format!("check.{}", digest.hex());
+        self.ac
+            .put(&key, Bytes::from(probe.clone()))
+            .await
+            .map_err(|e| FarmError::other("cannot write to the AC bucket", e))?;
+        let got = self
+            .ac
+            .get(&key)
+            .await
+            .map_err(|e| FarmError::other("cannot read the AC bucket", e))?;
+        self.ac
+            .purge(&key)
+            .await
+            .map_err(|e| FarmError::other("cannot delete from the AC bucket", e))?;
+        if back != probe.as_bytes() || got.as_deref() != Some(probe.as_bytes()) {
+            return Err(FarmError::new(
+                FarmErrorKind::Corrupt,
+                "the server gave back other bytes than were written",
+            ));
+        }
         Ok(())
     }
 }

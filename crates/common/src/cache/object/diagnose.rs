@@ -18,6 +18,34 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether a not-found error is about the bucket, not the object.
+pub(super) fn no_such_bucket(e: &object_store::Error) -> bool {
+    let text = chain(e);
+    text.contains("NoSuchBucket") || text.contains("ContainerNotFound")
+}
+
+/// The useful part of an error: the server's code and message if it sent one, else the
+/// innermost cause (`Connection refused`), not `object_store`'s whole repeated chain.
+fn detail(e: &(dyn std::error::Error + 'static), full: &str) -> String {
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = full.find(&open)? + open.len();
+        let end = full[start..].find(&format!("</{t}>"))?;
+        Some(full[start..start + end].trim().to_owned())
+    };
+    if let Some(code) = tag("Code") {
+        return match tag("Message") {
+            Some(m) => format!("{code}: {m}"),
+            None => code,
+        };
+    }
+    let mut inner = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    inner.to_string()
+}
+
 pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> TierError {
     let full = chain(e);
     let lower = full.to_ascii_lowercase();
@@ -53,7 +81,10 @@ pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> Tier
             Credentials,
             format!("the server does not know the {creds}: fix AWS_ACCESS_KEY_ID or the profile"),
         )
-    } else if has("credential") && (has("error getting") || has("failed to")) {
+    } else if (has("credential") && (has("error getting") || has("failed to")))
+        || has("169.254.169.254")
+        || has("169.254.170.2")
+    {
         (
             Credentials,
             super::no_credentials_hint(what.split_whitespace().nth(2).unwrap_or("")),
@@ -111,5 +142,6 @@ pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> Tier
     } else {
         (Other, "see the error above".to_owned())
     };
-    TierError::new(kind, format!("{what}: cannot {op}: {advice} ({full})"))
+    let detail = detail(e, &full);
+    TierError::new(kind, format!("{what}: cannot {op}: {advice} ({detail})"))
 }

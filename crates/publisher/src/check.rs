@@ -1,0 +1,93 @@
+//! `jetcc --check`: tries a write, a read and a delete on every configured cache tier and
+//! says in plain words what is wrong and what to set. Exit code 0 when all work, 1 if not.
+
+use jetcc_common::config::Config;
+use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
+use jetcc_common::fsutil;
+
+use crate::tiers::ObjectSession;
+
+pub fn run(config: &Config) -> i32 {
+    let mut failed = false;
+    let mut report = |tier: &str, what: &str, result: Result<&str, String>| match result {
+        Ok(done) => println!("ok    {tier:<10} {what}: {done}"),
+        Err(why) => {
+            failed = true;
+            match what {
+                "" => println!("FAIL  {tier:<10} {why}"),
+                _ => println!("FAIL  {tier:<10} {what}: {why}"),
+            }
+        }
+    };
+    report(
+        "local",
+        &config.cache_dir.display().to_string(),
+        check_local(config).map(|()| "write, read, delete"),
+    );
+    if let Some(dist) = &config.dist {
+        let ro = config.jetstream_read_only;
+        let rt = runtime();
+        let result = rt.block_on(async {
+            let farm = Farm::connect(dist, "jetcc --check", Lifetime::Wrapper).await?;
+            let res = match farm.open_resources().await {
+                // The first writer creates the cache, as a build would.
+                Err(e) if e.kind == FarmErrorKind::NotSetUp && !ro => {
+                    farm.ensure_resources().await?
+                }
+                other => other?,
+            };
+            res.check(ro).await
+        });
+        report(
+            "jetstream",
+            &format!("NATS {}", dist.nats_url),
+            result
+                .map(|()| done(ro))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    if let Some(cfg) = &config.object {
+        let name = cfg.backend.name();
+        match ObjectSession::open(cfg) {
+            // The diagnosis names the place itself.
+            Ok(o) => match o.check() {
+                Ok(()) => report(name, o.describe(), Ok(done(o.read_only()))),
+                Err(e) => report(name, "", Err(e.message)),
+            },
+            Err(e) => report(name, "", Err(e.message)),
+        }
+    }
+    i32::from(failed)
+}
+
+fn done(read_only: bool) -> &'static str {
+    if read_only {
+        "read (read-only: no write tried)"
+    } else {
+        "write, read, delete"
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn check_local(config: &Config) -> Result<(), String> {
+    let probe = config.cache_dir.join(format!("check-{}", std::process::id()));
+    let body = b"jetcc check";
+    fsutil::write_atomic_mkdir(&probe, body).map_err(|e| {
+        format!(
+            "cannot write in {}: {e} (set [cache.disk] dir or JETCC_DIR to a writable dir)",
+            config.cache_dir.display()
+        )
+    })?;
+    let back = std::fs::read(&probe).map_err(|e| format!("cannot read back: {e}"));
+    let _ = std::fs::remove_file(&probe);
+    match back? == body {
+        true => Ok(()),
+        false => Err("read back other bytes than were written".into()),
+    }
+}
