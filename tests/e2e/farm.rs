@@ -43,7 +43,11 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
 
     // Another client (its own empty local cache, the same checkout path, as a CI agent's
     // fresh workspace) hits what the first one compiled, on the farm and locally.
-    assert_eq!(s["tiers"]["jetstream"]["writes"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(
+        s["tiers"]["jetstream"]["writes"],
+        FIXTURE_UNITS.len(),
+        "{s}"
+    );
     p.clean();
     let cache_b = root.join("cache-b");
     let built = p.build_ok(&farm_build(&cache_b, &nats));

@@ -7,6 +7,7 @@ mod farm_netns;
 mod farm_queue;
 mod mutations;
 mod robustness;
+mod s3;
 mod sandbox_probes;
 mod shared;
 mod streaming;

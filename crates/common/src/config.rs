@@ -144,7 +144,9 @@ pub enum ConfigError {
     Incremental(String),
     #[error("invalid {section}.rw_mode {value:?} (use \"READ_ONLY\" or \"READ_WRITE\")")]
     RwMode { section: String, value: String },
-    #[error("more than one of [cache.s3], [cache.gcs], [cache.azure], [cache.path] is set: keep one")]
+    #[error(
+        "more than one of [cache.s3], [cache.gcs], [cache.azure], [cache.path] is set: keep one"
+    )]
     SeveralObjectTiers,
     #[error("[cache.path] dir {0:?} must be an absolute path")]
     RelativeCachePath(PathBuf),
@@ -449,7 +451,10 @@ mod tests {
             panic!("{o:?}")
         };
         assert_eq!(s3.endpoint.as_deref(), Some("https://my.minio.lan/"));
-        assert_eq!((s3.region.as_deref(), s3.use_ssl), (Some("auto"), Some(true)));
+        assert_eq!(
+            (s3.region.as_deref(), s3.use_ssl),
+            (Some("auto"), Some(true))
+        );
         assert!(!s3.enable_virtual_host_style);
         let o = load(
             "",
@@ -472,7 +477,10 @@ mod tests {
             .unwrap();
         assert_eq!(o.backend, Backend::Path(PathBuf::from("/mnt/c")));
         assert!(matches!(
-            load("[cache.path]\ndir = \"/a\"\n[cache.gcs]\nbucket = \"b\"\n", &[]),
+            load(
+                "[cache.path]\ndir = \"/a\"\n[cache.gcs]\nbucket = \"b\"\n",
+                &[]
+            ),
             Err(ConfigError::SeveralObjectTiers)
         ));
         assert!(load("[cache.s3]\nbucket = \"b\"\nbukket = 1\n", &[]).is_err());

@@ -41,9 +41,7 @@ pub fn run(config: &Config) -> i32 {
         report(
             "jetstream",
             &format!("NATS {}", dist.nats_url),
-            result
-                .map(|()| done(ro))
-                .map_err(|e| e.to_string()),
+            result.map(|()| done(ro)).map_err(|e| e.to_string()),
         );
     }
     if let Some(cfg) = &config.object {
@@ -76,7 +74,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn check_local(config: &Config) -> Result<(), String> {
-    let probe = config.cache_dir.join(format!("check-{}", std::process::id()));
+    let probe = config
+        .cache_dir
+        .join(format!("check-{}", std::process::id()));
     let body = b"jetcc check";
     fsutil::write_atomic_mkdir(&probe, body).map_err(|e| {
         format!(

@@ -160,7 +160,12 @@ impl SharedTier for ObjectSession {
     }
     fn publish(&self, p: &Publish<'_>) -> Result<u64, TierFailure> {
         self.rt.block_on(async {
-            let paths: Vec<PathBuf> = p.entry.outputs.iter().map(|o| p.out_dir.join(&o.name)).collect();
+            let paths: Vec<PathBuf> = p
+                .entry
+                .outputs
+                .iter()
+                .map(|o| p.out_dir.join(&o.name))
+                .collect();
             let puts = p
                 .entry
                 .outputs

@@ -27,8 +27,8 @@ use jetcc_common::{toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::dist::Session;
-use crate::tiers::ObjectSession;
 use crate::placement::Placement;
+use crate::tiers::ObjectSession;
 
 mod farm;
 mod shared;
@@ -134,6 +134,8 @@ struct Job {
     /// The object-store tier, and its session once opened (`Some(None)`: tried and failed).
     object_cfg: Option<jetcc_common::config::ObjectTierConfig>,
     object: Option<Option<ObjectSession>>,
+    /// Shared tiers that failed as a whole in this process: not written to.
+    tiers_down: Vec<&'static str>,
     toolchain: Digest,
     /// When jetcc started work on this invocation: what it adds is measured from here.
     clock: Instant,
@@ -196,6 +198,7 @@ impl Job {
             shared_read_only: config.jetstream_read_only,
             object_cfg: config.object.clone(),
             object: None,
+            tiers_down: Vec::new(),
             toolchain,
             parts,
             unit,

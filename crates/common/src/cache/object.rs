@@ -195,8 +195,8 @@ impl ObjectTier {
             Backend::Path(dir) => {
                 // Never created here: a share that is not mounted must not quietly become a
                 // local dir.
-                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| {
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
                         TierError::new(
                             TierErrorKind::NoBucket,
                             format!(
@@ -299,12 +299,15 @@ impl ObjectTier {
     /// never returned, and is deleted where this client may write.
     pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes, TierError> {
         let path = self.path("b", digest);
-        let bytes = self.get(&path, MAX_BLOB, "read a blob").await?.ok_or_else(|| {
-            TierError::new(
-                TierErrorKind::Corrupt,
-                format!("blob {digest} is missing from {}", self.place.what),
-            )
-        })?;
+        let bytes = self
+            .get(&path, MAX_BLOB, "read a blob")
+            .await?
+            .ok_or_else(|| {
+                TierError::new(
+                    TierErrorKind::Corrupt,
+                    format!("blob {digest} is missing from {}", self.place.what),
+                )
+            })?;
         if &Digest::of_bytes(&bytes) != digest {
             if !self.read_only {
                 let _ = self.store.delete(&path).await;
@@ -323,7 +326,11 @@ impl ObjectTier {
     }
 
     /// Uploads a file as the blob `digest` unless the tier has it. Returns the bytes sent.
-    pub async fn put_file(&self, digest: &Digest, path: &std::path::Path) -> Result<u64, TierError> {
+    pub async fn put_file(
+        &self,
+        digest: &Digest,
+        path: &std::path::Path,
+    ) -> Result<u64, TierError> {
         let obj = self.path("b", digest);
         match self.store.head(&obj).await {
             Ok(_) => return Ok(0),
@@ -417,7 +424,11 @@ fn endpoint_url(s3: &S3Config) -> Option<String> {
     if ep.starts_with("http://") || ep.starts_with("https://") {
         return Some(ep.to_owned());
     }
-    let scheme = if s3.use_ssl.unwrap_or(true) { "https" } else { "http" };
+    let scheme = if s3.use_ssl.unwrap_or(true) {
+        "https"
+    } else {
+        "http"
+    };
     Some(format!("{scheme}://{ep}"))
 }
 
@@ -428,7 +439,9 @@ fn open_s3(
     use object_store::aws::AmazonS3Builder;
     let var = |n: &str| env(n).filter(|v| !v.is_empty());
     let endpoint = endpoint_url(s3);
-    let allow_http = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+    let allow_http = endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(&s3.bucket)
         .with_virtual_hosted_style_request(s3.enable_virtual_host_style)
@@ -466,7 +479,9 @@ fn open_s3(
         b = b.with_region(region);
         match found.keys {
             Some(k) => {
-                b = b.with_access_key_id(&k.key_id).with_secret_access_key(&k.secret);
+                b = b
+                    .with_access_key_id(&k.key_id)
+                    .with_secret_access_key(&k.secret);
                 if let Some(t) = &k.token {
                     b = b.with_token(t);
                 }

@@ -67,7 +67,11 @@ impl Resources {
     /// `jetcc --check`: writes a probe blob and key, reads them back and deletes them (only
     /// reads when `read_only`).
     pub async fn check(&self, read_only: bool) -> Result<(), FarmError> {
-        let probe = format!("jetcc check {} {}", std::process::id(), crate::files::now_ns());
+        let probe = format!(
+            "jetcc check {} {}",
+            std::process::id(),
+            crate::files::now_ns()
+        );
         let digest = Digest::of_bytes(probe.as_bytes());
         if read_only {
             self.get_manifest(&digest).await?;

@@ -8,8 +8,8 @@ use jetcc_common::stats::Stats;
 use jetcc_common::toolchain;
 
 use super::{record, Job};
-use crate::compile::Compiled;
 use crate::breaker::Breaker;
+use crate::compile::Compiled;
 use crate::dist::Session;
 use crate::placement::Placement;
 

@@ -69,7 +69,11 @@ impl Job {
         let tiers: Vec<(&dyn SharedTier, bool)> = session
             .iter()
             .map(|s| (s as &dyn SharedTier, !self.shared_read_only))
-            .chain(object.iter().map(|o| (o as &dyn SharedTier, !o.read_only())))
+            .chain(
+                object
+                    .iter()
+                    .map(|o| (o as &dyn SharedTier, !o.read_only())),
+            )
             .collect();
         let mut code = None;
         for (i, (tier, _)) in tiers.iter().enumerate() {
@@ -83,10 +87,12 @@ impl Job {
             }
             self.replay(&entry);
             let restored = entry.total_output_bytes();
+            let spent = self.clock.elapsed().as_millis() as u64;
             record(self.cache.root(), |s| {
                 s.requests += 1;
                 s.hits += 1;
                 s.bytes_restored += restored;
+                s.time_saved_ms += entry.compile_ms.saturating_sub(spent);
                 s.tier("local").misses += 1;
             });
             code = Some(entry.exit_code);
@@ -188,12 +194,17 @@ impl Job {
     }
 
     fn write_to(
-        &self,
+        &mut self,
         tier: &dyn SharedTier,
         found: &ManifestEntry,
         entry: &CacheEntry,
         on_farm: bool,
     ) {
+        let name = tier.name();
+        // A tier that just failed a lookup as a whole would only fail again.
+        if self.tiers_down.contains(&name) {
+            return;
+        }
         let t0 = Instant::now();
         let result = tier.publish(&Publish {
             invocation: &self.invocation,
@@ -202,7 +213,6 @@ impl Job {
             out_dir: &self.outputs.out_dir,
             on_farm,
         });
-        let name = tier.name();
         match result {
             Ok(sent) => {
                 let ms = t0.elapsed().as_millis() as u64;
@@ -218,7 +228,7 @@ impl Job {
     }
 
     /// Counts a tier's failure, logs its diagnosis if it is new, and feeds its breaker.
-    fn tier_failed(&self, name: &str, e: &TierFailure, spent: Duration) {
+    fn tier_failed(&mut self, name: &'static str, e: &TierFailure, spent: Duration) {
         let ms = spent.as_millis() as u64;
         let mut new = false;
         record(self.cache.root(), |s| {
@@ -235,6 +245,7 @@ impl Job {
         }
         if e.down {
             self.tier_breaker(name).record(false);
+            self.tiers_down.push(name);
         }
     }
 }

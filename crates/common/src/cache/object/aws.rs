@@ -56,8 +56,11 @@ pub fn find(
     let in_creds = creds.as_ref().and_then(|i| i.section(Some(name.as_str())));
     let config_section = format!("profile {name}");
     let in_config = config.as_ref().and_then(|i| {
-        i.section(Some(config_section.as_str()))
-            .or_else(|| (name == "default").then(|| i.section(Some("default"))).flatten())
+        i.section(Some(config_section.as_str())).or_else(|| {
+            (name == "default")
+                .then(|| i.section(Some("default")))
+                .flatten()
+        })
     });
     let region = in_config
         .and_then(|s| s.get("region"))
@@ -171,7 +174,10 @@ mod tests {
         let h = home.path().display().to_string();
         let f = find(None, &env_of(vec![("HOME", h.clone())])).unwrap();
         let k = f.keys.unwrap();
-        assert_eq!((k.key_id.as_str(), f.region.as_deref()), ("D", Some("eu-west-1")));
+        assert_eq!(
+            (k.key_id.as_str(), f.region.as_deref()),
+            ("D", Some("eu-west-1"))
+        );
         let f = find(
             None,
             &env_of(vec![("HOME", h.clone()), ("AWS_PROFILE", "ci".into())]),
@@ -202,7 +208,11 @@ mod tests {
         assert!(e.to_string().contains("\"nope\""), "{e}");
         // No files, no env: nothing found, no error (object_store's own chain follows).
         let empty = tempfile::tempdir().unwrap();
-        let f = find(None, &env_of(vec![("HOME", empty.path().display().to_string())])).unwrap();
+        let f = find(
+            None,
+            &env_of(vec![("HOME", empty.path().display().to_string())]),
+        )
+        .unwrap();
         assert!(f.keys.is_none());
     }
 }

@@ -1,0 +1,355 @@
+//! The object-store tier against a real S3 server (SeaweedFS's `weed mini`), configured with
+//! the seed's sccache-style `[cache.s3]` block: CI fills it, a read-only laptop reads it, and
+//! faults (a corrupt or truncated object, a wrong secret, the server killed mid-build) cost
+//! hits, never builds. `jetcc --check` tells each misconfiguration apart.
+
+use std::path::{Path, PathBuf};
+
+use jetcc_e2e::servers::{Nats, S3, S3_BUCKET, S3_KEY_ID, S3_SECRET};
+use jetcc_e2e::*;
+
+/// The seed's block, verbatim but for the endpoint and `use_ssl`.
+fn config_file(dir: &Path, endpoint: &str, bucket: &str) -> PathBuf {
+    let path = dir.join(format!("jetcc-{bucket}-{}.toml", endpoint.len()));
+    std::fs::write(
+        &path,
+        format!(
+            "[cache.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nregion = \"auto\"\n\
+             use_ssl = false\nkey_prefix = \"sccache\"\nno_credentials = false\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Team {
+    root: PathBuf,
+    s3: S3,
+    config: PathBuf,
+}
+
+impl Team {
+    fn new(root: &Path) -> Team {
+        let s3 = S3::start(&root.join("s3"));
+        let config = config_file(root, &s3.endpoint(), S3_BUCKET);
+        Team {
+            root: root.to_path_buf(),
+            s3,
+            config,
+        }
+    }
+
+    /// A client with keys in env vars (as on a CI agent) and its own cache dir.
+    fn ci(&self, cache: &str, checkout: &Path) -> Build {
+        Build::jetcc(&self.root.join(cache))
+            .env("JETCC_CONFIG", &self.config.to_string_lossy())
+            .env("JETCC_BASE_DIRS", &checkout.to_string_lossy())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    }
+
+    fn cache(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The raw bucket, for damaging objects as a failing disk or a buggy writer would.
+    fn bucket(&self) -> (tokio::runtime::Runtime, object_store::aws::AmazonS3) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.s3.endpoint())
+            .with_allow_http(true)
+            .with_bucket_name(S3_BUCKET)
+            .with_region("auto")
+            .with_access_key_id(S3_KEY_ID)
+            .with_secret_access_key(S3_SECRET)
+            .build()
+            .unwrap();
+        (rt, store)
+    }
+}
+
+fn tier(cache: &Path) -> serde_json::Value {
+    stats(cache)["tiers"]["s3"].clone()
+}
+
+#[test]
+fn ci_fills_s3_and_a_read_only_laptop_with_an_aws_profile_reads_it() {
+    let ci_checkout = Project::fixture("fixture");
+    let team = Team::new(ci_checkout.dir.parent().unwrap());
+    let built = ci_checkout.build_ok(&team.ci("cache-ci", &ci_checkout.dir));
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    let t = tier(&team.cache("cache-ci"));
+    assert_eq!(t["writes"], FIXTURE_UNITS.len(), "{t}");
+    assert_eq!(t["errors"], serde_json::json!({}), "{t}");
+    let want = artifacts(&ci_checkout.target());
+
+    // The laptop: its keys in a profile under its own HOME, read-only, another checkout path.
+    let home = team.root.join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!("[team]\naws_access_key_id = {S3_KEY_ID}\naws_secret_access_key = {S3_SECRET}\n"),
+    )
+    .unwrap();
+    std::fs::write(home.join(".aws/config"), "[profile team]\nregion = auto\n").unwrap();
+    let laptop_checkout = ci_checkout.sibling("fixture", "laptop");
+    let laptop = |cache: &str| {
+        let mut b = Build::jetcc(&team.cache(cache))
+            .env("JETCC_CONFIG", &team.config.to_string_lossy())
+            .env("JETCC_BASE_DIRS", &laptop_checkout.to_string_lossy())
+            .env("JETCC_S3_RW_MODE", "READ_ONLY")
+            .env("AWS_PROFILE", "team")
+            .env("HOME", &home.to_string_lossy());
+        // cargo and rustup stay where the real HOME has them.
+        for (var, dir) in [("CARGO_HOME", ".cargo"), ("RUSTUP_HOME", ".rustup")] {
+            let real = std::env::var(var)
+                .unwrap_or_else(|_| format!("{}/{dir}", std::env::var("HOME").unwrap_or_default()));
+            b = b.env(var, &real);
+        }
+        b
+    };
+    let built = build_in(&laptop_checkout, &laptop("cache-laptop"));
+    assert!(built.ok(), "{}", built.stderr());
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(
+        &want,
+        &artifacts(&laptop_checkout.join("target")),
+        "hits from the s3 tier",
+    );
+    let t = tier(&team.cache("cache-laptop"));
+    assert_eq!(t["hits"], FIXTURE_UNITS.len(), "{t}");
+    assert_eq!(t["writes"], 0, "{t}");
+
+    // Its own edit is not written: a CI client with the same edit misses it there too.
+    let leaf = laptop_checkout.join("leaf/src/lib.rs");
+    let src = std::fs::read_to_string(&leaf).unwrap() + "pub fn laptop_only() {}\n";
+    std::fs::write(&leaf, src).unwrap();
+    let built = build_in(&laptop_checkout, &laptop("cache-laptop"));
+    assert!(built.ok(), "{}", built.stderr());
+    assert_eq!(built.outcome("leaf"), Some(Outcome::Miss));
+    assert_eq!(tier(&team.cache("cache-laptop"))["writes"], 0);
+    std::fs::remove_dir_all(laptop_checkout.join("target")).unwrap();
+    let built = build_in(&laptop_checkout, &team.ci("cache-third", &laptop_checkout));
+    assert!(built.ok(), "{}", built.stderr());
+    assert_eq!(
+        built.outcome("leaf"),
+        Some(Outcome::Miss),
+        "{:?}",
+        built.outcomes()
+    );
+    assert_eq!(
+        built.outcome("mac"),
+        Some(Outcome::Hit),
+        "{:?}",
+        built.outcomes()
+    );
+}
+
+/// Damages one blob of the bucket with `damage`; a fresh client must still build correctly,
+/// count the damage as an error (not a miss), and write the blob afresh.
+fn damaged_blob_costs_one_hit(damage: fn(Vec<u8>) -> Vec<u8>, what: &str) {
+    use futures_util::StreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    p.build_ok(&team.ci("cache-ci", &p.dir));
+    let want = artifacts(&p.target());
+
+    let (rt, bucket) = team.bucket();
+    rt.block_on(async {
+        let prefix = object_store::path::Path::from("sccache/jetcc-v1/b");
+        let mut blobs: Vec<_> = bucket
+            .list(Some(&prefix))
+            .map(|m| m.unwrap())
+            .collect()
+            .await;
+        blobs.sort_by_key(|m| std::cmp::Reverse(m.size));
+        let victim = &blobs[0].location;
+        let bytes = bucket.get(victim).await.unwrap().bytes().await.unwrap();
+        let bad = damage(bytes.to_vec());
+        bucket.put(victim, bad.into()).await.unwrap();
+    });
+
+    p.clean();
+    let built = p.build_ok(&team.ci("cache-fresh", &p.dir));
+    assert_same_artifacts(&want, &artifacts(&p.target()), what);
+    let t = tier(&team.cache("cache-fresh"));
+    assert_eq!(t["errors"]["corrupt"], 1, "{what}: {t}");
+    assert_eq!(t["misses"], 0, "an error is not a miss: {t}");
+    assert_eq!(t["hits"], FIXTURE_UNITS.len() - 1, "{t}");
+    assert!(
+        t["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its digest"),
+        "{t}"
+    );
+    let misses: Vec<_> = built
+        .outcomes()
+        .into_iter()
+        .filter(|(_, o)| o.contains(&Outcome::Miss))
+        .collect();
+    assert_eq!(misses.len(), 1, "{misses:?}");
+
+    // That compile wrote the blob again: the next fresh client hits everything.
+    p.clean();
+    let built = p.build_ok(&team.ci("cache-after", &p.dir));
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&want, &artifacts(&p.target()), what);
+}
+
+#[test]
+fn a_corrupt_s3_blob_is_an_error_and_a_compile_never_a_wrong_artifact() {
+    damaged_blob_costs_one_hit(
+        |mut b| {
+            let mid = b.len() / 2;
+            b[mid] ^= 0xff;
+            b
+        },
+        "a flipped byte",
+    );
+}
+
+#[test]
+fn a_truncated_s3_blob_is_an_error_and_a_compile_never_a_wrong_artifact() {
+    damaged_blob_costs_one_hit(
+        |mut b| {
+            b.truncate(b.len() / 2);
+            b
+        },
+        "half an object",
+    );
+}
+
+#[test]
+fn a_wrong_secret_key_shows_as_credential_errors_not_misses() {
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    // The reference: the same build with the right key (base_dirs remaps paths).
+    p.build_ok(&team.ci("cache-ref", &p.dir));
+    let want = artifacts(&p.target());
+    p.clean();
+    let cache = team.cache("cache-wrong");
+    let built = p.build_ok(
+        &team
+            .ci("cache-wrong", &p.dir)
+            .env("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+    );
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    assert_same_artifacts(&want, &artifacts(&p.target()), "wrong key");
+    let t = tier(&cache);
+    let errors = t["errors"]["credentials"].as_u64().unwrap_or(0);
+    assert_eq!(t["misses"], 0, "{t}");
+    assert_eq!(t["writes"], 0, "{t}");
+    // The breaker stops asking after a few failures (cargo runs two units at a time).
+    assert!((3..=5).contains(&errors), "{t}");
+    let last = t["last_error"].as_str().unwrap();
+    assert!(last.contains("AWS_SECRET_ACCESS_KEY"), "{last}");
+    let shown =
+        String::from_utf8(jetcc(&cache).arg("--show-stats").output().unwrap().stdout).unwrap();
+    assert!(
+        shown.contains("Last s3 error") && shown.contains("SignatureDoesNotMatch"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_s3_server_killed_mid_build_costs_hits_not_the_build() {
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    p.build_ok(&team.ci("cache-ci", &p.dir));
+    let want = artifacts(&p.target());
+    p.clean();
+    // A wrapper of the wrapper kills the server as the binary's compile starts.
+    let script = team.root.join("kill-s3-at-app.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --crate-name app \"*) kill -9 {} ;; esac\nexec {} \"$@\"\n",
+            team.s3.pid(),
+            jetcc_bin().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = team.cache("cache-fresh");
+    let t0 = std::time::Instant::now();
+    let built = p.build_ok(
+        &team
+            .ci("cache-fresh", &p.dir)
+            .env("RUSTC_WRAPPER", &script.to_string_lossy()),
+    );
+    let took = t0.elapsed();
+    assert_same_artifacts(&want, &artifacts(&p.target()), "s3 killed mid-build");
+    assert_eq!(
+        built.outcome("app"),
+        Some(Outcome::Miss),
+        "{:?}",
+        built.outcomes()
+    );
+    assert_eq!(
+        built.outcome("leaf"),
+        Some(Outcome::Hit),
+        "{:?}",
+        built.outcomes()
+    );
+    let t = tier(&cache);
+    assert!(t["errors"]["unreachable"].as_u64().unwrap_or(0) >= 1, "{t}");
+    assert_eq!(t["misses"], 0, "{t}");
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+}
+
+#[test]
+fn check_tells_each_misconfiguration_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let team = Team::new(dir.path());
+    let check = |config: &Path, env: &[(&str, &str)]| {
+        let mut cmd = jetcc(&team.cache("cache-check"));
+        cmd.arg("--check")
+            .env("JETCC_CONFIG", config)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let (code, text) = check(&team.config, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("ok    s3") && text.contains("write, read, delete"),
+        "{text}"
+    );
+
+    let wrong_port = config_file(dir.path(), "http://127.0.0.1:9", S3_BUCKET);
+    let (code, text) = check(&wrong_port, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot reach http://127.0.0.1:9"), "{text}");
+
+    let (code, text) = check(&team.config, &[("AWS_SECRET_ACCESS_KEY", "nope")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("the secret key does not match"), "{text}");
+
+    let missing = config_file(dir.path(), &team.s3.endpoint(), "no-such-bucket");
+    let (code, text) = check(&missing, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("bucket does not exist"), "{text}");
+
+    let plain_nats = Nats::start_with(&dir.path().join("nats"), &[]);
+    let (code, text) = check(&team.config, &[("JETCC_NATS_URL", &plain_nats.url())]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  jetstream") && text.contains("-js"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    s3"),
+        "one tier's failure is not another's: {text}"
+    );
+}
