@@ -353,3 +353,46 @@ fn check_tells_each_misconfiguration_apart() {
         "one tier's failure is not another's: {text}"
     );
 }
+
+#[test]
+fn an_s3_hit_fills_the_jetstream_tier_above_it() {
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    p.build_ok(&team.ci("cache-ci", &p.dir));
+    let want = artifacts(&p.target());
+    let nats = Nats::start(&team.root.join("nats"));
+
+    // Both tiers, an empty local cache: JetStream misses, S3 hits and fills JetStream.
+    p.clean();
+    let both = team
+        .ci("cache-both", &p.dir)
+        .env("JETCC_NATS_URL", &nats.url());
+    p.build_ok(&both).assert_each(FIXTURE_UNITS, Outcome::Hit);
+    let s = stats(&team.cache("cache-both"));
+    assert_eq!(s["tiers"]["s3"]["hits"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(
+        s["tiers"]["jetstream"]["misses"],
+        FIXTURE_UNITS.len(),
+        "{s}"
+    );
+    assert_eq!(
+        s["tiers"]["jetstream"]["writes"],
+        FIXTURE_UNITS.len(),
+        "{s}"
+    );
+
+    // JetStream alone now has everything.
+    p.clean();
+    let js_only = Build::jetcc(&team.cache("cache-js"))
+        .env("JETCC_BASE_DIRS", &p.dir.to_string_lossy())
+        .env("JETCC_NATS_URL", &nats.url());
+    p.build_ok(&js_only)
+        .assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(
+        &want,
+        &artifacts(&p.target()),
+        "filled from s3 into jetstream",
+    );
+    let s = stats(&team.cache("cache-js"));
+    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
+}

@@ -66,6 +66,31 @@ pub struct DistConfig {
     /// After 3 farm failures in a row, compile locally for this long.
     #[serde(default = "default_breaker_secs")]
     pub breaker_secs: u64,
+    /// The JetStream tier's bucket limits (`[cache.jetstream]`), used by whoever creates them.
+    #[serde(skip)]
+    pub cache_limits: CacheLimits,
+}
+
+/// Size and age limits of the JetStream tier's buckets (`[cache.jetstream] max_size`,
+/// `max_age_days`), applied when the buckets are created. Past the size, the oldest blobs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub max_bytes: u64,
+    pub max_age: std::time::Duration,
+}
+
+/// The JetStream tier's default size: 10 GiB, as the local cache.
+pub const DEFAULT_JETSTREAM_SIZE: u64 = 10 << 30;
+/// Entries and blobs not written again within this expire.
+pub const DEFAULT_JETSTREAM_MAX_AGE_DAYS: u64 = 14;
+
+impl Default for CacheLimits {
+    fn default() -> CacheLimits {
+        CacheLimits {
+            max_bytes: DEFAULT_JETSTREAM_SIZE,
+            max_age: std::time::Duration::from_secs(DEFAULT_JETSTREAM_MAX_AGE_DAYS * 86_400),
+        }
+    }
 }
 
 impl DistConfig {
@@ -84,6 +109,7 @@ impl DistConfig {
             job_timeout_secs: default_job_timeout_secs(),
             breaker_secs: default_breaker_secs(),
             local_slots: None,
+            cache_limits: CacheLimits::default(),
         }
     }
 }
@@ -191,6 +217,8 @@ struct RawCache {
 struct RawJetStream {
     read_only: Option<bool>,
     rw_mode: Option<String>,
+    max_size: Option<SizeValue>,
+    max_age_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +268,11 @@ impl Config {
             .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
             .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
             .set_override_option("cache.jetstream.rw_mode", env("JETCC_JETSTREAM_RW_MODE"))?
+            .set_override_option("cache.jetstream.max_size", env("JETCC_JETSTREAM_MAX_SIZE"))?
+            .set_override_option(
+                "cache.jetstream.max_age_days",
+                env("JETCC_JETSTREAM_MAX_AGE_DAYS"),
+            )?
             .set_override_option("dist.nats_url", env("JETCC_NATS_URL"))?
             .set_override_option("dist.token", env("JETCC_NATS_TOKEN"))?
             .set_override_option("dist.user", env("JETCC_NATS_USER"))?
@@ -263,13 +296,21 @@ impl Config {
             b = b.set_override("base_dirs", list)?;
         }
         let raw: Raw = b.build()?.try_deserialize()?;
-        let cache_size = match raw.cache.disk.size {
-            None => DEFAULT_CACHE_SIZE,
-            Some(SizeValue::Bytes(n)) => n,
-            Some(SizeValue::Text(t)) => parse_size(&t).ok_or(ConfigError::Size {
-                key: "cache.disk.size".into(),
-                value: t,
-            })?,
+        let cache_size = size_of("cache.disk.size", raw.cache.disk.size, DEFAULT_CACHE_SIZE)?;
+        let limits = CacheLimits {
+            max_bytes: size_of(
+                "cache.jetstream.max_size",
+                raw.cache.jetstream.max_size,
+                DEFAULT_JETSTREAM_SIZE,
+            )?,
+            max_age: std::time::Duration::from_secs(
+                raw.cache
+                    .jetstream
+                    .max_age_days
+                    .unwrap_or(DEFAULT_JETSTREAM_MAX_AGE_DAYS)
+                    .max(1)
+                    * 86_400,
+            ),
         };
         let cache_dir = match raw.cache.disk.dir {
             Some(d) => d,
@@ -305,11 +346,28 @@ impl Config {
             cache_size,
             base_dirs: raw.base_dirs,
             cache_incremental,
-            dist: raw.dist.filter(|d| !d.nats_url.is_empty()),
+            dist: raw
+                .dist
+                .filter(|d| !d.nats_url.is_empty())
+                .map(|d| DistConfig {
+                    cache_limits: limits,
+                    ..d
+                }),
             jetstream_read_only,
             object,
             worker: raw.worker,
         })
+    }
+}
+
+fn size_of(key: &str, v: Option<SizeValue>, default: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(SizeValue::Bytes(n)) => Ok(n),
+        Some(SizeValue::Text(t)) => parse_size(&t).ok_or(ConfigError::Size {
+            key: key.into(),
+            value: t,
+        }),
     }
 }
 
@@ -415,6 +473,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.dist.unwrap().nats_url, "nats://e:1");
         assert_eq!(c.worker.slots, Some(2));
+        let d = load(
+            "[dist]\nnats_url = \"x\"\n[cache.jetstream]\nmax_size = \"2G\"\nmax_age_days = 3\n",
+            &[],
+        )
+        .unwrap()
+        .dist
+        .unwrap();
+        assert_eq!(d.cache_limits.max_bytes, 2 << 30);
+        assert_eq!(d.cache_limits.max_age.as_secs(), 3 * 86_400);
         let e = load("[dist]\nnats_url = \"x\"\nprefix = \"A.B\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("prefix"), "{e}");
         assert!(load("[dist]\nnats_urll = \"x\"\n", &[]).is_err());

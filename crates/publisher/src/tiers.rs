@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use jetcc_common::cache::{ObjectTier, TierError};
 use jetcc_common::config::ObjectTierConfig;
+use jetcc_common::farm::FarmErrorKind;
 use jetcc_common::manifest::{Manifest, ManifestEntry};
 use jetcc_common::result::CacheEntry;
 use jetcc_common::{fsutil, Digest};
@@ -67,13 +68,14 @@ pub trait SharedTier {
     fn name(&self) -> &'static str;
     fn manifest(&self, invocation: &Digest) -> Result<Manifest, TierFailure>;
     fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, TierFailure>;
-    /// Fetches a verified blob and writes it atomically at `dest` with `mode`; returns its size.
-    fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<u64, TierFailure>;
+    /// Fetches a verified blob and writes it atomically at `dest` with `mode`; returns its
+    /// size, or `None` if the tier no longer has it (expired: a miss, not an error).
+    fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<Option<u64>, TierFailure>;
     /// Writes a result: its outputs first, then its entry and manifest. Returns bytes sent.
     fn publish(&self, p: &Publish<'_>) -> Result<u64, TierFailure>;
 }
 
-fn write_blob(dest: &Path, bytes: &[u8], mode: u32) -> Result<u64, TierFailure> {
+fn write_blob(dest: &Path, bytes: &[u8], mode: u32) -> Result<Option<u64>, TierFailure> {
     let local = |e: std::io::Error| TierFailure {
         kind: "local-io",
         message: format!("cannot write {}: {e}", dest.display()),
@@ -81,7 +83,7 @@ fn write_blob(dest: &Path, bytes: &[u8], mode: u32) -> Result<u64, TierFailure> 
     };
     fsutil::write_atomic(dest, bytes).map_err(local)?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(local)?;
-    Ok(bytes.len() as u64)
+    Ok(Some(bytes.len() as u64))
 }
 
 impl SharedTier for Session {
@@ -94,9 +96,12 @@ impl SharedTier for Session {
     fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, TierFailure> {
         Ok(Session::entry(self, key)?)
     }
-    fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<u64, TierFailure> {
-        let bytes = self.blob(digest)?;
-        write_blob(dest, &bytes, mode)
+    fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<Option<u64>, TierFailure> {
+        match self.blob(digest) {
+            Ok(bytes) => write_blob(dest, &bytes, mode),
+            Err(Skip::Farm(e)) if e.kind == FarmErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
     fn publish(&self, p: &Publish<'_>) -> Result<u64, TierFailure> {
         let upload_from = (!p.on_farm).then_some(p.out_dir);
@@ -154,9 +159,11 @@ impl SharedTier for ObjectSession {
     fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, TierFailure> {
         Ok(self.rt.block_on(self.tier.get_entry(key))?)
     }
-    fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<u64, TierFailure> {
-        let bytes = self.rt.block_on(self.tier.get_blob(digest))?;
-        write_blob(dest, &bytes, mode)
+    fn fetch(&self, digest: &Digest, dest: &Path, mode: u32) -> Result<Option<u64>, TierFailure> {
+        match self.rt.block_on(self.tier.get_blob(digest))? {
+            Some(bytes) => write_blob(dest, &bytes, mode),
+            None => Ok(None),
+        }
     }
     fn publish(&self, p: &Publish<'_>) -> Result<u64, TierFailure> {
         self.rt.block_on(async {

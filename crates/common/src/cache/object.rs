@@ -296,18 +296,13 @@ impl ObjectTier {
     }
 
     /// A blob, verified: one that does not hash to `digest` (corrupt, truncated) is an error,
-    /// never returned, and is deleted where this client may write.
-    pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes, TierError> {
+    /// never returned, and is deleted where this client may write. `None`: not there (expired
+    /// or evicted), which is a miss.
+    pub async fn get_blob(&self, digest: &Digest) -> Result<Option<Bytes>, TierError> {
         let path = self.path("b", digest);
-        let bytes = self
-            .get(&path, MAX_BLOB, "read a blob")
-            .await?
-            .ok_or_else(|| {
-                TierError::new(
-                    TierErrorKind::Corrupt,
-                    format!("blob {digest} is missing from {}", self.place.what),
-                )
-            })?;
+        let Some(bytes) = self.get(&path, MAX_BLOB, "read a blob").await? else {
+            return Ok(None);
+        };
         if &Digest::of_bytes(&bytes) != digest {
             if !self.read_only {
                 let _ = self.store.delete(&path).await;
@@ -322,7 +317,7 @@ impl ObjectTier {
                 ),
             ));
         }
-        Ok(bytes)
+        Ok(Some(bytes))
     }
 
     /// Uploads a file as the blob `digest` unless the tier has it. Returns the bytes sent.
@@ -556,12 +551,13 @@ mod tests {
         rt().block_on(async {
             assert_eq!(t.put_file(&d, &src).await.unwrap(), 10);
             assert_eq!(t.put_file(&d, &src).await.unwrap(), 0, "already there");
-            assert_eq!(&t.get_blob(&d).await.unwrap()[..], b"hello blob");
+            assert_eq!(&t.get_blob(&d).await.unwrap().unwrap()[..], b"hello blob");
             let stored = dir.path().join("team/jetcc-v1/b").join(d.hex());
             std::fs::write(&stored, b"hello blo").unwrap();
             let e = t.get_blob(&d).await.unwrap_err();
             assert_eq!(e.kind, TierErrorKind::Corrupt, "{e}");
             assert!(!stored.exists(), "a corrupt blob is dropped");
+            assert_eq!(t.get_blob(&d).await.unwrap(), None, "and then is a miss");
             t.check().await.unwrap();
         });
     }

@@ -113,10 +113,11 @@ impl Cas {
                 .stream
                 .direct_get_next_for_subject(subject.as_str(), seq)
                 .await
+                // Chunks go only when the full bucket drops its oldest: evicted, a miss.
                 .map_err(|e| {
                     FarmError::new(
-                        FarmErrorKind::Corrupt,
-                        format!("blob {digest} is incomplete: {e}"),
+                        FarmErrorKind::NotFound,
+                        format!("blob {digest} is incomplete (evicted?): {e}"),
                     )
                 })?;
             seq = Some(msg.sequence + 1);

@@ -91,6 +91,8 @@ pub struct Farm {
     pub js: async_nats::jetstream::Context,
     pub names: Names,
     pub url: String,
+    /// The cache buckets' limits, for creating them.
+    pub limits: crate::config::CacheLimits,
 }
 
 impl Farm {
@@ -153,6 +155,7 @@ impl Farm {
             js,
             names,
             url: cfg.nats_url.clone(),
+            limits: cfg.cache_limits,
         })
     }
 }

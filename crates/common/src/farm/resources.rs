@@ -18,8 +18,6 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Deliveries of one job before it is given up (a worker killed mid-job costs one retry).
 const MAX_DELIVER: i64 = 3;
-/// Cache entries and blobs expire after this unless refreshed.
-const CACHE_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// A worker heartbeat older than this is gone (the bucket's TTL).
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 /// Workers refresh their heartbeat this often.
@@ -62,7 +60,9 @@ impl Farm {
                 .create_object_store(object_store::Config {
                     bucket: n.cas_bucket(),
                     description: Some("jetcc blobs by BLAKE3 digest".into()),
-                    max_age: CACHE_MAX_AGE,
+                    max_age: self.limits.max_age,
+                    // The oldest blobs go first when it is full (the stream's discard policy).
+                    max_bytes: i64::try_from(self.limits.max_bytes).unwrap_or(i64::MAX),
                     ..Default::default()
                 })
                 .await
@@ -73,7 +73,7 @@ impl Farm {
                 bucket: n.ac_bucket(),
                 description: "jetcc result entries and manifests".into(),
                 history: 1,
-                max_age: CACHE_MAX_AGE,
+                max_age: self.limits.max_age,
                 ..Default::default()
             })
             .await?;

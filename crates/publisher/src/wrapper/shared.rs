@@ -151,7 +151,10 @@ impl Job {
         let out_dir = self.outputs.out_dir.clone();
         for out in &entry.outputs {
             let path = out_dir.join(&out.name);
-            tier.fetch(&out.digest, &path, out.mode)?;
+            if tier.fetch(&out.digest, &path, out.mode)?.is_none() {
+                tracing::debug!(digest = %out.digest, "the entry's blob expired: a miss");
+                return Ok(None);
+            }
             self.files.remember_written(&path, out.digest);
             // Fill the local tier too; a failure here only costs a later shared hit.
             let _ = self.cache.put_output(&out.name, &path);
