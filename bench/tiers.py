@@ -11,10 +11,14 @@ Per repetition (order alternated), on ../shared/bench/workload:
   local cache); from the S3 tier alone (an empty local cache).
 
 Prints medians of paired ratios: the cold builds against jetcc local-only, the warm ones
-against the plain cold build.
+against the plain cold build. The servers share this machine's two cores with the build, so
+for the cold builds it also prints the CPU seconds the build's own processes (cargo, rustc,
+jetcc) used and the CPU seconds the tier's server used: on a real network the server's is
+another machine's.
 """
 import argparse
 import json
+import resource
 import shutil
 import socket
 import statistics
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import os
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,6 +77,17 @@ class S3Server:
         self.proc.wait()
 
 
+def proc_cpu(pid):
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def stats(cache):
     out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True, text=True,
                          env={**clean_env(), "JETCC_DIR": str(cache)})
@@ -95,6 +111,9 @@ def main():
         shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
         subprocess.run(["cargo", "fetch", "-q"], cwd=project, check=True)
         t = {k: [] for k in ("plain", "local", "js", "s3", "warm-local", "warm-js", "warm-s3")}
+        cpu = {k: [] for k in ("local", "js", "s3")}
+        server_cpu = {"js": [], "s3": []}
+        servers = {"js": nats.procs[0].pid, "s3": s3.proc.pid}
         tier_stats = []
         for rep in range(args.reps):
             def env_for(kind, cache):
@@ -112,7 +131,13 @@ def main():
                 env = env_for(kind, tmp / f"{kind}-{rep}")
                 if kind == "plain":
                     env = clean_env()
+                c0 = children_cpu()
+                s0 = {k: proc_cpu(p) for k, p in servers.items()}
                 t[kind].append(timed(["cargo", "build", "-q"], env, project))
+                if kind in cpu:
+                    cpu[kind].append(children_cpu() - c0)
+                if kind in server_cpu:
+                    server_cpu[kind].append(proc_cpu(servers[kind]) - s0[kind])
             warm = ["local", "js", "s3"]
             for kind in (warm if rep % 2 == 0 else warm[::-1]):
                 shutil.rmtree(project / "target", ignore_errors=True)
@@ -140,6 +165,11 @@ def main():
         print(f"  warm, JetStream tier alone         {med['warm-js']:7.2f} s   {ratio('warm-js', 'plain'):.3f} x plain")
         print(f"  warm, S3 tier alone                {med['warm-s3']:7.2f} s   {ratio('warm-s3', 'plain'):.3f} x plain")
         print(f"  warm tier builds (tier, hits, misses, errors): {tier_stats}")
+        print("  CPU of the cold builds' own processes, and of the tier's server:")
+        for k, name in (("local", "local-only"), ("js", "JetStream"), ("s3", "S3")):
+            extra = "" if k == "local" else \
+                f"   (+{statistics.median(cpu[k]) - statistics.median(cpu['local']):.2f} s); server {statistics.median(server_cpu[k]):.2f} s"
+            print(f"    {name:<12} build {statistics.median(cpu[k]):7.2f} s{extra}")
     finally:
         nats.stop()
         s3.stop()

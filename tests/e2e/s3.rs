@@ -332,6 +332,18 @@ fn check_tells_each_misconfiguration_apart() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("cannot reach http://127.0.0.1:9"), "{text}");
 
+    let tls = config_file(
+        dir.path(),
+        &team.s3.endpoint().replace("http://", "https://"),
+        S3_BUCKET,
+    );
+    let (code, text) = check(&tls, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("TLS failed"),
+        "https against a plain server: {text}"
+    );
+
     let (code, text) = check(&team.config, &[("AWS_SECRET_ACCESS_KEY", "nope")]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("the secret key does not match"), "{text}");
