@@ -466,46 +466,43 @@ fn open_s3(
     if let Some(ep) = &endpoint {
         b = b.with_endpoint(ep);
     }
-    let credentials = if s3.no_credentials {
-        b = b.with_skip_signature(true);
-        "none (no_credentials = true)".to_owned()
-    } else {
-        let found = aws::find(s3.profile.as_deref(), env)?;
-        let region = s3
-            .region
-            .clone()
-            .or_else(|| var("AWS_REGION"))
-            .or_else(|| var("AWS_DEFAULT_REGION"))
-            .or(found.region)
-            .unwrap_or_else(|| "us-east-1".to_owned());
-        b = b.with_region(region);
-        match found.keys {
-            Some(k) => {
-                b = b
-                    .with_access_key_id(&k.key_id)
-                    .with_secret_access_key(&k.secret);
-                if let Some(t) = &k.token {
-                    b = b.with_token(t);
-                }
-                format!("access key {} from {}", k.key_id, k.source)
-            }
-            None if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v == "true")
-                && var("AWS_WEB_IDENTITY_TOKEN_FILE").is_none()
-                && var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_none() =>
-            {
-                return Err(TierError::new(
-                    TierErrorKind::Credentials,
-                    no_credentials_hint(&s3.bucket),
-                ));
-            }
-            None => "instance or container credentials (none in env or ~/.aws)".to_owned(),
-        }
+    let found = match s3.no_credentials {
+        true => aws::Found::default(),
+        false => aws::find(s3.profile.as_deref(), env)?,
     };
-    if s3.no_credentials {
-        if let Some(r) = s3.region.clone().or_else(|| var("AWS_REGION")) {
-            b = b.with_region(r);
+    let region = s3
+        .region
+        .clone()
+        .or_else(|| var("AWS_REGION"))
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .or(found.region)
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    b = b.with_region(region);
+    let credentials = match found.keys {
+        _ if s3.no_credentials => {
+            b = b.with_skip_signature(true);
+            "none (no_credentials = true)".to_owned()
         }
-    }
+        Some(k) => {
+            b = b
+                .with_access_key_id(&k.key_id)
+                .with_secret_access_key(&k.secret);
+            if let Some(t) = &k.token {
+                b = b.with_token(t);
+            }
+            format!("access key {} from {}", k.key_id, k.source)
+        }
+        None if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v == "true")
+            && var("AWS_WEB_IDENTITY_TOKEN_FILE").is_none()
+            && var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_none() =>
+        {
+            return Err(TierError::new(
+                TierErrorKind::Credentials,
+                no_credentials_hint(&s3.bucket),
+            ));
+        }
+        None => "instance or container credentials (none in env or ~/.aws)".to_owned(),
+    };
     let store = b.build().map_err(|e| config_error("cache.s3", e))?;
     let place = Place {
         what: format!(
