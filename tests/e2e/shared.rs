@@ -145,3 +145,90 @@ fn two_hundred_concurrent_readers_open_no_consumers() {
         }
     });
 }
+
+/// On a three-node cluster the tier's stream and buckets get three replicas: a node killed
+/// mid-way loses no entry, and a fresh client still hits everything.
+#[test]
+fn on_a_three_node_cluster_the_tier_survives_a_node() {
+    use jetcc_e2e::servers::free_port;
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_urls: Vec<String> = routes
+        .iter()
+        .map(|r| format!("nats://127.0.0.1:{r}"))
+        .collect();
+    let mut nodes: Vec<Nats> = (0..3)
+        .map(|i| {
+            let cluster = format!("nats://127.0.0.1:{}", routes[i]);
+            let others = route_urls.join(",");
+            let name = format!("n{i}");
+            Nats::start_with(
+                &root.join(&name),
+                &[
+                    "-js",
+                    "--cluster_name",
+                    "jetcc",
+                    "--server_name",
+                    &name,
+                    "--cluster",
+                    &cluster,
+                    "--routes",
+                    &others,
+                ],
+            )
+        })
+        .collect();
+    let urls = nodes.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    // JetStream needs its meta leader before anything can be created: `--check` creates the
+    // stream and buckets once the cluster can.
+    let start = std::time::Instant::now();
+    loop {
+        let out = jetcc(&root.join("cache-check"))
+            .arg("--check")
+            .env("JETCC_NATS_URL", &urls)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the cluster never took writes: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let rt = jetcc_e2e_runtime();
+    let replicas = rt.block_on(async {
+        let client = async_nats::connect(nodes[0].url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut r = Vec::new();
+        for stream in ["KV_jetcc-ac", "OBJ_jetcc-cas", "JETCC_JOBS"] {
+            let mut s = js.get_stream(stream).await.unwrap();
+            r.push((stream, s.info().await.unwrap().config.num_replicas));
+        }
+        r
+    });
+    assert!(replicas.iter().all(|(_, n)| *n == 3), "{replicas:?}");
+
+    let client = |cache: &str| Build::jetcc(&root.join(cache)).env("JETCC_NATS_URL", &urls);
+    p.build_ok(&client("cache-a"));
+    let want = artifacts(&p.target());
+    assert_eq!(
+        stats(&root.join("cache-a"))["tiers"]["jetstream"]["writes"],
+        FIXTURE_UNITS.len()
+    );
+    nodes[0].stop();
+    p.clean();
+    let built = p.build_ok(&client("cache-b"));
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&want, &artifacts(&p.target()), "one node down");
+}
+
+fn jetcc_e2e_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

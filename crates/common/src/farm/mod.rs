@@ -137,7 +137,21 @@ impl Farm {
                 Lifetime::Wrapper => Some(3),
                 Lifetime::Service => None,
             });
-        let client = tokio::time::timeout(timeout * 2, opts.connect(cfg.nats_url.as_str()))
+        // `nats://a:4222,nats://b:4222`: a cluster's servers, tried in turn.
+        let servers: Vec<async_nats::ServerAddr> = cfg
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                FarmError::new(
+                    FarmErrorKind::Other,
+                    format!("invalid NATS URL {:?}: {e} (set [dist] nats_url or JETCC_NATS_URL, e.g. nats://host:4222)", cfg.nats_url),
+                )
+            })?;
+        let client = tokio::time::timeout(timeout * 2, opts.connect(servers))
             .await
             .map_err(|_| {
                 FarmError::new(

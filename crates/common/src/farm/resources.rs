@@ -41,32 +41,58 @@ impl Farm {
     pub async fn ensure_resources(&self) -> Result<Resources, FarmError> {
         self.check_jetstream().await?;
         let n = &self.names;
-        let jobs = self
-            .js
-            .get_or_create_stream(stream::Config {
-                name: n.jobs_stream(),
-                subjects: vec![n.jobs_subjects()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                max_age: JOB_MAX_AGE,
-                duplicate_window: DEDUP_WINDOW,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| FarmError::other("cannot create the jobs stream", e))?;
+        let replicas = self.replicas();
+        let jobs = match self.js.get_stream(n.jobs_stream()).await {
+            Ok(s) => s,
+            Err(_) => {
+                let create = |num_replicas| {
+                    self.js.get_or_create_stream(stream::Config {
+                        name: n.jobs_stream(),
+                        subjects: vec![n.jobs_subjects()],
+                        retention: stream::RetentionPolicy::WorkQueue,
+                        max_age: JOB_MAX_AGE,
+                        duplicate_window: DEDUP_WINDOW,
+                        num_replicas,
+                        ..Default::default()
+                    })
+                };
+                match create(replicas).await {
+                    Err(e) if replicas > 1 => {
+                        tracing::warn!(
+                            "cannot create the jobs stream with {replicas} replicas ({e}); using 1"
+                        );
+                        create(1).await
+                    }
+                    other => other,
+                }
+                .map_err(|e| FarmError::other("cannot create the jobs stream", e))?
+            }
+        };
         let store = match self.js.get_object_store(n.cas_bucket()).await {
             Ok(s) => s,
-            Err(_) => self
-                .js
-                .create_object_store(object_store::Config {
-                    bucket: n.cas_bucket(),
-                    description: Some("jetcc blobs by BLAKE3 digest".into()),
-                    max_age: self.limits.max_age,
-                    // The oldest blobs go first when it is full (the stream's discard policy).
-                    max_bytes: i64::try_from(self.limits.max_bytes).unwrap_or(i64::MAX),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| FarmError::other("cannot create the CAS bucket", e))?,
+            Err(_) => {
+                let create = |num_replicas| {
+                    self.js.create_object_store(object_store::Config {
+                        bucket: n.cas_bucket(),
+                        description: Some("jetcc blobs by BLAKE3 digest".into()),
+                        max_age: self.limits.max_age,
+                        // The oldest blobs go first when it is full (the discard policy).
+                        max_bytes: i64::try_from(self.limits.max_bytes).unwrap_or(i64::MAX),
+                        num_replicas,
+                        ..Default::default()
+                    })
+                };
+                match create(replicas).await {
+                    Err(e) if replicas > 1 => {
+                        tracing::warn!(
+                            "cannot create the CAS with {replicas} replicas ({e}); using 1"
+                        );
+                        create(1).await
+                    }
+                    other => other,
+                }
+                .map_err(|e| FarmError::other("cannot create the CAS bucket", e))?
+            }
         };
         let ac = self
             .ensure_kv(kv::Config {
@@ -74,6 +100,7 @@ impl Farm {
                 description: "jetcc result entries and manifests".into(),
                 history: 1,
                 max_age: self.limits.max_age,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await?;
@@ -83,6 +110,7 @@ impl Farm {
                 description: "jetcc worker heartbeats".into(),
                 history: 1,
                 max_age: HEARTBEAT_TTL,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await?;
@@ -147,7 +175,18 @@ impl Farm {
             return Ok(store);
         }
         let bucket = cfg.bucket.clone();
-        match self.js.create_key_value(cfg).await {
+        let fallback = kv::Config {
+            num_replicas: 1,
+            ..cfg.clone()
+        };
+        let created = match self.js.create_key_value(cfg).await {
+            Err(e) if fallback.num_replicas != self.replicas() => {
+                tracing::warn!("cannot create bucket {bucket} replicated ({e}); using 1 replica");
+                self.js.create_key_value(fallback).await
+            }
+            other => other,
+        };
+        match created {
             Ok(store) => Ok(store),
             // Another worker created it between our get and create.
             Err(_) => self
@@ -155,6 +194,16 @@ impl Farm {
                 .get_key_value(&bucket)
                 .await
                 .map_err(|e| FarmError::other(&format!("cannot create bucket {bucket}"), e)),
+        }
+    }
+
+    /// Replicas of the farm's stream and buckets: 3 when the server is part of a cluster
+    /// (they then survive a node), 1 on a single server. Creation falls back to 1 where a
+    /// cluster cannot place 3 (fewer JetStream nodes).
+    pub fn replicas(&self) -> usize {
+        match self.client.server_info().cluster {
+            Some(_) => 3,
+            None => 1,
         }
     }
 
