@@ -41,11 +41,10 @@ impl Farm {
     pub async fn ensure_resources(&self) -> Result<Resources, FarmError> {
         self.check_jetstream().await?;
         let n = &self.names;
-        let replicas = self.replicas();
         let jobs = match self.js.get_stream(n.jobs_stream()).await {
             Ok(s) => s,
-            Err(_) => {
-                let create = |num_replicas| {
+            Err(_) => self
+                .create_replicated("the jobs stream", |num_replicas| {
                     self.js.get_or_create_stream(stream::Config {
                         name: n.jobs_stream(),
                         subjects: vec![n.jobs_subjects()],
@@ -55,23 +54,14 @@ impl Farm {
                         num_replicas,
                         ..Default::default()
                     })
-                };
-                match create(replicas).await {
-                    Err(e) if replicas > 1 => {
-                        tracing::warn!(
-                            "cannot create the jobs stream with {replicas} replicas ({e}); using 1"
-                        );
-                        create(1).await
-                    }
-                    other => other,
-                }
-                .map_err(|e| FarmError::other("cannot create the jobs stream", e))?
-            }
+                })
+                .await
+                .map_err(|e| FarmError::other("cannot create the jobs stream", e))?,
         };
         let store = match self.js.get_object_store(n.cas_bucket()).await {
             Ok(s) => s,
-            Err(_) => {
-                let create = |num_replicas| {
+            Err(_) => self
+                .create_replicated("the CAS bucket", |num_replicas| {
                     self.js.create_object_store(object_store::Config {
                         bucket: n.cas_bucket(),
                         description: Some("jetcc blobs by BLAKE3 digest".into()),
@@ -81,18 +71,9 @@ impl Farm {
                         num_replicas,
                         ..Default::default()
                     })
-                };
-                match create(replicas).await {
-                    Err(e) if replicas > 1 => {
-                        tracing::warn!(
-                            "cannot create the CAS with {replicas} replicas ({e}); using 1"
-                        );
-                        create(1).await
-                    }
-                    other => other,
-                }
-                .map_err(|e| FarmError::other("cannot create the CAS bucket", e))?
-            }
+                })
+                .await
+                .map_err(|e| FarmError::other("cannot create the CAS bucket", e))?,
         };
         let ac = self
             .ensure_kv(kv::Config {
@@ -100,7 +81,6 @@ impl Farm {
                 description: "jetcc result entries and manifests".into(),
                 history: 1,
                 max_age: self.limits.max_age,
-                num_replicas: replicas,
                 ..Default::default()
             })
             .await?;
@@ -110,7 +90,6 @@ impl Farm {
                 description: "jetcc worker heartbeats".into(),
                 history: 1,
                 max_age: HEARTBEAT_TTL,
-                num_replicas: replicas,
                 ..Default::default()
             })
             .await?;
@@ -175,17 +154,14 @@ impl Farm {
             return Ok(store);
         }
         let bucket = cfg.bucket.clone();
-        let fallback = kv::Config {
-            num_replicas: 1,
-            ..cfg.clone()
-        };
-        let created = match self.js.create_key_value(cfg).await {
-            Err(e) if fallback.num_replicas != self.replicas() => {
-                tracing::warn!("cannot create bucket {bucket} replicated ({e}); using 1 replica");
-                self.js.create_key_value(fallback).await
-            }
-            other => other,
-        };
+        let created = self
+            .create_replicated(&format!("bucket {bucket}"), |num_replicas| {
+                self.js.create_key_value(kv::Config {
+                    num_replicas,
+                    ..cfg.clone()
+                })
+            })
+            .await;
         match created {
             Ok(store) => Ok(store),
             // Another worker created it between our get and create.
@@ -197,9 +173,28 @@ impl Farm {
         }
     }
 
+    /// Creates a stream or bucket with [`Farm::replicas`] replicas, or with one where the
+    /// cluster cannot place them (fewer JetStream nodes).
+    async fn create_replicated<T, E: std::fmt::Display, Fut>(
+        &self,
+        what: &str,
+        create: impl Fn(usize) -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let replicas = self.replicas();
+        match create(replicas).await {
+            Err(e) if replicas > 1 => {
+                tracing::warn!("cannot create {what} with {replicas} replicas ({e}); using 1");
+                create(1).await
+            }
+            other => other,
+        }
+    }
+
     /// Replicas of the farm's stream and buckets: 3 when the server is part of a cluster
-    /// (they then survive a node), 1 on a single server. Creation falls back to 1 where a
-    /// cluster cannot place 3 (fewer JetStream nodes).
+    /// (they then survive a node), 1 on a single server.
     pub fn replicas(&self) -> usize {
         match self.client.server_info().cluster {
             Some(_) => 3,
