@@ -68,12 +68,8 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
     let host = hostname();
-    let id = format!(
-        "{}-{}-{:08x}",
-        sanitize(&host),
-        std::process::id(),
-        rand32()
-    );
+    let owner = dist.user.as_deref().unwrap_or(&host);
+    let id = WorkerStatus::new_id(owner, &host, std::process::id(), rand32());
 
     let farm = Farm::connect(&dist, &format!("jetcc-worker {id}"), Lifetime::Service).await?;
     let res = farm.ensure_resources().await?;
@@ -277,20 +273,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "worker".into())
-}
-
-/// A KV key token: lowercase letters, digits and `-`.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect()
 }
 
 fn rand32() -> u32 {

@@ -11,7 +11,7 @@ use crate::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStatus {
-    /// Unique per worker process: `<host>-<pid>-<random>`, a valid KV key token.
+    /// Unique per worker process: `<owner>.<host>-<pid>-<random>` (see [`WorkerStatus::new_id`]).
     pub id: String,
     pub host: String,
     pub cores: u32,
@@ -31,6 +31,24 @@ pub struct WorkerStatus {
     pub rtt_us: u64,
 }
 
+/// `s` as one KV key token: lowercase letters, digits and `-`, at most 40 characters.
+fn key_token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .take(40)
+        .collect();
+    if t.is_empty() {
+        "unknown".into()
+    } else {
+        t
+    }
+}
+
 impl WorkerStatus {
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec(self).expect("a status always serializes")
@@ -38,6 +56,13 @@ impl WorkerStatus {
 
     pub fn decode(bytes: &[u8]) -> Result<WorkerStatus, ProtocolError> {
         super::job::decode_bounded(bytes, 64 << 10)
+    }
+
+    /// A worker process's id. `owner` (the NATS user it logs in as, else its host) is a
+    /// token of its own so that a server can let each worker user write only its own
+    /// heartbeats: `$KV.jetcc-workers.w.<owner>.>` (see `nats/roles.conf`).
+    pub fn new_id(owner: &str, host: &str, pid: u32, random: u32) -> String {
+        format!("{}.{}-{pid}-{random:08x}", key_token(owner), key_token(host))
     }
 
     pub fn key(id: &str) -> String {
@@ -60,5 +85,22 @@ impl WorkerStatus {
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
         now_ms.saturating_sub(self.unix_ms) <= HEARTBEAT_TTL.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_the_owner_in_a_token_of_its_own() {
+        let id = WorkerStatus::new_id("worker-a", "Build.Box 7", 42, 0xab);
+        assert_eq!(id, "worker-a.build-box-7-42-000000ab");
+        assert_eq!(WorkerStatus::key(&id), "w.worker-a.build-box-7-42-000000ab");
+        assert!(WorkerStatus::is_worker_key(&WorkerStatus::key(&id)));
+        // Nothing a user name holds can add a token or a wildcard.
+        let id = WorkerStatus::new_id("a.b>*", "", 1, 1);
+        assert_eq!(id.split('.').count(), 2, "{id}");
+        assert!(!id.contains(['*', '>']));
     }
 }
