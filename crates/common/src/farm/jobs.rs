@@ -72,7 +72,11 @@ impl Submitted {
             match tokio::time::timeout_at(tick, self.events.next()).await {
                 Ok(next) => {
                     // A worker asks whether we still wait before it starts (see `Started`).
-                    if let Some(reply) = next.as_ref().and_then(|m| m.reply.clone()) {
+                    // Answer only to an inbox: whoever sent the request chose where our
+                    // answer goes, and it goes with our permissions (a `$JS.API…` subject
+                    // would have us delete a stream).
+                    let reply = next.as_ref().and_then(|m| m.reply.clone());
+                    if let Some(reply) = reply.filter(|r| r.starts_with("_INBOX.")) {
                         let _ = self.client.publish(reply, bytes::Bytes::new()).await;
                     }
                     return Submitted::decode(next);
