@@ -229,11 +229,7 @@ fn dist_status(config: &Config) -> i32 {
         match farm.open_resources().await {
             Ok(res) => res.status().await,
             // No worker has ever started: an empty farm, not an error.
-            Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(FarmStatus {
-                workers: vec![],
-                queued: 0,
-                in_progress: 0,
-            }),
+            Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(FarmStatus::default()),
             Err(e) => Err(e),
         }
     });

@@ -18,6 +18,7 @@ use jetcc_common::farm::{Farm, FarmError, FarmErrorKind, Lifetime, Resources};
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::is_keyed_env;
 use jetcc_common::manifest::{Manifest, ManifestEntry};
+use jetcc_common::protocol::events::{self, UnitEvent};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest, JobState};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
@@ -147,6 +148,16 @@ impl Session {
     /// A verified blob from the CAS.
     pub fn blob(&self, digest: &Digest) -> Result<Vec<u8>, Skip> {
         Ok(self.rt.block_on(self.res.cas.get(digest))?)
+    }
+
+    /// Publishes this process's monitor event, waiting at most 100 ms to hand it to the
+    /// server: the process exits next, and a buffered publish would be lost.
+    pub fn publish_event(&self, event: &UnitEvent) {
+        let farm = &self.res.farm;
+        self.rt.block_on(async {
+            farm.publish_event(events::UNIT, event.encode()).await;
+            farm.flush_within(EVENT_FLUSH).await;
+        });
     }
 
     /// Shares a result: its outputs are in the CAS already, or are uploaded first from
@@ -358,6 +369,8 @@ fn start_wait(dist: &DistConfig) -> Duration {
 }
 
 /// How often a queued job's client checks for a free local slot.
+/// How long an exiting wrapper waits to hand its monitor event to the server.
+const EVENT_FLUSH: Duration = Duration::from_millis(100);
 const LOCAL_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// How often a client following an identical job reads its state.

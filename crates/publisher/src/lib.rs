@@ -5,6 +5,7 @@
 //! - [`compile`]: runs rustc, streaming its output to cargo while capturing it.
 //! - [`dist`]: sends a miss to the farm and writes what comes back.
 //! - [`tiers`]: the shared cache tiers (JetStream, object store) behind one trait.
+//! - [`events`]: what this process did, as one event for monitors.
 //! - [`breaker`]: skips a failing farm or tier for a while, across wrapper processes.
 //! - [`placement`]: whether a miss compiles locally or on the farm (local slots, measured
 //!   remote overhead).
@@ -19,6 +20,7 @@ pub mod check;
 pub mod cli;
 pub mod compile;
 pub mod dist;
+pub mod events;
 pub mod logging;
 pub mod placement;
 pub mod tiers;

@@ -139,6 +139,8 @@ struct Job {
     toolchain: Digest,
     /// When jetcc started work on this invocation: what it adds is measured from here.
     clock: Instant,
+    /// rustc's time, once a miss compiled.
+    compile_time: Option<std::time::Duration>,
 }
 
 impl Job {
@@ -212,10 +214,26 @@ impl Job {
             invocation,
             started,
             clock,
+            compile_time: None,
         })
     }
 
+    /// Runs the invocation, then tells monitors what it did (only where it talked to the
+    /// server anyway: a local hit opens no connection for an event).
     fn run(&mut self) -> i32 {
+        let code = self.run_cached();
+        if let Some(Some(session)) = &self.session {
+            let crate_name = self.inv.crate_name.as_deref().unwrap_or_default();
+            let event =
+                crate::events::unit_event(crate_name, self.compile_time, self.clock.elapsed());
+            if let Some(event) = event {
+                session.publish_event(&event);
+            }
+        }
+        code
+    }
+
+    fn run_cached(&mut self) -> i32 {
         let crate_name = self.inv.crate_name.clone().unwrap_or_default();
         let t0 = self.clock;
         let manifest = self.cache.manifest(&self.invocation);
@@ -353,6 +371,7 @@ impl Job {
             }
         };
         let code = compiled.exit_code;
+        self.compile_time = Some(compiled.duration);
         let outcome = if code != 0 {
             Err(Stored::No("compile-error"))
         } else if self.in_edit_loop(newest_stored_at) {
@@ -564,8 +583,10 @@ fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Updates the shared stats; failures (a read-only cache dir) are logged only.
-fn record(cache_dir: &Path, f: impl FnOnce(&mut Stats)) {
+/// Updates the shared stats, and this process's own delta (its monitor event); failures (a
+/// read-only cache dir) are logged only.
+fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
+    crate::events::note(&mut f);
     if let Err(e) = std::fs::create_dir_all(cache_dir).and_then(|_| Stats::update(cache_dir, f)) {
         tracing::debug!("cannot update stats in {}: {e}", cache_dir.display());
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::AckKind;
 use jetcc_common::farm::{FarmError, Resources};
+use jetcc_common::protocol::events::{self, JobDone, EVENTS_VERSION};
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, MAX_EVENT_BYTES};
 use jetcc_common::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -139,13 +140,13 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
         }
     };
     let _ = std::fs::remove_dir_all(&job_dir);
-    let (outcome, state) = match result {
+    let (outcome, state, error) = match result {
         Ok(f) => {
-            let outcome = match f.exit_code {
-                0 => Outcome::Compiled,
-                _ => Outcome::CompileError,
+            let (outcome, error) = match f.exit_code {
+                0 => (Outcome::Compiled, None),
+                code => (Outcome::CompileError, Some(format!("rustc exited {code}"))),
             };
-            (outcome, f.into_state())
+            (outcome, f.into_state(), error)
         }
         Err(e) => {
             tracing::warn!(
@@ -159,7 +160,13 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
                     reason: reason.clone(),
                 })
                 .await;
-            (Outcome::Refused, JobState::Refused { reason })
+            (
+                Outcome::Refused,
+                JobState::Refused {
+                    reason: reason.clone(),
+                },
+                Some(reason),
+            )
         }
     };
     if let Err(e) = ctx.res.put_job_state(&dedup, &state).await {
@@ -167,13 +174,23 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
     }
     // A compile error is an answer too: acked, never retried.
     let _ = msg.ack().await;
+    let ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         job = job.job_id,
         crate_name = job.crate_name,
-        ms = started.elapsed().as_millis() as u64,
+        ms,
         ?outcome,
         "job done"
     );
+    let done = JobDone {
+        v: EVENTS_VERSION,
+        worker: ctx.worker_id.clone(),
+        crate_name: job.crate_name.clone(),
+        ok: outcome == Outcome::Compiled,
+        error,
+        duration_ms: ms,
+    };
+    ctx.res.farm.publish_event(events::JOB, done.encode()).await;
     outcome
 }
 

@@ -67,8 +67,12 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Setup(e.to_string()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
-    let host = hostname();
-    let owner = dist.user.as_deref().unwrap_or(&host);
+    let host = jetcc_common::farm::hostname();
+    let owner = dist
+        .user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .unwrap_or(&host);
     let id = WorkerStatus::new_id(owner, &host, std::process::id(), rand32());
 
     let farm = Farm::connect(&dist, &format!("jetcc-worker {id}"), Lifetime::Service).await?;
@@ -138,14 +142,13 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     }
     let heartbeat = {
         let res = res.clone();
-        let sem = sem.clone();
+        let counters = counters.clone();
+        let free_slots =
+            move || slots.saturating_sub(counters.running.load(Ordering::Relaxed) as usize);
         async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
-                match res
-                    .put_heartbeat(&status(sem.available_permits(), rtt))
-                    .await
-                {
+                match res.put_heartbeat(&status(free_slots(), rtt)).await {
                     Ok(took) => rtt = took,
                     Err(e) => tracing::warn!("heartbeat failed: {e}"),
                 }
@@ -177,6 +180,9 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
 struct Counters {
     done: AtomicU64,
     failed: AtomicU64,
+    /// Jobs running now. Not the semaphore's count: an idle puller holds a permit while it
+    /// waits for the next job.
+    running: AtomicU64,
 }
 
 /// How long one pull request waits on the server for jobs.
@@ -229,7 +235,9 @@ async fn pull(
             };
             let (ctx, counters) = (ctx.clone(), counters.clone());
             tokio::spawn(async move {
+                counters.running.fetch_add(1, Ordering::Relaxed);
                 let outcome = job::handle(ctx, msg).await;
+                counters.running.fetch_sub(1, Ordering::Relaxed);
                 match outcome {
                     Outcome::Compiled | Outcome::CompileError => &counters.done,
                     Outcome::Refused | Outcome::Expired => &counters.failed,
@@ -267,12 +275,6 @@ fn run_as() -> Option<(u32, u32)> {
         return None;
     }
     Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into())
 }
 
 fn rand32() -> u32 {

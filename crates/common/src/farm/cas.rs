@@ -26,6 +26,13 @@ pub struct Cas {
 }
 
 impl Cas {
+    /// The bucket's stream state (size, messages, limits).
+    pub async fn stream_info(
+        &self,
+    ) -> Result<async_nats::jetstream::stream::Info, async_nats::jetstream::stream::InfoError> {
+        self.stream.get_info().await
+    }
+
     /// The CAS over the object store and its underlying stream (read by direct gets).
     pub(super) fn new(farm: &Farm, store: ObjectStore, stream: Stream) -> Cas {
         Cas {

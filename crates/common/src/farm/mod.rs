@@ -174,6 +174,39 @@ impl Farm {
     }
 }
 
+impl Farm {
+    /// Publishes a monitor event on `jetcc.events.<kind>`: core NATS, fire-and-forget
+    /// (nothing stores or acks it, so an absent monitor costs nothing). Failures are logged.
+    pub async fn publish_event(&self, kind: &str, payload: Vec<u8>) {
+        let subject = match self.names.events_subject(kind) {
+            Ok(s) => s,
+            Err(e) => return tracing::debug!("no event: {e}"),
+        };
+        if let Err(e) = self.client.publish(subject, payload.into()).await {
+            tracing::debug!("cannot publish a {kind} event: {e}");
+        }
+    }
+
+    /// Writes what is buffered to the server, waiting at most `limit` (a process about to
+    /// exit, whose last publishes would otherwise be lost).
+    pub async fn flush_within(&self, limit: Duration) {
+        match tokio::time::timeout(limit, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("cannot flush to the NATS server: {e}"),
+            Err(_) => tracing::debug!("flushing to the NATS server took over {limit:?}"),
+        }
+    }
+}
+
+/// The name this machine goes by in heartbeats and events.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn connect_error(url: &str, e: async_nats::ConnectError) -> FarmError {
     use async_nats::ConnectErrorKind as K;
     match e.kind() {

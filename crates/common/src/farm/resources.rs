@@ -346,34 +346,74 @@ impl Resources {
     }
 }
 
-/// The farm at a glance: live workers and the queue.
-#[derive(Debug, Clone)]
+/// The farm at a glance: live workers, the queue, and what the buckets hold.
+#[derive(Debug, Clone, Default)]
 pub struct FarmStatus {
     pub workers: Vec<WorkerStatus>,
     /// Jobs waiting for a worker.
     pub queued: u64,
     /// Jobs a worker has taken and not finished.
     pub in_progress: u64,
+    /// Jobs now in flight that a worker had taken before (one that died or stalled).
+    pub redelivered: u64,
+    /// Jobs finished (acked) since the workers' consumers were created.
+    pub acked: u64,
+    /// The jobs stream and the buckets, in that order.
+    pub usage: Vec<Usage>,
+}
+
+/// What one stream or bucket holds, and its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub name: String,
+    pub messages: u64,
+    pub bytes: u64,
+    /// `None`: unlimited.
+    pub max_bytes: Option<u64>,
+    pub replicas: usize,
+}
+
+impl Usage {
+    fn of(info: &stream::Info) -> Usage {
+        Usage {
+            name: info.config.name.clone(),
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            max_bytes: u64::try_from(info.config.max_bytes).ok(),
+            replicas: info.config.num_replicas,
+        }
+    }
 }
 
 impl Resources {
-    /// Reads the heartbeats and the jobs stream's and consumers' state.
+    /// Reads the heartbeats, the jobs stream's and consumers' state and the buckets' sizes.
     pub async fn status(&self) -> Result<FarmStatus, FarmError> {
         use futures_util::StreamExt;
+        let read = |e: &dyn std::fmt::Display| FarmError::other("cannot read the farm's state", e);
         let workers = self.live_workers().await?;
-        let mut queued = 0;
-        let mut in_progress = 0;
+        let mut status = FarmStatus {
+            workers,
+            ..Default::default()
+        };
         let mut consumers = self.jobs.consumers();
         while let Some(info) = consumers.next().await {
-            let info = info.map_err(|e| FarmError::other("cannot read the queue", e))?;
-            queued += info.num_pending;
-            in_progress += info.num_ack_pending as u64;
+            let info = info.map_err(|e| read(&e))?;
+            status.queued += info.num_pending;
+            status.in_progress += info.num_ack_pending as u64;
+            status.redelivered += info.num_redelivered as u64;
+            status.acked += info.ack_floor.consumer_sequence;
         }
-        Ok(FarmStatus {
-            workers,
-            queued,
-            in_progress,
-        })
+        let (jobs, ac, cas) = tokio::join!(
+            self.jobs.get_info(),
+            self.ac.status(),
+            self.cas.stream_info()
+        );
+        status.usage = vec![
+            Usage::of(&jobs.map_err(|e| read(&e))?),
+            Usage::of(&ac.map_err(|e| read(&e))?.info),
+            Usage::of(&cas.map_err(|e| read(&e))?),
+        ];
+        Ok(status)
     }
 }
 

@@ -1,9 +1,11 @@
 //! The farm's wire protocol: every name jetcc uses in NATS ([`names`]) and the messages that
-//! travel on them ([`job`]). Nothing outside this module spells a subject, stream, consumer or
-//! bucket name, and wire types are kept apart from the internal ones (`RustcInvocation`,
-//! `CacheEntry`) so either can change without the other.
+//! travel on them ([`job`], [`worker`] heartbeats, [`events`] for monitors). Nothing outside
+//! this module spells a subject, stream, consumer or bucket name, and wire types are kept
+//! apart from the internal ones (`RustcInvocation`, `CacheEntry`) so either can change
+//! without the other.
 //!
 
+pub mod events;
 pub mod job;
 pub mod names;
 pub mod worker;

@@ -62,7 +62,11 @@ impl WorkerStatus {
     /// token of its own so that a server can let each worker user write only its own
     /// heartbeats: `$KV.jetcc-workers.w.<owner>.>` (see `nats/roles.conf`).
     pub fn new_id(owner: &str, host: &str, pid: u32, random: u32) -> String {
-        format!("{}.{}-{pid}-{random:08x}", key_token(owner), key_token(host))
+        format!(
+            "{}.{}-{pid}-{random:08x}",
+            key_token(owner),
+            key_token(host)
+        )
     }
 
     pub fn key(id: &str) -> String {
