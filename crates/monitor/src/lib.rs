@@ -1,0 +1,227 @@
+//! jetcc-monitor's library: the compile farm as its operators see it, read only from what
+//! NATS already holds.
+//!
+//! - [`status`]: the farm now ([`status::Report`]: workers, queue, bucket sizes), as a table
+//!   or JSON.
+//! - [`live`]: the same state kept fresh, plus the [`tally`] of the events wrappers and
+//!   workers publish on `jetcc.events.>` (hits and misses by tier, compiles local and
+//!   remote, fallbacks, jobs, durations).
+//! - [`watch`]: a live terminal view of [`live`]; [`metrics`]: the same as Prometheus text.
+//!
+//! Design choice: the monitor keeps no state of its own on the server and nothing waits for
+//! it. Its gauges come from stream, consumer and heartbeat reads any client may make; its
+//! counters from fire-and-forget events that are simply dropped when no monitor listens, so
+//! a slow or absent monitor never slows a build.
+//!
+//! **Architecture invariant**: the monitor depends on `jetcc_common` only, never on the
+//! publisher or the worker; it knows subjects and wire types through `jetcc_common::protocol`.
+
+pub mod live;
+pub mod metrics;
+pub mod status;
+pub mod tally;
+pub mod watch;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use jetcc_common::config::{Config, DistConfig};
+use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jetcc-monitor",
+    version,
+    about = "Shows jetcc's compile farm: workers, queue depth, throughput, cache hit rates.",
+    after_help = "The server and credentials come from [dist] in jetcc's config file (or \
+                  JETCC_CONFIG) and JETCC_NATS_URL, JETCC_NATS_USER/PASSWORD, JETCC_NATS_TOKEN, \
+                  JETCC_NATS_CREDS, as for jetcc itself. Logs: JETCC_LOG=debug.\n\
+                  Exit codes: 0 done, 1 the farm could not be read, 2 usage error."
+)]
+struct Cli {
+    /// The NATS server (default: [dist] nats_url, JETCC_NATS_URL).
+    #[arg(long, global = true)]
+    nats_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The farm now: workers, queue, bucket sizes.
+    Status {
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view that refreshes in place (q, Esc or Ctrl-C to leave).
+    Watch {
+        /// Seconds between reads of the farm's state.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+    },
+    /// Prometheus metrics on http://LISTEN/metrics.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+        /// Seconds between reads of the farm's state.
+        #[arg(long, default_value_t = 5.0)]
+        every: f64,
+    },
+}
+
+/// Why a command failed; `exit_code` is what the binary exits with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct MonitorError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No farm configured, or a bad setting: exit 2.
+    Usage,
+    /// The farm could not be reached or read: exit 1.
+    Farm,
+    /// The terminal or the listening socket: exit 1.
+    Io,
+}
+
+impl MonitorError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> MonitorError {
+        MonitorError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            ErrorKind::Usage => 2,
+            ErrorKind::Farm | ErrorKind::Io => 1,
+        }
+    }
+}
+
+/// Parses the command line and runs it; returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("jetcc-monitor: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), MonitorError> {
+    // Logs would tear the live view: it has none.
+    if !matches!(cli.command, Command::Watch { .. }) {
+        init_logging();
+    }
+    let dist = dist_config(cli.nats_url)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| MonitorError::new(ErrorKind::Io, format!("cannot start a runtime: {e}")))?;
+    match cli.command {
+        Command::Status { json } => runtime.block_on(print_status(&dist, json)),
+        Command::Watch { every } => {
+            let live = runtime.block_on(async {
+                let farm = connect(&dist, Lifetime::Service).await?;
+                Ok::<_, MonitorError>(live::start(farm, seconds(every)?).await)
+            })?;
+            watch::run(live)
+                .map_err(|e| MonitorError::new(ErrorKind::Io, format!("the terminal: {e}")))
+        }
+        Command::Serve { listen, every } => runtime.block_on(async {
+            let farm = connect(&dist, Lifetime::Service).await?;
+            let live = live::start(farm, seconds(every)?).await;
+            metrics::serve(listen, live).await.map_err(|e| {
+                MonitorError::new(ErrorKind::Io, format!("cannot serve on {listen}: {e}"))
+            })
+        }),
+    }
+}
+
+async fn print_status(dist: &DistConfig, json: bool) -> Result<(), MonitorError> {
+    let farm = connect(dist, Lifetime::Wrapper).await?;
+    let status = match farm.open_resources().await {
+        Ok(res) => res.status().await,
+        // No worker (or client) has set the farm up yet: an empty farm, not an error.
+        Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(Default::default()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        MonitorError::new(
+            ErrorKind::Farm,
+            format!("cannot read the farm's state: {e}"),
+        )
+    })?;
+    let report = status::Report::new(&farm.url, &status);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn dist_config(nats_url: Option<String>) -> Result<DistConfig, MonitorError> {
+    let config = Config::load().map_err(|e| MonitorError::new(ErrorKind::Usage, e.to_string()))?;
+    match (config.dist, nats_url) {
+        (Some(dist), Some(url)) => Ok(DistConfig {
+            nats_url: url,
+            ..dist
+        }),
+        (Some(dist), None) => Ok(dist),
+        (None, Some(url)) => Ok(DistConfig::with_url(url)),
+        (None, None) => Err(MonitorError::new(
+            ErrorKind::Usage,
+            "no farm configured: pass --nats-url, or set [dist] nats_url or JETCC_NATS_URL",
+        )),
+    }
+}
+
+async fn connect(dist: &DistConfig, life: Lifetime) -> Result<Farm, MonitorError> {
+    Farm::connect(dist, "jetcc-monitor", life)
+        .await
+        .map_err(|e| MonitorError::new(ErrorKind::Farm, e.to_string()))
+}
+
+fn seconds(s: f64) -> Result<Duration, MonitorError> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| *d >= Duration::from_millis(100))
+        .ok_or_else(|| {
+            MonitorError::new(
+                ErrorKind::Usage,
+                format!("--every {s}: give at least 0.1 seconds"),
+            )
+        })
+}
+
+/// Logs to stderr through `tracing`, off unless `JETCC_LOG` is set.
+fn init_logging() {
+    if let Ok(filter) = std::env::var("JETCC_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}

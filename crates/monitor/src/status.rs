@@ -1,0 +1,255 @@
+//! `jetcc-monitor status`: the farm now, as a table or as JSON for scripts ([`Report`]).
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jetcc_common::farm::resources::FarmStatus;
+use serde::Serialize;
+
+/// `status --json`. Fields are only ever added.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub server: String,
+    pub totals: Totals,
+    pub queue: Queue,
+    pub workers: Vec<WorkerRow>,
+    pub buckets: Vec<BucketRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    pub workers: usize,
+    /// The workers' machines' cores.
+    pub cores: u64,
+    /// Concurrent jobs they take.
+    pub slots: u64,
+    pub free_slots: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Queue {
+    /// Jobs waiting for a worker.
+    pub pending: u64,
+    /// Jobs a worker holds.
+    pub in_flight: u64,
+    /// Of those, jobs another worker had taken before.
+    pub redelivered: u64,
+    /// Jobs finished since the workers' consumers were created.
+    pub acked: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkerRow {
+    pub id: String,
+    pub host: String,
+    pub cores: u32,
+    pub slots: u32,
+    pub free_slots: u32,
+    pub toolchains: Vec<String>,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub version: String,
+    pub last_seen_ms_ago: u64,
+    pub rtt_us: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BucketRow {
+    pub name: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub max_bytes: Option<u64>,
+    pub replicas: usize,
+}
+
+impl Report {
+    pub fn new(server: &str, s: &FarmStatus) -> Report {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let sum = |f: fn(&jetcc_common::protocol::worker::WorkerStatus) -> u32| {
+            s.workers.iter().map(|w| u64::from(f(w))).sum()
+        };
+        Report {
+            server: server.to_owned(),
+            totals: Totals {
+                workers: s.workers.len(),
+                cores: sum(|w| w.cores),
+                slots: sum(|w| w.slots),
+                free_slots: sum(|w| w.free_slots),
+            },
+            queue: Queue {
+                pending: s.queued,
+                in_flight: s.in_progress,
+                redelivered: s.redelivered,
+                acked: s.acked,
+            },
+            workers: s
+                .workers
+                .iter()
+                .map(|w| WorkerRow {
+                    id: w.id.clone(),
+                    host: w.host.clone(),
+                    cores: w.cores,
+                    slots: w.slots,
+                    free_slots: w.free_slots,
+                    toolchains: w.toolchain_names.clone(),
+                    jobs_done: w.jobs_done,
+                    jobs_failed: w.jobs_failed,
+                    version: w.version.clone(),
+                    last_seen_ms_ago: now_ms.saturating_sub(w.unix_ms),
+                    rtt_us: w.rtt_us,
+                })
+                .collect(),
+            buckets: s
+                .usage
+                .iter()
+                .map(|u| BucketRow {
+                    name: u.name.clone(),
+                    messages: u.messages,
+                    bytes: u.bytes,
+                    max_bytes: u.max_bytes,
+                    replicas: u.replicas,
+                })
+                .collect(),
+        }
+    }
+
+    /// The one-line summary the table and the live view open with.
+    pub fn headline(&self) -> String {
+        let t = &self.totals;
+        let q = &self.queue;
+        format!(
+            "{} workers, {} cores, {} slots ({} free) · queue: {} pending, {} in flight, {} redelivered",
+            t.workers, t.cores, t.slots, t.free_slots, q.pending, q.in_flight, q.redelivered
+        )
+    }
+
+    /// Worker rows as aligned columns, header first.
+    pub fn worker_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{:<36} {:<16} {:>5} {:>5} {:>4} {:>7} {:>6} {:>6}  TOOLCHAIN",
+            "WORKER", "HOST", "CORES", "SLOTS", "FREE", "DONE", "FAILED", "SEEN"
+        )];
+        for w in &self.workers {
+            lines.push(format!(
+                "{:<36} {:<16} {:>5} {:>5} {:>4} {:>7} {:>6} {:>5.1}s  {}",
+                w.id,
+                w.host,
+                w.cores,
+                w.slots,
+                w.free_slots,
+                w.jobs_done,
+                w.jobs_failed,
+                w.last_seen_ms_ago as f64 / 1000.0,
+                w.toolchains.join(", ")
+            ));
+        }
+        lines
+    }
+
+    pub fn bucket_lines(&self) -> Vec<String> {
+        self.buckets
+            .iter()
+            .map(|b| {
+                let limit = b
+                    .max_bytes
+                    .map_or(String::new(), |m| format!(" of {}", human(m)));
+                format!(
+                    "{:<24} {:>9} messages {:>10}{limit}  R{}",
+                    b.name,
+                    b.messages,
+                    human(b.bytes),
+                    b.replicas
+                )
+            })
+            .collect()
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!("jetcc farm at {}\n{}\n\n", self.server, self.headline());
+        if self.workers.is_empty() {
+            out.push_str("no live workers (start jetcc-worker on a machine with idle cores)\n");
+        } else {
+            for line in self.worker_lines() {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if !self.buckets.is_empty() {
+            out.push('\n');
+            for line in self.bucket_lines() {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
+    }
+}
+
+/// Bytes the way people read them: `1.5 KiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{bytes} B"),
+        _ => format!("{v:.1} {}", UNITS[u]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetcc_common::farm::resources::Usage;
+    use jetcc_common::protocol::worker::WorkerStatus;
+
+    #[test]
+    fn totals_add_up_the_workers() {
+        let worker = |id: &str, cores, slots, free| WorkerStatus {
+            id: id.into(),
+            host: "box".into(),
+            cores,
+            slots,
+            free_slots: free,
+            toolchains: vec![],
+            toolchain_names: vec!["rustc 1.95.0".into()],
+            jobs_done: 3,
+            jobs_failed: 0,
+            version: "0.1.0".into(),
+            unix_ms: 0,
+            rtt_us: 0,
+        };
+        let status = FarmStatus {
+            workers: vec![worker("a", 8, 4, 1), worker("b", 2, 2, 2)],
+            queued: 5,
+            in_progress: 5,
+            usage: vec![Usage {
+                name: "OBJ_jetcc-cas".into(),
+                messages: 2,
+                bytes: 3 << 20,
+                max_bytes: Some(10 << 30),
+                replicas: 3,
+            }],
+            ..Default::default()
+        };
+        let r = Report::new("nats://x:4222", &status);
+        assert_eq!(
+            (r.totals.workers, r.totals.cores, r.totals.slots),
+            (2, 10, 6)
+        );
+        assert_eq!(r.totals.free_slots, 3);
+        let table = r.table();
+        assert!(
+            table.contains("2 workers, 10 cores, 6 slots (3 free)"),
+            "{table}"
+        );
+        assert!(table.contains("3.0 MiB of 10.0 GiB  R3"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["queue"]["pending"], 5);
+        assert_eq!(json["workers"][1]["toolchains"][0], "rustc 1.95.0");
+    }
+}

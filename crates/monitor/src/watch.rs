@@ -1,0 +1,196 @@
+//! `jetcc-monitor watch`: a live terminal view of the farm, redrawn every second and on
+//! resize; `q`, Esc or Ctrl-C leave it and restore the terminal.
+//!
+//! The view is drawn on this thread from the [`Live`] state that the runtime's tasks keep
+//! up to date, so a slow server never freezes the keyboard.
+
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use crate::live::{Live, Shared};
+use crate::status::{human, Report};
+
+/// How often the view is redrawn without a key or resize.
+const REDRAW: Duration = Duration::from_secs(1);
+
+/// Runs the view until the user leaves it.
+pub fn run(live: Shared) -> std::io::Result<()> {
+    let mut terminal = ratatui::try_init()?;
+    let result = (|| loop {
+        terminal.draw(|f| draw(f, &mut live.lock().expect("the view's lock")))?;
+        if !event::poll(REDRAW)? {
+            continue;
+        }
+        match event::read()? {
+            Event::Key(k) if k.kind == KeyEventKind::Press => {
+                let ctrl_c =
+                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                if ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) {
+                    return Ok(());
+                }
+            }
+            // A resize (or anything else) redraws at once.
+            _ => {}
+        }
+    })();
+    ratatui::try_restore()?;
+    result
+}
+
+fn draw(f: &mut Frame, live: &mut Live) {
+    let now = Instant::now();
+    let report = live.status.as_ref().map(|s| Report::new(&live.server, s));
+    let workers = report.as_ref().map_or(0, |r| r.workers.len());
+    let tiers = live.tally.tiers.len();
+    let failures = live.tally.failures.len();
+    let [head, rates, workers_area, tiers_area, failures_area, foot] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length(3),
+        Constraint::Length(workers as u16 + 3),
+        Constraint::Length(tiers as u16 + 3),
+        Constraint::Min(failures as u16 + 2),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+
+    let mut headline = vec![Span::raw(
+        report
+            .as_ref()
+            .map_or_else(|| "reading the farm's state…".into(), Report::headline),
+    )];
+    if let Some(e) = &live.error {
+        headline.push(Span::styled(
+            format!("  ✗ {e}"),
+            Style::new().fg(Color::Red),
+        ));
+    } else if let Some(at) = live.read_at {
+        let age = now.duration_since(at).as_secs();
+        headline.push(Span::styled(
+            format!("  (read {age}s ago)"),
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    let title = format!(" jetcc farm at {} ", live.server);
+    f.render_widget(
+        Paragraph::new(Line::from(headline)).block(Block::bordered().title(title)),
+        head,
+    );
+
+    let t = &mut live.tally;
+    let pct = |r: Option<f64>| r.map_or("–".into(), |r| format!("{:.0}%", r * 100.0));
+    let count =
+        |m: &std::collections::BTreeMap<&'static str, u64>, k| m.get(k).copied().unwrap_or(0);
+    let rate_line = format!(
+        "{:.1} jobs/s · hit rate {} (last 10 s), {} since start · compiles: {} local, {} remote · {} fallbacks · jobs failed: {}",
+        t.jobs_per_sec(now),
+        pct(t.recent_hit_rate(now)),
+        pct(t.hit_rate()),
+        count(&t.compiles, "local"),
+        count(&t.compiles, "remote"),
+        t.fallbacks.values().sum::<u64>(),
+        count(&t.jobs, "failed"),
+    );
+    f.render_widget(
+        Paragraph::new(rate_line).block(Block::bordered().title(" throughput ")),
+        rates,
+    );
+
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let rows = report.iter().flat_map(|r| &r.workers).map(|w| {
+        Row::new(vec![
+            w.host.clone(),
+            w.id.clone(),
+            w.cores.to_string(),
+            format!("{}/{}", w.slots - w.free_slots.min(w.slots), w.slots),
+            w.jobs_done.to_string(),
+            w.jobs_failed.to_string(),
+            format!("{:.1}s", w.last_seen_ms_ago as f64 / 1000.0),
+            w.toolchains.join(", "),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(16),
+            Constraint::Length(36),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(7),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new([
+            "HOST",
+            "WORKER",
+            "CORES",
+            "BUSY",
+            "DONE",
+            "FAILED",
+            "SEEN",
+            "TOOLCHAIN",
+        ])
+        .style(bold),
+    )
+    .block(Block::bordered().title(" workers "));
+    f.render_widget(table, workers_area);
+
+    let rows = t.tiers.iter().map(|(name, v)| {
+        Row::new(vec![
+            name.clone(),
+            v.hits.to_string(),
+            v.misses.to_string(),
+            v.errors.to_string(),
+            v.writes.to_string(),
+            human(v.bytes_read),
+            human(v.bytes_written),
+        ])
+    });
+    let widths = [
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(11),
+        Constraint::Length(11),
+    ];
+    let table = Table::new(rows, widths)
+        .header(
+            Row::new([
+                "TIER", "HITS", "MISSES", "ERRORS", "WRITES", "READ", "WRITTEN",
+            ])
+            .style(bold),
+        )
+        .block(Block::bordered().title(" cache tiers (events since start) "));
+    f.render_widget(table, tiers_area);
+
+    let lines: Vec<Line> = t
+        .failures
+        .iter()
+        .rev()
+        .map(|x| {
+            Line::from(format!(
+                "{:>4}s ago  {}",
+                now.duration_since(x.at).as_secs(),
+                x.text
+            ))
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" recent failures ")),
+        failures_area,
+    );
+    f.render_widget(
+        Paragraph::new("q quit").style(Style::new().fg(Color::DarkGray)),
+        foot,
+    );
+}
