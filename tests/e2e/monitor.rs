@@ -1,0 +1,287 @@
+//! `jetcc-monitor` against a live farm: `status --json` while a build waits in the queue and
+//! drains it, `/metrics` as Prometheus text whose counters only grow, and `watch` in a real
+//! terminal (tmux) that shows the workers and leaves cleanly on `q` and on Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use jetcc_e2e::servers::{monitor_bin, MetricsServer, Nats, Worker};
+use jetcc_e2e::*;
+
+use crate::farm::{farm_build, wait_until};
+
+/// `jetcc-monitor status --json` against `nats`.
+fn status(nats: &Nats) -> serde_json::Value {
+    let mut cmd = Command::new(monitor_bin());
+    scrub_env(&mut cmd);
+    let out = cmd
+        .args(["status", "--json"])
+        .env("JETCC_NATS_URL", nats.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+fn depth(s: &serde_json::Value) -> u64 {
+    s["queue"]["pending"].as_u64().unwrap() + s["queue"]["in_flight"].as_u64().unwrap()
+}
+
+#[test]
+fn status_and_metrics_follow_a_build_through_the_farm() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let want = p.plain_artifacts();
+    let nats = Nats::start(&root.join("nats"));
+    let empty = status(&nats);
+    assert_eq!(empty["totals"]["workers"], 0, "{empty}");
+
+    // A worker that stopped cleanly a moment ago: clients still see its toolchain served
+    // (for one heartbeat TTL), so their jobs wait in the queue for the next worker.
+    let mut gone = Worker::start(&nats.url(), &root.join("w0"), 1);
+    assert!(gone.terminate().is_some_and(|s| s.success()));
+    let metrics = MetricsServer::start(&nats.url(), &root.join("monitor"));
+    let before = parse_prometheus(&metrics.scrape());
+
+    let cache = root.join("cache");
+    let build = farm_build(&cache, &nats).env("JETCC_DIST_START_TIMEOUT_MS", "30000");
+    let dir = p.dir.clone();
+    let building = std::thread::spawn(move || build_in(&dir, &build));
+    let mut queued = serde_json::Value::Null;
+    wait_until(20, "a job waiting in the queue", || {
+        queued = status(&nats);
+        queued["queue"]["pending"].as_u64().unwrap() > 0
+    });
+    assert_eq!(queued["totals"]["workers"], 0, "{queued}");
+
+    let _w1 = Worker::start(&nats.url(), &root.join("w1"), 1);
+    let _w2 = Worker::start(&nats.url(), &root.join("w2"), 1);
+    let s = status(&nats);
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(s["totals"]["workers"], 2, "{s}");
+    assert_eq!(s["totals"]["slots"], 2, "{s}");
+    assert_eq!(s["totals"]["cores"], 2 * cores, "{s}");
+    assert_eq!(s["workers"].as_array().unwrap().len(), 2, "{s}");
+
+    let built = building.join().unwrap();
+    assert!(built.ok(), "{}", built.stderr());
+    assert_same_artifacts(&want, &artifacts(&p.target()), "built through the farm");
+    let remote = stats(&cache)["remote_compiles"].as_u64().unwrap();
+    assert!(remote > 0, "{}", built.log);
+    let mut drained = serde_json::Value::Null;
+    wait_until(20, "the queue to drain", || {
+        drained = status(&nats);
+        depth(&drained) == 0
+    });
+    assert!(
+        drained["queue"]["acked"].as_u64().unwrap() >= remote,
+        "{drained}"
+    );
+
+    // The events the build published: one per unit, one per job.
+    let mut after = BTreeMap::new();
+    wait_until(10, "the monitor to count the build", || {
+        after = parse_prometheus(&metrics.scrape());
+        after.get("jetcc_jobs_finished_total{result=\"ok\"}") == Some(&(remote as f64))
+    });
+    assert_eq!(
+        after.get("jetcc_units_total{outcome=\"miss\"}"),
+        Some(&(FIXTURE_UNITS.len() as f64)),
+        "{after:?}"
+    );
+    assert_eq!(
+        after.get("jetcc_compiles_total{where=\"remote\"}"),
+        Some(&(remote as f64))
+    );
+    assert_eq!(
+        after.get("jetcc_cache_writes_total{tier=\"jetstream\"}"),
+        Some(&(FIXTURE_UNITS.len() as f64))
+    );
+    assert_eq!(after.get("jetcc_workers"), Some(&2.0));
+    assert_eq!(after.get("jetcc_jobs_pending"), Some(&0.0));
+    for (name, v) in &before {
+        if name.contains("_total") || name.contains("_count") {
+            let now = after.get(name).copied().unwrap_or(0.0);
+            assert!(now >= *v, "{name} went down: {v} -> {now}");
+        }
+    }
+}
+
+/// Checks `text` is Prometheus text exposition format (every sample of a family announced by
+/// `# TYPE`, `name{label="value",…} number`), and returns the samples by name and labels.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut types = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut words = rest.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    assert!(name_ok(name), "{line}");
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "untyped",
+                            "info"
+                        ]
+                        .contains(&kind),
+                        "{line}"
+                    );
+                    types.insert(name.to_owned(), kind.to_owned());
+                }
+                (Some("HELP"), Some(name), _) => assert!(name_ok(name), "{line}"),
+                (Some("EOF"), None, None) => {}
+                _ => panic!("not a Prometheus comment: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(name_ok(name), "{line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("bad labels in {line}"));
+            for pair in inner.split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                assert!(name_ok(k), "{line}");
+                assert!(!v.trim_end_matches('"').contains('"'), "{line}");
+            }
+        }
+        let family = ["_total", "_bucket", "_sum", "_count", "_created"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "no # TYPE for {line}");
+        samples.insert(series.to_owned(), value);
+    }
+    assert!(types.contains_key("jetcc_workers"), "{text}");
+    samples
+}
+
+/// A tmux server of the test's own (`-L`), so tests and the user's tmux never meet.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(dir: &Path) -> Tmux {
+        Tmux {
+            socket: dir.join("tmux.sock").to_string_lossy().into_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "watch"])
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let nats = Nats::start(&root.join("nats"));
+    let worker = Worker::start(&nats.url(), &root.join("w1"), 1);
+    let id = worker
+        .log()
+        .split("id=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the worker logs its id")
+        .to_owned();
+    let tmux = Tmux::new(root);
+    for (key, name) in [("q", "q"), ("C-c", "Ctrl-C")] {
+        let exit = root.join(format!("exit-{name}"));
+        let _ = std::fs::remove_file(&exit);
+        let cmd = format!(
+            "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {}; sleep 60",
+            nats.url(),
+            monitor_bin().display(),
+            exit.display()
+        );
+        tmux.run(&["kill-session", "-t", "watch"]);
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "watch",
+            "-x",
+            "150",
+            "-y",
+            "40",
+            &cmd,
+        ]);
+        let mut screen = String::new();
+        wait_until(20, "the worker on screen", || {
+            screen = tmux.screen();
+            screen.contains(&id) && screen.contains("1 workers")
+        });
+        assert!(screen.contains("rustc "), "{screen}");
+        // A resize redraws at the new size.
+        tmux.run(&["resize-window", "-t", "watch", "-x", "110", "-y", "30"]);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            screen = tmux.screen();
+            if screen
+                .lines()
+                .any(|l| l.chars().count() == 110 && l.ends_with('┐'))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.chars().count() == 110 && l.ends_with('┐')),
+            "not redrawn at 110 columns:\n{screen}"
+        );
+        tmux.run(&["send-keys", "-t", "watch", key]);
+        wait_until(10, &format!("watch to exit on {name}"), || exit.exists());
+        assert_eq!(
+            std::fs::read_to_string(&exit).unwrap().trim(),
+            "0",
+            "{name}"
+        );
+        // The terminal is restored: the view's frame is gone from the screen.
+        let screen = tmux.screen();
+        assert!(!screen.contains("jetcc farm at"), "{name}: {screen}");
+    }
+}
