@@ -8,6 +8,7 @@ mod farm_queue;
 mod monitor;
 mod mutations;
 mod robustness;
+mod roles;
 mod s3;
 mod sandbox_probes;
 mod shared;

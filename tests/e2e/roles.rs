@@ -1,0 +1,201 @@
+//! The least-privilege roles of `nats/roles.conf`, against a real nats-server started with
+//! that very file: each role does its job through the real binaries (a worker-a that serves,
+//! a publisher build on the farm, a read-only laptop that hits, a monitor that reads), and
+//! is refused what it must not do, seen as the server's "Permissions Violation" error.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use jetcc_e2e::servers::{free_port, monitor_bin, Nats, Worker};
+use jetcc_e2e::*;
+
+use crate::farm::farm_build;
+use crate::farm_hostile::runtime;
+
+fn roles_conf() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/roles.conf")
+}
+
+/// The example password `nats/roles.conf` gives `user`.
+fn password(user: &str) -> String {
+    let conf = std::fs::read_to_string(roles_conf()).unwrap();
+    let line = conf
+        .lines()
+        .find(|l| l.contains(&format!("user: {user},")))
+        .unwrap_or_else(|| panic!("no user {user} in roles.conf"));
+    line.split("password: \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a quoted password")
+        .to_owned()
+}
+
+fn as_user(user: &str) -> [(String, String); 2] {
+    [
+        ("JETCC_NATS_USER".into(), user.into()),
+        ("JETCC_NATS_PASSWORD".into(), password(user)),
+    ]
+}
+
+/// Whether the server refuses `user` a publish on `subject` (its `-ERR 'Permissions
+/// Violation…'`, which async-nats hands to the event callback; the publish itself returns Ok).
+fn refused(nats: &Nats, user: &str, subject: &str) -> bool {
+    runtime().block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let client =
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+                .event_callback(move |e| {
+                    let tx = tx.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(async_nats::ServerError::Other(s)) = e
+                        {
+                            let _ = tx.send(s);
+                        }
+                    }
+                })
+                .connect(nats.url())
+                .await
+                .unwrap_or_else(|e| panic!("{user} cannot log in: {e}"));
+        client
+            .publish(subject.to_owned(), "x".into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let want = format!("Permissions Violation for Publish to \"{subject}\"");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(error)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if error.contains(&want) {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+#[test]
+fn each_role_does_its_job_and_is_refused_the_rest() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let want = p.plain_artifacts();
+    let conf = roles_conf().to_string_lossy().into_owned();
+    let monitor_port = free_port().to_string();
+    let nats = Nats::start_with(&root.join("nats"), &["-c", &conf, "-m", &monitor_port]);
+
+    // worker-a creates the stream and buckets and serves (writing its own heartbeat).
+    let worker_env = as_user("worker-a");
+    let env: Vec<(&str, &str)> = worker_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let worker = Worker::start_with(&nats.url(), &root.join("worker-a"), 2, &env, |_| {});
+
+    // The publisher (a CI agent) builds on the farm and fills the cache.
+    let ci = root.join("ci");
+    let mut build = farm_build(&ci, &nats);
+    for (k, v) in as_user("publisher") {
+        build = build.env(&k, &v);
+    }
+    let built = p.build_ok(&build);
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    assert_same_artifacts(&want, &artifacts(&p.target()), "publisher's farm build");
+    let s = stats(&ci);
+    assert!(
+        s["remote_compiles"].as_u64().unwrap() > 0,
+        "{s}\n{}",
+        worker.log()
+    );
+    assert_eq!(
+        s["tiers"]["jetstream"]["writes"],
+        FIXTURE_UNITS.len(),
+        "{s}"
+    );
+    assert_eq!(
+        s["tiers"]["jetstream"]["errors"],
+        serde_json::json!({}),
+        "{s}"
+    );
+
+    // The read-only laptop reads every result, with no local slot overflowing to the farm.
+    p.clean();
+    let laptop = root.join("laptop");
+    let mut build = Build::jetcc(&laptop)
+        .env("JETCC_NATS_URL", &nats.url())
+        .env("JETCC_JETSTREAM_RW_MODE", "READ_ONLY")
+        .env("JETCC_DIST_LOCAL_SLOTS", "64");
+    for (k, v) in as_user("cache-reader") {
+        build = build.env(&k, &v);
+    }
+    let built = p.build_ok(&build);
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&want, &artifacts(&p.target()), "read-only hits");
+    let s = stats(&laptop);
+    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(
+        s["tiers"]["jetstream"]["errors"],
+        serde_json::json!({}),
+        "{s}"
+    );
+
+    // The monitor reads the farm's state.
+    let mut cmd = Command::new(monitor_bin());
+    scrub_env(&mut cmd);
+    let out = cmd
+        .args(["status", "--json"])
+        .env("JETCC_NATS_URL", nats.url())
+        .envs(as_user("monitor"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["totals"]["workers"], 1, "{status}");
+    assert_eq!(status["totals"]["slots"], 2, "{status}");
+
+    // And what each must not do. Each refusal is paired with what the same user may do, so
+    // a server that refused everything (or nothing) fails here.
+    let jobs = "jetcc.jobs.x86_64-unknown-linux-gnu.0123456789abcdef";
+    let pull = "$JS.API.CONSUMER.MSG.NEXT.JETCC_JOBS.workers-0123456789abcdef";
+    assert!(refused(&nats, "publisher", pull), "a publisher pulled jobs");
+    assert!(
+        !refused(&nats, "publisher", jobs),
+        "a publisher may publish jobs"
+    );
+    assert!(
+        refused(&nats, "worker-a", "$KV.jetcc-workers.w.worker-b.forged"),
+        "worker-a wrote worker-b's heartbeat"
+    );
+    assert!(
+        !refused(&nats, "worker-a", "$KV.jetcc-workers.w.worker-a.probe"),
+        "worker-a may write its own"
+    );
+    for write in [
+        "$KV.jetcc-ac.e.forged",
+        "$O.jetcc-cas.C.forged",
+        "$O.jetcc-cas.M.forged",
+    ] {
+        assert!(
+            refused(&nats, "cache-reader", write),
+            "the read-only client wrote {write}"
+        );
+        assert!(
+            !refused(&nats, "publisher", write),
+            "a publisher may write {write}"
+        );
+    }
+    assert!(
+        refused(&nats, "monitor", jobs),
+        "the monitor published a job"
+    );
+    assert!(
+        refused(&nats, "monitor", "$KV.jetcc-ac.e.forged"),
+        "the monitor wrote the cache"
+    );
+    assert!(
+        !refused(&nats, "monitor", "$JS.API.STREAM.INFO.JETCC_JOBS"),
+        "the monitor may read stream info"
+    );
+}
