@@ -77,7 +77,7 @@ pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// The generated slow crate, its plain artifacts, and a build of it through the farm running
 /// in the background.
-fn slow_build_in_background(
+pub fn slow_build_in_background(
     root: &std::path::Path,
     build: Build,
 ) -> (

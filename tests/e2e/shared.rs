@@ -4,6 +4,8 @@
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
+use crate::farm::{slow_build_in_background, wait_until};
+
 #[test]
 fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
     let ci_checkout = Project::fixture("fixture");
@@ -147,9 +149,10 @@ fn two_hundred_concurrent_readers_open_no_consumers() {
 }
 
 /// On a three-node cluster the tier's stream and buckets get three replicas: a node killed
-/// mid-way loses no entry, and a fresh client still hits everything.
+/// in the middle of a farm build loses no entry, the build succeeds, and a fresh client
+/// still hits everything.
 #[test]
-fn on_a_three_node_cluster_the_tier_survives_a_node() {
+fn on_a_three_node_cluster_a_farm_build_and_the_tier_survive_a_node() {
     use jetcc_e2e::servers::free_port;
     let p = Project::fixture("fixture");
     let root = p.dir.parent().unwrap().to_path_buf();
@@ -219,7 +222,28 @@ fn on_a_three_node_cluster_the_tier_survives_a_node() {
         stats(&root.join("cache-a"))["tiers"]["jetstream"]["writes"],
         FIXTURE_UNITS.len()
     );
+
+    // Two workers on the cluster, and a slow compile on the farm: node 0 dies under it.
+    let workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(&urls, &root.join(format!("w{i}")), 1))
+        .collect();
+    let farm = Build::jetcc(&root.join("cache-slow"))
+        .env("JETCC_NATS_URL", &urls)
+        .env("JETCC_DIST_LOCAL_SLOTS", "0");
+    let (slow, slow_want, building) = slow_build_in_background(&root, farm);
+    wait_until(60, "the slow job to start on a worker", || {
+        workers.iter().any(|w| w.log().contains("job started"))
+    });
     nodes[0].stop();
+    let built = building.join().unwrap();
+    assert!(built.ok(), "{}", built.stderr());
+    assert_same_artifacts(
+        &slow_want,
+        &artifacts(&slow.join("target")),
+        "a node died mid-build",
+    );
+
+    // What was written before survives on the other two nodes.
     p.clean();
     let built = p.build_ok(&client("cache-b"));
     built.assert_each(FIXTURE_UNITS, Outcome::Hit);
