@@ -319,28 +319,35 @@ impl Resources {
             .filter(|s| s.is_fresh(SystemTime::now())))
     }
 
-    /// Every live worker's latest heartbeat.
+    /// Every live worker's latest heartbeat. The keys come from the bucket's stream info
+    /// with a subjects filter, not from a key-listing consumer: one request, and nothing a
+    /// read-only monitor needs consumer rights for.
     pub async fn live_workers(&self) -> Result<Vec<WorkerStatus>, FarmError> {
-        use futures_util::StreamExt;
-        let mut keys = self
+        use futures_util::TryStreamExt;
+        let prefix = format!("{}{}", self.workers.prefix, WorkerStatus::key(""));
+        let subjects: Vec<(String, usize)> = self
             .workers
-            .keys()
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|e| FarmError::other("cannot list workers", e))?
+            .try_collect()
             .await
             .map_err(|e| FarmError::other("cannot list workers", e))?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let Ok(key) = key else { continue };
-            if !WorkerStatus::is_worker_key(&key) {
-                continue;
-            }
-            if let Ok(Some(b)) = self.workers.get(&key).await {
-                if let Ok(s) = WorkerStatus::decode(&b) {
-                    if s.is_fresh(SystemTime::now()) {
-                        out.push(s);
-                    }
-                }
-            }
-        }
+        // Owned futures, all at once: one direct get per worker.
+        let gets = subjects.into_iter().filter_map(|(subject, _)| {
+            let key = subject.strip_prefix(&self.workers.prefix)?.to_owned();
+            let store = self.workers.clone();
+            Some(async move { store.get(key).await })
+        });
+        let now = SystemTime::now();
+        let mut out: Vec<WorkerStatus> = futures_util::future::join_all(gets)
+            .await
+            .into_iter()
+            // A deleted heartbeat (a clean stop) reads as none.
+            .filter_map(|got| WorkerStatus::decode(&got.ok()??).ok())
+            .filter(|status| status.is_fresh(now))
+            .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
