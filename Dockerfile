@@ -35,7 +35,6 @@ RUN mkdir -p /var/cache/jetcc
 # Root, deliberately. As root the worker runs every job's rustc as `nobody` (so RLIMIT_NPROC
 # bounds a job's processes and a job cannot touch the worker's files) and builds the job's
 # namespaces with real privileges. A non-root worker would need an unprivileged user
-# namespace instead, which Docker's seccomp profile forbids, and in which the kernel refuses
-# the jail's read-only re-mount of nosuid/noexec mounts such as /proc and /dev. The
-# container, not USER, is the worker's boundary; docker-compose.yml lists what it needs.
+# namespace instead, which Docker's default seccomp profile forbids. The container, not
+# USER, is the worker's boundary; docker-compose.yml lists what it needs.
 CMD ["jetcc-worker"]

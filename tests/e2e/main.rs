@@ -6,6 +6,7 @@ mod farm;
 mod farm_hostile;
 mod farm_netns;
 mod farm_queue;
+mod jail_nonroot;
 mod monitor;
 mod mutations;
 mod robustness;
