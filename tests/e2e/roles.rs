@@ -137,6 +137,21 @@ fn each_role_does_its_job_and_is_refused_the_rest() {
         "{s}"
     );
 
+    // Writing as the reader fails, and the log says which permission it lacked.
+    let out = jetcc(&root.join("check"))
+        .arg("--check")
+        .env("JETCC_NATS_URL", nats.url())
+        .env("JETCC_LOG", "warn")
+        .envs(as_user("cache-reader"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused this user: Permissions Violation for Publish to"),
+        "{stderr}"
+    );
+
     // The monitor reads the farm's state.
     let mut cmd = Command::new(monitor_bin());
     scrub_env(&mut cmd);

@@ -42,6 +42,7 @@ struct Cli {
 }
 
 pub fn run(args: &[OsString]) -> i32 {
+    crate::logging::init();
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

@@ -129,6 +129,23 @@ impl Farm {
         let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let opts = opts
             .name(name)
+            // A refused publish or subscribe is dropped by the server, which says so only in
+            // this event; the request behind it then times out. Say what it was, once, here.
+            .event_callback(|event| async move {
+                use async_nats::{Event, ServerError};
+                match event {
+                    Event::ServerError(ServerError::Other(e))
+                        if e.contains("Permissions Violation") =>
+                    {
+                        tracing::warn!(
+                            "the NATS server refused this user: {e} (nats/roles.conf lists what \
+                             each jetcc binary needs)"
+                        )
+                    }
+                    Event::ServerError(e) => tracing::warn!("NATS server error: {e}"),
+                    other => tracing::debug!("NATS connection: {other}"),
+                }
+            })
             .connection_timeout(timeout)
             .request_timeout(Some(Duration::from_secs(5)))
             // A server that goes away mid-build must not make a wrapper wait: fail fast and
