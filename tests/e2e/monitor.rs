@@ -7,26 +7,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jetcc_e2e::servers::{monitor_bin, MetricsServer, Nats, Worker};
+use jetcc_e2e::servers::{monitor_bin, monitor_status, MetricsServer, Nats, Worker};
 use jetcc_e2e::*;
 
 use crate::farm::{farm_build, wait_until};
 
-/// `jetcc-monitor status --json` against `nats`.
 fn status(nats: &Nats) -> serde_json::Value {
-    let mut cmd = Command::new(monitor_bin());
-    scrub_env(&mut cmd);
-    let out = cmd
-        .args(["status", "--json"])
-        .env("JETCC_NATS_URL", nats.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    monitor_status(&nats.url(), &[])
 }
 
 fn depth(s: &serde_json::Value) -> u64 {
@@ -205,6 +192,22 @@ impl Tmux {
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "watch"])
     }
+
+    /// Waits up to `secs` for the screen to satisfy `cond`; fails showing the last one.
+    fn wait_screen(&self, secs: u64, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if cond(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Tmux {
@@ -248,31 +251,16 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
             "40",
             &cmd,
         ]);
-        let mut screen = String::new();
-        wait_until(20, "the worker on screen", || {
-            screen = tmux.screen();
-            screen.contains(&id) && screen.contains("1 workers")
+        let screen = tmux.wait_screen(30, "the worker on screen", |s| {
+            s.contains(&id) && s.contains("1 workers")
         });
         assert!(screen.contains("rustc "), "{screen}");
         // A resize redraws at the new size.
         tmux.run(&["resize-window", "-t", "watch", "-x", "110", "-y", "30"]);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            screen = tmux.screen();
-            if screen
-                .lines()
+        tmux.wait_screen(10, "a redraw at 110 columns", |s| {
+            s.lines()
                 .any(|l| l.chars().count() == 110 && l.ends_with('┐'))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(
-            screen
-                .lines()
-                .any(|l| l.chars().count() == 110 && l.ends_with('┐')),
-            "not redrawn at 110 columns:\n{screen}"
-        );
+        });
         tmux.run(&["send-keys", "-t", "watch", key]);
         wait_until(10, &format!("watch to exit on {name}"), || exit.exists());
         assert_eq!(

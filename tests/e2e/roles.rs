@@ -4,10 +4,9 @@
 //! is refused what it must not do, seen as the server's "Permissions Violation" error.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use jetcc_e2e::servers::{free_port, monitor_bin, Nats, Worker};
+use jetcc_e2e::servers::{free_port, monitor_status, Nats, Worker};
 use jetcc_e2e::*;
 
 use crate::farm::farm_build;
@@ -153,20 +152,7 @@ fn each_role_does_its_job_and_is_refused_the_rest() {
     );
 
     // The monitor reads the farm's state.
-    let mut cmd = Command::new(monitor_bin());
-    scrub_env(&mut cmd);
-    let out = cmd
-        .args(["status", "--json"])
-        .env("JETCC_NATS_URL", nats.url())
-        .envs(as_user("monitor"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = monitor_status(&nats.url(), &as_user("monitor"));
     assert_eq!(status["totals"]["workers"], 1, "{status}");
     assert_eq!(status["totals"]["slots"], 2, "{status}");
 

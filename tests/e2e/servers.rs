@@ -400,6 +400,24 @@ pub fn monitor_bin() -> PathBuf {
     jetcc_bin().with_file_name("jetcc-monitor")
 }
 
+/// `jetcc-monitor status --json` against `url`, with extra env (credentials).
+pub fn monitor_status(url: &str, env: &[(String, String)]) -> serde_json::Value {
+    let mut cmd = Command::new(monitor_bin());
+    scrub_env(&mut cmd);
+    let out = cmd
+        .args(["status", "--json"])
+        .env("JETCC_NATS_URL", url)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run jetcc-monitor");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
 /// `jetcc-monitor serve` on a free loopback port; stopped when dropped.
 pub struct MetricsServer {
     pub port: u16,

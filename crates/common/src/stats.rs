@@ -62,6 +62,21 @@ pub struct TierStats {
     pub time_ms: u64,
 }
 
+/// Bytes the way people read them (`512 B`, `1.5 KiB`, `10.0 GiB`), as sccache prints them.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{bytes} B"),
+        _ => format!("{v:.1} {}", UNITS[u]),
+    }
+}
+
 impl Stats {
     /// A tier's counts, created on first use.
     pub fn tier(&mut self, name: &str) -> &mut TierStats {
@@ -106,6 +121,13 @@ impl Stats {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_read_like_sccache() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(10 << 30), "10.0 GiB");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+    }
+
     use super::*;
 
     #[test]

@@ -268,7 +268,7 @@ fn event_counters(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::f
         "outcome",
         map(&t.units),
     )?;
-    let tiers = |f: fn(&crate::tally::TierTotals) -> u64| {
+    let tiers = |f: fn(&jetcc_common::protocol::events::TierCounts) -> u64| {
         t.tiers.iter().map(move |(n, v)| (n.as_str(), f(v)))
     };
     labelled(

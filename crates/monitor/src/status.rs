@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jetcc_common::farm::resources::FarmStatus;
+use jetcc_common::stats::human_bytes;
 use serde::Serialize;
 
 /// `status --json`. Fields are only ever added.
@@ -155,12 +156,12 @@ impl Report {
             .map(|b| {
                 let limit = b
                     .max_bytes
-                    .map_or(String::new(), |m| format!(" of {}", human(m)));
+                    .map_or(String::new(), |m| format!(" of {}", human_bytes(m)));
                 format!(
                     "{:<24} {:>9} messages {:>10}{limit}  R{}",
                     b.name,
                     b.messages,
-                    human(b.bytes),
+                    human_bytes(b.bytes),
                     b.replicas
                 )
             })
@@ -183,21 +184,6 @@ impl Report {
             }
         }
         out
-    }
-}
-
-/// Bytes the way people read them: `1.5 KiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    match u {
-        0 => format!("{bytes} B"),
-        _ => format!("{v:.1} {}", UNITS[u]),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use jetcc_common::protocol::events::{CompiledOn, JobDone, UnitEvent, UnitOutcome};
+use jetcc_common::protocol::events::{CompiledOn, JobDone, TierCounts, UnitEvent, UnitOutcome};
 
 /// Upper bounds (seconds) of the duration histograms: a trivial hit to a 10-minute compile.
 pub const BUCKETS: [f64; 12] = [
@@ -17,17 +17,6 @@ pub const BUCKETS: [f64; 12] = [
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// Failures kept for the live view.
 const RECENT_FAILURES: usize = 8;
-
-/// A tier's counts, summed over events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TierTotals {
-    pub hits: u64,
-    pub misses: u64,
-    pub errors: u64,
-    pub writes: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-}
 
 /// A duration histogram over [`BUCKETS`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,7 +62,8 @@ pub struct Failure {
 pub struct Tally {
     /// Wrapped invocations by outcome (`hit`, `miss`, `pass_through`).
     pub units: BTreeMap<&'static str, u64>,
-    pub tiers: BTreeMap<String, TierTotals>,
+    /// Each tier's counts, summed over events.
+    pub tiers: BTreeMap<String, TierCounts>,
     /// Misses compiled, by where (`local`, `remote`).
     pub compiles: BTreeMap<&'static str, u64>,
     /// Compiles that could have gone to the farm and stayed local, by reason.
@@ -103,13 +93,7 @@ impl Tally {
             .or_default()
             .observe(Duration::from_millis(e.duration_ms));
         for (name, t) in &e.tiers {
-            let sum = self.tiers.entry(name.clone()).or_default();
-            sum.hits += t.hits;
-            sum.misses += t.misses;
-            sum.errors += t.errors;
-            sum.writes += t.writes;
-            sum.bytes_read += t.bytes_read;
-            sum.bytes_written += t.bytes_written;
+            self.tiers.entry(name.clone()).or_default().add(t);
             if t.errors > 0 {
                 self.failed(
                     now,
@@ -191,7 +175,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jetcc_common::protocol::events::{TierCounts, EVENTS_VERSION};
+    use jetcc_common::protocol::events::EVENTS_VERSION;
 
     fn unit(outcome: UnitOutcome, tier: &str, counts: TierCounts) -> UnitEvent {
         UnitEvent {

@@ -14,7 +14,8 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use crate::live::{Live, Shared};
-use crate::status::{human, Report};
+use crate::status::Report;
+use jetcc_common::stats::human_bytes;
 
 /// How often the view is redrawn without a key or resize.
 const REDRAW: Duration = Duration::from_secs(1);
@@ -150,8 +151,8 @@ fn draw(f: &mut Frame, live: &mut Live) {
             v.misses.to_string(),
             v.errors.to_string(),
             v.writes.to_string(),
-            human(v.bytes_read),
-            human(v.bytes_written),
+            human_bytes(v.bytes_read),
+            human_bytes(v.bytes_written),
         ])
     });
     let widths = [

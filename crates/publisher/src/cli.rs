@@ -8,7 +8,7 @@ use jetcc_common::cache::DiskCache;
 use jetcc_common::config::Config;
 use jetcc_common::farm::resources::FarmStatus;
 use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
-use jetcc_common::stats::Stats;
+use jetcc_common::stats::{human_bytes, Stats};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,7 +113,7 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
     row("Cache location", config.cache_dir.display().to_string());
     row(
         "Cache size",
-        format!("{} / {}", human(size), human(config.cache_size)),
+        format!("{} / {}", human_bytes(size), human_bytes(config.cache_size)),
     );
     row("Requests", s.requests.to_string());
     row("Cache hits", s.hits.to_string());
@@ -151,8 +151,8 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         }
     }
     print_tiers(s);
-    row("Bytes restored from cache", human(s.bytes_restored));
-    row("Bytes stored in cache", human(s.bytes_stored));
+    row("Bytes restored from cache", human_bytes(s.bytes_restored));
+    row("Bytes stored in cache", human_bytes(s.bytes_stored));
     row(
         "Compile time saved",
         format!("{:.1} s", s.time_saved_ms as f64 / 1000.0),
@@ -184,8 +184,8 @@ fn print_tiers(s: &Stats) {
             t.misses,
             t.errors.values().sum::<u64>(),
             t.writes,
-            human(t.bytes_read),
-            human(t.bytes_written),
+            human_bytes(t.bytes_read),
+            human_bytes(t.bytes_written),
             t.time_ms as f64 / 1000.0
         );
         for (k, v) in &t.errors {
@@ -196,21 +196,6 @@ fn print_tiers(s: &Stats) {
         if let (Some(e), false) = (&t.last_error, t.errors.is_empty()) {
             println!("Last {name} error: {e}");
         }
-    }
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -282,13 +267,6 @@ fn dist_status(config: &Config) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_sccache() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(10 << 30), "10.0 GiB");
-        assert_eq!(human(1536), "1.5 KiB");
-    }
 
     #[test]
     fn usage_errors_exit_2() {

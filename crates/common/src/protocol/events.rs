@@ -77,6 +77,18 @@ pub struct TierCounts {
     pub bytes_written: u64,
 }
 
+impl TierCounts {
+    /// Adds `other` in (a monitor's totals are sums of events' counts).
+    pub fn add(&mut self, other: &TierCounts) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.errors += other.errors;
+        self.writes += other.writes;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+    }
+}
+
 /// One job a worker finished (or gave up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDone {
