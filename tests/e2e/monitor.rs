@@ -1,6 +1,7 @@
 //! `jetcc-monitor` against a live farm: `status --json` while a build waits in the queue and
 //! drains it, `/metrics` as Prometheus text whose counters only grow, and `watch` in a real
-//! terminal (tmux) that shows the workers and leaves cleanly on `q` and on Ctrl-C.
+//! terminal (tmux) that shows the workers, redraws on resize and Ctrl-L, and leaves cleanly
+//! on `q` and on Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -260,6 +261,15 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
         tmux.wait_screen(10, "a redraw at 110 columns", |s| {
             s.lines()
                 .any(|l| l.chars().count() == 110 && l.ends_with('┐'))
+        });
+        // Another program writes over the view (a background worker's log line, say):
+        // Ctrl-L redraws it whole.
+        let tty = tmux.run(&["display-message", "-p", "-t", "watch", "#{pane_tty}"]);
+        std::fs::write(tty.trim(), "\x1b[5;5HSTRAY-OUTPUT").unwrap();
+        tmux.wait_screen(5, "the stray output", |s| s.contains("STRAY-OUTPUT"));
+        tmux.run(&["send-keys", "-t", "watch", "C-l"]);
+        tmux.wait_screen(5, "a full redraw", |s| {
+            !s.contains("STRAY-OUTPUT") && s.contains(&id)
         });
         tmux.run(&["send-keys", "-t", "watch", key]);
         wait_until(10, &format!("watch to exit on {name}"), || exit.exists());

@@ -1,5 +1,5 @@
 //! `jetcc-monitor watch`: a live terminal view of the farm, redrawn every second and on
-//! resize; `q`, Esc or Ctrl-C leave it and restore the terminal.
+//! resize; `q`, Esc or Ctrl-C leave it and restore the terminal, Ctrl-L redraws all of it.
 //!
 //! The view is drawn on this thread from the [`Live`] state that the runtime's tasks keep
 //! up to date, so a slow server never freezes the keyboard.
@@ -34,6 +34,10 @@ pub fn run(live: Shared) -> std::io::Result<()> {
                     k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
                 if ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) {
                     return Ok(());
+                }
+                // Ctrl-L: redraw all of it (another program wrote over the view).
+                if k.code == KeyCode::Char('l') && k.modifiers.contains(KeyModifiers::CONTROL) {
+                    terminal.clear()?;
                 }
             }
             // A resize (or anything else) redraws at once.
@@ -191,7 +195,7 @@ fn draw(f: &mut Frame, live: &mut Live) {
         failures_area,
     );
     f.render_widget(
-        Paragraph::new("q quit").style(Style::new().fg(Color::DarkGray)),
+        Paragraph::new("q quit · Ctrl-L redraw").style(Style::new().fg(Color::DarkGray)),
         foot,
     );
 }
