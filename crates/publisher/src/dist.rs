@@ -154,6 +154,10 @@ impl Session {
     /// server: the process exits next, and a buffered publish would be lost.
     pub fn publish_event(&self, event: &UnitEvent) {
         let farm = &self.res.farm;
+        // A server that went away mid-build gets no event (and costs no wait).
+        if farm.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
         self.rt.block_on(async {
             farm.publish_event(events::UNIT, event.encode()).await;
             farm.flush_within(EVENT_FLUSH).await;
@@ -368,9 +372,9 @@ fn start_wait(dist: &DistConfig) -> Duration {
     Duration::from_millis(dist.start_timeout_ms) + Duration::from_millis(500)
 }
 
-/// How often a queued job's client checks for a free local slot.
 /// How long an exiting wrapper waits to hand its monitor event to the server.
 const EVENT_FLUSH: Duration = Duration::from_millis(100);
+/// How often a queued job's client checks for a free local slot.
 const LOCAL_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// How often a client following an identical job reads its state.
