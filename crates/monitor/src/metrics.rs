@@ -210,7 +210,7 @@ fn farm_gauges(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt:
         "Slots each live worker has busy",
         g,
         "worker",
-        ids(|w| u64::from(w.slots - w.free_slots.min(w.slots))),
+        ids(|w| u64::from(w.busy_slots())),
     )?;
     let buckets = |f: fn(&crate::status::BucketRow) -> u64| {
         r.buckets.iter().map(move |b| (b.name.as_str(), f(b)))

@@ -63,6 +63,12 @@ pub struct BucketRow {
     pub replicas: usize,
 }
 
+impl WorkerRow {
+    pub fn busy_slots(&self) -> u32 {
+        self.slots.saturating_sub(self.free_slots)
+    }
+}
+
 impl Report {
     pub fn new(server: &str, s: &FarmStatus) -> Report {
         let now_ms = SystemTime::now()

@@ -112,7 +112,7 @@ fn draw(f: &mut Frame, live: &mut Live) {
             w.host.clone(),
             w.id.clone(),
             w.cores.to_string(),
-            format!("{}/{}", w.slots - w.free_slots.min(w.slots), w.slots),
+            format!("{}/{}", w.busy_slots(), w.slots),
             w.jobs_done.to_string(),
             w.jobs_failed.to_string(),
             format!("{:.1}s", w.last_seen_ms_ago as f64 / 1000.0),

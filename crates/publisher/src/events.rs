@@ -40,14 +40,12 @@ fn from_delta(d: &Stats, crate_name: &str, compile: Option<Duration>, took: Dura
     } else {
         UnitOutcome::PassThrough
     };
-    let hit_tier = (outcome == UnitOutcome::Hit)
-        .then(|| {
-            d.tiers
-                .iter()
-                .find(|(_, t)| t.hits > 0)
-                .map(|(n, _)| n.clone())
-        })
-        .flatten();
+    // Only a hit has a tier with a hit.
+    let hit_tier = d
+        .tiers
+        .iter()
+        .find(|(_, t)| t.hits > 0)
+        .map(|(n, _)| n.clone());
     let compiled = (outcome == UnitOutcome::Miss).then_some(match d.remote_compiles {
         0 => CompiledOn::Local,
         _ => CompiledOn::Remote,

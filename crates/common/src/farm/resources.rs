@@ -324,11 +324,11 @@ impl Resources {
     /// read-only monitor needs consumer rights for.
     pub async fn live_workers(&self) -> Result<Vec<WorkerStatus>, FarmError> {
         use futures_util::TryStreamExt;
-        let prefix = format!("{}{}", self.workers.prefix, WorkerStatus::key(""));
+        let filter = format!("{}{}>", self.workers.prefix, WorkerStatus::KEY_PREFIX);
         let subjects: Vec<(String, usize)> = self
             .workers
             .stream
-            .info_with_subjects(format!("{prefix}>"))
+            .info_with_subjects(filter)
             .await
             .map_err(|e| FarmError::other("cannot list workers", e))?
             .try_collect()

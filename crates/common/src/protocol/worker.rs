@@ -31,7 +31,7 @@ pub struct WorkerStatus {
     pub rtt_us: u64,
 }
 
-/// `s` as one KV key token: lowercase letters, digits and `-`, at most 40 characters.
+/// `s` as one KV key token: lowercase letters, digits, `-` and `_`, at most 40 characters.
 fn key_token(s: &str) -> String {
     let t: String = s
         .chars()
@@ -69,12 +69,11 @@ impl WorkerStatus {
         )
     }
 
-    pub fn key(id: &str) -> String {
-        format!("w.{id}")
-    }
+    /// What every heartbeat's key starts with.
+    pub const KEY_PREFIX: &'static str = "w.";
 
-    pub fn is_worker_key(key: &str) -> bool {
-        key.starts_with("w.")
+    pub fn key(id: &str) -> String {
+        format!("{}{id}", Self::KEY_PREFIX)
     }
 
     /// The key a client reads to learn whether any live worker serves `toolchain`.
@@ -101,7 +100,7 @@ mod tests {
         let id = WorkerStatus::new_id("worker-a", "Build.Box 7", 42, 0xab);
         assert_eq!(id, "worker-a.build-box-7-42-000000ab");
         assert_eq!(WorkerStatus::key(&id), "w.worker-a.build-box-7-42-000000ab");
-        assert!(WorkerStatus::is_worker_key(&WorkerStatus::key(&id)));
+        assert!(WorkerStatus::key(&id).starts_with(WorkerStatus::KEY_PREFIX));
         // Nothing a user name holds can add a token or a wildcard.
         let id = WorkerStatus::new_id("a.b>*", "", 1, 1);
         assert_eq!(id.split('.').count(), 2, "{id}");
