@@ -20,7 +20,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p jetcc-worker -p jetcc-publisher \
+    cargo build --release --locked -p jetcc-worker -p jetcc \
     && mkdir -p /out \
     && cp target/release/jetcc-worker target/release/jetcc /out/
 

@@ -53,7 +53,7 @@ def main():
                     help="another jetcc binary to measure in the same run")
     args = ap.parse_args()
     if not Path(args.jetcc).exists():
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "jetcc-publisher"], cwd=REPO, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "jetcc"], cwd=REPO, check=True)
     sccache = None if args.no_sccache else shutil.which("sccache")
 
     tmp = Path(tempfile.mkdtemp(prefix="jetcc-bench-"))

@@ -77,7 +77,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed: apt-get install {tool}")
     if not Path(args.jetcc).exists():
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "jetcc-publisher"], cwd=REPO, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "jetcc"], cwd=REPO, check=True)
     sccache = shutil.which("sccache")
 
     tmp = Path(tempfile.mkdtemp(prefix="jetcc-hitcost-"))

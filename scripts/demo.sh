@@ -12,7 +12,7 @@ default="$repo/../shared/bench/workload"
 [ -d "$default" ] || default="$repo/tests/fixture-registry"
 project="$(cd "${1:-$default}" && pwd)"
 
-cargo install --locked --path "$repo/crates/publisher" --root "$repo/target/install" --quiet
+cargo install --locked --path "$repo/crates/jetcc" --root "$repo/target/install" --quiet
 jetcc="$repo/target/install/bin/jetcc"
 "$jetcc" --version
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jetcc_common::config::DistConfig;
+use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, Lifetime};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
 use jetcc_common::protocol::names::JobId;
@@ -43,7 +43,7 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
     let mut w = Worker::start(&nats.url(), &root.join("w"), 1);
     let (tc, host) = real_toolchain(&root.join("memo"));
     runtime().block_on(async {
-        let farm = Farm::connect(&DistConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
+        let farm = Farm::connect(&FarmConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
             .await
             .unwrap();
         let res = farm.open_resources().await.unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jetcc_common::config::DistConfig;
+use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, Lifetime};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
 use jetcc_common::protocol::names::JobId;
@@ -169,7 +169,7 @@ fn a_late_job_is_dropped_unrun_and_a_compile_error_is_answered_once() {
     let (tc, host) = real_toolchain(&root.join("memo"));
     let bad: &[u8] = b"pub fn f() -> u32 { \"not a number\" }\n";
     runtime().block_on(async {
-        let farm = Farm::connect(&DistConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
+        let farm = Farm::connect(&FarmConfig::with_url(nats.url()), "test", Lifetime::Wrapper)
             .await
             .unwrap();
         let res = farm.open_resources().await.unwrap();

@@ -88,7 +88,7 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
 /// one per read, jetcc's direct gets none).
 #[test]
 fn two_hundred_concurrent_readers_open_no_consumers() {
-    use jetcc_common::config::DistConfig;
+    use jetcc_common::config::FarmConfig;
     use jetcc_common::farm::{Farm, Lifetime};
     use jetcc_common::Digest;
 
@@ -102,7 +102,7 @@ fn two_hundred_concurrent_readers_open_no_consumers() {
         .collect();
     let digests = [Digest::of_bytes(&small), Digest::of_bytes(&large)];
     crate::farm_hostile::runtime().block_on(async {
-        let cfg = DistConfig::with_url(nats.url());
+        let cfg = FarmConfig::with_url(nats.url());
         let farm = Farm::connect(&cfg, "writer", Lifetime::Wrapper)
             .await
             .unwrap();

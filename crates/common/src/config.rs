@@ -24,7 +24,7 @@ pub struct Config {
     /// as plain rustc (`"pass-through"`).
     pub cache_incremental: bool,
     /// The farm (`[dist]`); `None`: no farm, every miss compiles locally.
-    pub dist: Option<DistConfig>,
+    pub farm: Option<FarmConfig>,
     /// The farm's shared cache is only read, never written (`[cache.jetstream] read_only =
     /// true`, or sccache's `rw_mode = "READ_ONLY"`): a laptop reading what CI filled.
     pub jetstream_read_only: bool,
@@ -38,7 +38,7 @@ pub struct Config {
 /// the worker and the monitor.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DistConfig {
+pub struct FarmConfig {
     /// `nats://host:4222` (several comma-separated for a cluster).
     pub nats_url: String,
     /// Prefix of every subject, stream and bucket name (default `jetcc`).
@@ -93,10 +93,10 @@ impl Default for CacheLimits {
     }
 }
 
-impl DistConfig {
+impl FarmConfig {
     /// Defaults for everything but the URL.
-    pub fn with_url(nats_url: String) -> DistConfig {
-        DistConfig {
+    pub fn with_url(nats_url: String) -> FarmConfig {
+        FarmConfig {
             nats_url,
             prefix: default_prefix(),
             token: None,
@@ -193,7 +193,7 @@ struct Raw {
     cache: RawCache,
     #[serde(default)]
     base_dirs: Vec<PathBuf>,
-    dist: Option<DistConfig>,
+    dist: Option<FarmConfig>,
     #[serde(default)]
     worker: WorkerConfig,
 }
@@ -346,10 +346,10 @@ impl Config {
             cache_size,
             base_dirs: raw.base_dirs,
             cache_incremental,
-            dist: raw
+            farm: raw
                 .dist
                 .filter(|d| !d.nats_url.is_empty())
-                .map(|d| DistConfig {
+                .map(|d| FarmConfig {
                     cache_limits: limits,
                     ..d
                 }),
@@ -450,13 +450,13 @@ mod tests {
 
     #[test]
     fn dist_and_worker_sections() {
-        assert_eq!(load("", &[]).unwrap().dist, None);
+        assert_eq!(load("", &[]).unwrap().farm, None);
         let c = load(
             "[dist]\nnats_url = \"nats://f:4222\"\ntoken = \"s\"\n[worker]\nslots = 3\n",
             &[],
         )
         .unwrap();
-        let d = c.dist.unwrap();
+        let d = c.farm.unwrap();
         assert_eq!(
             (d.nats_url.as_str(), d.prefix.as_str()),
             ("nats://f:4222", "jetcc")
@@ -471,14 +471,14 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.dist.unwrap().nats_url, "nats://e:1");
+        assert_eq!(c.farm.unwrap().nats_url, "nats://e:1");
         assert_eq!(c.worker.slots, Some(2));
         let d = load(
             "[dist]\nnats_url = \"x\"\n[cache.jetstream]\nmax_size = \"2G\"\nmax_age_days = 3\n",
             &[],
         )
         .unwrap()
-        .dist
+        .farm
         .unwrap();
         assert_eq!(d.cache_limits.max_bytes, 2 << 30);
         assert_eq!(d.cache_limits.max_age.as_secs(), 3 * 86_400);

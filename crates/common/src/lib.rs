@@ -23,6 +23,7 @@ pub mod classify;
 pub mod config;
 pub mod depinfo;
 pub mod digest;
+pub mod exit;
 pub mod explain;
 pub mod farm;
 pub mod files;

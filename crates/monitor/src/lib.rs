@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use jetcc_common::config::{Config, DistConfig};
+use jetcc_common::config::{Config, FarmConfig};
 use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 
 #[derive(Debug, Parser)]
@@ -155,7 +155,7 @@ fn run(cli: Cli) -> Result<(), MonitorError> {
     }
 }
 
-async fn print_status(dist: &DistConfig, json: bool) -> Result<(), MonitorError> {
+async fn print_status(dist: &FarmConfig, json: bool) -> Result<(), MonitorError> {
     let farm = connect(dist, Lifetime::Wrapper).await?;
     let status = match farm.open_resources().await {
         Ok(res) => res.status().await,
@@ -181,15 +181,15 @@ async fn print_status(dist: &DistConfig, json: bool) -> Result<(), MonitorError>
     Ok(())
 }
 
-fn dist_config(nats_url: Option<String>) -> Result<DistConfig, MonitorError> {
+fn dist_config(nats_url: Option<String>) -> Result<FarmConfig, MonitorError> {
     let config = Config::load().map_err(|e| MonitorError::new(ErrorKind::Usage, e.to_string()))?;
-    match (config.dist, nats_url) {
-        (Some(dist), Some(url)) => Ok(DistConfig {
+    match (config.farm, nats_url) {
+        (Some(dist), Some(url)) => Ok(FarmConfig {
             nats_url: url,
             ..dist
         }),
         (Some(dist), None) => Ok(dist),
-        (None, Some(url)) => Ok(DistConfig::with_url(url)),
+        (None, Some(url)) => Ok(FarmConfig::with_url(url)),
         (None, None) => Err(MonitorError::new(
             ErrorKind::Usage,
             "no farm configured: pass --nats-url, or set [dist] nats_url or JETCC_NATS_URL",
@@ -197,7 +197,7 @@ fn dist_config(nats_url: Option<String>) -> Result<DistConfig, MonitorError> {
     }
 }
 
-async fn connect(dist: &DistConfig, life: Lifetime) -> Result<Farm, MonitorError> {
+async fn connect(dist: &FarmConfig, life: Lifetime) -> Result<Farm, MonitorError> {
     Farm::connect(dist, "jetcc-monitor", life)
         .await
         .map_err(|e| MonitorError::new(ErrorKind::Farm, e.to_string()))

@@ -101,7 +101,7 @@ async fn count_events(farm: Farm, mut sub: async_nats::Subscriber, live: Shared)
         } else if subject == job {
             JobDone::decode(&msg.payload).map(|e| l.tally.job(&e, now))
         } else {
-            // A kind this monitor does not know (a newer publisher): not an error.
+            // A kind this monitor does not know (a newer jetcc): not an error.
             Ok(())
         };
         if let Err(e) = counted {

@@ -73,7 +73,7 @@ pub struct Tally {
     pub job_seconds: Histogram,
     /// Wrapped invocations' wall time, by outcome.
     pub unit_seconds: BTreeMap<&'static str, Histogram>,
-    /// Events that did not decode (a newer or foreign publisher).
+    /// Events that did not decode (a newer or foreign jetcc).
     pub malformed: u64,
     recent_jobs: VecDeque<Instant>,
     recent_units: VecDeque<(Instant, bool)>,

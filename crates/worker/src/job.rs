@@ -129,7 +129,7 @@ pub async fn handle(ctx: Arc<Context>, msg: async_nats::jetstream::Message) -> O
         // is redelivered after the ack wait.
         let progress = async {
             loop {
-                tokio::time::sleep(jetcc_common::farm::resources::ACK_WAIT / 3).await;
+                tokio::time::sleep(jetcc_common::protocol::timing::ACK_WAIT / 3).await;
                 let _ = msg.ack_with(AckKind::Progress).await;
                 let _ = ctx.res.put_job_state(&dedup, &running).await;
             }

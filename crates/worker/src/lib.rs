@@ -12,7 +12,7 @@
 //! mount namespace) instead of under a remapped prefix, because remapping changes rustc's
 //! output bytes and remote outputs must equal local ones.
 //!
-//! **Architecture invariant**: the worker never depends on the publisher; it knows NATS only
+//! **Architecture invariant**: the worker never depends on the `jetcc` crate; it knows NATS only
 //! through `jetcc_common::farm` and `jetcc_common::protocol`.
 
 pub mod blobs;
@@ -64,11 +64,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     if let Some(url) = cli.nats_url {
         let mut dist = config
-            .dist
+            .farm
             .take()
-            .unwrap_or_else(|| jetcc_common::config::DistConfig::with_url(String::new()));
+            .unwrap_or_else(|| jetcc_common::config::FarmConfig::with_url(String::new()));
         dist.nats_url = url;
-        config.dist = Some(dist);
+        config.farm = Some(dist);
     }
     let opts = serve::Options {
         slots: cli.slots,

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use jetcc_common::config::Config;
-use jetcc_common::farm::resources::HEARTBEAT_EVERY;
 use jetcc_common::farm::{Farm, FarmError, Lifetime};
+use jetcc_common::protocol::timing::HEARTBEAT_EVERY;
 use jetcc_common::protocol::worker::WorkerStatus;
 use tokio::sync::Semaphore;
 
@@ -42,7 +42,7 @@ pub enum ServeError {
 }
 
 pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
-    let dist = config.dist.clone().ok_or(ServeError::NoFarm)?;
+    let dist = config.farm.clone().ok_or(ServeError::NoFarm)?;
     let support = crate::sandbox::probe();
     let enforce = support.is_complete();
     if !enforce {

@@ -14,7 +14,7 @@ pub mod resources;
 
 use std::time::Duration;
 
-use crate::config::DistConfig;
+use crate::config::FarmConfig;
 use crate::protocol::names::Names;
 
 pub use cas::Cas;
@@ -99,7 +99,7 @@ impl Farm {
     /// Connects with the credentials `[dist]` names. `name` tells the server who we are
     /// (shown by `nats server report connections`). A short-lived client gives up after a
     /// few reconnect attempts; a long-lived one (`Lifetime::Service`) keeps trying.
-    pub async fn connect(cfg: &DistConfig, name: &str, life: Lifetime) -> Result<Farm, FarmError> {
+    pub async fn connect(cfg: &FarmConfig, name: &str, life: Lifetime) -> Result<Farm, FarmError> {
         install_crypto_provider();
         let names = Names::new(&cfg.prefix)
             .map_err(|e| FarmError::new(FarmErrorKind::Other, e.to_string()))?;
@@ -192,6 +192,12 @@ impl Farm {
 }
 
 impl Farm {
+    /// Whether the connection is up now. A short-lived client whose server went away uses it
+    /// to skip work that would only wait out a request timeout.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Publishes a monitor event on `jetcc.events.<kind>`: core NATS, fire-and-forget
     /// (nothing stores or acks it, so an absent monitor costs nothing). Failures are logged.
     pub async fn publish_event(&self, kind: &str, payload: Vec<u8>) {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::{Cas, Farm, FarmError, FarmErrorKind};
 use crate::protocol::job::JobState;
+use crate::protocol::timing::{ACK_WAIT, HEARTBEAT_TTL};
 use crate::protocol::worker::WorkerStatus;
 use crate::Digest;
 
@@ -14,14 +15,8 @@ use crate::Digest;
 const JOB_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Identical jobs published within this window run once (`Nats-Msg-Id` de-duplication).
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
-/// A job not acked (nor marked in progress) within this is redelivered to another worker.
-pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Deliveries of one job before it is given up (a worker killed mid-job costs one retry).
 const MAX_DELIVER: i64 = 3;
-/// A worker heartbeat older than this is gone (the bucket's TTL).
-pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
-/// Workers refresh their heartbeat this often.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// Chunk size of CAS objects: one direct get reads one chunk; below the 1 MiB message limit.
 pub const CAS_CHUNK: usize = 512 * 1024;
 

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod job;
 pub mod names;
+pub mod timing;
 pub mod worker;
 
 /// Bumped on any incompatible change of a wire type; a peer refuses other versions.

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::job::ProtocolError;
-use crate::farm::resources::HEARTBEAT_TTL;
+use super::timing::HEARTBEAT_TTL;
 use crate::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

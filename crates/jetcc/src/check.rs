@@ -24,7 +24,7 @@ pub fn run(config: &Config) -> i32 {
         &config.cache_dir.display().to_string(),
         check_local(config).map(|()| "write, read, delete"),
     );
-    if let Some(dist) = &config.dist {
+    if let Some(dist) = &config.farm {
         let ro = config.jetstream_read_only;
         let rt = runtime();
         let result = rt.block_on(async {

@@ -124,7 +124,7 @@ struct Job {
     unit: Digest,
     files: FileDigests,
     started: SystemTime,
-    dist: Option<jetcc_common::config::DistConfig>,
+    dist: Option<jetcc_common::config::FarmConfig>,
     /// The farm connection, opened on first need (`Some(None)`: tried and failed).
     session: Option<Option<Session>>,
     /// What the last `store` recorded, to share it in the farm's cache.
@@ -194,7 +194,7 @@ impl Job {
         let invocation = key::invocation_digest(&parts);
         let unit = explain::unit_id(&inv, &cwd.to_string_lossy(), &map);
         Ok(Job {
-            dist: config.dist.clone(),
+            dist: config.farm.clone(),
             session: None,
             stored: None,
             shared_read_only: config.jetstream_read_only,

@@ -140,7 +140,7 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
     for (k, v) in &s.not_stored {
         row(&format!("  {k}"), v.to_string());
     }
-    if config.dist.is_some() || s.remote_compiles > 0 || !s.remote_skipped.is_empty() {
+    if config.farm.is_some() || s.remote_compiles > 0 || !s.remote_skipped.is_empty() {
         row("Compiled on the farm", s.remote_compiles.to_string());
         row(
             "Not sent to the farm",
@@ -202,7 +202,7 @@ fn print_tiers(s: &Stats) {
 /// `--dist-status`: `{"SchedulerStatus":[URL,{"num_servers","num_cpus","in_progress",…}]}`,
 /// the shape sccache's users script against, plus per-worker rows and the queue depth.
 fn dist_status(config: &Config) -> i32 {
-    let Some(dist) = &config.dist else {
+    let Some(dist) = &config.farm else {
         eprintln!("jetcc: no farm configured: set [dist] nats_url, or JETCC_NATS_URL");
         return 1;
     };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use jetcc_common::args::{RustcInvocation, SearchKind};
-use jetcc_common::config::DistConfig;
+use jetcc_common::config::FarmConfig;
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::farm::{Farm, FarmError, FarmErrorKind, Lifetime, Resources};
 use jetcc_common::files::FileDigests;
@@ -86,7 +86,7 @@ impl Skip {
 
 /// One invocation as the farm needs it.
 pub struct Remote<'a> {
-    pub dist: &'a DistConfig,
+    pub dist: &'a FarmConfig,
     pub rustc: &'a Path,
     pub inv: &'a RustcInvocation,
     /// rustc's arguments as a local compile would run them.
@@ -109,7 +109,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(dist: &DistConfig) -> Result<Session, Skip> {
+    pub fn open(dist: &FarmConfig) -> Result<Session, Skip> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -155,7 +155,7 @@ impl Session {
     pub fn publish_event(&self, event: &UnitEvent) {
         let farm = &self.res.farm;
         // A server that went away mid-build gets no event (and costs no wait).
-        if farm.client.connection_state() != async_nats::connection::State::Connected {
+        if !farm.is_connected() {
             return;
         }
         self.rt.block_on(async {
@@ -175,7 +175,7 @@ impl Session {
     ) -> Result<u64, Skip> {
         // A server that went away mid-build must not make every later miss wait out a
         // request timeout to share its result.
-        if self.res.farm.client.connection_state() != async_nats::connection::State::Connected {
+        if !self.res.farm.is_connected() {
             return Err(Skip::Farm(FarmError::new(
                 FarmErrorKind::Unreachable,
                 "not connected to the NATS server: result not shared",
@@ -368,7 +368,7 @@ async fn take_output(
 }
 
 /// How long a job may wait in the queue before the client compiles locally.
-fn start_wait(dist: &DistConfig) -> Duration {
+fn start_wait(dist: &FarmConfig) -> Duration {
     Duration::from_millis(dist.start_timeout_ms) + Duration::from_millis(500)
 }
 

@@ -3,5 +3,5 @@
 //! 2 for a usage error.
 
 fn main() {
-    std::process::exit(jetcc_publisher::main(std::env::args_os().collect()));
+    std::process::exit(jetcc::main(std::env::args_os().collect()));
 }
