@@ -1,5 +1,7 @@
 //! A second build after `cargo clean` hits and gives the same bytes as a plain build.
 
+use jetcc_common::classify::PassThrough;
+use jetcc_common::stats::{NotStoredReason, StatKind};
 use jetcc_e2e::*;
 
 #[test]
@@ -44,7 +46,12 @@ fn fixture_second_build_hits_and_matches_plain_bytes() {
     assert_eq!(s["hits"], 7);
     assert_eq!(s["misses"], 7);
     assert_eq!(s["errors"], serde_json::json!({}));
-    assert!(s["pass_through"]["not-a-compile"].as_u64().unwrap() >= 2);
+    assert!(
+        s["pass_through"][PassThrough::NotACompile.name()]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
     assert!(s["cache_size"].as_u64().unwrap() > 0);
 }
 
@@ -87,7 +94,12 @@ fn incremental_members_are_cached_and_edit_loops_left_alone() {
         edited.outcomes()
     );
     assert!(run_app().contains("mid=82"), "{}", run_app());
-    assert!(stats(&cache)["not_stored"]["edit-loop"].as_u64().unwrap() >= 1);
+    assert!(
+        stats(&cache)["not_stored"][NotStoredReason::EditLoop.name()]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
 
     // The policy switch: incremental units run as plain rustc.
     p.clean();
@@ -95,7 +107,7 @@ fn incremental_members_are_cached_and_edit_loops_left_alone() {
         p.build_ok(&incremental(Build::jetcc(&cache)).env("JETCC_INCREMENTAL", "pass-through"));
     assert_eq!(off.outcome("leaf"), None, "{:?}", off.outcomes());
     assert!(
-        stats(&cache)["pass_through"]["incremental"]
+        stats(&cache)["pass_through"][PassThrough::Incremental.name()]
             .as_u64()
             .unwrap()
             >= 4

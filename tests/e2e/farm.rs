@@ -1,5 +1,6 @@
 //! The compile farm, end to end: a real nats-server, real `jetcc-worker`s, real cargo.
 
+use jetcc_common::farm::FarmErrorKind;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
@@ -132,7 +133,11 @@ fn nats_stopped_mid_build_compiles_locally_and_the_farm_returns_after_a_restart(
     assert_same_artifacts(&want, &artifacts(&dir.join("target")), "local fallback");
     let s = stats(&cache);
     assert_eq!(s["remote_compiles"], 0, "{s}");
-    assert_eq!(s["remote_skipped"]["farm-unreachable"], 1, "{s}");
+    assert_eq!(
+        s["remote_skipped"][FarmErrorKind::Unreachable.name()],
+        1,
+        "{s}"
+    );
 
     // Back up: the worker reconnects by itself, and the next miss goes to the farm again.
     nats.restart();

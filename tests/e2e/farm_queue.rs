@@ -7,10 +7,11 @@ use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
-use jetcc_common::farm::{Farm, Lifetime};
+use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
+use jetcc_common::stats::{RemoteSkip, StatKind};
 use jetcc_common::Digest;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
@@ -238,7 +239,11 @@ fn a_late_job_is_dropped_unrun_and_a_compile_error_is_answered_once() {
         );
         let s = stats(&cache);
         assert_eq!(s["hits"], 0, "{s}");
-        assert_eq!(s["remote_skipped"]["farm-compile-failed"], attempt, "{s}");
+        assert_eq!(
+            s["remote_skipped"][RemoteSkip::CompileFailed.name()],
+            attempt,
+            "{s}"
+        );
     }
 }
 
@@ -272,7 +277,7 @@ fn a_server_without_jetstream_is_a_clear_error_and_builds_go_on() {
     assert!(built.ok(), "{}", built.stderr());
     assert!(built.log.contains("no JetStream"), "{}", built.log);
     assert_eq!(
-        stats(&cache)["remote_skipped"]["farm-no-jetstream"],
+        stats(&cache)["remote_skipped"][FarmErrorKind::NoJetStream.name()],
         1,
         "{}",
         built.log

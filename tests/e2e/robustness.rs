@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use jetcc_common::stats::{ErrorKind, StatKind};
 use jetcc_e2e::*;
 
 /// Builds plainly, then through jetcc to fill `cache`; returns the plain artifacts.
@@ -37,7 +38,7 @@ fn damage_blobs_then_build(damage: fn(&Path)) {
     assert_same_artifacts(&want, &artifacts(&p.target()), "build over a damaged cache");
     built.assert_each(FIXTURE_UNITS, Outcome::Miss);
     let s = stats(&cache);
-    assert_eq!(s["errors"]["corrupt-entry"], 7, "{s}");
+    assert_eq!(s["errors"][ErrorKind::CorruptEntry.name()], 7, "{s}");
     // The damaged entries were replaced: the next build hits again.
     p.clean();
     let again = p.build(&Build::jetcc(&cache));

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use jetcc_common::cache::TierErrorKind;
 use jetcc_e2e::servers::{Nats, S3, S3_BUCKET, S3_KEY_ID, S3_SECRET};
 use jetcc_e2e::*;
 
@@ -177,7 +178,7 @@ fn damaged_blob_costs_one_hit(damage: fn(Vec<u8>) -> Vec<u8>, what: &str) {
     let built = p.build_ok(&team.ci("cache-fresh", &p.dir));
     assert_same_artifacts(&want, &artifacts(&p.target()), what);
     let t = tier(&team.cache("cache-fresh"));
-    assert_eq!(t["errors"]["corrupt"], 1, "{what}: {t}");
+    assert_eq!(t["errors"][TierErrorKind::Corrupt.name()], 1, "{what}: {t}");
     assert_eq!(t["misses"], 0, "an error is not a miss: {t}");
     assert_eq!(t["hits"], FIXTURE_UNITS.len() - 1, "{t}");
     assert!(

@@ -117,12 +117,11 @@ impl Built {
     pub fn outcomes(&self) -> BTreeMap<String, Vec<Outcome>> {
         let mut map: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
         for line in self.log.lines() {
-            let outcome = if line.contains(" hit ") {
-                Outcome::Hit
-            } else if line.contains(" miss") {
-                Outcome::Miss
-            } else {
-                continue;
+            // The wrapper's one structured line per invocation.
+            let outcome = match field(line, "outcome").as_deref() {
+                Some("hit") => Outcome::Hit,
+                Some("miss") => Outcome::Miss,
+                _ => continue,
             };
             if let Some(name) = field(line, "crate_name") {
                 map.entry(name).or_default().push(outcome);

@@ -1,9 +1,9 @@
 //! A typed model of rustc's command line.
 //!
-//! [`RustcInvocation::parse`] reads the arguments cargo hands to the wrapper (after `@argfile`
-//! expansion) into typed fields, keeping every argument in order in [`RustcInvocation::args`]
+//! [`RustcArgs::parse`] reads the arguments cargo hands to the wrapper (after `@argfile`
+//! expansion) into typed fields, keeping every argument in order in [`RustcArgs::args`]
 //! so the exact command can be run again. Flags the model does not know are kept in
-//! [`RustcInvocation::unknown`]: the classifier refuses to cache them, because an unknown flag
+//! [`RustcArgs::unknown`]: the classifier refuses to cache them, because an unknown flag
 //! may change the output in a way the key does not see.
 
 use std::ffi::OsString;
@@ -115,7 +115,7 @@ pub struct Remap {
 /// rustc's command line, parsed. Fields hold what the cache and the classifier need to know;
 /// `args` holds everything, in order, for running rustc and for the key.
 #[derive(Debug, Clone, Default)]
-pub struct RustcInvocation {
+pub struct RustcArgs {
     /// Every argument after `@argfile` expansion, in order.
     pub args: Vec<Arg>,
     pub input: Option<Input>,
@@ -221,12 +221,12 @@ const SHORT_WITH_VALUE: &[&str] = &["-C", "-L", "-l", "-o", "-Z", "-A", "-W", "-
 /// Value-less flags that change the output and are safe to key as written.
 const KNOWN_SWITCHES: &[&str] = &["-g", "-O", "-v", "--verbose"];
 
-impl RustcInvocation {
+impl RustcArgs {
     /// Parses the arguments after the rustc path. `@file` arguments are expanded first, as
     /// rustc does (one argument per line).
-    pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<RustcInvocation, ArgsError> {
+    pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<RustcArgs, ArgsError> {
         let words = expand_argfiles(args)?;
-        let mut inv = RustcInvocation::default();
+        let mut inv = RustcArgs::default();
         let mut i = 0;
         while i < words.len() {
             let word = &words[i];
@@ -435,8 +435,8 @@ fn expand_argfiles<I: IntoIterator<Item = OsString>>(args: I) -> Result<Vec<Stri
 mod tests {
     use super::*;
 
-    fn parse(s: &[&str]) -> RustcInvocation {
-        RustcInvocation::parse(s.iter().map(OsString::from)).unwrap()
+    fn parse(s: &[&str]) -> RustcArgs {
+        RustcArgs::parse(s.iter().map(OsString::from)).unwrap()
     }
 
     const CARGO_LIB: &[&str] = &[
@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn missing_value_is_an_error() {
-        let err = RustcInvocation::parse(["--crate-name".into()]).unwrap_err();
+        let err = RustcArgs::parse(["--crate-name".into()]).unwrap_err();
         assert!(err.to_string().contains("--crate-name"));
     }
 

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::args::{CrateType, EmitKind, Input, RustcInvocation};
+use crate::args::{CrateType, EmitKind, Input, RustcArgs};
 
 /// Why an invocation runs as plain rustc. The names show up in stats and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,23 +30,32 @@ pub enum PassThrough {
     SplitDebuginfo,
     /// Missing `--crate-name` or `--out-dir`.
     MissingNameOrOutDir,
+    /// The arguments could not be read (an unreadable `@argfile`, non-UTF-8).
+    UnreadableArgs,
 }
 
 impl PassThrough {
     /// A short stable name for stats.
-    pub fn name(&self) -> String {
+    pub fn name(&self) -> &'static str {
         match self {
-            PassThrough::NotACompile => "not-a-compile".into(),
-            PassThrough::Incremental => "incremental".into(),
-            PassThrough::StdinInput => "stdin-input".into(),
-            PassThrough::UnknownFlag(_) => "unknown-flag".into(),
-            PassThrough::ExplicitOutputPath => "explicit-output-path".into(),
-            PassThrough::EmitKind => "emit-kind".into(),
-            PassThrough::NoDepInfo => "no-dep-info".into(),
-            PassThrough::LinkTarget => "link-target".into(),
-            PassThrough::SplitDebuginfo => "split-debuginfo".into(),
-            PassThrough::MissingNameOrOutDir => "no-crate-name-or-out-dir".into(),
+            PassThrough::NotACompile => "not-a-compile",
+            PassThrough::Incremental => "incremental",
+            PassThrough::StdinInput => "stdin-input",
+            PassThrough::UnknownFlag(_) => "unknown-flag",
+            PassThrough::ExplicitOutputPath => "explicit-output-path",
+            PassThrough::EmitKind => "emit-kind",
+            PassThrough::NoDepInfo => "no-dep-info",
+            PassThrough::LinkTarget => "link-target",
+            PassThrough::SplitDebuginfo => "split-debuginfo",
+            PassThrough::MissingNameOrOutDir => "no-crate-name-or-out-dir",
+            PassThrough::UnreadableArgs => "unreadable-args",
         }
+    }
+}
+
+impl crate::stats::StatKind for PassThrough {
+    fn name(&self) -> &'static str {
+        PassThrough::name(self)
     }
 }
 
@@ -54,7 +63,7 @@ impl fmt::Display for PassThrough {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PassThrough::UnknownFlag(flag) => write!(f, "unknown flag {flag}"),
-            other => f.write_str(&other.name()),
+            other => f.write_str(other.name()),
         }
     }
 }
@@ -79,7 +88,7 @@ pub struct Policy {
     pub cache_incremental: bool,
 }
 
-pub fn classify(inv: &RustcInvocation, policy: Policy) -> Result<Outputs, PassThrough> {
+pub fn classify(inv: &RustcArgs, policy: Policy) -> Result<Outputs, PassThrough> {
     if !inv.print.is_empty() || inv.special_modes.iter().any(|m| m != "--test") {
         return Err(PassThrough::NotACompile);
     }
@@ -161,7 +170,7 @@ mod tests {
     use std::ffi::OsString;
 
     fn classify_args(s: &str) -> Result<Outputs, PassThrough> {
-        let inv = RustcInvocation::parse(s.split_whitespace().map(OsString::from)).unwrap();
+        let inv = RustcArgs::parse(s.split_whitespace().map(OsString::from)).unwrap();
         classify(
             &inv,
             Policy {

@@ -5,7 +5,7 @@
 //! itself changed: then the parts it is made of ([`crate::key::invocation_parts`]) are compared
 //! with those recorded at the last compile of the same unit (same cwd, crate and root file).
 
-use crate::args::RustcInvocation;
+use crate::args::RustcArgs;
 use crate::depinfo::escape_env_value;
 use crate::digest::{Digest, KeyHasher};
 use crate::files::FileDigests;
@@ -17,7 +17,7 @@ const MAX_LINES: usize = 8;
 
 /// Names a unit across changes of its invocation digest: the cwd, crate name, crate types and
 /// crate root (which for crates.io crates names the version).
-pub fn unit_id(inv: &RustcInvocation, cwd: &str, map: &PathMap) -> Digest {
+pub fn unit_id(inv: &RustcArgs, cwd: &str, map: &PathMap) -> Digest {
     let mut h = KeyHasher::new("jetcc-unit");
     h.str(&map.key_path(cwd));
     h.str(inv.crate_name.as_deref().unwrap_or(""));

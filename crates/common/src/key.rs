@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::args::{ArgRole, RustcInvocation, SearchKind};
+use crate::args::{ArgRole, RustcArgs, SearchKind};
 use crate::digest::{Digest, KeyHasher};
 use crate::files::FileDigests;
 use crate::manifest::Source;
@@ -75,7 +75,7 @@ pub fn is_keyed_env(name: &str) -> bool {
 /// Everything the invocation digest is made of, gathered by the caller.
 pub struct InvocationInputs<'a> {
     pub toolchain: &'a Digest,
-    pub inv: &'a RustcInvocation,
+    pub inv: &'a RustcArgs,
     pub cwd: &'a Path,
     /// The process env (filtered here).
     pub env: &'a [(String, String)],
@@ -212,7 +212,7 @@ mod tests {
     use std::ffi::OsString;
 
     fn digest_of(args: &str, cwd: &str, env: &[(&str, &str)]) -> Digest {
-        let inv = RustcInvocation::parse(args.split_whitespace().map(OsString::from)).unwrap();
+        let inv = RustcArgs::parse(args.split_whitespace().map(OsString::from)).unwrap();
         let env: Vec<_> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

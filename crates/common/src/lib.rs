@@ -1,6 +1,6 @@
 //! jetcc's shared library: everything the wrapper, the worker and (later) the monitor agree on.
 //!
-//! - [`args`]: a typed model of rustc's command line ([`args::RustcInvocation`]).
+//! - [`args`]: a typed model of rustc's command line ([`args::RustcArgs`]).
 //! - [`classify`]: the one decision whether an invocation is cached, and what it writes.
 //! - [`key`]: the cache key in two steps, invocation digest then result key ([`Digest`]).
 //! - [`manifest`]: direct mode, which finds a result key without running rustc.

@@ -62,6 +62,117 @@ pub struct TierStats {
     pub time_ms: u64,
 }
 
+/// A kind counted in one of the [`Stats`] maps. Its name there is fixed: scripts and tests
+/// read the word the code writes, through the same enum.
+pub trait StatKind {
+    fn name(&self) -> &'static str;
+}
+
+/// A jetcc-side error, by kind (`Stats::errors`): each one fell back to plain rustc or left
+/// a result unstored; rustc's own result always stood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The local cache dir could not be opened.
+    CacheOpen,
+    /// `rustc -vV` or the linker's identity could not be read.
+    Toolchain,
+    /// An input of the key could not be read.
+    Key,
+    /// The current dir could not be read.
+    Cwd,
+    /// A local entry or one of its blobs failed verification (it was dropped).
+    CorruptEntry,
+    /// rustc could not be started.
+    Spawn,
+    /// The dep-info rustc wrote could not be read.
+    DepInfoUnreadable,
+    /// A result could not be written to the local cache.
+    CacheWrite,
+}
+
+impl StatKind for ErrorKind {
+    fn name(&self) -> &'static str {
+        match self {
+            ErrorKind::CacheOpen => "cache-open",
+            ErrorKind::Toolchain => "toolchain",
+            ErrorKind::Key => "key",
+            ErrorKind::Cwd => "cwd",
+            ErrorKind::CorruptEntry => "corrupt-entry",
+            ErrorKind::Spawn => "spawn",
+            ErrorKind::DepInfoUnreadable => "dep-info-unreadable",
+            ErrorKind::CacheWrite => "cache-write",
+        }
+    }
+}
+
+/// Why a miss's result was not stored, though nothing went wrong (`Stats::not_stored`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStoredReason {
+    /// rustc failed: failures are not cached.
+    CompileError,
+    /// An incremental unit being edited (see the wrapper's edit-loop rule).
+    EditLoop,
+    /// A link whose libraries rustc did not print.
+    LinkInputsUnknown,
+    /// A source the compile read is gone or unreadable.
+    SourceUnreadable,
+    /// A source changed while rustc ran: the result may not match the key.
+    InputChangedDuringCompile,
+}
+
+impl StatKind for NotStoredReason {
+    fn name(&self) -> &'static str {
+        match self {
+            NotStoredReason::CompileError => "compile-error",
+            NotStoredReason::EditLoop => "edit-loop",
+            NotStoredReason::LinkInputsUnknown => "link-inputs-unknown",
+            NotStoredReason::SourceUnreadable => "source-unreadable",
+            NotStoredReason::InputChangedDuringCompile => "input-changed-during-compile",
+        }
+    }
+}
+
+/// Why a miss that could have gone to the farm compiled here (`Stats::remote_skipped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteSkip {
+    /// Talking to the server failed.
+    Farm(crate::farm::FarmErrorKind),
+    NoWorker,
+    /// Sending costs more than waiting for a local slot.
+    Slow,
+    /// A local slot freed up before a worker started the job.
+    LocalFirst,
+    /// Listing the job's inputs failed.
+    PrePass,
+    NotStarted,
+    Refused,
+    Timeout,
+    /// rustc failed on the farm (the compile is confirmed locally).
+    CompileFailed,
+    /// A local file could not be read or written.
+    LocalIo,
+}
+
+impl StatKind for RemoteSkip {
+    fn name(&self) -> &'static str {
+        match self {
+            RemoteSkip::Farm(kind) => kind.name(),
+            RemoteSkip::NoWorker => "farm-no-worker",
+            RemoteSkip::Slow => "farm-slow",
+            RemoteSkip::LocalFirst => "farm-local-first",
+            RemoteSkip::PrePass => "farm-prepass",
+            RemoteSkip::NotStarted => "farm-not-started",
+            RemoteSkip::Refused => "farm-refused",
+            RemoteSkip::Timeout => "farm-timeout",
+            RemoteSkip::CompileFailed => "farm-compile-failed",
+            RemoteSkip::LocalIo => "farm-local-io",
+        }
+    }
+}
+
+/// The local disk tier's name in `Stats::tiers` (the shared tiers name themselves).
+pub const LOCAL_TIER: &str = "local";
+
 /// Bytes the way people read them (`512 B`, `1.5 KiB`, `10.0 GiB`), as sccache prints them.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -114,8 +225,9 @@ impl Stats {
         }
     }
 
-    pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-        *map.entry(key.to_owned()).or_default() += 1;
+    /// Counts one `kind` in `map` (one of the by-kind maps above).
+    pub fn bump(map: &mut BTreeMap<String, u64>, kind: &dyn StatKind) {
+        *map.entry(kind.name().to_owned()).or_default() += 1;
     }
 }
 

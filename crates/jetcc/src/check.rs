@@ -2,6 +2,7 @@
 //! says in plain words what is wrong and what to set. Exit code 0 when all work, 1 if not.
 
 use jetcc_common::config::Config;
+use jetcc_common::exit::ExitCode;
 use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 use jetcc_common::fsutil;
 
@@ -55,7 +56,10 @@ pub fn run(config: &Config) -> i32 {
             Err(e) => report(name, "", Err(e.message)),
         }
     }
-    i32::from(failed)
+    match failed {
+        true => ExitCode::Failed.code(),
+        false => ExitCode::Success.code(),
+    }
 }
 
 fn done(read_only: bool) -> &'static str {

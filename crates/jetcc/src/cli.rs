@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use clap::Parser;
 use jetcc_common::cache::DiskCache;
 use jetcc_common::config::Config;
+use jetcc_common::exit::{self, ExitCode};
 use jetcc_common::farm::resources::FarmStatus;
 use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 use jetcc_common::stats::{human_bytes, Stats};
@@ -14,9 +15,7 @@ use jetcc_common::stats::{human_bytes, Stats};
 #[command(
     name = "jetcc",
     version,
-    about = "A rustc build cache. Use as RUSTC_WRAPPER=jetcc cargo build.",
-    after_help = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, JETCC_INCREMENTAL, \
-                  JETCC_NATS_URL (the farm), JETCC_CONFIG (config file), JETCC_LOG=debug, JETCC_LOG_FILE, JETCC_DISABLE=1."
+    about = "A rustc build cache. Use as RUSTC_WRAPPER=jetcc cargo build."
 )]
 struct Cli {
     /// Print cache statistics.
@@ -41,20 +40,35 @@ struct Cli {
     check: bool,
 }
 
+/// `--help`'s last part: the environment, and what the exit code says.
+const AFTER_HELP: &str = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, \
+JETCC_INCREMENTAL, JETCC_NATS_URL (the farm), JETCC_CONFIG (config file), JETCC_LOG=debug, \
+JETCC_LOG_FILE, JETCC_DISABLE=1.\n\nAs RUSTC_WRAPPER, jetcc exits with rustc's own code.";
+
+fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command().after_help(format!("{AFTER_HELP} {}", exit::HELP))
+}
+
 pub fn run(args: &[OsString]) -> i32 {
     crate::logging::init();
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return match e.use_stderr() {
+                true => ExitCode::Usage.code(),
+                false => ExitCode::Success.code(),
+            };
         }
     };
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jetcc: {e}");
-            return 1;
+            return ExitCode::Usage.code();
         }
     };
     if cli.dist_status {
@@ -69,7 +83,7 @@ pub fn run(args: &[OsString]) -> i32 {
                 "jetcc: cannot reset stats in {}: {e}",
                 config.cache_dir.display()
             );
-            return 1;
+            return ExitCode::Failed.code();
         }
         println!("Statistics zeroed.");
     }
@@ -102,10 +116,10 @@ pub fn run(args: &[OsString]) -> i32 {
         }
     }
     if !cli.show_stats && !cli.zero_stats && cli.explain.is_none() {
-        let _ = <Cli as clap::CommandFactory>::command().print_help();
-        return 2;
+        let _ = command().print_help();
+        return ExitCode::Usage.code();
     }
-    0
+    ExitCode::Success.code()
 }
 
 fn print_table(s: &Stats, config: &Config, size: u64) {
@@ -204,7 +218,7 @@ fn print_tiers(s: &Stats) {
 fn dist_status(config: &Config) -> i32 {
     let Some(dist) = &config.farm else {
         eprintln!("jetcc: no farm configured: set [dist] nats_url, or JETCC_NATS_URL");
-        return 1;
+        return ExitCode::Usage.code();
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,7 +237,7 @@ fn dist_status(config: &Config) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("jetcc: cannot read the farm's status: {e}");
-            return 1;
+            return ExitCode::Failed.code();
         }
     };
     let now_ms = std::time::SystemTime::now()

@@ -93,7 +93,10 @@ mod tests {
         d.tier("local").misses = 1;
         d.tier("jetstream").misses = 1;
         d.tier("jetstream").writes = 1;
-        Stats::bump(&mut d.tier("s3").errors, "forbidden");
+        Stats::bump(
+            &mut d.tier("s3").errors,
+            &jetcc_common::cache::TierErrorKind::Forbidden,
+        );
         let e = from_delta(
             &d,
             "serde",
@@ -117,7 +120,10 @@ mod tests {
         };
         d.tier("local").misses = 1;
         d.tier("s3").hits = 1;
-        Stats::bump(&mut d.remote_skipped, "no-worker");
+        Stats::bump(
+            &mut d.remote_skipped,
+            &jetcc_common::stats::RemoteSkip::NoWorker,
+        );
         let e = from_delta(&d, "x", None, Duration::ZERO);
         assert_eq!(
             (e.outcome, e.hit_tier.as_deref()),

@@ -1,10 +1,11 @@
 //! The `jetcc` binary's logic: the rustc wrapper and its few commands.
 //!
-//! - [`wrapper`]: the life of one rustc invocation (classify, key, look up, restore or compile,
-//!   store), and the fallback to plain rustc on any jetcc-side error.
+//! - [`wrapper`]: the life of one rustc invocation (classify, look up, restore or compile,
+//!   store, share), and the fallback to plain rustc on any jetcc-side error;
+//!   [`invocation`]: the prepared, immutable [`invocation::Invocation`] and its digest.
 //! - [`compile`]: runs rustc, streaming its output to cargo while capturing it.
-//! - [`dist`]: sends a miss to the farm and writes what comes back.
-//! - [`tiers`]: the shared cache tiers (JetStream, object store) behind one trait.
+//! - [`remote`]: sends a miss to the farm and writes what comes back.
+//! - [`tiers`]: the cache tiers (local disk, JetStream, object store) behind one trait.
 //! - [`events`]: what this process did, as one event for monitors.
 //! - [`breaker`]: skips a failing farm or tier for a while, across wrapper processes.
 //! - [`placement`]: whether a miss compiles locally or on the farm (local slots, measured
@@ -19,14 +20,27 @@ pub mod breaker;
 pub mod check;
 pub mod cli;
 pub mod compile;
-pub mod dist;
 pub mod events;
+pub mod invocation;
 pub mod logging;
 pub mod placement;
+pub mod remote;
 pub mod tiers;
 pub mod wrapper;
 
 use std::ffi::OsString;
+use std::path::Path;
+
+use jetcc_common::stats::Stats;
+
+/// Updates the shared stats, and this process's own delta (its monitor event); failures (a
+/// read-only cache dir) are logged only.
+pub(crate) fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
+    events::note(&mut f);
+    if let Err(e) = std::fs::create_dir_all(cache_dir).and_then(|_| Stats::update(cache_dir, f)) {
+        tracing::debug!("cannot update stats in {}: {e}", cache_dir.display());
+    }
+}
 
 /// Dispatches on the first argument: a flag is a jetcc command, anything else is the rustc to
 /// wrap. Returns the process exit code.

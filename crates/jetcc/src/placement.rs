@@ -63,6 +63,12 @@ pub struct Perf {
 }
 
 impl Placement {
+    /// With a farm configured: `[dist] local_slots`, by default one per core.
+    pub fn for_farm(cache_dir: &Path, farm: &jetcc_common::config::FarmConfig) -> Placement {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Placement::new(cache_dir, farm.local_slots.unwrap_or(cores))
+    }
+
     pub fn new(cache_dir: &Path, slots: usize) -> Placement {
         Placement {
             dir: cache_dir.to_path_buf(),

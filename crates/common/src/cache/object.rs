@@ -58,6 +58,12 @@ pub enum TierErrorKind {
     Other,
 }
 
+impl crate::stats::StatKind for TierErrorKind {
+    fn name(&self) -> &'static str {
+        TierErrorKind::name(*self)
+    }
+}
+
 impl TierErrorKind {
     /// The error's name in stats.
     pub fn name(self) -> &'static str {

@@ -62,6 +62,12 @@ impl FarmErrorKind {
     }
 }
 
+impl crate::stats::StatKind for FarmErrorKind {
+    fn name(&self) -> &'static str {
+        FarmErrorKind::name(*self)
+    }
+}
+
 impl FarmError {
     pub fn new(kind: FarmErrorKind, message: impl Into<String>) -> FarmError {
         FarmError {

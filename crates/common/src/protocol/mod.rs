@@ -1,7 +1,7 @@
 //! The farm's wire protocol: every name jetcc uses in NATS ([`names`]) and the messages that
 //! travel on them ([`job`], [`worker`] heartbeats, [`events`] for monitors). Nothing outside
 //! this module spells a subject, stream, consumer or bucket name, and wire types are kept
-//! apart from the internal ones (`RustcInvocation`, `CacheEntry`) so either can change
+//! apart from the internal ones (`RustcArgs`, `CacheEntry`) so either can change
 //! without the other.
 //!
 

@@ -1,0 +1,147 @@
+//! [`Invocation`]: one wrapped rustc call, prepared and immutable from then on: its parsed
+//! arguments, what it writes, its paths mapping, and its invocation digest (the first half of
+//! the key, computed before anything is looked up).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use jetcc_common::args::{RustcArgs, SearchKind};
+use jetcc_common::cache::{CacheError, DiskCache};
+use jetcc_common::classify::Outputs;
+use jetcc_common::config::Config;
+use jetcc_common::files::FileDigests;
+use jetcc_common::key::{self, InvocationInputs};
+use jetcc_common::pathmap::PathMap;
+use jetcc_common::stats::ErrorKind;
+use jetcc_common::{explain, toolchain, Digest};
+
+/// Why an invocation could not be prepared (it then runs as plain rustc).
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}")]
+    Cache(#[from] CacheError),
+    #[error("{0}")]
+    Toolchain(#[from] toolchain::ToolchainError),
+    #[error("{0}")]
+    Key(#[from] key::KeyError),
+    #[error("cannot read the current dir: {0}")]
+    Cwd(std::io::Error),
+}
+
+impl PrepareError {
+    /// Its kind in `Stats::errors`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PrepareError::Cache(_) => ErrorKind::CacheOpen,
+            PrepareError::Toolchain(_) => ErrorKind::Toolchain,
+            PrepareError::Key(_) => ErrorKind::Key,
+            PrepareError::Cwd(_) => ErrorKind::Cwd,
+        }
+    }
+}
+
+/// A cacheable rustc invocation with its invocation digest computed.
+pub struct Invocation {
+    pub rustc: OsString,
+    pub args: RustcArgs,
+    /// What it writes; `out_dir` absolute.
+    pub outputs: Outputs,
+    pub cwd: PathBuf,
+    pub map: PathMap,
+    /// The invocation digest: what a manifest is filed under.
+    pub digest: Digest,
+    /// What the digest is made of, and the unit it belongs to (for `--explain`).
+    pub parts: Vec<(String, String)>,
+    pub unit: Digest,
+    /// The compiler's identity.
+    pub toolchain: Digest,
+    /// When jetcc started on it: a source changed after this makes a result unstorable.
+    pub started: SystemTime,
+    /// The same moment, for measuring what jetcc adds.
+    pub clock: Instant,
+}
+
+impl Invocation {
+    /// Computes the invocation digest. Also returns the file digests it read (externs,
+    /// native libraries), memoized for the lookup that follows.
+    pub fn prepare(
+        config: &Config,
+        cache: &DiskCache,
+        rustc: &OsString,
+        args: RustcArgs,
+        outputs: Outputs,
+    ) -> Result<(Invocation, FileDigests), PrepareError> {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let cwd = std::env::current_dir().map_err(PrepareError::Cwd)?;
+        let mut files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
+        let toolchain = toolchain::identity(Path::new(rustc), &cache.toolchain_memo_dir())?;
+        let linker = match outputs.links {
+            true => {
+                let program = args.codegen_opt("linker").flatten().unwrap_or("cc");
+                Some(toolchain::linker_identity(
+                    Path::new(program),
+                    &cache.toolchain_memo_dir(),
+                )?)
+            }
+            false => None,
+        };
+        let out_dir = cwd.join(&outputs.out_dir);
+        let dep_dirs: Vec<PathBuf> = args
+            .search_paths
+            .iter()
+            .filter(|sp| {
+                matches!(
+                    sp.kind,
+                    SearchKind::Dependency | SearchKind::Crate | SearchKind::All
+                )
+            })
+            .map(|sp| cwd.join(&sp.path))
+            .collect();
+        let map = PathMap::new(&out_dir, &dep_dirs, &config.base_dirs, &cwd);
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let parts = key::invocation_parts(
+            &InvocationInputs {
+                toolchain: &toolchain,
+                inv: &args,
+                cwd: &cwd,
+                env: &env,
+                map: &map,
+                linker: linker.as_ref(),
+            },
+            &mut files,
+        )?;
+        let digest = key::invocation_digest(&parts);
+        let unit = explain::unit_id(&args, &cwd.to_string_lossy(), &map);
+        let inv = Invocation {
+            rustc: rustc.clone(),
+            outputs: Outputs { out_dir, ..outputs },
+            args,
+            cwd,
+            map,
+            digest,
+            parts,
+            unit,
+            toolchain,
+            started,
+            clock,
+        };
+        Ok((inv, files))
+    }
+
+    pub fn crate_name(&self) -> &str {
+        self.args.crate_name.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the farm can compile it: links need the client's linker and libraries;
+    /// incremental units compile faster where their incremental state is; cross-compiles
+    /// need the target's std.
+    pub fn distributable(&self) -> bool {
+        !self.outputs.links && !self.incremental() && self.args.target.is_none()
+    }
+
+    pub fn incremental(&self) -> bool {
+        self.args.codegen_opt("incremental").is_some()
+    }
+}

@@ -1,0 +1,147 @@
+//! What a job reads, and getting it to the workers: the dep-info pre-pass that lists every
+//! file the compile reads (transitive crates included), and the CAS uploads and downloads.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use jetcc_common::args::SearchKind;
+use jetcc_common::depinfo::DepInfo;
+use jetcc_common::farm::Resources;
+use jetcc_common::protocol::job::InputFile;
+use jetcc_common::{fsutil, Digest};
+
+use super::{RemoteCompile, RemoteError};
+
+/// Runs rustc's dep-info pass with `-Z binary-dep-depinfo`, which lists every file the
+/// compile reads: sources, and the rmeta/rlib/so of every crate it loads (transitive ones
+/// included, which cargo's `--extern`s do not name). The toolchain's own sysroot files are
+/// left out: the worker has the identical toolchain. Returns the files, the directories rustc
+/// walks through to reach them ([`walked_dirs`]) and the env-dep names.
+type PrePass = (Vec<PathBuf>, Vec<PathBuf>, Vec<String>);
+pub(super) fn prepass(r: &RemoteCompile<'_>) -> Result<PrePass, RemoteError> {
+    let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
+    let mut args: Vec<String> = r
+        .inv
+        .args
+        .iter()
+        .filter(|a| !a.words[0].starts_with("--emit"))
+        .flat_map(|a| a.words.iter().cloned())
+        .collect();
+    args.push(format!("--emit=dep-info={}", dep_file.display()));
+    args.extend(["-Z".into(), "binary-dep-depinfo".into()]);
+    let out = std::process::Command::new(r.rustc)
+        .args(&args)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("CARGO_MAKEFLAGS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RemoteError::PrePass(e.to_string()))?;
+    let text = std::fs::read_to_string(&dep_file);
+    let _ = std::fs::remove_file(&dep_file);
+    if !out.status.success() {
+        return Err(RemoteError::PrePass(format!(
+            "rustc exited with {}",
+            out.status
+        )));
+    }
+    let dep = DepInfo::parse(&text.map_err(|e| RemoteError::PrePass(e.to_string()))?);
+    let sources: Vec<PathBuf> = dep
+        .sources
+        .iter()
+        .filter(|p| !p.contains("/lib/rustlib/"))
+        .map(|p| r.cwd.join(p))
+        .collect();
+    let mut dirs: Vec<PathBuf> = sources.iter().flat_map(|p| walked_dirs(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
+    // Native static libraries a bundling rlib reads (not in dep-info).
+    for sp in &r.inv.search_paths {
+        if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
+            if let Ok(rd) = std::fs::read_dir(r.cwd.join(&sp.path)) {
+                files.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "a")),
+                );
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    let env_deps = dep.env_deps.into_iter().map(|(name, _)| name).collect();
+    Ok((files, dirs, env_deps))
+}
+
+/// The directories a path with `..` passes through before each `..` (`a/b/../c` → `a/b`),
+/// normalized: the kernel resolves `..` on the real tree, so they must exist where the job
+/// runs even when no input lies in them.
+fn walked_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut prefix = PathBuf::new();
+    for c in path.components() {
+        if c == std::path::Component::ParentDir {
+            dirs.push(normalize(&prefix));
+        }
+        prefix.push(c);
+    }
+    dirs
+}
+
+/// Resolves `.` and `..` lexically (`leaf/src/../data/x` → `leaf/data/x`): jobs carry only
+/// clean absolute paths, and rustc read the same file through either spelling.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Puts every input the CAS lacks, concurrently.
+pub(super) async fn upload(res: &Resources, inputs: &[InputFile]) -> Result<(), RemoteError> {
+    let puts = inputs
+        .iter()
+        .map(|i| res.cas.put_file(&i.digest, Path::new(&i.path)));
+    let results = futures_util::stream::iter(puts)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Fetches a verified blob and writes it atomically at `dest`.
+pub(super) async fn fetch(
+    res: &Resources,
+    digest: &Digest,
+    dest: &Path,
+) -> Result<(), RemoteError> {
+    let bytes = res.cas.get(digest).await?;
+    fsutil::write_atomic(dest, &bytes)
+        .map_err(|e| RemoteError::Local(format!("cannot write {}: {e}", dest.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_dotdot_name_the_dirs_they_walk_through() {
+        let p = Path::new("/r/src/nptl/bits/../../x86/nptl/bits/m.rs");
+        assert_eq!(normalize(p), Path::new("/r/src/x86/nptl/bits/m.rs"));
+        assert_eq!(
+            walked_dirs(p),
+            [Path::new("/r/src/nptl/bits"), Path::new("/r/src/nptl")]
+        );
+        assert!(walked_dirs(Path::new("/r/src/lib.rs")).is_empty());
+    }
+}

@@ -1,0 +1,160 @@
+//! The wrapper's remote side: sending one miss to the farm and writing what comes back.
+//!
+//! - [`session`]: the connection a wrapper process opens once ([`Session`]), which is also
+//!   the JetStream cache tier's (see `crate::tiers::jetstream`).
+//! - [`compile`]: one remote compile, from publishing the job to the outputs on disk, or
+//!   following an identical job that is already queued.
+//! - [`inputs`]: what a job reads (the dep-info pre-pass) and putting it in the CAS.
+//!
+//! Any failure before the job's result arrives is a [`RemoteError`]: the caller compiles
+//! locally, so the farm can cost time but never a build. A compile *error* on the farm is an
+//! answer, not a failure: it is confirmed by compiling locally.
+
+mod compile;
+mod inputs;
+mod session;
+
+use std::path::Path;
+use std::time::Duration;
+
+use jetcc_common::args::RustcArgs;
+use jetcc_common::config::FarmConfig;
+use jetcc_common::farm::FarmError;
+use jetcc_common::files::FileDigests;
+use jetcc_common::stats::RemoteSkip;
+use jetcc_common::Digest;
+
+use jetcc_common::cache::DiskCache;
+use jetcc_common::stats::Stats;
+use jetcc_common::toolchain;
+
+use crate::compile::Compiled;
+use crate::invocation::Invocation;
+use crate::placement::Placement;
+use crate::record;
+use crate::tiers::SharedTiers;
+
+pub use session::Session;
+
+/// Why a compile did not go to the farm (it then runs locally). `kind` names it in stats.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0}")]
+    Farm(#[from] FarmError),
+    #[error("no live worker has this toolchain")]
+    NoWorker,
+    /// Sending costs more than waiting for a local slot (see [`crate::placement`]).
+    #[error("the farm is slower than a local slot right now")]
+    Slow,
+    /// A local slot freed up before any worker started the job.
+    #[error("a local slot was free before a worker started the job")]
+    LocalFirst,
+    #[error("the dep-info pre-pass failed: {0}")]
+    PrePass(String),
+    #[error("no worker took the job within {0:?}")]
+    NotStarted(Duration),
+    #[error("the worker refused the job: {0}")]
+    Refused(String),
+    #[error("the job did not finish within {0:?}")]
+    Timeout(Duration),
+    /// rustc failed on the farm. A sandbox can fail a compile that passes locally (a
+    /// proc-macro reading outside its inputs, or connecting to a database), so the failure is
+    /// confirmed by compiling locally, which shows the real diagnostics.
+    #[error("rustc failed on the farm (exit {exit_code}: {first_error}); confirming locally")]
+    Failed { exit_code: i32, first_error: String },
+    #[error("{0}")]
+    Local(String),
+}
+
+impl RemoteError {
+    /// Whether this says the farm is unhealthy (counts towards skipping it for a while), as
+    /// opposed to this one unit not being fit for it.
+    pub fn is_farm_failure(&self) -> bool {
+        !matches!(
+            self,
+            RemoteError::PrePass(_)
+                | RemoteError::Local(_)
+                | RemoteError::Failed { .. }
+                | RemoteError::Slow
+                | RemoteError::LocalFirst
+        )
+    }
+
+    /// Its kind in `Stats::remote_skipped`.
+    pub fn kind(&self) -> RemoteSkip {
+        match self {
+            RemoteError::Farm(e) => RemoteSkip::Farm(e.kind),
+            RemoteError::NoWorker => RemoteSkip::NoWorker,
+            RemoteError::Slow => RemoteSkip::Slow,
+            RemoteError::LocalFirst => RemoteSkip::LocalFirst,
+            RemoteError::PrePass(_) => RemoteSkip::PrePass,
+            RemoteError::NotStarted(_) => RemoteSkip::NotStarted,
+            RemoteError::Refused(_) => RemoteSkip::Refused,
+            RemoteError::Timeout(_) => RemoteSkip::Timeout,
+            RemoteError::Failed { .. } => RemoteSkip::CompileFailed,
+            RemoteError::Local(_) => RemoteSkip::LocalIo,
+        }
+    }
+}
+
+/// One invocation as the farm needs it.
+pub struct RemoteCompile<'a> {
+    pub farm: &'a FarmConfig,
+    pub rustc: &'a Path,
+    pub inv: &'a RustcArgs,
+    /// rustc's arguments as a local compile would run them.
+    pub args: &'a [String],
+    pub cwd: &'a Path,
+    pub out_dir: &'a Path,
+    /// Every file rustc writes into `out_dir` (dep-info included).
+    pub outputs: &'a [String],
+    pub toolchain: &'a Digest,
+    pub host: &'a str,
+    pub files: &'a mut FileDigests,
+    /// Whether sending is worth it, and whether a local slot frees up first.
+    pub placement: &'a Placement,
+}
+
+/// Compiles on the farm when one is configured and has been healthy; `None`: compile
+/// locally (why is logged and counted in `Stats::remote_skipped`).
+pub fn try_remote(
+    shared: &mut SharedTiers,
+    cache: &DiskCache,
+    inv: &Invocation,
+    words: &[String],
+    files: &mut FileDigests,
+    placement: &Placement,
+) -> Option<Compiled> {
+    let farm = shared.farm()?.clone();
+    let host = toolchain::host_triple(Path::new(&inv.rustc), &cache.toolchain_memo_dir()).ok()?;
+    let breaker = shared.farm_breaker();
+    let session = shared.session()?;
+    let result = session.compile(RemoteCompile {
+        farm: &farm,
+        rustc: Path::new(&inv.rustc),
+        inv: &inv.args,
+        args: words,
+        cwd: &inv.cwd,
+        out_dir: &inv.outputs.out_dir,
+        outputs: &inv.outputs.files,
+        toolchain: &inv.toolchain,
+        host: &host,
+        files,
+        placement,
+    });
+    let cache_dir = cache.root();
+    match result {
+        Ok((compiled, on_worker)) => {
+            placement.record_remote(compiled.duration, on_worker);
+            breaker.record(true);
+            record(cache_dir, |s| s.remote_compiles += 1);
+            Some(compiled)
+        }
+        Err(e) => {
+            tracing::info!(crate_name = inv.crate_name(), "compiling locally: {e}");
+            breaker.record(!e.is_farm_failure());
+            record(cache_dir, |s| Stats::bump(&mut s.remote_skipped, &e.kind()));
+            None
+        }
+    }
+}

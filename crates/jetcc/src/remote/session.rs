@@ -1,0 +1,64 @@
+//! The farm session of one wrapper process: one NATS connection on its own single-threaded
+//! runtime, opened on the process's first need and used for the JetStream tier, remote
+//! compiles and the monitor event.
+
+use std::time::Duration;
+
+use jetcc_common::config::FarmConfig;
+use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime, Resources};
+use jetcc_common::protocol::events::{self, UnitEvent};
+
+use super::{RemoteCompile, RemoteError};
+use crate::compile::Compiled;
+
+/// How long an exiting wrapper waits to hand its monitor event to the server.
+const EVENT_FLUSH: Duration = Duration::from_millis(100);
+
+/// A connection to the farm for one wrapper process, opened on its first miss.
+pub struct Session {
+    /// Its requests run here, blocking: a wrapper process serves one invocation.
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) res: Resources,
+}
+
+impl Session {
+    pub fn open(farm: &FarmConfig) -> Result<Session, RemoteError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| RemoteError::Local(format!("cannot start an async runtime: {e}")))?;
+        let res = rt.block_on(async {
+            let farm = Farm::connect(farm, "jetcc", Lifetime::Wrapper).await?;
+            match farm.open_resources().await {
+                // A server used as a shared cache before any worker started: set it up (as a
+                // worker would, idempotently); where this client may not, it stays an error.
+                Err(e) if e.kind == FarmErrorKind::NotSetUp => {
+                    farm.ensure_resources().await.map_err(|_| e)
+                }
+                other => other,
+            }
+        })?;
+        Ok(Session { rt, res })
+    }
+
+    /// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and
+    /// stdout/stderr were forwarded (and are returned for the cache), with how long rustc
+    /// ran on the worker.
+    pub fn compile(&self, remote: RemoteCompile<'_>) -> Result<(Compiled, Duration), RemoteError> {
+        self.rt.block_on(super::compile::compile(&self.res, remote))
+    }
+
+    /// Publishes this process's monitor event, waiting at most 100 ms to hand it to the
+    /// server: the process exits next, and a buffered publish would be lost.
+    pub fn publish_event(&self, event: &UnitEvent) {
+        let farm = &self.res.farm;
+        // A server that went away mid-build gets no event (and costs no wait).
+        if !farm.is_connected() {
+            return;
+        }
+        self.rt.block_on(async {
+            farm.publish_event(events::UNIT, event.encode()).await;
+            farm.flush_within(EVENT_FLUSH).await;
+        });
+    }
+}

@@ -1,0 +1,92 @@
+//! The farm's shared cache as a [`Tier`]: KV `jetcc-ac` (manifests, entries) and the object
+//! store `jetcc-cas` (blobs, verified on read), through the wrapper's farm [`Session`].
+
+use std::path::{Path, PathBuf};
+
+use jetcc_common::farm::{FarmError, FarmErrorKind};
+use jetcc_common::manifest::Manifest;
+use jetcc_common::result::{CacheEntry, OutputFile};
+use jetcc_common::Digest;
+
+use super::{write_output, Publish, Tier, TierFailure};
+use crate::remote::Session;
+
+/// Its name in stats, logs and breakers.
+pub const NAME: &str = "jetstream";
+
+/// The JetStream tier: the session it reads through, which remote compiles share.
+pub struct JetStreamTier {
+    pub session: Session,
+    /// `[cache.jetstream] read_only`: a laptop reading what CI filled.
+    pub read_only: bool,
+}
+
+impl Tier for JetStreamTier {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn writable(&self) -> bool {
+        !self.read_only
+    }
+
+    fn manifest(&self, invocation: &Digest) -> Result<Manifest, TierFailure> {
+        let s = &self.session;
+        Ok(s.rt.block_on(s.res.get_manifest(invocation))?)
+    }
+
+    fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, TierFailure> {
+        let s = &self.session;
+        Ok(s.rt.block_on(s.res.get_entry(key))?)
+    }
+
+    fn fetch(&self, out: &OutputFile, dir: &Path) -> Result<Option<PathBuf>, TierFailure> {
+        let s = &self.session;
+        match s.rt.block_on(s.res.cas.get(&out.digest)) {
+            Ok(bytes) => write_output(out, dir, &bytes).map(Some),
+            Err(e) if e.kind == FarmErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Uploads the outputs unless a worker put them in the CAS already, then the entry and
+    /// the manifest. Returns the bytes uploaded.
+    fn write(&self, p: &Publish<'_>) -> Result<u64, TierFailure> {
+        let res = &self.session.res;
+        // A server that went away mid-build must not make every later miss wait out a
+        // request timeout to share its result.
+        if !res.farm.is_connected() {
+            return Err(FarmError::new(
+                FarmErrorKind::Unreachable,
+                "not connected to the NATS server: result not shared",
+            )
+            .into());
+        }
+        self.session.rt.block_on(async {
+            let mut sent = 0;
+            if !p.on_farm {
+                let paths: Vec<PathBuf> = p
+                    .entry
+                    .outputs
+                    .iter()
+                    .map(|o| p.out_dir.join(&o.name))
+                    .collect();
+                let puts = p
+                    .entry
+                    .outputs
+                    .iter()
+                    .zip(&paths)
+                    .map(|(o, path)| res.cas.put_file(&o.digest, path));
+                let done = futures_util::future::join_all(puts).await;
+                for (r, o) in done.into_iter().zip(&p.entry.outputs) {
+                    if r? {
+                        sent += o.size;
+                    }
+                }
+            }
+            res.put_result(p.invocation, p.found.clone(), p.entry)
+                .await?;
+            Ok(sent)
+        })
+    }
+}

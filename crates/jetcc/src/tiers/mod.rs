@@ -1,0 +1,501 @@
+//! The cache tiers as the wrapper sees them, in lookup order: the local disk ([`local`]),
+//! the farm's JetStream cache ([`jetstream`]) and the object store ([`object`]), all behind
+//! one trait, [`Tier`], so finding and restoring a result ([`restore`]), filling the tiers
+//! above a hit and writing a stored result are each written once.
+//!
+//! [`SharedTiers`] owns the shared tiers' sessions, opened lazily once per process behind
+//! their breakers, and keeps each tier's stats: an error is an error, never a miss, and a
+//! diagnosis is logged once (when it differs from the tier's last one).
+//!
+//! Design choice: every tier is blocking. A wrapper process serves one invocation, and each
+//! shared session runs its requests on its own single-threaded runtime.
+
+pub mod jetstream;
+pub mod local;
+pub mod object;
+
+use std::cell::RefCell;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jetcc_common::cache::{TierError, TierErrorKind};
+use jetcc_common::config::{Config, FarmConfig, ObjectTierConfig};
+use jetcc_common::farm::{FarmError, FarmErrorKind};
+use jetcc_common::files::FileDigests;
+use jetcc_common::manifest::{Manifest, ManifestEntry};
+use jetcc_common::result::{CacheEntry, OutputFile};
+use jetcc_common::stats::{ErrorKind, StatKind, Stats};
+use jetcc_common::{fsutil, Digest};
+
+use crate::breaker::Breaker;
+use crate::invocation::Invocation;
+use crate::record;
+use crate::remote::Session;
+
+pub use jetstream::JetStreamTier;
+pub use local::LocalTier;
+pub use object::ObjectSession;
+
+/// How long a failing object-store tier is skipped.
+const TIER_BREAKER: Duration = Duration::from_secs(60);
+
+/// Why a tier operation failed, by kind (its name in the tier's stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The object store (or the local disk's blobs: `corrupt`).
+    Store(TierErrorKind),
+    /// The NATS server behind the JetStream tier.
+    Farm(FarmErrorKind),
+    /// A file of this build could not be written.
+    LocalIo,
+}
+
+impl StatKind for FailureKind {
+    fn name(&self) -> &'static str {
+        match self {
+            FailureKind::Store(k) => k.name(),
+            FailureKind::Farm(k) => k.name(),
+            FailureKind::LocalIo => "local-io",
+        }
+    }
+}
+
+/// Why a tier operation failed. `down` says the tier as a whole is unusable (it counts
+/// towards its breaker), not just one object.
+#[derive(Debug)]
+pub struct TierFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    pub down: bool,
+}
+
+impl TierFailure {
+    fn local_io(what: &Path, e: std::io::Error) -> TierFailure {
+        TierFailure {
+            kind: FailureKind::LocalIo,
+            message: format!("cannot write {}: {e}", what.display()),
+            down: false,
+        }
+    }
+}
+
+impl std::fmt::Display for TierFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<TierError> for TierFailure {
+    fn from(e: TierError) -> TierFailure {
+        TierFailure {
+            kind: FailureKind::Store(e.kind),
+            down: e.kind.is_tier_down(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<FarmError> for TierFailure {
+    fn from(e: FarmError) -> TierFailure {
+        TierFailure {
+            kind: FailureKind::Farm(e.kind),
+            down: true,
+            message: e.message,
+        }
+    }
+}
+
+/// A result to write to a tier.
+pub struct Publish<'a> {
+    pub invocation: &'a Digest,
+    pub found: &'a ManifestEntry,
+    pub entry: &'a CacheEntry,
+    /// Where the outputs are (the out-dir).
+    pub out_dir: &'a Path,
+    /// Compiled on the farm: its outputs are in the JetStream CAS already.
+    pub on_farm: bool,
+}
+
+/// One cache tier.
+pub trait Tier {
+    /// Its name in stats and logs.
+    fn name(&self) -> &'static str;
+    /// Whether this client may write it.
+    fn writable(&self) -> bool;
+    fn manifest(&self, invocation: &Digest) -> Result<Manifest, TierFailure>;
+    fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, TierFailure>;
+    /// Writes one output, verified against its digest, at `dir/<name>` with its mode and
+    /// returns the path; `None` if the tier no longer has it (evicted or expired: a miss).
+    fn fetch(&self, out: &OutputFile, dir: &Path) -> Result<Option<PathBuf>, TierFailure>;
+    /// Writes a result: its outputs first, then its entry and manifest. Returns bytes sent.
+    fn write(&self, p: &Publish<'_>) -> Result<u64, TierFailure>;
+    /// Drops an entry that could not be restored, and `blobs` (those of a corrupt one), so
+    /// the compile that follows stores them afresh. Shared tiers keep theirs (every reader
+    /// verifies them too).
+    fn forget(&self, _key: &Digest, _blobs: &[OutputFile]) {}
+}
+
+/// Writes a fetched blob atomically at `dir/<name>` with its mode.
+fn write_output(out: &OutputFile, dir: &Path, bytes: &[u8]) -> Result<PathBuf, TierFailure> {
+    let dest = dir.join(&out.name);
+    fsutil::write_atomic(&dest, bytes).map_err(|e| TierFailure::local_io(&dest, e))?;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(out.mode))
+        .map_err(|e| TierFailure::local_io(&dest, e))?;
+    Ok(dest)
+}
+
+/// What [`restore`] found.
+pub enum Restored {
+    /// The result is in the out-dir.
+    Hit(Box<Hit>),
+    /// No result here; why, for the log.
+    Miss(&'static str),
+}
+
+/// Finds this invocation's result in `tier` (direct mode: the manifest entry whose files all
+/// match) and restores it: every output verified, dep-info rewritten for this build's paths.
+/// Files written are remembered in `files`, so dependents hash them for free.
+pub fn restore(
+    tier: &dyn Tier,
+    inv: &Invocation,
+    files: &mut FileDigests,
+) -> Result<Restored, TierFailure> {
+    let manifest = tier.manifest(&inv.digest)?;
+    let env = |n: &str| std::env::var(n).ok();
+    let Some(found) = manifest.find(files, &env, &inv.map).cloned() else {
+        return Ok(Restored::Miss("no manifest entry matches"));
+    };
+    let Some(entry) = tier.entry(&found.key)? else {
+        return Ok(Restored::Miss("the manifest names an entry that is gone"));
+    };
+    let out_dir = &inv.outputs.out_dir;
+    for out in &entry.outputs {
+        match tier.fetch(out, out_dir) {
+            Ok(Some(path)) => files.remember_written(&path, out.digest),
+            Ok(None) => {
+                tier.forget(&found.key, &[]);
+                return Ok(Restored::Miss("the entry's outputs were evicted"));
+            }
+            Err(e) => {
+                if e.kind == FailureKind::Store(TierErrorKind::Corrupt) {
+                    tier.forget(&found.key, &entry.outputs);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let (name, text) = &entry.dep_info;
+    let dest = out_dir.join(name);
+    fsutil::write_atomic(&dest, &inv.map.restore(text.as_bytes()))
+        .map_err(|e| TierFailure::local_io(&dest, e))?;
+    Ok(Restored::Hit(Box::new(Hit {
+        tier: tier.name(),
+        found,
+        entry,
+    })))
+}
+
+/// A session opened on first need: `Failed` is remembered, so a process tries once.
+enum Lazy<T> {
+    Unopened,
+    Open(T),
+    Failed,
+}
+
+impl<T> Lazy<T> {
+    fn get_or_open(&mut self, open: impl FnOnce() -> Option<T>) -> Option<&T> {
+        if matches!(self, Lazy::Unopened) {
+            *self = open().map_or(Lazy::Failed, Lazy::Open);
+        }
+        match self {
+            Lazy::Open(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn get(&self) -> Option<&T> {
+        match self {
+            Lazy::Open(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A result found in a tier and restored into the out-dir.
+pub struct Hit {
+    pub tier: &'static str,
+    pub found: ManifestEntry,
+    pub entry: CacheEntry,
+}
+
+/// The shared tiers of one wrapper process: the farm session (the JetStream tier, and remote
+/// compiles) and the object store, each opened once behind its breaker.
+pub struct SharedTiers {
+    cache_dir: PathBuf,
+    farm: Option<FarmConfig>,
+    jetstream_read_only: bool,
+    object_cfg: Option<ObjectTierConfig>,
+    jetstream: Lazy<JetStreamTier>,
+    object: Lazy<ObjectSession>,
+    /// Tiers that failed as a whole in this process: not written to again.
+    down: RefCell<Vec<&'static str>>,
+}
+
+impl SharedTiers {
+    pub fn new(config: &Config) -> SharedTiers {
+        SharedTiers {
+            cache_dir: config.cache_dir.clone(),
+            farm: config.farm.clone(),
+            jetstream_read_only: config.jetstream_read_only,
+            object_cfg: config.object.clone(),
+            jetstream: Lazy::Unopened,
+            object: Lazy::Unopened,
+            down: RefCell::default(),
+        }
+    }
+
+    pub fn farm(&self) -> Option<&FarmConfig> {
+        self.farm.as_ref()
+    }
+
+    /// The farm's breaker, which is also the JetStream tier's (one server behind both).
+    pub fn farm_breaker(&self) -> Breaker {
+        let secs = self.farm.as_ref().map_or(60, |d| d.breaker_secs);
+        Breaker::new(
+            &self.cache_dir,
+            "farm",
+            "the farm",
+            Duration::from_secs(secs),
+        )
+    }
+
+    fn breaker(&self, tier: &str) -> Breaker {
+        match tier {
+            jetstream::NAME => self.farm_breaker(),
+            name => Breaker::new(
+                &self.cache_dir,
+                name,
+                &format!("the {name} cache tier"),
+                TIER_BREAKER,
+            ),
+        }
+    }
+
+    /// The farm session, opened once per process; `None` when no farm is configured, its
+    /// breaker is open or it cannot be reached (counted and logged).
+    pub fn session(&mut self) -> Option<&Session> {
+        let farm = self.farm.as_ref()?;
+        let (cache_dir, breaker, read_only) = (
+            &self.cache_dir,
+            self.farm_breaker(),
+            self.jetstream_read_only,
+        );
+        let tier = self.jetstream.get_or_open(|| {
+            if breaker.is_open() {
+                return None;
+            }
+            match Session::open(farm) {
+                Ok(session) => Some(JetStreamTier { session, read_only }),
+                Err(e) => {
+                    tracing::warn!("the farm is unavailable, compiling locally: {e}");
+                    breaker.record(false);
+                    record(cache_dir, |s| Stats::bump(&mut s.remote_skipped, &e.kind()));
+                    None
+                }
+            }
+        });
+        tier.map(|t| &t.session)
+    }
+
+    /// The session, if this process has opened one (a monitor event goes only where the
+    /// process talked to the server anyway).
+    pub fn opened_session(&self) -> Option<&Session> {
+        self.jetstream.get().map(|t| &t.session)
+    }
+
+    fn open_object(&mut self) {
+        let Some(cfg) = &self.object_cfg else {
+            self.object = Lazy::Failed;
+            return;
+        };
+        let name = cfg.backend.name();
+        let breaker = self.breaker(name);
+        let mut failure = None;
+        self.object.get_or_open(|| {
+            if breaker.is_open() {
+                return None;
+            }
+            ObjectSession::open(cfg).map_err(|e| failure = Some(e)).ok()
+        });
+        if let Some(e) = failure {
+            self.failed(name, &e, Duration::ZERO);
+        }
+    }
+
+    /// Looks the invocation up in the local tier, then (only on a miss, so a local hit opens
+    /// no connection) in each shared tier in order. The first hit is restored into the
+    /// out-dir and written to the tiers above it.
+    pub fn look_up(
+        &mut self,
+        local: &LocalTier<'_>,
+        inv: &Invocation,
+        files: &mut FileDigests,
+    ) -> Option<Hit> {
+        if let Some(hit) = self.look_up_in(local, inv, files) {
+            return Some(hit);
+        }
+        if self.farm.is_none() && self.object_cfg.is_none() {
+            return None;
+        }
+        self.session();
+        if matches!(self.object, Lazy::Unopened) {
+            self.open_object();
+        }
+        let shared: Vec<&dyn Tier> = [
+            self.jetstream.get().map(|t| t as &dyn Tier),
+            self.object.get().map(|o| o as &dyn Tier),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut above: Vec<&dyn Tier> = vec![local];
+        for tier in shared {
+            if let Some(hit) = self.look_up_in(tier, inv, files) {
+                for t in above.into_iter().filter(|t| t.writable()) {
+                    self.write_to(t, inv, &hit.found, &hit.entry, false);
+                }
+                return Some(hit);
+            }
+            above.push(tier);
+        }
+        None
+    }
+
+    fn look_up_in(
+        &self,
+        tier: &dyn Tier,
+        inv: &Invocation,
+        files: &mut FileDigests,
+    ) -> Option<Hit> {
+        let t0 = Instant::now();
+        let result = restore(tier, inv, files);
+        let spent = t0.elapsed();
+        let ms = spent.as_millis() as u64;
+        let name = tier.name();
+        match result {
+            Ok(restored) => {
+                if name != local::NAME {
+                    self.breaker(name).record(true);
+                }
+                let read = match &restored {
+                    Restored::Hit(hit) => hit.entry.total_output_bytes(),
+                    Restored::Miss(_) => 0,
+                };
+                record(&self.cache_dir, |s| {
+                    let t = s.tier(name);
+                    match restored {
+                        Restored::Hit(..) => t.hits += 1,
+                        Restored::Miss(_) => t.misses += 1,
+                    }
+                    t.bytes_read += read;
+                    t.time_ms += ms;
+                });
+                match restored {
+                    Restored::Hit(hit) => Some(*hit),
+                    Restored::Miss(why) => {
+                        tracing::debug!(
+                            crate_name = inv.crate_name(),
+                            tier = name,
+                            "not in the {name} tier: {why}"
+                        );
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                self.failed(name, &e, spent);
+                None
+            }
+        }
+    }
+
+    /// Writes what a compile stored locally to every shared tier this client may write, so
+    /// one developer's compile is the team's hit. `on_farm`: its outputs are in the
+    /// JetStream CAS already. Only tiers the lookup opened: none means a server is down.
+    pub fn share(
+        &self,
+        inv: &Invocation,
+        found: &ManifestEntry,
+        entry: &CacheEntry,
+        on_farm: bool,
+    ) {
+        let shared = [
+            self.jetstream.get().map(|t| t as &dyn Tier),
+            self.object.get().map(|o| o as &dyn Tier),
+        ];
+        for tier in shared.into_iter().flatten().filter(|t| t.writable()) {
+            self.write_to(tier, inv, found, entry, on_farm);
+        }
+    }
+
+    fn write_to(
+        &self,
+        tier: &dyn Tier,
+        inv: &Invocation,
+        found: &ManifestEntry,
+        entry: &CacheEntry,
+        on_farm: bool,
+    ) {
+        let name = tier.name();
+        // A tier that just failed a lookup as a whole would only fail again.
+        if self.down.borrow().contains(&name) {
+            return;
+        }
+        let t0 = Instant::now();
+        let result = tier.write(&Publish {
+            invocation: &inv.digest,
+            found,
+            entry,
+            out_dir: &inv.outputs.out_dir,
+            on_farm,
+        });
+        match result {
+            Ok(sent) => {
+                let ms = t0.elapsed().as_millis() as u64;
+                record(&self.cache_dir, |s| {
+                    let t = s.tier(name);
+                    t.writes += 1;
+                    t.bytes_written += sent;
+                    t.time_ms += ms;
+                });
+            }
+            Err(e) => self.failed(name, &e, t0.elapsed()),
+        }
+    }
+
+    /// Counts a tier's failure, logs its diagnosis if it is new, and feeds its breaker.
+    fn failed(&self, name: &'static str, e: &TierFailure, spent: Duration) {
+        let ms = spent.as_millis() as u64;
+        let mut new = false;
+        record(&self.cache_dir, |s| {
+            if name == local::NAME && e.kind == FailureKind::Store(TierErrorKind::Corrupt) {
+                Stats::bump(&mut s.errors, &ErrorKind::CorruptEntry);
+            }
+            let t = s.tier(name);
+            Stats::bump(&mut t.errors, &e.kind);
+            t.time_ms += ms;
+            new = t.last_error.as_deref() != Some(e.message.as_str());
+            t.last_error = Some(e.message.clone());
+        });
+        if new {
+            tracing::warn!(tier = name, "the {name} cache tier failed: {e}");
+        } else {
+            tracing::debug!(tier = name, "the {name} cache tier failed: {e}");
+        }
+        if e.down {
+            self.breaker(name).record(false);
+            self.down.borrow_mut().push(name);
+        }
+    }
+}
