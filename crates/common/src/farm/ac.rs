@@ -7,16 +7,9 @@ use bytes::Bytes;
 
 use super::{FarmError, FarmErrorKind, Resources};
 use crate::manifest::{Manifest, ManifestEntry};
+use crate::protocol::names::{ac_entry_key as entry_key, ac_manifest_key as manifest_key};
 use crate::result::CacheEntry;
 use crate::Digest;
-
-fn manifest_key(invocation: &Digest) -> String {
-    format!("m.{}", invocation.hex())
-}
-
-fn entry_key(key: &Digest) -> String {
-    format!("e.{}", key.hex())
-}
 
 impl Resources {
     /// The shared manifest for an invocation (empty if none; a malformed one reads as empty).

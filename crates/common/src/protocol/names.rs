@@ -147,6 +147,16 @@ impl fmt::Display for JobId {
     }
 }
 
+/// The key of an invocation's shared manifest in KV `jetcc-ac`.
+pub fn ac_manifest_key(invocation: &Digest) -> String {
+    format!("m.{}", invocation.hex())
+}
+
+/// The key of a shared result entry in KV `jetcc-ac`.
+pub fn ac_entry_key(key: &Digest) -> String {
+    format!("e.{}", key.hex())
+}
+
 /// A toolchain identity as a name token (64 bits of its digest: plenty to tell toolchains apart).
 fn toolchain_token(toolchain: &Digest) -> String {
     toolchain.hex()[..16].to_owned()
