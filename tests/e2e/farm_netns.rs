@@ -208,9 +208,9 @@ fn assert_listens_on_nothing(pid: u32, ns: &NetNs, nats: &str, when: &str) {
 #[test]
 fn a_worker_nothing_can_connect_to_builds_the_fixture_through_nats_only() {
     let Some(ip_path) = ip_bin() else {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED farm_netns: `ip` (iproute2) not found in /usr/sbin, /sbin or \
-             PATH; the network-namespace test did NOT run !!!!!!!!\n"
+        skip_or_fail(
+            "farm_netns",
+            "`ip` (iproute2) not found in /usr/sbin, /sbin or PATH",
         );
         return;
     };

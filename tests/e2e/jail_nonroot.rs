@@ -44,10 +44,9 @@ exec setpriv --reuid="$4" --regid="$4" --clear-groups -- "$0"
 #[test]
 fn an_unprivileged_worker_builds_the_fixture_despite_locked_mount_flags() {
     if std::fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED jail_nonroot: needs root (to make the worker's mount namespace \
-             and drop it to uid {UID}); the non-root worker test did NOT run !!!!!!!!\n"
-        );
+        let why =
+            format!("needs root (to make the worker's mount namespace and drop it to uid {UID})");
+        skip_or_fail("jail_nonroot", &why);
         return;
     }
     let p = Project::fixture("fixture");

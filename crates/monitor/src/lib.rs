@@ -14,7 +14,8 @@
 //! a slow or absent monitor never slows a build.
 //!
 //! **Architecture invariant**: the monitor depends on `jetcc_common` only, never on the
-//! publisher or the worker; it knows subjects and wire types through `jetcc_common::protocol`.
+//! `jetcc` crate or the worker, and talks to NATS only through `jetcc_common::farm` (events
+//! arrive as typed `FarmEvent`s): it has no NATS client of its own, so it spells no subject.
 
 pub mod live;
 pub mod metrics;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use jetcc_common::config::{Config, FarmConfig};
+use jetcc_common::exit::{self, ExitCode};
 use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 
 #[derive(Debug, Parser)]
@@ -35,10 +37,12 @@ use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
     name = "jetcc-monitor",
     version,
     about = "Shows jetcc's compile farm: workers, queue depth, throughput, cache hit rates.",
-    after_help = "The server and credentials come from [dist] in jetcc's config file (or \
-                  JETCC_CONFIG) and JETCC_NATS_URL, JETCC_NATS_USER/PASSWORD, JETCC_NATS_TOKEN, \
-                  JETCC_NATS_CREDS, as for jetcc itself. Logs: JETCC_LOG=debug.\n\
-                  Exit codes: 0 done, 1 the farm could not be read, 2 usage error."
+    after_help = format!(
+        "The server and credentials come from [dist] in jetcc's config file (or JETCC_CONFIG) \
+         and JETCC_NATS_URL, JETCC_NATS_USER/PASSWORD, JETCC_NATS_TOKEN, JETCC_NATS_CREDS, as \
+         for jetcc itself. Logs: JETCC_LOG=debug.\n{}",
+        exit::HELP
+    )
 )]
 struct Cli {
     /// The NATS server (default: [dist] nats_url, JETCC_NATS_URL).
@@ -82,11 +86,11 @@ pub struct MonitorError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// No farm configured, or a bad setting: exit 2.
+    /// No farm configured, or a bad setting: [`ExitCode::Usage`].
     Usage,
-    /// The farm could not be reached or read: exit 1.
+    /// The farm could not be reached or read: [`ExitCode::Failed`].
     Farm,
-    /// The terminal or the listening socket: exit 1.
+    /// The terminal or the listening socket: [`ExitCode::Failed`].
     Io,
 }
 
@@ -98,10 +102,10 @@ impl MonitorError {
         }
     }
 
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self.kind {
-            ErrorKind::Usage => 2,
-            ErrorKind::Farm | ErrorKind::Io => 1,
+            ErrorKind::Usage => ExitCode::Usage,
+            ErrorKind::Farm | ErrorKind::Io => ExitCode::Failed,
         }
     }
 }
@@ -112,14 +116,20 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            // `--help` and `--version` are no errors.
+            let code = if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Success
+            };
+            return code.code();
         }
     };
     match run(cli) {
-        Ok(()) => 0,
+        Ok(()) => ExitCode::Success.code(),
         Err(e) => {
             eprintln!("jetcc-monitor: {e}");
-            e.exit_code()
+            e.exit_code().code()
         }
     }
 }

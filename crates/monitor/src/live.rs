@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use jetcc_common::farm::events::FarmEvent;
 use jetcc_common::farm::resources::FarmStatus;
 use jetcc_common::farm::{Farm, FarmErrorKind, Resources};
-use jetcc_common::protocol::events::{self, JobDone, UnitEvent};
 
 use crate::tally::Tally;
 
@@ -35,11 +35,11 @@ pub async fn start(farm: Farm, every: Duration) -> Shared {
         server: farm.url.clone(),
         ..Default::default()
     }));
-    match farm.client.subscribe(farm.names.events_subjects()).await {
-        Ok(sub) => {
-            tokio::spawn(count_events(farm.clone(), sub, live.clone()));
+    match farm.subscribe_events().await {
+        Ok(events) => {
+            tokio::spawn(count_events(events, live.clone()));
         }
-        Err(e) => set_error(&live, format!("cannot subscribe to events: {e}")),
+        Err(e) => set_error(&live, e.to_string()),
     }
     tokio::spawn(poll_status(farm, every, live.clone()));
     live
@@ -86,27 +86,19 @@ fn set_error(live: &Shared, e: String) {
     live.lock().expect("the view's lock").error = Some(e);
 }
 
-async fn count_events(farm: Farm, mut sub: async_nats::Subscriber, live: Shared) {
-    let names = &farm.names;
-    let (unit, job) = (
-        names.events_subject(events::UNIT).expect("a valid kind"),
-        names.events_subject(events::JOB).expect("a valid kind"),
-    );
-    while let Some(msg) = sub.next().await {
+async fn count_events(mut events: impl Stream<Item = FarmEvent> + Unpin, live: Shared) {
+    while let Some(event) = events.next().await {
         let now = Instant::now();
         let mut l = live.lock().expect("the view's lock");
-        let subject = msg.subject.as_str();
-        let counted = if subject == unit {
-            UnitEvent::decode(&msg.payload).map(|e| l.tally.unit(&e, now))
-        } else if subject == job {
-            JobDone::decode(&msg.payload).map(|e| l.tally.job(&e, now))
-        } else {
+        match event {
+            FarmEvent::Unit(e) => l.tally.unit(&e, now),
+            FarmEvent::Job(e) => l.tally.job(&e, now),
             // A kind this monitor does not know (a newer jetcc): not an error.
-            Ok(())
-        };
-        if let Err(e) = counted {
-            tracing::debug!(subject, "undecodable event: {e}");
-            l.tally.malformed += 1;
+            FarmEvent::Unknown { .. } => {}
+            FarmEvent::Undecodable { subject, error } => {
+                tracing::debug!(subject, "undecodable event: {error}");
+                l.tally.malformed += 1;
+            }
         }
     }
 }

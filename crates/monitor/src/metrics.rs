@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::live::{Live, Shared};
 use crate::status::Report;
-use crate::tally::Histogram;
+use crate::tally::{Histogram, Tally};
 
 /// Serves `/metrics` on `listen` until the process is stopped.
 pub async fn serve(listen: SocketAddr, live: Shared) -> std::io::Result<()> {
@@ -130,6 +130,8 @@ fn histogram<'a>(
     Ok(())
 }
 
+/// The farm now, from the last read of its state: nothing but `jetcc_farm_up` before the
+/// first one, so a scraper never takes "not read yet" for an empty farm.
 fn farm_gauges(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt::Error> {
     let fresh = live.error.is_none() && live.status.is_some();
     single(
@@ -143,6 +145,24 @@ fn farm_gauges(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt:
         return Ok(());
     };
     let r = Report::new(&live.server, status);
+    total_gauges(enc, &r)?;
+    worker_gauges(enc, &r)?;
+    bucket_gauges(enc, &r)?;
+    if let Some(at) = live.read_at {
+        let age = Instant::now().duration_since(at).as_secs();
+        single(
+            enc,
+            "jetcc_farm_state_age_seconds",
+            "Age of the farm state these gauges show",
+            MetricType::Gauge,
+            age,
+        )?;
+    }
+    Ok(())
+}
+
+/// The farm's totals and its queue.
+fn total_gauges(enc: &mut DescriptorEncoder, r: &Report) -> Result<(), std::fmt::Error> {
     let g = MetricType::Gauge;
     single(
         enc,
@@ -192,7 +212,12 @@ fn farm_gauges(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt:
         "Jobs in flight that another worker had taken before",
         g,
         r.queue.redelivered,
-    )?;
+    )
+}
+
+/// One series per live worker, by id.
+fn worker_gauges(enc: &mut DescriptorEncoder, r: &Report) -> Result<(), std::fmt::Error> {
+    let g = MetricType::Gauge;
     let ids = |f: fn(&crate::status::WorkerRow) -> u64| {
         r.workers.iter().map(move |w| (w.id.as_str(), f(w)))
     };
@@ -211,7 +236,12 @@ fn farm_gauges(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt:
         g,
         "worker",
         ids(|w| u64::from(w.busy_slots())),
-    )?;
+    )
+}
+
+/// One series per bucket (and the jobs stream).
+fn bucket_gauges(enc: &mut DescriptorEncoder, r: &Report) -> Result<(), std::fmt::Error> {
+    let g = MetricType::Gauge;
     let buckets = |f: fn(&crate::status::BucketRow) -> u64| {
         r.buckets.iter().map(move |b| (b.name.as_str(), f(b)))
     };
@@ -240,20 +270,10 @@ fn farm_gauges(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt:
         r.buckets
             .iter()
             .filter_map(|b| Some((b.name.as_str(), b.max_bytes?))),
-    )?;
-    if let Some(at) = live.read_at {
-        let age = Instant::now().duration_since(at).as_secs();
-        single(
-            enc,
-            "jetcc_farm_state_age_seconds",
-            "Age of the farm state these gauges show",
-            g,
-            age,
-        )?;
-    }
-    Ok(())
+    )
 }
 
+/// What the events since the monitor started add up to: counters, then duration histograms.
 fn event_counters(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::fmt::Error> {
     let t = &live.tally;
     let c = MetricType::Counter;
@@ -268,6 +288,44 @@ fn event_counters(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::f
         "outcome",
         map(&t.units),
     )?;
+    tier_counters(enc, t)?;
+    labelled(
+        enc,
+        "jetcc_compiles",
+        "Misses compiled, by where",
+        c,
+        "where",
+        map(&t.compiles),
+    )?;
+    labelled(
+        enc,
+        "jetcc_farm_fallbacks",
+        "Compiles that could have gone to the farm and stayed local, by reason",
+        c,
+        "reason",
+        t.fallbacks.iter().map(|(k, v)| (k.as_str(), *v)),
+    )?;
+    labelled(
+        enc,
+        "jetcc_jobs_finished",
+        "Jobs workers finished, by result",
+        c,
+        "result",
+        map(&t.jobs),
+    )?;
+    single(
+        enc,
+        "jetcc_events_malformed",
+        "Events that did not decode",
+        c,
+        t.malformed,
+    )?;
+    duration_histograms(enc, t)
+}
+
+/// What each cache tier saw, summed over events.
+fn tier_counters(enc: &mut DescriptorEncoder, t: &Tally) -> Result<(), std::fmt::Error> {
+    let c = MetricType::Counter;
     let tiers = |f: fn(&jetcc_common::protocol::events::TierCounts) -> u64| {
         t.tiers.iter().map(move |(n, v)| (n.as_str(), f(v)))
     };
@@ -318,38 +376,11 @@ fn event_counters(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::f
         c,
         "tier",
         tiers(|v| v.bytes_written),
-    )?;
-    labelled(
-        enc,
-        "jetcc_compiles",
-        "Misses compiled, by where",
-        c,
-        "where",
-        map(&t.compiles),
-    )?;
-    labelled(
-        enc,
-        "jetcc_farm_fallbacks",
-        "Compiles that could have gone to the farm and stayed local, by reason",
-        c,
-        "reason",
-        t.fallbacks.iter().map(|(k, v)| (k.as_str(), *v)),
-    )?;
-    labelled(
-        enc,
-        "jetcc_jobs_finished",
-        "Jobs workers finished, by result",
-        c,
-        "result",
-        map(&t.jobs),
-    )?;
-    single(
-        enc,
-        "jetcc_events_malformed",
-        "Events that did not decode",
-        c,
-        t.malformed,
-    )?;
+    )
+}
+
+/// Workers' time per job, and wrapped invocations' wall time.
+fn duration_histograms(enc: &mut DescriptorEncoder, t: &Tally) -> Result<(), std::fmt::Error> {
     histogram(
         enc,
         "jetcc_job_duration_seconds",

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use ratatui::layout::{Constraint, Layout};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
@@ -15,10 +15,13 @@ use ratatui::Frame;
 
 use crate::live::{Live, Shared};
 use crate::status::Report;
+use crate::tally::Tally;
 use jetcc_common::stats::human_bytes;
 
 /// How often the view is redrawn without a key or resize.
 const REDRAW: Duration = Duration::from_secs(1);
+/// The tables' headers.
+const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
 
 /// Runs the view until the user leaves it.
 pub fn run(live: Shared) -> std::io::Result<()> {
@@ -48,12 +51,14 @@ pub fn run(live: Shared) -> std::io::Result<()> {
     result
 }
 
+/// One frame: the layout, then each area in turn, top to bottom.
 fn draw(f: &mut Frame, live: &mut Live) {
     let now = Instant::now();
     let report = live.status.as_ref().map(|s| Report::new(&live.server, s));
     let workers = report.as_ref().map_or(0, |r| r.workers.len());
     let tiers = live.tally.tiers.len();
     let failures = live.tally.failures.len();
+    // Each table as tall as its rows (plus borders and header); failures take what is left.
     let [head, rates, workers_area, tiers_area, failures_area, foot] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(3),
@@ -63,11 +68,21 @@ fn draw(f: &mut Frame, live: &mut Live) {
         Constraint::Length(1),
     ])
     .areas(f.area());
+    draw_headline(f, head, live, report.as_ref(), now);
+    draw_rates(f, rates, &mut live.tally, now);
+    draw_workers(f, workers_area, report.as_ref());
+    draw_tiers(f, tiers_area, &live.tally);
+    draw_failures(f, failures_area, &live.tally, now);
+    f.render_widget(
+        Paragraph::new("q quit · Ctrl-L redraw").style(Style::new().fg(Color::DarkGray)),
+        foot,
+    );
+}
 
+/// The farm's totals and queue, and how fresh they are (or why the last read failed).
+fn draw_headline(f: &mut Frame, area: Rect, live: &Live, report: Option<&Report>, now: Instant) {
     let mut headline = vec![Span::raw(
-        report
-            .as_ref()
-            .map_or_else(|| "reading the farm's state…".into(), Report::headline),
+        report.map_or_else(|| "reading the farm's state…".into(), Report::headline),
     )];
     if let Some(e) = &live.error {
         headline.push(Span::styled(
@@ -84,10 +99,12 @@ fn draw(f: &mut Frame, live: &mut Live) {
     let title = format!(" jetcc farm at {} ", live.server);
     f.render_widget(
         Paragraph::new(Line::from(headline)).block(Block::bordered().title(title)),
-        head,
+        area,
     );
+}
 
-    let t = &mut live.tally;
+/// Rates and totals from the events. `&mut`: reading a rate forgets what left its window.
+fn draw_rates(f: &mut Frame, area: Rect, t: &mut Tally, now: Instant) {
     let pct = |r: Option<f64>| r.map_or("–".into(), |r| format!("{:.0}%", r * 100.0));
     let count =
         |m: &std::collections::BTreeMap<&'static str, u64>, k| m.get(k).copied().unwrap_or(0);
@@ -103,10 +120,12 @@ fn draw(f: &mut Frame, live: &mut Live) {
     );
     f.render_widget(
         Paragraph::new(rate_line).block(Block::bordered().title(" throughput ")),
-        rates,
+        area,
     );
+}
 
-    let bold = Style::new().add_modifier(Modifier::BOLD);
+/// One row per live worker, from its heartbeat.
+fn draw_workers(f: &mut Frame, area: Rect, report: Option<&Report>) {
     let rows = report.iter().flat_map(|r| &r.workers).map(|w| {
         Row::new(vec![
             w.host.clone(),
@@ -143,11 +162,14 @@ fn draw(f: &mut Frame, live: &mut Live) {
             "SEEN",
             "TOOLCHAIN",
         ])
-        .style(bold),
+        .style(BOLD),
     )
     .block(Block::bordered().title(" workers "));
-    f.render_widget(table, workers_area);
+    f.render_widget(table, area);
+}
 
+/// One row per cache tier the events named, summed since the monitor started.
+fn draw_tiers(f: &mut Frame, area: Rect, t: &Tally) {
     let rows = t.tiers.iter().map(|(name, v)| {
         Row::new(vec![
             name.clone(),
@@ -173,11 +195,14 @@ fn draw(f: &mut Frame, live: &mut Live) {
             Row::new([
                 "TIER", "HITS", "MISSES", "ERRORS", "WRITES", "READ", "WRITTEN",
             ])
-            .style(bold),
+            .style(BOLD),
         )
         .block(Block::bordered().title(" cache tiers (events since start) "));
-    f.render_widget(table, tiers_area);
+    f.render_widget(table, area);
+}
 
+/// The last failures, newest first.
+fn draw_failures(f: &mut Frame, area: Rect, t: &Tally, now: Instant) {
     let lines: Vec<Line> = t
         .failures
         .iter()
@@ -192,10 +217,6 @@ fn draw(f: &mut Frame, live: &mut Live) {
         .collect();
     f.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" recent failures ")),
-        failures_area,
-    );
-    f.render_widget(
-        Paragraph::new("q quit · Ctrl-L redraw").style(Style::new().fg(Color::DarkGray)),
-        foot,
+        area,
     );
 }

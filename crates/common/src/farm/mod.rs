@@ -9,6 +9,7 @@
 
 pub mod ac;
 pub mod cas;
+pub mod events;
 pub mod jobs;
 pub mod resources;
 
@@ -202,18 +203,6 @@ impl Farm {
     /// to skip work that would only wait out a request timeout.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
-    }
-
-    /// Publishes a monitor event on `jetcc.events.<kind>`: core NATS, fire-and-forget
-    /// (nothing stores or acks it, so an absent monitor costs nothing). Failures are logged.
-    pub async fn publish_event(&self, kind: &str, payload: Vec<u8>) {
-        let subject = match self.names.events_subject(kind) {
-            Ok(s) => s,
-            Err(e) => return tracing::debug!("no event: {e}"),
-        };
-        if let Err(e) = self.client.publish(subject, payload.into()).await {
-            tracing::debug!("cannot publish a {kind} event: {e}");
-        }
     }
 
     /// Writes what is buffered to the server, waiting at most `limit` (a process about to

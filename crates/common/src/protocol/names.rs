@@ -102,13 +102,22 @@ impl Names {
 
     /// Fire-and-forget events for the monitor: `jetcc.events.<kind>`.
     pub fn events_subject(&self, kind: &str) -> Result<String, NameError> {
-        token(kind, "event kind", 32)?;
+        event_kind_token(kind)?;
         Ok(format!("{}.events.{kind}", self.prefix))
     }
 
     /// Every event subject.
     pub fn events_subjects(&self) -> String {
         format!("{}.events.>", self.prefix)
+    }
+
+    /// The kind an event subject names (`jetcc.events.<kind>`, as [`Names::events_subject`]
+    /// spells it), or `None` if it is no such subject.
+    pub fn event_kind<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let kind = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".events.")?;
+        event_kind_token(kind).ok().map(|()| kind)
     }
 }
 
@@ -162,6 +171,11 @@ fn toolchain_token(toolchain: &Digest) -> String {
     toolchain.hex()[..16].to_owned()
 }
 
+/// An event kind: one subject token (see [`Names::events_subject`]).
+fn event_kind_token(kind: &str) -> Result<(), NameError> {
+    token(kind, "event kind", 32)
+}
+
 /// One subject token: no dots, wildcards or spaces.
 fn token(value: &str, what: &'static str, max: usize) -> Result<(), NameError> {
     let ok = !value.is_empty()
@@ -205,6 +219,15 @@ mod tests {
             format!("jetcc.reply.laptop-1.{job}")
         );
         assert_eq!(n.events_subjects(), "jetcc.events.>");
+        assert_eq!(n.event_kind("jetcc.events.unit"), Some("unit"));
+        for other in [
+            "jetcc.events.a.b",
+            "jetcc.events.",
+            "jetcc.jobs.unit",
+            "team.events.unit",
+        ] {
+            assert_eq!(n.event_kind(other), None, "{other}");
+        }
     }
 
     #[test]
