@@ -3,7 +3,7 @@
 
 use jetcc_common::config::Config;
 use jetcc_common::exit::ExitCode;
-use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
+use jetcc_common::farm::{Farm, Lifetime};
 use jetcc_common::fsutil;
 
 use crate::tiers::ObjectSession;
@@ -30,12 +30,10 @@ pub fn run(config: &Config) -> i32 {
         let rt = runtime();
         let result = rt.block_on(async {
             let farm = Farm::connect(dist, "jetcc --check", Lifetime::Wrapper).await?;
-            let res = match farm.open_resources().await {
-                // The first writer creates the cache, as a build would.
-                Err(e) if e.kind == FarmErrorKind::NotSetUp && !ro => {
-                    farm.ensure_resources().await?
-                }
-                other => other?,
+            // The first writer creates the cache, as a build would.
+            let res = match ro {
+                true => farm.open_resources().await?,
+                false => farm.open_or_set_up().await?,
             };
             res.check(ro).await
         });

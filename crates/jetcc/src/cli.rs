@@ -7,8 +7,7 @@ use clap::Parser;
 use jetcc_common::cache::DiskCache;
 use jetcc_common::config::Config;
 use jetcc_common::exit::{self, ExitCode};
-use jetcc_common::farm::resources::FarmStatus;
-use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
+use jetcc_common::farm::{Farm, Lifetime};
 use jetcc_common::stats::{human_bytes, Stats};
 
 #[derive(Parser, Debug)]
@@ -226,12 +225,7 @@ fn dist_status(config: &Config) -> i32 {
         .expect("a tokio runtime");
     let status = rt.block_on(async {
         let farm = Farm::connect(dist, "jetcc --dist-status", Lifetime::Wrapper).await?;
-        match farm.open_resources().await {
-            Ok(res) => res.status().await,
-            // No worker has ever started: an empty farm, not an error.
-            Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(FarmStatus::default()),
-            Err(e) => Err(e),
-        }
+        farm.read_status().await
     });
     let status = match status {
         Ok(s) => s,

@@ -30,7 +30,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use jetcc_common::config::{Config, FarmConfig};
 use jetcc_common::exit::{self, ExitCode};
-use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
+use jetcc_common::farm::{Farm, Lifetime};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,13 +167,7 @@ fn run(cli: Cli) -> Result<(), MonitorError> {
 
 async fn print_status(dist: &FarmConfig, json: bool) -> Result<(), MonitorError> {
     let farm = connect(dist, Lifetime::Wrapper).await?;
-    let status = match farm.open_resources().await {
-        Ok(res) => res.status().await,
-        // No worker (or client) has set the farm up yet: an empty farm, not an error.
-        Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(Default::default()),
-        Err(e) => Err(e),
-    }
-    .map_err(|e| {
+    let status = farm.read_status().await.map_err(|e| {
         MonitorError::new(
             ErrorKind::Farm,
             format!("cannot read the farm's state: {e}"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use jetcc_common::farm::events::FarmEvent;
 use jetcc_common::farm::resources::FarmStatus;
-use jetcc_common::farm::{Farm, FarmErrorKind, Resources};
+use jetcc_common::farm::{Farm, Resources};
 
 use crate::tally::Tally;
 
@@ -49,12 +49,10 @@ async fn poll_status(farm: Farm, every: Duration, live: Shared) {
     let mut res: Option<Resources> = None;
     loop {
         if res.is_none() {
-            match farm.open_resources().await {
-                Ok(r) => res = Some(r),
+            match farm.open_if_set_up().await {
+                Ok(Some(r)) => res = Some(r),
                 // Nothing to read until a worker (or a client) sets the farm up.
-                Err(e) if e.kind == FarmErrorKind::NotSetUp => {
-                    update(&live, Ok(FarmStatus::default()));
-                }
+                Ok(None) => update(&live, Ok(FarmStatus::default())),
                 Err(e) => set_error(&live, e.to_string()),
             }
         }

@@ -102,6 +102,34 @@ impl Farm {
         })
     }
 
+    /// Opens the farm's resources, or `None` where nobody has set them up yet.
+    pub async fn open_if_set_up(&self) -> Result<Option<Resources>, FarmError> {
+        match self.open_resources().await {
+            Ok(res) => Ok(Some(res)),
+            Err(e) if e.kind == FarmErrorKind::NotSetUp => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the farm's resources, setting them up where nobody has yet, as a worker would
+    /// (idempotently); a user who may not create them gets the `NotSetUp` error.
+    pub async fn open_or_set_up(&self) -> Result<Resources, FarmError> {
+        match self.open_resources().await {
+            Err(e) if e.kind == FarmErrorKind::NotSetUp => {
+                self.ensure_resources().await.map_err(|_| e)
+            }
+            other => other,
+        }
+    }
+
+    /// The farm's status; a farm nobody has set up yet is an empty one, not an error.
+    pub async fn read_status(&self) -> Result<FarmStatus, FarmError> {
+        match self.open_if_set_up().await? {
+            Some(res) => res.status().await,
+            None => Ok(FarmStatus::default()),
+        }
+    }
+
     /// Opens the resources a worker has created; [`FarmErrorKind::NotSetUp`] if there are none.
     pub async fn open_resources(&self) -> Result<Resources, FarmError> {
         let n = &self.names;

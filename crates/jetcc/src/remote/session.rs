@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use jetcc_common::config::FarmConfig;
-use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime, Resources};
+use jetcc_common::farm::{Farm, Lifetime, Resources};
 use jetcc_common::protocol::events::{self, UnitEvent};
 
 use super::{RemoteCompile, RemoteError};
@@ -29,14 +29,9 @@ impl Session {
             .map_err(|e| RemoteError::Local(format!("cannot start an async runtime: {e}")))?;
         let res = rt.block_on(async {
             let farm = Farm::connect(farm, "jetcc", Lifetime::Wrapper).await?;
-            match farm.open_resources().await {
-                // A server used as a shared cache before any worker started: set it up (as a
-                // worker would, idempotently); where this client may not, it stays an error.
-                Err(e) if e.kind == FarmErrorKind::NotSetUp => {
-                    farm.ensure_resources().await.map_err(|_| e)
-                }
-                other => other,
-            }
+            // A server used as a shared cache before any worker started: set it up (as a
+            // worker would, idempotently); where this client may not, it stays an error.
+            farm.open_or_set_up().await
         })?;
         Ok(Session { rt, res })
     }
