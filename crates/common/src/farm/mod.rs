@@ -9,6 +9,7 @@
 
 pub mod ac;
 pub mod cas;
+pub mod delivery;
 pub mod jobs;
 pub mod resources;
 
@@ -18,6 +19,7 @@ use crate::config::FarmConfig;
 use crate::protocol::names::Names;
 
 pub use cas::Cas;
+pub use delivery::{Batch, Delivery, JobQueue, ReplyTo};
 pub use jobs::Submitted;
 pub use resources::Resources;
 
