@@ -13,7 +13,8 @@
 //! output bytes and remote outputs must equal local ones.
 //!
 //! **Architecture invariant**: the worker never depends on the `jetcc` crate; it knows NATS only
-//! through `jetcc_common::farm` and `jetcc_common::protocol`.
+//! through `jetcc_common::farm` and `jetcc_common::protocol` (it has no `async-nats`
+//! dependency).
 
 pub mod blobs;
 pub mod jail;
@@ -25,15 +26,19 @@ pub mod toolchains;
 use std::ffi::OsString;
 
 use clap::Parser;
+use jetcc_common::exit::ExitCode;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "jetcc-worker",
     version,
     about = "Pulls jetcc compile jobs from NATS and runs them in a Landlock sandbox.",
-    after_help = "Settings come from [dist] and [worker] in ~/.config/jetcc/config.toml (or \
-                  JETCC_CONFIG), and JETCC_NATS_URL, JETCC_NATS_TOKEN, JETCC_WORKER_SLOTS. \
-                  Logs: JETCC_LOG=debug."
+    after_help = format!(
+        "Settings come from [dist] and [worker] in ~/.config/jetcc/config.toml (or \
+         JETCC_CONFIG), and JETCC_NATS_URL, JETCC_NATS_TOKEN, JETCC_WORKER_SLOTS. Logs: \
+         JETCC_LOG=debug.\n\n{}",
+        jetcc_common::exit::HELP
+    )
 )]
 struct Cli {
     /// Concurrent jobs (default: [worker] slots, else the number of cores).
@@ -59,7 +64,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jetcc-worker: {e}");
-            return 1;
+            return ExitCode::Usage.code();
         }
     };
     if let Some(url) = cli.nats_url {
@@ -79,14 +84,21 @@ pub fn main(args: Vec<OsString>) -> i32 {
         .build()
         .expect("a tokio runtime");
     match rt.block_on(serve::serve(config, opts)) {
-        Ok(()) => 0,
+        Ok(()) => ExitCode::Success.code(),
         Err(e) => {
             eprintln!("jetcc-worker: {e}");
-            match e {
-                serve::ServeError::NoSandbox(_) => 3,
-                _ => 1,
-            }
+            exit_code(&e).code()
         }
+    }
+}
+
+/// What a worker that could not serve exits with.
+fn exit_code(e: &serve::ServeError) -> ExitCode {
+    use serve::ServeError as E;
+    match e {
+        E::NoFarm => ExitCode::Usage,
+        E::NoSandbox(_) => ExitCode::NoSandbox,
+        E::Farm(_) | E::Setup(_) => ExitCode::Failed,
     }
 }
 

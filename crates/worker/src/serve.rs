@@ -1,16 +1,17 @@
 //! The worker's life: connect, create the farm's resources, pull jobs as slots free up,
 //! heartbeat, and stop cleanly on SIGTERM.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
-use jetcc_common::config::Config;
-use jetcc_common::farm::{Farm, FarmError, Lifetime};
+use jetcc_common::config::{Config, FarmConfig};
+use jetcc_common::farm::{Delivery, Farm, FarmError, JobQueue, Lifetime};
 use jetcc_common::protocol::timing::HEARTBEAT_EVERY;
 use jetcc_common::protocol::worker::WorkerStatus;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::blobs::BlobCache;
 use crate::job::{self, Context, Outcome};
@@ -43,37 +44,19 @@ pub enum ServeError {
 
 pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     let dist = config.farm.clone().ok_or(ServeError::NoFarm)?;
-    let support = crate::sandbox::probe();
-    let enforce = support.is_complete();
-    if !enforce {
-        if !opts.insecure_no_sandbox {
-            return Err(ServeError::NoSandbox(support.describe()));
-        }
-        tracing::warn!(
-            "INSECURE: jobs run without Landlock ({})",
-            support.describe()
-        );
-    }
+    let enforce = sandbox_enforced(opts.insecure_no_sandbox)?;
     let dir = config
         .worker
         .cache_dir
         .clone()
         .unwrap_or_else(|| config.cache_dir.join("worker"));
-    let jobs_dir = dir.join("jobs");
-    let _ = std::fs::remove_dir_all(&jobs_dir);
-    std::fs::create_dir_all(&jobs_dir)
-        .map_err(|e| ServeError::Setup(format!("cannot create {}: {e}", jobs_dir.display())))?;
+    let jobs_dir = emptied(dir.join("jobs"))?;
     let toolchains = toolchains::discover(&config.worker.toolchains, &dir.join("toolchains"))
         .map_err(|e| ServeError::Setup(e.to_string()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
     let host = jetcc_common::farm::hostname();
-    let owner = dist
-        .user
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .unwrap_or(&host);
-    let id = WorkerStatus::new_id(owner, &host, std::process::id(), rand32());
+    let id = worker_id(&dist, &host);
 
     let farm = Farm::connect(&dist, &format!("jetcc-worker {id}"), Lifetime::Service).await?;
     let res = farm.ensure_resources().await?;
@@ -82,9 +65,9 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     let self_exe = std::env::current_exe()
         .map_err(|e| ServeError::Setup(format!("cannot find my own binary: {e}")))?;
     let ctx = Arc::new(Context {
-        res: res.clone(),
+        res,
         blobs,
-        toolchains: toolchains.clone(),
+        toolchains,
         jobs_dir,
         self_exe,
         enforce,
@@ -95,85 +78,77 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
             processes: Some(64 * slots as u64 + 64),
             ..Default::default()
         },
-        worker_id: id.clone(),
+        worker_id: id,
     });
-    let sem = Arc::new(Semaphore::new(slots));
-    let counters = Arc::new(Counters::default());
-    let status = |free: usize, rtt: Duration| WorkerStatus {
-        id: id.clone(),
-        host: host.clone(),
-        cores: cores as u32,
-        slots: slots as u32,
-        free_slots: free as u32,
-        toolchains: toolchains.iter().map(|t| t.identity).collect(),
-        toolchain_names: toolchains.iter().map(|t| t.name.clone()).collect(),
-        jobs_done: counters.done.load(Ordering::Relaxed),
-        jobs_failed: counters.failed.load(Ordering::Relaxed),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64,
-        rtt_us: rtt.as_micros() as u64,
+    let pool = Pool {
+        ctx: ctx.clone(),
+        slots: Arc::new(Semaphore::new(slots)),
+        counters: Arc::new(Counters::default()),
+        stopping: Arc::new(tokio::sync::Notify::new()),
+    };
+    let mut heartbeat = Heartbeat {
+        ctx: ctx.clone(),
+        host,
+        cores,
+        slots,
+        counters: pool.counters.clone(),
+        rtt: Duration::ZERO,
     };
     // From here on, a stop request is a clean stop.
     let stop_requested = shutdown_signal();
-    // The first write measures the round trip the second one announces.
-    let mut rtt = res.put_heartbeat(&status(slots, Duration::ZERO)).await?;
-    rtt = res.put_heartbeat(&status(slots, rtt)).await?;
+    heartbeat.announce().await?;
     tracing::info!(
-        %id,
+        id = %ctx.worker_id,
         slots,
         sandbox = enforce,
-        toolchains = ?toolchains.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        toolchains = ?ctx.toolchains.iter().map(|t| &t.name).collect::<Vec<_>>(),
         "jetcc-worker serving {}",
         farm.url
     );
 
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let mut pullers = Vec::new();
-    for tc in &toolchains {
-        let consumer = res.workers_consumer(&tc.host, &tc.identity).await?;
-        let (ctx, sem, counters, stopping) =
-            (ctx.clone(), sem.clone(), counters.clone(), stopping.clone());
-        pullers.push(tokio::spawn(async move {
-            pull(consumer, ctx, sem, counters, stopping).await
-        }));
-    }
-    let heartbeat = {
-        let res = res.clone();
-        let counters = counters.clone();
-        let free_slots =
-            move || slots.saturating_sub(counters.running.load(Ordering::Relaxed) as usize);
-        async move {
-            loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
-                match res.put_heartbeat(&status(free_slots(), rtt)).await {
-                    Ok(took) => rtt = took,
-                    Err(e) => tracing::warn!("heartbeat failed: {e}"),
-                }
-            }
-        }
-    };
+    let pullers = start_pullers(&pool).await?;
     tokio::select! {
-        _ = heartbeat => {}
+        _ = heartbeat.beat() => {}
         _ = stop_requested => {}
     }
-    // Clean stop: pull nothing more, let running jobs finish, then leave the farm.
-    tracing::info!("stopping: finishing running jobs");
-    stopping.notify_waiters();
-    for p in pullers {
-        p.abort();
-    }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(config.worker.timeout_secs),
-        sem.acquire_many(slots as u32),
-    )
-    .await;
-    res.remove_heartbeat(&id).await;
-    let _ = farm.client.flush().await;
-    tracing::info!("stopped");
+    stop(&pool, pullers, slots).await;
     Ok(())
+}
+
+/// Whether jobs run under Landlock: yes where the kernel enforces it all; elsewhere only
+/// if told `--insecure-no-sandbox`, loudly.
+fn sandbox_enforced(insecure_no_sandbox: bool) -> Result<bool, ServeError> {
+    let support = crate::sandbox::probe();
+    let enforce = support.is_complete();
+    if !enforce {
+        if !insecure_no_sandbox {
+            return Err(ServeError::NoSandbox(support.describe()));
+        }
+        tracing::warn!(
+            "INSECURE: jobs run without Landlock ({})",
+            support.describe()
+        );
+    }
+    Ok(enforce)
+}
+
+/// `dir`, created empty: what a worker that died left there is of no use.
+fn emptied(dir: PathBuf) -> Result<PathBuf, ServeError> {
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ServeError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// This worker's id, `<owner>.<host>-<pid>-<random>`: the owner is its NATS user (a server
+/// may let each user write only its own heartbeats), else the host.
+fn worker_id(dist: &FarmConfig, host: &str) -> String {
+    let owner = dist
+        .user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .unwrap_or(host);
+    WorkerStatus::new_id(owner, host, std::process::id(), rand32())
 }
 
 #[derive(Default)]
@@ -185,69 +160,147 @@ struct Counters {
     running: AtomicU64,
 }
 
-/// How long one pull request waits on the server for jobs.
-const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+/// What the worker says about itself every [`HEARTBEAT_EVERY`].
+struct Heartbeat {
+    ctx: Arc<Context>,
+    host: String,
+    cores: usize,
+    slots: usize,
+    counters: Arc<Counters>,
+    /// The round trip of the last heartbeat write.
+    rtt: Duration,
+}
+
+impl Heartbeat {
+    fn status(&self, free_slots: usize) -> WorkerStatus {
+        let toolchains = &self.ctx.toolchains;
+        WorkerStatus {
+            id: self.ctx.worker_id.clone(),
+            host: self.host.clone(),
+            cores: self.cores as u32,
+            slots: self.slots as u32,
+            free_slots: free_slots as u32,
+            toolchains: toolchains.iter().map(|t| t.identity).collect(),
+            toolchain_names: toolchains.iter().map(|t| t.name.clone()).collect(),
+            jobs_done: self.counters.done.load(Ordering::Relaxed),
+            jobs_failed: self.counters.failed.load(Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            rtt_us: self.rtt.as_micros() as u64,
+        }
+    }
+
+    /// Joins the farm with every slot free; a failed write here is fatal. The first write
+    /// measures the round trip the second one announces.
+    async fn announce(&mut self) -> Result<(), FarmError> {
+        for _ in 0..2 {
+            self.rtt = self.ctx.res.put_heartbeat(&self.status(self.slots)).await?;
+        }
+        Ok(())
+    }
+
+    /// Beats forever; a failed beat is logged, and the next one tries again.
+    async fn beat(mut self) {
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            let running = self.counters.running.load(Ordering::Relaxed) as usize;
+            let status = self.status(self.slots.saturating_sub(running));
+            match self.ctx.res.put_heartbeat(&status).await {
+                Ok(took) => self.rtt = took,
+                Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            }
+        }
+    }
+}
+
+/// What every puller shares.
+#[derive(Clone)]
+struct Pool {
+    ctx: Arc<Context>,
+    /// One permit per slot: a puller asks only for as many jobs as it holds permits.
+    slots: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    /// Notified on a clean stop, for a puller waiting to retry a failed fetch.
+    stopping: Arc<tokio::sync::Notify>,
+}
+
+/// One puller per toolchain, each on the queue of its jobs.
+async fn start_pullers(pool: &Pool) -> Result<Vec<JoinHandle<()>>, FarmError> {
+    let mut pullers = Vec::new();
+    for tc in &pool.ctx.toolchains {
+        let queue = pool.ctx.res.job_queue(&tc.host, &tc.identity).await?;
+        pullers.push(tokio::spawn(pull(queue, pool.clone())));
+    }
+    Ok(pullers)
+}
 
 /// Fetches as many jobs as there are free slots, runs each in its own task.
-async fn pull(
-    consumer: async_nats::jetstream::consumer::PullConsumer,
-    ctx: Arc<Context>,
-    sem: Arc<Semaphore>,
-    counters: Arc<Counters>,
-    stopping: Arc<tokio::sync::Notify>,
-) {
+async fn pull(queue: JobQueue, pool: Pool) {
     loop {
         // Wait for one free slot, then ask for as many jobs as are free.
-        let first = match sem.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
+        let Ok(first) = pool.slots.clone().acquire_owned().await else {
+            return;
         };
-        let free = sem.available_permits() + 1;
-        let batch = consumer
-            .fetch()
-            .max_messages(free)
-            .expires(FETCH_EXPIRES)
-            .messages()
-            .await;
-        let mut batch = match batch {
+        let free = pool.slots.available_permits() + 1;
+        let mut batch = match queue.fetch(free).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!("cannot fetch jobs: {e}");
+                tracing::warn!("{e}");
                 drop(first);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stopping.notified() => return,
+                    _ = pool.stopping.notified() => return,
                 }
             }
         };
-        // A pull request dies with the server that held it; its end is then never
-        // announced, so the client side gives up on it a little after it expires.
-        let deadline = tokio::time::Instant::now() + FETCH_EXPIRES + Duration::from_secs(1);
         let mut permit = Some(first);
-        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, batch.next()).await {
-            let Ok(msg) = msg else { continue };
+        while let Some(delivery) = batch.next().await {
             let permit = match permit.take() {
                 Some(p) => p,
-                None => match sem.clone().acquire_owned().await {
+                None => match pool.slots.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => return,
                 },
             };
-            let (ctx, counters) = (ctx.clone(), counters.clone());
-            tokio::spawn(async move {
-                counters.running.fetch_add(1, Ordering::Relaxed);
-                let outcome = job::handle(ctx, msg).await;
-                counters.running.fetch_sub(1, Ordering::Relaxed);
-                match outcome {
-                    Outcome::Compiled | Outcome::CompileError => &counters.done,
-                    Outcome::Refused | Outcome::Expired => &counters.failed,
-                }
-                .fetch_add(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            tokio::spawn(run_job(pool.clone(), delivery, permit));
         }
     }
 }
+
+/// Runs one job in the slot `permit` holds, and counts how it ended.
+async fn run_job(pool: Pool, delivery: Delivery, permit: OwnedSemaphorePermit) {
+    let counters = &pool.counters;
+    counters.running.fetch_add(1, Ordering::Relaxed);
+    let outcome = job::handle(pool.ctx, delivery).await;
+    counters.running.fetch_sub(1, Ordering::Relaxed);
+    match outcome {
+        Outcome::Compiled | Outcome::CompileError => &counters.done,
+        Outcome::Refused | Outcome::Expired => &counters.failed,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+}
+
+/// Clean stop: pull nothing more, let running jobs finish (for up to the job time limit),
+/// then leave the farm.
+async fn stop(pool: &Pool, pullers: Vec<JoinHandle<()>>, slots: usize) {
+    tracing::info!("stopping: finishing running jobs");
+    pool.stopping.notify_waiters();
+    for p in pullers {
+        p.abort();
+    }
+    let _ = tokio::time::timeout(pool.ctx.timeout, pool.slots.acquire_many(slots as u32)).await;
+    pool.ctx.res.remove_heartbeat(&pool.ctx.worker_id).await;
+    pool.ctx.res.farm.flush_within(STOP_FLUSH).await;
+    tracing::info!("stopped");
+}
+
+/// How long a stopping worker waits for its last messages (the jobs' monitor events) to
+/// reach the server.
+const STOP_FLUSH: Duration = Duration::from_secs(5);
 
 /// Installs the SIGTERM/SIGINT handlers now (a signal that comes before is fatal); the
 /// returned future ends when one arrives.

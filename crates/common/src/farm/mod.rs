@@ -9,6 +9,7 @@
 
 pub mod ac;
 pub mod cas;
+pub mod delivery;
 pub mod events;
 pub mod jobs;
 pub mod resources;
@@ -19,6 +20,7 @@ use crate::config::FarmConfig;
 use crate::protocol::names::Names;
 
 pub use cas::Cas;
+pub use delivery::{Batch, Delivery, JobQueue, ReplyTo};
 pub use jobs::Submitted;
 pub use resources::Resources;
 

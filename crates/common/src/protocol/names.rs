@@ -100,6 +100,16 @@ impl Names {
         Ok(format!("{}.reply.{client}.{job}", self.prefix))
     }
 
+    /// Whether `subject` may be a job's reply subject here: under this prefix's `reply.`, one
+    /// concrete subject (no wildcard) without spaces. Workers publish where a job says, so
+    /// they check it first.
+    pub fn is_reply_subject(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(".reply."))
+            && !subject.contains(['*', '>', ' '])
+    }
+
     /// Fire-and-forget events for the monitor: `jetcc.events.<kind>`.
     pub fn events_subject(&self, kind: &str) -> Result<String, NameError> {
         event_kind_token(kind)?;
@@ -242,6 +252,20 @@ mod tests {
             .jobs_subject("x86_64.evil", &Digest::of_bytes(b""))
             .is_err());
         assert!(n.reply_subject("a.>", &JobId::from_bytes([0; 16])).is_err());
+        let reply = n
+            .reply_subject("laptop-1", &JobId::from_bytes([1; 16]))
+            .unwrap();
+        assert!(n.is_reply_subject(&reply));
+        for bad in [
+            "jetcc.reply.a.b",
+            "team-a.jobs.x",
+            "team-a.replyx",
+            "team-a.reply.>",
+            "team-a.reply.*.x",
+            "team-a.reply.a b",
+        ] {
+            assert!(!n.is_reply_subject(bad), "{bad:?}");
+        }
         assert!(JobId::parse("not-hex").is_err());
         assert!(JobId::parse(&"0".repeat(32)).is_ok());
     }

@@ -1,0 +1,182 @@
+//! The worker's side of the work queue: pulling jobs ([`JobQueue`], [`Batch`]), settling each
+//! delivered job with the queue ([`Delivery`]: ack, terminate, in progress) and talking to the
+//! client that waits for it ([`ReplyTo`]).
+//!
+//! Why here: a worker must not spell a subject or hold a NATS client (see the invariant in
+//! [`crate::farm`]); with these types it knows the queue only as jobs in and events out, so
+//! `jetcc-worker` does not depend on `async-nats` at all. [`jobs`](super::jobs) is the other
+//! side: the client submitting a job and following its events.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+
+use super::{Farm, FarmError, FarmErrorKind, Resources};
+use crate::protocol::job::JobEvent;
+use crate::Digest;
+
+/// How long one pull request waits on the server for jobs.
+const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+/// A pull request dies with the server that held it, and its end is then never announced: the
+/// worker gives up on a batch this long after the request expired.
+const FETCH_GRACE: Duration = Duration::from_secs(1);
+/// How long a worker waits for a client to say it still waits for its job.
+const CLIENT_ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// The jobs of one host triple and toolchain, as the workers serving them share them (one
+/// durable pull consumer: each job goes to one worker).
+#[derive(Clone)]
+pub struct JobQueue {
+    consumer: PullConsumer,
+}
+
+impl Resources {
+    /// The queue of jobs for `host_triple` and `toolchain`; its consumer is created if missing.
+    pub async fn job_queue(
+        &self,
+        host_triple: &str,
+        toolchain: &Digest,
+    ) -> Result<JobQueue, FarmError> {
+        let consumer = self.workers_consumer(host_triple, toolchain).await?;
+        Ok(JobQueue { consumer })
+    }
+}
+
+impl JobQueue {
+    /// Asks for up to `max` jobs; they arrive through the returned [`Batch`] as the server
+    /// hands them out, for a few seconds at most.
+    pub async fn fetch(&self, max: usize) -> Result<Batch, FarmError> {
+        let messages = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(FETCH_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| FarmError::other("cannot fetch jobs", e))?;
+        Ok(Batch {
+            messages,
+            deadline: tokio::time::Instant::now() + FETCH_EXPIRES + FETCH_GRACE,
+        })
+    }
+}
+
+/// The jobs one pull request brings.
+pub struct Batch {
+    messages: jetstream::consumer::pull::Batch,
+    /// When to stop waiting for the request's end, should its server be gone.
+    deadline: tokio::time::Instant,
+}
+
+impl Batch {
+    /// The next job, or `None` once the request has ended (or is given up on). An error the
+    /// client library reports in place of a message is skipped.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            match tokio::time::timeout_at(self.deadline, self.messages.next()).await {
+                Ok(Some(Ok(msg))) => return Some(Delivery { msg }),
+                Ok(Some(Err(_))) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// One job as the queue delivered it to this worker. The queue redelivers it to another
+/// worker unless it is acked, terminated or marked in progress within
+/// [`ACK_WAIT`](crate::protocol::timing::ACK_WAIT).
+pub struct Delivery {
+    msg: jetstream::Message,
+}
+
+impl Delivery {
+    /// The encoded [`JobRequest`](crate::protocol::job::JobRequest).
+    pub fn payload(&self) -> &[u8] {
+        &self.msg.payload
+    }
+
+    /// Whether a worker had it before (one that died or stalled mid-job).
+    pub fn redelivered(&self) -> bool {
+        self.msg.info().is_ok_and(|i| i.delivered > 1)
+    }
+
+    /// The job got its answer (a compile error too): it leaves the queue.
+    pub async fn ack(self) -> Result<(), FarmError> {
+        self.msg
+            .ack()
+            .await
+            .map_err(|e| FarmError::other("cannot ack the job", e))
+    }
+
+    /// The job will never run anywhere (malformed, refused, expired): it leaves the queue
+    /// without another delivery.
+    pub async fn term(self) -> Result<(), FarmError> {
+        self.msg
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| FarmError::other("cannot terminate the job", e))
+    }
+
+    /// The job is still running here: the queue's ack wait starts over.
+    pub async fn in_progress(&self) -> Result<(), FarmError> {
+        self.msg
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| FarmError::other("cannot mark the job in progress", e))
+    }
+}
+
+/// Where a job's events go: the reply subject its client listens on.
+#[derive(Clone)]
+pub struct ReplyTo {
+    client: async_nats::Client,
+    subject: String,
+}
+
+impl Farm {
+    /// A handle on `subject` for a job's events; refused unless it is one of this farm's
+    /// reply subjects (the subject comes from the job, so from anyone who may publish one).
+    pub fn reply_to(&self, subject: &str) -> Result<ReplyTo, FarmError> {
+        if !self.names.is_reply_subject(subject) {
+            return Err(FarmError::new(
+                FarmErrorKind::Other,
+                format!("{subject:?} is not a reply subject"),
+            ));
+        }
+        Ok(ReplyTo {
+            client: self.client.clone(),
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+impl ReplyTo {
+    /// Sends `Started` as a request: the client answers while it waits for the job. `false`
+    /// when no answer came in time.
+    pub async fn client_waits(&self, worker: &str) -> bool {
+        let started = JobEvent::Started {
+            worker: worker.to_owned(),
+        };
+        let request = self
+            .client
+            .request(self.subject.clone(), started.encode().into());
+        matches!(
+            tokio::time::timeout(CLIENT_ANSWER_WITHIN, request).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Publishes `event` to the client, fire-and-forget: a client that is gone compiles
+    /// locally anyway. Failures are logged.
+    pub async fn send(&self, event: &JobEvent) {
+        if let Err(e) = self
+            .client
+            .publish(self.subject.clone(), event.encode().into())
+            .await
+        {
+            tracing::debug!("cannot reply: {e}");
+        }
+    }
+}
