@@ -141,10 +141,20 @@ fn nats_stopped_mid_build_compiles_locally_and_the_farm_returns_after_a_restart(
 
     // Back up: the worker reconnects by itself, and the next miss goes to the farm again.
     nats.restart();
+    let restarted = std::time::Instant::now();
+    // A heartbeat written before the stop may still be within its TTL: wait for one written
+    // since the restart, which says the worker's connection is back.
     wait_until(30, "the worker to be back", || {
-        dist_status(&nats).is_some_and(|s| s["SchedulerStatus"][1]["num_servers"] == 1)
+        dist_status(&nats).is_some_and(|s| {
+            let w = &s["SchedulerStatus"][1]["workers"][0];
+            w["last_seen_ms_ago"]
+                .as_u64()
+                .is_some_and(|ago| u128::from(ago) < restarted.elapsed().as_millis())
+        })
     });
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // A pull request the old server held dies unannounced; the worker replaces it once it
+    // expires (5 s, plus 1 s of grace): until then a job would wait out its start timeout.
+    std::thread::sleep(std::time::Duration::from_secs(6));
     let lib = dir.join("src/lib.rs");
     let src = std::fs::read_to_string(&lib).unwrap() + "pub fn more() {}\n";
     std::fs::write(&lib, src).unwrap();

@@ -111,16 +111,15 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
             }
         }
         // Garbage, and a job whose reply subject points elsewhere: dropped, no reply.
-        farm.js
-            .publish(subject.clone(), "\u{1}garbage".into())
+        let js = nats.raw_jetstream().await;
+        js.publish(subject.clone(), "\u{1}garbage".into())
             .await
             .unwrap()
             .await
             .unwrap();
         let mut j = job(9);
         j.reply_subject = "jetcc.jobs.x86_64-unknown-linux-gnu.hijack".into();
-        farm.js
-            .publish(subject, j.encode().into())
+        js.publish(subject, j.encode().into())
             .await
             .unwrap()
             .await

@@ -74,6 +74,16 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// A raw JetStream client, for tests that act as an outsider (a hostile client
+    /// publishing garbage) or inspect the server's streams: jetcc's own `Farm` keeps its
+    /// connection to itself.
+    pub async fn raw_jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.url())
+            .await
+            .expect("connect to nats");
+        async_nats::jetstream::new(client)
+    }
+
     /// Starts (again) on the same port and store; waits until it accepts connections.
     pub fn restart(&mut self) {
         std::fs::create_dir_all(&self.dir).expect("nats dir");

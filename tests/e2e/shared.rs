@@ -137,11 +137,12 @@ fn two_hundred_concurrent_readers_open_no_consumers() {
         for r in &results {
             assert_eq!(r.as_ref().unwrap(), &vec![small.len(), large.len()]);
         }
+        let js = nats.raw_jetstream().await;
         for name in [
             farm.names.cas_stream(),
             format!("KV_{}", farm.names.ac_bucket()),
         ] {
-            let mut stream = farm.js.get_stream(&name).await.unwrap();
+            let mut stream = js.get_stream(&name).await.unwrap();
             let info = stream.info().await.unwrap();
             assert_eq!(info.state.consumer_count, 0, "{name}: {info:?}");
         }

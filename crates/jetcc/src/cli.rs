@@ -269,7 +269,7 @@ fn dist_status(config: &Config) -> i32 {
         ]
     });
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
-    0
+    ExitCode::Success.code()
 }
 
 #[cfg(test)]

@@ -96,8 +96,8 @@ pub enum Lifetime {
 /// A connection to the farm's NATS server.
 #[derive(Clone)]
 pub struct Farm {
-    pub client: async_nats::Client,
-    pub js: async_nats::jetstream::Context,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: async_nats::jetstream::Context,
     pub names: Names,
     pub url: String,
     /// The cache buckets' limits, for creating them.

@@ -24,10 +24,10 @@ pub const CAS_CHUNK: usize = 512 * 1024;
 #[derive(Clone)]
 pub struct Resources {
     pub farm: Farm,
-    pub jobs: stream::Stream,
+    pub(crate) jobs: stream::Stream,
     pub cas: Cas,
-    pub ac: kv::Store,
-    pub workers: kv::Store,
+    pub(crate) ac: kv::Store,
+    pub(crate) workers: kv::Store,
 }
 
 impl Farm {

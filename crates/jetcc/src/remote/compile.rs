@@ -3,13 +3,12 @@
 //! where rustc would have. An identical job already queued is followed instead of run twice.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
-use jetcc_common::farm::Resources;
+use jetcc_common::farm::{Resources, Submitted};
 use jetcc_common::key::is_keyed_env;
-use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest, JobState};
+use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::Digest;
@@ -24,47 +23,58 @@ pub(super) async fn compile(
     mut r: RemoteCompile<'_>,
 ) -> Result<(Compiled, Duration), RemoteError> {
     let start = Instant::now();
-    let farm = &res.farm;
+    worth_sending(res, &r, start).await?;
+    let listed = inputs::list(&mut r)?;
+    inputs::upload(res, &listed.inputs).await?;
+    let prepared = start.elapsed();
+    let job = job_request(res, &r, listed)?;
+    // Identical jobs in flight run once: the queue drops this one if it holds the same key.
+    let dedup = job.dedup_key();
+    let sub = res.submit(&job, r.host, &dedup).await?;
+    if sub.duplicate {
+        drop(sub);
+        return follow_identical(res, r, &dedup, start).await;
+    }
+    follow(res, r, sub, start, prepared).await
+}
+
+/// Whether a live worker serves this toolchain and sending beats waiting for a local slot.
+async fn worth_sending(
+    res: &Resources,
+    r: &RemoteCompile<'_>,
+    start: Instant,
+) -> Result<(), RemoteError> {
     let Some(worker) = res.serving_worker(r.toolchain).await? else {
         return Err(RemoteError::NoWorker);
     };
     // That read was one round trip of ours; the worker's is in its heartbeat.
     let prior = overhead_prior(Duration::from_micros(worker.rtt_us), start.elapsed());
-    if !r.placement.farm_is_worth_it(prior) {
-        return Err(RemoteError::Slow);
+    match r.placement.farm_is_worth_it(prior) {
+        true => Ok(()),
+        false => Err(RemoteError::Slow),
     }
-    let (read, dirs, env_deps) = inputs::prepass(&r)?;
-    let mut inputs = Vec::with_capacity(read.len());
-    for path in read {
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| RemoteError::Local(format!("cannot stat {}: {e}", path.display())))?;
-        let digest = r
-            .files
-            .digest(&path.to_string_lossy())
-            .ok_or_else(|| RemoteError::Local(format!("cannot read {}", path.display())))?;
-        inputs.push(InputFile {
-            path: path.to_string_lossy().into_owned(),
-            digest,
-            size: meta.len(),
-            mode: meta.permissions().mode(),
-        });
-    }
-    inputs::upload(res, &inputs).await?;
-    let prepared = start.elapsed();
+}
 
+/// The job for `r`, with a fresh id and reply subject, and the env rustc may read.
+fn job_request(
+    res: &Resources,
+    r: &RemoteCompile<'_>,
+    listed: inputs::Listed,
+) -> Result<JobRequest, RemoteError> {
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| is_keyed_env(k) || k == "OUT_DIR" || env_deps.contains(k))
+        .filter(|(k, _)| is_keyed_env(k) || k == "OUT_DIR" || listed.env_deps.contains(k))
         .collect();
     let job_id = JobId::from_bytes(random16());
-    let reply_subject = farm
+    let reply_subject = res
+        .farm
         .names
         .reply_subject(&client_id(), &job_id)
         .map_err(|e| RemoteError::Local(e.to_string()))?;
     let deadline = SystemTime::now() + Duration::from_millis(r.farm.start_timeout_ms);
-    let job = JobRequest {
+    Ok(JobRequest {
         version: PROTOCOL_VERSION,
         job_id: job_id.to_string(),
-        reply_subject: reply_subject.clone(),
+        reply_subject,
         crate_name: r.inv.crate_name.clone().unwrap_or_default(),
         deadline_unix_ms: deadline
             .duration_since(UNIX_EPOCH)
@@ -74,61 +84,52 @@ pub(super) async fn compile(
         args: r.args.to_vec(),
         env,
         cwd: r.cwd.to_string_lossy().into_owned(),
-        inputs,
-        dirs: dirs
+        inputs: listed.inputs,
+        dirs: listed
+            .dirs
             .iter()
             .map(|d| d.to_string_lossy().into_owned())
             .collect(),
         out_dir: r.out_dir.to_string_lossy().into_owned(),
         outputs: r.outputs.to_vec(),
-    };
-    // Identical jobs in flight run once: the queue drops this one if it holds the same key.
-    let dedup = job.dedup_key();
-    let mut sub = res.submit(&job, r.host, &dedup).await?;
-    if sub.duplicate {
-        drop(sub);
-        return follow_identical(res, r, &dedup, start).await;
-    }
+    })
+}
 
-    let start_wait = start_wait(r.farm);
+/// Follows our job's events on its reply subject until its result: the rmeta is written
+/// (and its artifact line forwarded) as soon as it is announced, so cargo goes on.
+async fn follow(
+    res: &Resources,
+    mut r: RemoteCompile<'_>,
+    mut sub: Submitted,
+    start: Instant,
+    prepared: Duration,
+) -> Result<(Compiled, Duration), RemoteError> {
     let job_timeout = Duration::from_secs(r.farm.job_timeout_secs);
     let mut started = false;
-    let mut stderr_all = Vec::new();
+    // stderr forwarded already (artifact lines), and diagnostics held back: a failed
+    // remote compile is confirmed locally, and its diagnostics must not be shown twice.
+    let mut shown = Vec::new();
     let mut diagnostics = Vec::new();
-    let mut stderr = std::io::stderr();
     let queued = Instant::now();
     loop {
-        let event = if started {
-            sub.next(job_timeout)
+        let event = match started {
+            true => sub
+                .next(job_timeout)
                 .await?
-                .ok_or(RemoteError::Timeout(job_timeout))?
-        } else {
-            // Queued: a local slot that frees up first takes the job back (its worker then
-            // finds nobody waiting and drops it unrun).
-            loop {
-                if let Some(e) = sub.next(LOCAL_CHECK_EVERY).await? {
-                    break e;
-                }
-                if r.placement.local_free() {
-                    return Err(RemoteError::LocalFirst);
-                }
-                if queued.elapsed() > start_wait {
-                    return Err(RemoteError::NotStarted(start_wait));
-                }
-            }
+                .ok_or(RemoteError::Timeout(job_timeout))?,
+            false => next_while_queued(&mut sub, &r, queued).await?,
         };
         match event {
             JobEvent::Started { worker } => {
                 tracing::debug!(%worker, queued_ms = (start.elapsed() - prepared).as_millis() as u64, "job started");
                 started = true;
             }
-            // Diagnostics wait for the result: a failed remote compile is confirmed locally
-            // (below), and its diagnostics must not be shown twice.
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
             JobEvent::Artifact { name, digest, line } => {
                 take_output(res, &mut r, &name, &digest).await?;
+                let mut stderr = std::io::stderr();
                 let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
-                stderr_all.extend_from_slice(&line);
+                shown.extend_from_slice(&line);
             }
             JobEvent::Done {
                 exit_code,
@@ -136,35 +137,88 @@ pub(super) async fn compile(
                 outputs,
                 compile_ms,
             } => {
-                if exit_code != 0 {
-                    return Err(RemoteError::Failed {
-                        exit_code,
-                        first_error: first_error(&diagnostics),
-                    });
-                }
-                for (name, digest) in &outputs {
-                    take_output(res, &mut r, name, digest).await?;
-                }
-                let _ = stderr.write_all(&diagnostics).and_then(|_| stderr.flush());
-                stderr_all.extend_from_slice(&diagnostics);
-                let _ = std::io::stdout().write_all(&stdout);
-                tracing::debug!(
-                    exit_code,
-                    prepare_ms = prepared.as_millis() as u64,
-                    total_ms = start.elapsed().as_millis() as u64,
-                    "remote compile done"
-                );
-                let compiled = Compiled {
+                let result = Finished {
                     exit_code,
                     stdout,
-                    stderr: stderr_all,
-                    duration: start.elapsed(),
+                    outputs,
+                    compile_ms,
                 };
-                return Ok((compiled, Duration::from_millis(compile_ms)));
+                let streams = (shown, diagnostics);
+                return finish(res, r, result, streams, Some(prepared), start).await;
             }
             JobEvent::Refused { reason } => return Err(RemoteError::Refused(reason)),
         }
     }
+}
+
+/// The next event of a job no worker has started yet. A local slot that frees up first
+/// takes the job back (its worker then finds nobody waiting and drops it unrun).
+async fn next_while_queued(
+    sub: &mut Submitted,
+    r: &RemoteCompile<'_>,
+    queued: Instant,
+) -> Result<JobEvent, RemoteError> {
+    let start_wait = start_wait(r.farm);
+    loop {
+        if let Some(e) = sub.next(LOCAL_CHECK_EVERY).await? {
+            return Ok(e);
+        }
+        if r.placement.local_free() {
+            return Err(RemoteError::LocalFirst);
+        }
+        if queued.elapsed() > start_wait {
+            return Err(RemoteError::NotStarted(start_wait));
+        }
+    }
+}
+
+/// A job's result as the worker reported it.
+struct Finished {
+    exit_code: i32,
+    stdout: Vec<u8>,
+    outputs: Vec<(String, Digest)>,
+    compile_ms: u64,
+}
+
+/// Writes a finished job's outputs and replays rustc as if it ran here: of `(shown,
+/// pending)` stderr, the first was forwarded already. A failure is handed back for a local
+/// compile to confirm. `prepared`: how long listing and uploading the inputs took (`None`:
+/// we followed an identical job).
+async fn finish(
+    res: &Resources,
+    mut r: RemoteCompile<'_>,
+    done: Finished,
+    (mut shown, pending): (Vec<u8>, Vec<u8>),
+    prepared: Option<Duration>,
+    start: Instant,
+) -> Result<(Compiled, Duration), RemoteError> {
+    if done.exit_code != 0 {
+        return Err(RemoteError::Failed {
+            exit_code: done.exit_code,
+            first_error: first_error(&pending),
+        });
+    }
+    for (name, digest) in &done.outputs {
+        take_output(res, &mut r, name, digest).await?;
+    }
+    let mut stderr = std::io::stderr();
+    let _ = stderr.write_all(&pending).and_then(|_| stderr.flush());
+    shown.extend_from_slice(&pending);
+    let _ = std::io::stdout().write_all(&done.stdout);
+    tracing::debug!(
+        exit_code = done.exit_code,
+        prepare_ms = prepared.unwrap_or_default().as_millis() as u64,
+        total_ms = start.elapsed().as_millis() as u64,
+        followed = prepared.is_none(),
+        "remote compile done"
+    );
+    let compiled = Compiled {
+        exit_code: done.exit_code,
+        stdout: done.stdout,
+        stderr: shown,
+        duration: start.elapsed(),
+    };
+    Ok((compiled, Duration::from_millis(done.compile_ms)))
 }
 
 /// Writes one output a worker reported (fetched and verified) into the out-dir; a name this
@@ -202,7 +256,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 /// rmeta arrives with the rest, not early: followers are rare (two builds of one commit).
 async fn follow_identical(
     res: &Resources,
-    mut r: RemoteCompile<'_>,
+    r: RemoteCompile<'_>,
     dedup: &Digest,
     start: Instant,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -225,28 +279,13 @@ async fn follow_identical(
                 outputs,
                 compile_ms,
             }) => {
-                if exit_code != 0 {
-                    return Err(RemoteError::Failed {
-                        exit_code,
-                        first_error: first_error(&stderr),
-                    });
-                }
-                for (name, digest) in &outputs {
-                    take_output(res, &mut r, name, digest).await?;
-                }
-                let _ = std::io::stderr().write_all(&stderr);
-                let _ = std::io::stdout().write_all(&stdout);
-                tracing::debug!(
-                    total_ms = start.elapsed().as_millis() as u64,
-                    "remote compile done (followed an identical job)"
-                );
-                let compiled = Compiled {
+                let result = Finished {
                     exit_code,
                     stdout,
-                    stderr,
-                    duration: start.elapsed(),
+                    outputs,
+                    compile_ms,
                 };
-                return Ok((compiled, Duration::from_millis(compile_ms)));
+                return finish(res, r, result, (Vec::new(), stderr), None, start).await;
             }
             None if seen.elapsed() > start_wait => return Err(RemoteError::NotStarted(start_wait)),
             None => {}

@@ -1,6 +1,7 @@
 //! What a job reads, and getting it to the workers: the dep-info pre-pass that lists every
 //! file the compile reads (transitive crates included), and the CAS uploads and downloads.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
@@ -12,13 +13,47 @@ use jetcc_common::{fsutil, Digest};
 
 use super::{RemoteCompile, RemoteError};
 
+/// What a job reads, listed for the worker.
+pub(super) struct Listed {
+    pub inputs: Vec<InputFile>,
+    /// Directories rustc walks through (`..` in paths) that must exist on the worker.
+    pub dirs: Vec<PathBuf>,
+    /// The env vars the sources read (`env!`), to send along.
+    pub env_deps: Vec<String>,
+}
+
+/// Lists every file the compile reads (the pre-pass below), with digests, sizes and modes.
+pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
+    let (read, dirs, env_deps) = prepass(r)?;
+    let mut inputs = Vec::with_capacity(read.len());
+    for path in read {
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| RemoteError::Local(format!("cannot stat {}: {e}", path.display())))?;
+        let digest = r
+            .files
+            .digest(&path.to_string_lossy())
+            .ok_or_else(|| RemoteError::Local(format!("cannot read {}", path.display())))?;
+        inputs.push(InputFile {
+            path: path.to_string_lossy().into_owned(),
+            digest,
+            size: meta.len(),
+            mode: meta.permissions().mode(),
+        });
+    }
+    Ok(Listed {
+        inputs,
+        dirs,
+        env_deps,
+    })
+}
+
 /// Runs rustc's dep-info pass with `-Z binary-dep-depinfo`, which lists every file the
 /// compile reads: sources, and the rmeta/rlib/so of every crate it loads (transitive ones
 /// included, which cargo's `--extern`s do not name). The toolchain's own sysroot files are
 /// left out: the worker has the identical toolchain. Returns the files, the directories rustc
 /// walks through to reach them ([`walked_dirs`]) and the env-dep names.
 type PrePass = (Vec<PathBuf>, Vec<PathBuf>, Vec<String>);
-pub(super) fn prepass(r: &RemoteCompile<'_>) -> Result<PrePass, RemoteError> {
+fn prepass(r: &RemoteCompile<'_>) -> Result<PrePass, RemoteError> {
     let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
     let mut args: Vec<String> = r
         .inv
