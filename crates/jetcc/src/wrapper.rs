@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use jetcc_common::args::RustcArgs;
 use jetcc_common::cache::DiskCache;
-use jetcc_common::classify::{classify, PassThrough, Policy};
+use jetcc_common::classify::{classify, Outputs, PassThrough, Policy};
 use jetcc_common::config::Config;
 use jetcc_common::files::FileDigests;
 use jetcc_common::linkargs;
 use jetcc_common::stats::{ErrorKind, NotStoredReason, Stats, LOCAL_TIER};
 
 use crate::compile::{self, Compiled};
-use crate::invocation::Invocation;
+use crate::invocation::{Invocation, PrepareError};
 use crate::placement::Placement;
 use crate::record;
 use crate::tiers::{Hit, LocalTier, SharedTiers};
@@ -60,23 +60,9 @@ pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
             return pass_through(&config, reason, &rustc, &args);
         }
     };
-    let prepared = DiskCache::open(&config.cache_dir, config.cache_size)
-        .map_err(Into::into)
-        .and_then(|cache| {
-            let (inv, files) = Invocation::prepare(&config, &cache, &rustc, parsed, outputs)?;
-            Ok((cache, inv, files))
-        });
-    match prepared {
-        Ok((cache, inv, files)) => Wrapper {
-            shared: SharedTiers::new(&config),
-            inv,
-            cache,
-            files,
-            compile_time: None,
-        }
-        .run(),
+    match Wrapper::prepare(&config, &rustc, parsed, outputs) {
+        Ok(wrapper) => wrapper.run(),
         Err(e) => {
-            let e: crate::invocation::PrepareError = e;
             tracing::warn!(
                 outcome = "pass-through",
                 "jetcc cannot cache this invocation ({e}); running plain rustc"
@@ -110,6 +96,23 @@ struct Wrapper {
 }
 
 impl Wrapper {
+    fn prepare(
+        config: &Config,
+        rustc: &OsString,
+        args: RustcArgs,
+        outputs: Outputs,
+    ) -> Result<Wrapper, PrepareError> {
+        let cache = DiskCache::open(&config.cache_dir, config.cache_size)?;
+        let (inv, files) = Invocation::prepare(config, &cache, rustc, args, outputs)?;
+        Ok(Wrapper {
+            inv,
+            cache,
+            files,
+            shared: SharedTiers::new(config),
+            compile_time: None,
+        })
+    }
+
     /// Serves the invocation, then tells monitors what it did (only where it talked to the
     /// server anyway: a local hit opens no connection for an event).
     fn run(mut self) -> i32 {

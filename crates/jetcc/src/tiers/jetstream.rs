@@ -65,23 +65,12 @@ impl Tier for JetStreamTier {
         self.session.rt.block_on(async {
             let mut sent = 0;
             if !p.on_farm {
-                let paths: Vec<PathBuf> = p
-                    .entry
-                    .outputs
-                    .iter()
-                    .map(|o| p.out_dir.join(&o.name))
-                    .collect();
-                let puts = p
-                    .entry
-                    .outputs
-                    .iter()
-                    .zip(&paths)
-                    .map(|(o, path)| res.cas.put_file(&o.digest, path));
-                let done = futures_util::future::join_all(puts).await;
-                for (r, o) in done.into_iter().zip(&p.entry.outputs) {
-                    if r? {
-                        sent += o.size;
-                    }
+                let puts = p.outputs().map(|(o, path)| async move {
+                    let sent = res.cas.put_file(&o.digest, &path).await?;
+                    Ok::<_, FarmError>(if sent { o.size } else { 0 })
+                });
+                for r in futures_util::future::join_all(puts).await {
+                    sent += r?;
                 }
             }
             res.put_result(p.invocation, p.found.clone(), p.entry)

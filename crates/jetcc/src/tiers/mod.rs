@@ -117,6 +117,17 @@ pub struct Publish<'a> {
     pub on_farm: bool,
 }
 
+impl Publish<'_> {
+    /// Each output with where it is now.
+    pub fn outputs(&self) -> impl Iterator<Item = (&OutputFile, PathBuf)> + '_ {
+        let dir = self.out_dir;
+        self.entry
+            .outputs
+            .iter()
+            .map(move |o| (o, dir.join(&o.name)))
+    }
+}
+
 /// One cache tier.
 pub trait Tier {
     /// Its name in stats and logs.

@@ -66,18 +66,9 @@ impl Tier for ObjectSession {
     }
     fn write(&self, p: &Publish<'_>) -> Result<u64, TierFailure> {
         self.rt.block_on(async {
-            let paths: Vec<PathBuf> = p
-                .entry
-                .outputs
-                .iter()
-                .map(|o| p.out_dir.join(&o.name))
-                .collect();
             let puts = p
-                .entry
-                .outputs
-                .iter()
-                .zip(&paths)
-                .map(|(o, path)| self.tier.put_file(&o.digest, path));
+                .outputs()
+                .map(|(o, path)| async move { self.tier.put_file(&o.digest, &path).await });
             let mut sent = 0;
             for r in futures_util::future::join_all(puts).await {
                 sent += r?;
