@@ -9,6 +9,7 @@ mod farm_queue;
 mod jail_nonroot;
 mod monitor;
 mod mutations;
+mod portable;
 mod robustness;
 mod roles;
 mod s3;

@@ -48,6 +48,10 @@ pub struct Build {
     pub cargo: Option<PathBuf>,
     /// The cargo subcommand: `build` unless set.
     pub subcommand: Option<&'static str>,
+    /// Leave `[cache] paths` to jetcc's default. Otherwise a jetcc build runs with
+    /// `JETCC_PATHS=exact`, so its artifacts can be compared with a plain build's byte for
+    /// byte even where a shared tier makes portable paths the default.
+    pub default_paths: bool,
 }
 
 impl Build {
@@ -64,6 +68,12 @@ impl Build {
 
     pub fn env(mut self, k: &str, v: &str) -> Build {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// See [`Build::default_paths`] (the field).
+    pub fn default_paths(mut self) -> Build {
+        self.default_paths = true;
         self
     }
 
@@ -234,6 +244,9 @@ pub fn build_in(dir: &Path, b: &Build) -> Built {
             .env("JETCC_DIR", cache)
             .env("JETCC_LOG", "debug")
             .env("JETCC_LOG_FILE", log_file.path());
+        if !b.default_paths {
+            cmd.env("JETCC_PATHS", "exact");
+        }
     }
     for (k, v) in &b.env {
         cmd.env(k, v);
@@ -264,11 +277,12 @@ pub fn scrub_env(cmd: &mut Command) {
     }
 }
 
-/// The jetcc binary as a command (for `--show-stats` and direct invocations).
+/// The jetcc binary as a command (for `--show-stats` and direct invocations), with exact
+/// paths (see [`Build::default_paths`]).
 pub fn jetcc(cache: &Path) -> Command {
     let mut cmd = Command::new(jetcc_bin());
     scrub_env(&mut cmd);
-    cmd.env("JETCC_DIR", cache);
+    cmd.env("JETCC_DIR", cache).env("JETCC_PATHS", "exact");
     cmd
 }
 

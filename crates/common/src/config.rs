@@ -23,6 +23,8 @@ pub struct Config {
     /// Cache incremental compiles (`[cache] incremental = "cache"`, the default) or run them
     /// as plain rustc (`"pass-through"`).
     pub cache_incremental: bool,
+    /// How paths of this build enter keys and outputs (`[cache] paths`).
+    pub paths: PathsMode,
     /// The farm (`[dist]`); `None`: no farm, every miss compiles locally.
     pub farm: Option<FarmConfig>,
     /// The farm's shared cache is only read, never written (`[cache.jetstream] read_only =
@@ -32,6 +34,27 @@ pub struct Config {
     /// looked up after the JetStream tier.
     pub object: Option<ObjectTierConfig>,
     pub worker: WorkerConfig,
+}
+
+/// How paths of a build enter keys and outputs (`[cache] paths`, `JETCC_PATHS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathsMode {
+    /// Outputs byte-identical to a plain build; a hit needs the same checkout, target dir and
+    /// `CARGO_HOME` paths (or `base_dirs`). The default with the local cache alone.
+    Exact,
+    /// The workspace, target dir, `CARGO_HOME`, package roots and `$HOME` are mapped out of
+    /// keys and, with `--remap-path-prefix`, out of outputs, as cargo's `trim-paths` does:
+    /// another checkout or machine hits. The default when a shared tier or the farm is set.
+    Portable,
+}
+
+impl PathsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            PathsMode::Exact => "exact",
+            PathsMode::Portable => "portable",
+        }
+    }
 }
 
 /// How to reach the farm's NATS server (`[dist]`, or `JETCC_NATS_*`), shared by the wrapper,
@@ -168,6 +191,8 @@ pub enum ConfigError {
     Size { key: String, value: String },
     #[error("invalid cache.incremental {0:?} (use \"cache\" or \"pass-through\")")]
     Incremental(String),
+    #[error("invalid cache.paths {0:?} (use \"portable\" or \"exact\")")]
+    Paths(String),
     #[error("invalid {section}.rw_mode {value:?} (use \"READ_ONLY\" or \"READ_WRITE\")")]
     RwMode { section: String, value: String },
     #[error(
@@ -204,6 +229,7 @@ struct RawCache {
     #[serde(default)]
     disk: RawDisk,
     incremental: Option<String>,
+    paths: Option<String>,
     #[serde(default)]
     jetstream: RawJetStream,
     s3: Option<object::S3Config>,
@@ -267,6 +293,7 @@ impl Config {
             .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
             .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
             .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
+            .set_override_option("cache.paths", env("JETCC_PATHS"))?
             .set_override_option("cache.jetstream.rw_mode", env("JETCC_JETSTREAM_RW_MODE"))?
             .set_override_option("cache.jetstream.max_size", env("JETCC_JETSTREAM_MAX_SIZE"))?
             .set_override_option(
@@ -341,18 +368,27 @@ impl Config {
         if let Some(rel) = raw.base_dirs.iter().find(|p| !p.is_absolute()) {
             return Err(ConfigError::RelativeBaseDir(rel.clone()));
         }
+        let farm = raw
+            .dist
+            .filter(|d| !d.nats_url.is_empty())
+            .map(|d| FarmConfig {
+                cache_limits: limits,
+                ..d
+            });
+        // Where results are shared, they are shared across checkouts and machines.
+        let paths = match raw.cache.paths.as_deref() {
+            None if farm.is_some() || object.is_some() => PathsMode::Portable,
+            None | Some("exact") => PathsMode::Exact,
+            Some("portable") => PathsMode::Portable,
+            Some(other) => return Err(ConfigError::Paths(other.to_owned())),
+        };
         Ok(Config {
             cache_dir,
             cache_size,
             base_dirs: raw.base_dirs,
             cache_incremental,
-            farm: raw
-                .dist
-                .filter(|d| !d.nats_url.is_empty())
-                .map(|d| FarmConfig {
-                    cache_limits: limits,
-                    ..d
-                }),
+            paths,
+            farm,
             jetstream_read_only,
             object,
             worker: raw.worker,
@@ -436,6 +472,11 @@ mod tests {
         assert!(c.cache_incremental);
         let c = load("[cache]\nincremental = \"pass-through\"\n", &[]).unwrap();
         assert!(!c.cache_incremental);
+        assert_eq!(
+            c.paths,
+            PathsMode::Exact,
+            "the local cache alone keeps paths exact"
+        );
         assert!(!c.jetstream_read_only, "read-write by default");
         let c = load("[cache.jetstream]\nread_only = true\n", &[]).unwrap();
         assert!(c.jetstream_read_only);
@@ -456,6 +497,22 @@ mod tests {
             &[],
         )
         .unwrap();
+        assert_eq!(
+            c.paths,
+            PathsMode::Portable,
+            "shared results use portable paths"
+        );
+        let exact = load(
+            "[dist]\nnats_url = \"x\"\n[cache]\npaths = \"exact\"\n",
+            &[],
+        );
+        assert_eq!(exact.unwrap().paths, PathsMode::Exact);
+        let env = load("", &[("JETCC_PATHS", "portable")]).unwrap();
+        assert_eq!(env.paths, PathsMode::Portable);
+        assert!(matches!(
+            load("[cache]\npaths = \"relative\"\n", &[]),
+            Err(ConfigError::Paths(_))
+        ));
         let d = c.farm.unwrap();
         assert_eq!(
             (d.nats_url.as_str(), d.prefix.as_str()),

@@ -108,6 +108,10 @@ pub fn invocation_parts(
     if let Some(linker) = i.linker {
         parts.push(("linker".to_owned(), linker.to_string()));
     }
+    // Portable outputs carry other paths than exact ones: never the same entry.
+    if i.map.is_portable() {
+        parts.push(("paths".to_owned(), "portable".to_owned()));
+    }
     for arg in &i.inv.args {
         match arg.role {
             ArgRole::Location | ArgRole::Extern => {}
@@ -218,7 +222,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let tc = Digest::of_bytes(b"rustc 1.95");
-        let map = PathMap::new(Path::new("/t"), &[], &[], Path::new(cwd));
+        let map = PathMap::new(Path::new("/t"), &[], &[], Path::new(cwd), None);
         invocation_digest(
             &invocation_parts(
                 &InvocationInputs {

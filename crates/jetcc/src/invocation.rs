@@ -9,10 +9,10 @@ use std::time::{Instant, SystemTime};
 use jetcc_common::args::{RustcArgs, SearchKind};
 use jetcc_common::cache::{CacheError, DiskCache};
 use jetcc_common::classify::Outputs;
-use jetcc_common::config::Config;
+use jetcc_common::config::{Config, PathsMode};
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::{self, InvocationInputs};
-use jetcc_common::pathmap::PathMap;
+use jetcc_common::pathmap::{PathMap, Portable};
 use jetcc_common::stats::ErrorKind;
 use jetcc_common::{explain, toolchain, Digest};
 
@@ -99,7 +99,18 @@ impl Invocation {
             })
             .map(|sp| cwd.join(&sp.path))
             .collect();
-        let map = PathMap::new(&out_dir, &dep_dirs, &config.base_dirs, &cwd);
+        // Portable unless the invocation maps paths itself: its own remaps must stand.
+        let own_remaps = args.words().any(|w| w.starts_with("--remap-path-"));
+        let portable = (config.paths == PathsMode::Portable && !own_remaps).then(|| {
+            Portable::from_env(&|k| std::env::var(k).ok(), &out_dir, args.target.as_deref())
+        });
+        let map = PathMap::new(
+            &out_dir,
+            &dep_dirs,
+            &config.base_dirs,
+            &cwd,
+            portable.as_ref(),
+        );
         let env: Vec<(String, String)> = std::env::vars().collect();
         let parts = key::invocation_parts(
             &InvocationInputs {

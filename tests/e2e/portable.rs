@@ -1,0 +1,233 @@
+//! Portable paths, the default where results are shared: two "machines" on one host, each
+//! with its own `HOME`, `CARGO_HOME` (the registry copied in), checkout path and target dir,
+//! share a tier with no path setting at all. The second one hits what the first one built,
+//! gets the same bytes, and no artifact of either names a local path.
+
+use std::path::{Path, PathBuf};
+
+use jetcc_e2e::servers::{Nats, Worker, S3, S3_BUCKET, S3_KEY_ID, S3_SECRET};
+use jetcc_e2e::*;
+
+/// One machine's paths; each differs from the other machine's, in length too.
+struct Machine {
+    root: PathBuf,
+    home: PathBuf,
+    checkout: PathBuf,
+    target: PathBuf,
+    cache: PathBuf,
+}
+
+impl Machine {
+    fn new(root: &Path, name: &str, fixture: &str) -> Machine {
+        let root = root.join(name);
+        let home = root.join("home");
+        let cargo_home = home.join(".cargo");
+        // The registry as a CI agent or a laptop has it: downloaded crates and the index
+        // (shared read-only: builds run offline), sources unpacked by this machine's cargo.
+        std::fs::create_dir_all(cargo_home.join("registry")).unwrap();
+        for part in ["index", "cache"] {
+            std::os::unix::fs::symlink(
+                runner_cargo_home().join("registry").join(part),
+                cargo_home.join("registry").join(part),
+            )
+            .unwrap();
+        }
+        let checkout = root.join(format!("work-of-{name}")).join(fixture);
+        copy_fixture(fixture, &checkout);
+        Machine {
+            target: root.join(format!("{name}-target")),
+            cache: root.join("jetcc-cache"),
+            checkout,
+            home,
+            root,
+        }
+    }
+
+    /// A build through jetcc with nothing about paths configured, sharing through `shared`.
+    fn build(&self, shared: &[(&str, String)]) -> Built {
+        let mut b = Build::jetcc(&self.cache)
+            .default_paths()
+            .env("HOME", &self.home.to_string_lossy())
+            .env("CARGO_HOME", &self.home.join(".cargo").to_string_lossy())
+            .env("RUSTUP_HOME", &runner_rustup_home().to_string_lossy())
+            .env("CARGO_TARGET_DIR", &self.target.to_string_lossy())
+            .env("CARGO_NET_OFFLINE", "true");
+        for (k, v) in shared {
+            b = b.env(k, v);
+        }
+        let built = build_in(&self.checkout, &b);
+        assert!(built.ok(), "{}", built.stderr());
+        built
+    }
+
+    /// No artifact names this machine's root or `other`'s: every path in them is mapped.
+    fn assert_no_local_paths(&self, other: &Machine) {
+        for (name, bytes) in artifacts(&self.target) {
+            for root in [&self.root, &other.root] {
+                let needle = root.to_string_lossy();
+                if let Some(at) = bytes
+                    .windows(needle.len())
+                    .position(|w| w == needle.as_bytes())
+                {
+                    let around = &bytes[at.saturating_sub(80)..(at + 160).min(bytes.len())];
+                    panic!(
+                        "{name} names {needle}: {:?}",
+                        String::from_utf8_lossy(around)
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn runner_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).expect("HOME")
+}
+
+fn runner_cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runner_home().join(".cargo"))
+}
+
+fn runner_rustup_home() -> PathBuf {
+    std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runner_home().join(".rustup"))
+}
+
+fn copy_fixture(name: &str, to: &Path) {
+    let p = Project::fixture(name);
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&p.dir)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Hits over all cacheable units of a build, and the units that missed.
+fn hit_share(built: &Built) -> (f64, Vec<String>) {
+    let outcomes = built.outcomes();
+    let all: Vec<(&String, &Outcome)> = outcomes
+        .iter()
+        .flat_map(|(name, o)| o.iter().map(move |o| (name, o)))
+        .collect();
+    let missed: Vec<String> = all
+        .iter()
+        .filter(|(_, o)| **o == Outcome::Miss)
+        .map(|(n, _)| (*n).clone())
+        .collect();
+    let share = (all.len() - missed.len()) as f64 / all.len().max(1) as f64;
+    (share, missed)
+}
+
+#[test]
+fn a_second_machine_hits_the_fixture_through_jetstream_with_no_path_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"));
+    let shared = [("JETCC_NATS_URL", nats.url())];
+    let a = Machine::new(tmp.path(), "ci-agent-7", "fixture");
+    let b = Machine::new(tmp.path(), "laptop", "fixture");
+
+    let first = a.build(&shared);
+    first.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    let second = b.build(&shared);
+    let (share, missed) = hit_share(&second);
+    assert!(share >= 0.95, "{share}: missed {missed:?}\n{}", second.log);
+    second.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&artifacts(&a.target), &artifacts(&b.target), "machine b");
+    b.assert_no_local_paths(&a);
+    a.assert_no_local_paths(&b);
+    // The binary runs, built from what the other machine compiled.
+    let app = b.target.join("debug/app");
+    let out = std::process::Command::new(&app).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_second_machine_hits_registry_crates_through_s3_and_panics_name_mapped_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let config = tmp.path().join("team.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{}\"\nregion = \"auto\"\n\
+             use_ssl = false\n",
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    let shared = [
+        ("JETCC_CONFIG", config.to_string_lossy().into_owned()),
+        ("AWS_ACCESS_KEY_ID", S3_KEY_ID.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET.to_owned()),
+    ];
+    let a = Machine::new(tmp.path(), "jenkins-workspace-job@2", "fixture-registry");
+    let b = Machine::new(tmp.path(), "alice", "fixture-registry");
+    // A panic in the registry fixture's own code: its message names the source file.
+    for m in [&a, &b] {
+        let main = m.checkout.join("src/main.rs");
+        let src = std::fs::read_to_string(&main).unwrap().replace(
+            "fn main() {",
+            "fn main() {\n    if std::env::var_os(\"PANIC\").is_some() { panic!(\"asked to\"); }",
+        );
+        std::fs::write(&main, src).unwrap();
+    }
+
+    a.build(&shared);
+    let second = b.build(&shared);
+    let (share, missed) = hit_share(&second);
+    assert!(share >= 0.95, "{share}: missed {missed:?}\n{}", second.log);
+    assert_same_artifacts(&artifacts(&a.target), &artifacts(&b.target), "machine b");
+    b.assert_no_local_paths(&a);
+    // Outputs name sources as cargo's trim-paths does: registry crates by registry id and
+    // version, generated code under the build dir, workspace sources relative.
+    let all: Vec<u8> = artifacts(&b.target).into_values().flatten().collect();
+    for mapped in ["/cargo/registry/", "/cargo/build-dir/debug/build/serde"] {
+        assert!(
+            all.windows(mapped.len()).any(|w| w == mapped.as_bytes()),
+            "no artifact names {mapped}"
+        );
+    }
+    let out = std::process::Command::new(b.target.join("debug/regfix"))
+        .env("PANIC", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("src/main.rs"), "{stderr}");
+    assert!(!stderr.contains(&*tmp.path().to_string_lossy()), "{stderr}");
+}
+
+#[test]
+fn farm_compiles_are_portable_too_and_equal_a_local_compile_on_another_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"));
+    let _w = Worker::start(&nats.url(), &tmp.path().join("worker"), 2);
+    let a = Machine::new(tmp.path(), "farm-client", "fixture");
+    let b = Machine::new(tmp.path(), "offline-laptop", "fixture");
+    // Every unit that can go to the farm goes there.
+    let farm = [
+        ("JETCC_NATS_URL", nats.url()),
+        ("JETCC_DIST_LOCAL_SLOTS", "0".to_owned()),
+    ];
+    a.build(&farm);
+    assert!(
+        stats(&a.cache)["remote_compiles"].as_u64().unwrap() > 0,
+        "{}",
+        stats(&a.cache)
+    );
+    // No tier at all on b: portable by choice, every unit compiled here.
+    let second = b.build(&[("JETCC_PATHS", "portable".to_owned())]);
+    second.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    assert_same_artifacts(
+        &artifacts(&a.target),
+        &artifacts(&b.target),
+        "local vs farm",
+    );
+    a.assert_no_local_paths(&b);
+}
