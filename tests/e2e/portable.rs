@@ -141,6 +141,22 @@ fn a_second_machine_hits_the_fixture_through_jetstream_with_no_path_settings() {
     assert_same_artifacts(&artifacts(&a.target), &artifacts(&b.target), "machine b");
     b.assert_no_local_paths(&a);
     a.assert_no_local_paths(&b);
+    // A client in the other mode would never hit these entries: --check says so.
+    let warned = |paths: Option<&str>| {
+        let mut cmd = jetcc(&b.cache);
+        cmd.arg("--check").env("JETCC_NATS_URL", nats.url());
+        match paths {
+            Some(p) => cmd.env("JETCC_PATHS", p),
+            None => cmd.env_remove("JETCC_PATHS"),
+        };
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text.lines()
+            .any(|l| l.starts_with("warn  jetstream") && l.contains("paths = \"portable\""))
+    };
+    assert!(warned(Some("exact")), "an exact client is warned");
+    assert!(!warned(None), "a portable client is not");
     // The binary runs, built from what the other machine compiled.
     let app = b.target.join("debug/app");
     let out = std::process::Command::new(&app).output().unwrap();
@@ -184,6 +200,17 @@ fn a_second_machine_hits_registry_crates_through_s3_and_panics_name_mapped_paths
     assert!(share >= 0.95, "{share}: missed {missed:?}\n{}", second.log);
     assert_same_artifacts(&artifacts(&a.target), &artifacts(&b.target), "machine b");
     b.assert_no_local_paths(&a);
+    let out = jetcc(&b.cache)
+        .arg("--check")
+        .envs(shared.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("warn  s3") && l.contains("paths = \"portable\"")),
+        "an exact client of a portable bucket is warned: {text}"
+    );
     // Outputs name sources as cargo's trim-paths does: registry crates by registry id and
     // version, generated code under the build dir, workspace sources relative.
     let all: Vec<u8> = artifacts(&b.target).into_values().flatten().collect();

@@ -1,9 +1,12 @@
 //! `jetcc --check`: tries a write, a read and a delete on every configured cache tier and
 //! says in plain words what is wrong and what to set. Exit code 0 when all work, 1 if not.
+//! It also warns (without failing) when a shared tier's writers used the other `[cache] paths`
+//! mode.
 
-use jetcc_common::config::Config;
+use jetcc_common::cache::PathsMark;
+use jetcc_common::config::{Config, PathsMode};
 use jetcc_common::exit::ExitCode;
-use jetcc_common::farm::{Farm, Lifetime};
+use jetcc_common::farm::{Farm, FarmError, Lifetime};
 use jetcc_common::fsutil;
 
 use crate::tiers::ObjectSession;
@@ -35,20 +38,28 @@ pub fn run(config: &Config) -> i32 {
                 true => farm.open_resources().await?,
                 false => farm.open_or_set_up().await?,
             };
-            res.check(ro).await
+            res.check(ro).await?;
+            // Only advice: a mark that cannot be read is no mark.
+            Ok::<_, FarmError>(res.get_paths_mark(other_mode(config)).await.ok().flatten())
         });
+        let mark = result.as_ref().ok().cloned().flatten();
         report(
             "jetstream",
             &format!("NATS {}", dist.nats_url),
-            result.map(|()| done(ro)).map_err(|e| e.to_string()),
+            result.map(|_| done(ro)).map_err(|e| e.to_string()),
         );
+        warn_other_mode("jetstream", config, mark);
     }
     if let Some(cfg) = &config.object {
         let name = cfg.backend.name();
         match ObjectSession::open(cfg) {
             // The diagnosis names the place itself.
             Ok(o) => match o.check() {
-                Ok(()) => report(name, o.describe(), Ok(done(o.read_only()))),
+                Ok(()) => {
+                    report(name, o.describe(), Ok(done(o.read_only())));
+                    let mark = o.paths_mark(other_mode(config)).ok().flatten();
+                    warn_other_mode(name, config, mark);
+                }
                 Err(e) => report(name, "", Err(e.message)),
             },
             Err(e) => report(name, "", Err(e.message)),
@@ -58,6 +69,28 @@ pub fn run(config: &Config) -> i32 {
         true => ExitCode::Failed.code(),
         false => ExitCode::Success.code(),
     }
+}
+
+fn other_mode(config: &Config) -> PathsMode {
+    match config.paths {
+        PathsMode::Exact => PathsMode::Portable,
+        PathsMode::Portable => PathsMode::Exact,
+    }
+}
+
+/// Portable and exact keys never meet: a tier whose writers used the other mode serves this
+/// client nothing, and says nothing about it during a build.
+fn warn_other_mode(tier: &str, config: &Config, mark: Option<PathsMark>) {
+    let Some(mark) = mark else { return };
+    let days = PathsMark::now("").unix_secs.saturating_sub(mark.unix_secs) / 86_400;
+    println!(
+        "warn  {tier:<10} entries here were written with paths = \"{other}\" (last by {host}, \
+         {days} days ago); this client uses \"{mine}\", and the two never hit each other: set \
+         the same [cache] paths (JETCC_PATHS) on every client of this cache",
+        other = other_mode(config).name(),
+        host = mark.host,
+        mine = config.paths.name(),
+    );
 }
 
 fn done(read_only: bool) -> &'static str {

@@ -10,6 +10,8 @@
 //! Requests are bounded (a short connect timeout, two retries) because a build waits on them:
 //! a dead server must cost a build seconds, not the minutes `object_store`'s defaults allow.
 
+use super::mark::{mark_name, PathsMark};
+use crate::config::PathsMode;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -377,6 +379,20 @@ impl ObjectTier {
         self.put(&self.path("m", invocation), encoded, "write a manifest")
             .await?;
         Ok(n)
+    }
+
+    /// Leaves this writer's paths mark (see [`super::mark`]).
+    pub async fn put_paths_mark(&self, mode: PathsMode, mark: &PathsMark) -> Result<(), TierError> {
+        let path = ObjPath::from(format!("{}/{}", self.prefix, mark_name(mode)));
+        self.put(&path, Bytes::from(mark.encode()), "write the paths mark")
+            .await
+    }
+
+    /// The last mark left by a writer in `mode`, if any.
+    pub async fn get_paths_mark(&self, mode: PathsMode) -> Result<Option<PathsMark>, TierError> {
+        let path = ObjPath::from(format!("{}/{}", self.prefix, mark_name(mode)));
+        let bytes = self.get(&path, 1 << 10, "read the paths mark").await?;
+        Ok(bytes.and_then(|b| PathsMark::decode(&b)))
     }
 
     /// `jetcc --check`: writes, reads back and deletes a probe object (only reads one that

@@ -6,6 +6,8 @@
 use bytes::Bytes;
 
 use super::{FarmError, FarmErrorKind, Resources};
+use crate::cache::mark::{mark_name, PathsMark};
+use crate::config::PathsMode;
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::protocol::names::{ac_entry_key as entry_key, ac_manifest_key as manifest_key};
 use crate::result::CacheEntry;
@@ -57,6 +59,25 @@ impl Resources {
 }
 
 impl Resources {
+    /// Leaves this writer's paths mark (see [`crate::cache::mark`]).
+    pub async fn put_paths_mark(&self, mode: PathsMode, mark: &PathsMark) -> Result<(), FarmError> {
+        self.ac
+            .put(mark_name(mode), Bytes::from(mark.encode()))
+            .await
+            .map(|_| ())
+            .map_err(|e| FarmError::other("cannot write the paths mark", e))
+    }
+
+    /// The last mark left by a writer in `mode`, if any.
+    pub async fn get_paths_mark(&self, mode: PathsMode) -> Result<Option<PathsMark>, FarmError> {
+        let bytes = self
+            .ac
+            .get(mark_name(mode))
+            .await
+            .map_err(|e| FarmError::other("cannot read the paths mark", e))?;
+        Ok(bytes.and_then(|b| PathsMark::decode(&b)))
+    }
+
     /// `jetcc --check`: writes a probe blob and key, reads them back and deletes them (only
     /// reads when `read_only`).
     pub async fn check(&self, read_only: bool) -> Result<(), FarmError> {

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use jetcc_common::cache::PathsMark;
+use jetcc_common::config::PathsMode;
 use jetcc_common::farm::{FarmError, FarmErrorKind};
 use jetcc_common::manifest::Manifest;
 use jetcc_common::result::{CacheEntry, OutputFile};
@@ -47,6 +49,11 @@ impl Tier for JetStreamTier {
             Err(e) if e.kind == FarmErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn mark_paths(&self, mode: PathsMode, mark: &PathsMark) -> Result<(), TierFailure> {
+        let s = &self.session;
+        Ok(s.rt.block_on(s.res.put_paths_mark(mode, mark))?)
     }
 
     /// Uploads the outputs unless a worker put them in the CAS already, then the entry and

@@ -19,8 +19,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use jetcc_common::cache::PathsMark;
 use jetcc_common::cache::{TierError, TierErrorKind};
-use jetcc_common::config::{Config, FarmConfig, ObjectTierConfig};
+use jetcc_common::config::{Config, FarmConfig, ObjectTierConfig, PathsMode};
 use jetcc_common::farm::{FarmError, FarmErrorKind};
 use jetcc_common::files::FileDigests;
 use jetcc_common::manifest::{Manifest, ManifestEntry};
@@ -36,6 +37,9 @@ use crate::remote::Session;
 pub use jetstream::JetStreamTier;
 pub use local::LocalTier;
 pub use object::ObjectSession;
+
+/// How often a writer refreshes its paths mark in a shared tier.
+const MARK_EVERY: Duration = Duration::from_secs(86_400);
 
 /// How long a failing object-store tier is skipped.
 const TIER_BREAKER: Duration = Duration::from_secs(60);
@@ -141,6 +145,10 @@ pub trait Tier {
     fn fetch(&self, out: &OutputFile, dir: &Path) -> Result<Option<PathBuf>, TierFailure>;
     /// Writes a result: its outputs first, then its entry and manifest. Returns bytes sent.
     fn write(&self, p: &Publish<'_>) -> Result<u64, TierFailure>;
+    /// Leaves this writer's paths mark (see `common::cache::mark`); the local tier has none.
+    fn mark_paths(&self, _mode: PathsMode, _mark: &PathsMark) -> Result<(), TierFailure> {
+        Ok(())
+    }
     /// Drops an entry that could not be restored, and `blobs` (those of a corrupt one), so
     /// the compile that follows stores them afresh. Shared tiers keep theirs (every reader
     /// verifies them too).
@@ -247,6 +255,8 @@ pub struct SharedTiers {
     farm: Option<FarmConfig>,
     jetstream_read_only: bool,
     object_cfg: Option<ObjectTierConfig>,
+    /// `[cache] paths`, marked in the tiers this client writes.
+    paths: PathsMode,
     jetstream: Lazy<JetStreamTier>,
     object: Lazy<ObjectSession>,
     /// Tiers that failed as a whole in this process: not written to again.
@@ -260,6 +270,7 @@ impl SharedTiers {
             farm: config.farm.clone(),
             jetstream_read_only: config.jetstream_read_only,
             object_cfg: config.object.clone(),
+            paths: config.paths,
             jetstream: Lazy::Unopened,
             object: Lazy::Unopened,
             down: RefCell::default(),
@@ -480,8 +491,33 @@ impl SharedTiers {
                     t.bytes_written += sent;
                     t.time_ms += ms;
                 });
+                self.mark_paths_if_due(tier);
             }
             Err(e) => self.failed(name, &e, t0.elapsed()),
+        }
+    }
+
+    /// Leaves this client's paths mark in a tier it just wrote, at most once a day per cache
+    /// dir (a stamp file says when): enough for `--check`, nothing on the hot path.
+    fn mark_paths_if_due(&self, tier: &dyn Tier) {
+        if tier.name() == local::NAME {
+            return;
+        }
+        let stamp =
+            self.cache_dir
+                .join(format!("paths-mark-{}-{}", tier.name(), self.paths.name()));
+        let fresh = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MARK_EVERY));
+        if fresh {
+            return;
+        }
+        let mark = PathsMark::now(&jetcc_common::farm::hostname());
+        match tier.mark_paths(self.paths, &mark) {
+            Ok(()) => {
+                let _ = fsutil::write_atomic(&stamp, b"");
+            }
+            Err(e) => tracing::debug!(tier = tier.name(), "no paths mark: {e}"),
         }
     }
 

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use jetcc_common::cache::{ObjectTier, TierError};
+use jetcc_common::cache::{ObjectTier, PathsMark, TierError};
 use jetcc_common::config::ObjectTierConfig;
+use jetcc_common::config::PathsMode;
 use jetcc_common::manifest::Manifest;
 use jetcc_common::result::{CacheEntry, OutputFile};
 use jetcc_common::Digest;
@@ -40,6 +41,11 @@ impl ObjectSession {
         self.rt.block_on(self.tier.check())
     }
 
+    /// The last mark left in `mode` (for `--check`).
+    pub fn paths_mark(&self, mode: PathsMode) -> Result<Option<PathsMark>, TierError> {
+        self.rt.block_on(self.tier.get_paths_mark(mode))
+    }
+
     pub fn describe(&self) -> &str {
         self.tier.describe()
     }
@@ -63,6 +69,9 @@ impl Tier for ObjectSession {
             Some(bytes) => write_output(out, dir, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+    fn mark_paths(&self, mode: PathsMode, mark: &PathsMark) -> Result<(), TierFailure> {
+        Ok(self.rt.block_on(self.tier.put_paths_mark(mode, mark))?)
     }
     fn write(&self, p: &Publish<'_>) -> Result<u64, TierFailure> {
         self.rt.block_on(async {
