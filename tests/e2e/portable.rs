@@ -43,6 +43,21 @@ impl Machine {
         }
     }
 
+    /// Another worktree of the project on this machine: the same `HOME`, `CARGO_HOME` and
+    /// cache, another checkout path and target dir.
+    fn worktree(&self, name: &str, fixture: &str) -> Machine {
+        let dir = self.root.join("worktrees").join(name);
+        let checkout = dir.join(fixture);
+        copy_fixture(fixture, &checkout);
+        Machine {
+            root: self.root.clone(),
+            home: self.home.clone(),
+            cache: self.cache.clone(),
+            target: dir.join("target"),
+            checkout,
+        }
+    }
+
     /// A build through jetcc with nothing about paths configured, sharing through `shared`.
     fn build(&self, shared: &[(&str, String)]) -> Built {
         let mut b = Build::jetcc(&self.cache)
@@ -257,4 +272,30 @@ fn farm_compiles_are_portable_too_and_equal_a_local_compile_on_another_machine()
         "local vs farm",
     );
     a.assert_no_local_paths(&b);
+}
+
+#[test]
+fn a_second_worktree_hits_the_local_cache_with_portable_paths_and_explain_names_exact_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Machine::new(tmp.path(), "dev", "fixture");
+    let b = a.worktree("feature-x", "fixture");
+    let portable = [("JETCC_PATHS", "portable".to_owned())];
+    a.build(&portable);
+    let second = b.build(&portable);
+    second.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&artifacts(&a.target), &artifacts(&b.target), "worktree");
+
+    // Exact paths: the other worktree's units miss, and --explain says which paths differ.
+    let exact = [("JETCC_PATHS", "exact".to_owned())];
+    std::fs::remove_dir_all(&b.target).unwrap();
+    let built = b.build(&exact);
+    assert_eq!(built.outcome("corelib"), Some(Outcome::Miss));
+    let out = jetcc(&a.cache).args(["--explain", "50"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("corelib") && l.contains("feature-x"))
+        .unwrap_or_else(|| panic!("no corelib miss explained: {text}"));
+    assert!(line.contains("its key names local paths"), "{line}");
+    assert!(line.contains("paths = \"portable\""), "{line}");
 }

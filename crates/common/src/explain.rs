@@ -92,6 +92,19 @@ fn shown(v: &Option<String>) -> String {
         .map_or("unset".to_owned(), |s| format!("{:?}", short(s)))
 }
 
+/// The parts of an invocation digest that still name a local path (after mapping): another
+/// checkout, target dir or machine computes another key for them. Empty when nothing local
+/// is left, as with portable paths inside the mapped roots.
+pub fn local_paths(parts: &[(String, String)]) -> Vec<String> {
+    let mut lines: Vec<String> = parts
+        .iter()
+        .filter(|(_, v)| v.starts_with('/') && !v.starts_with(crate::pathmap::MAPPED_BASE))
+        .map(|(part, v)| format!("{part} = {}", short(v)))
+        .collect();
+    lines.truncate(MAX_LINES);
+    lines
+}
+
 fn short(v: &str) -> String {
     if v.chars().count() > 80 {
         format!("{}…", v.chars().take(80).collect::<String>())
@@ -103,6 +116,21 @@ fn short(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_paths_are_the_unmapped_absolute_ones() {
+        let parts = [
+            ("cwd".to_owned(), "/home/a/p".to_owned()),
+            ("input".to_owned(), "src/lib.rs".to_owned()),
+            (
+                "env CARGO_MANIFEST_DIR".to_owned(),
+                "\u{1}jetcc:workspace\u{1}/leaf".to_owned(),
+            ),
+            ("env CARGO_PKG_NAME".to_owned(), "leaf".to_owned()),
+            ("env OUT".to_owned(), "/jetcc/base/x".to_owned()),
+        ];
+        assert_eq!(local_paths(&parts), ["cwd = /home/a/p"]);
+    }
 
     fn parts(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

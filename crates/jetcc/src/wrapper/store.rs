@@ -104,7 +104,18 @@ impl Wrapper {
             ),
             None => match self.cache.unit_parts(&inv.unit) {
                 Some(old) => explain::diff_parts(&old, &inv.parts),
-                None => vec!["first compile of this unit".to_owned()],
+                None => {
+                    let mut lines = vec!["first compile of this unit".to_owned()];
+                    let local = explain::local_paths(&inv.parts);
+                    if !local.is_empty() {
+                        lines.push(format!(
+                            "its key names local paths, so another checkout or machine does not \
+                             share it ({}): [cache] paths = \"portable\" maps them",
+                            local.join(", ")
+                        ));
+                    }
+                    lines
+                }
             },
         };
         let why = if lines.is_empty() {
