@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use jetcc_common::stats::{NotStoredReason, StatKind};
 use jetcc_e2e::servers::{Nats, Worker, S3, S3_BUCKET, S3_KEY_ID, S3_SECRET};
 use jetcc_e2e::*;
 
@@ -298,4 +299,45 @@ fn a_second_worktree_hits_the_local_cache_with_portable_paths_and_explain_names_
         .unwrap_or_else(|| panic!("no corelib miss explained: {text}"));
     assert!(line.contains("its key names local paths"), "{line}");
     assert!(line.contains("paths = \"portable\""), "{line}");
+}
+
+#[test]
+fn a_crate_that_bakes_in_its_own_path_is_never_served_to_another_checkout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Machine::new(tmp.path(), "dev", "fixture");
+    let b = a.worktree("other", "fixture");
+    // rustc remaps the paths it writes, not a string the code makes of one.
+    for m in [&a, &b] {
+        let lib = m.checkout.join("leaf/src/lib.rs");
+        let src = std::fs::read_to_string(&lib).unwrap()
+            + "pub const MANIFEST_DIR: &str = env!(\"CARGO_MANIFEST_DIR\");\n";
+        std::fs::write(&lib, src).unwrap();
+    }
+    let portable = [("JETCC_PATHS", "portable".to_owned())];
+    a.build(&portable);
+    let second = b.build(&portable);
+    assert_eq!(
+        second.outcome("leaf"),
+        Some(Outcome::Miss),
+        "{:?}",
+        second.outcomes()
+    );
+    let leaf = artifacts(&b.target)
+        .into_iter()
+        .find(|(name, _)| name.contains("libleaf") && name.ends_with(".rlib"))
+        .expect("leaf's rlib")
+        .1;
+    let has = |dir: &Path| {
+        let needle = dir.join("leaf").to_string_lossy().into_owned();
+        leaf.windows(needle.len()).any(|w| w == needle.as_bytes())
+    };
+    assert!(has(&b.checkout), "b's leaf names b's manifest dir");
+    assert!(!has(&a.checkout), "b's leaf does not name a's");
+    let not_stored = &stats(&a.cache)["not_stored"];
+    assert!(
+        not_stored[NotStoredReason::NotPortable.name()].as_u64() >= Some(1),
+        "{not_stored}"
+    );
+    // The units that do not read it still hit.
+    assert_eq!(second.outcome("mac"), Some(Outcome::Hit));
 }

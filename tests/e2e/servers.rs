@@ -452,7 +452,18 @@ impl MetricsServer {
             .spawn()
             .expect("start jetcc-monitor serve");
         wait_for_port(port);
-        MetricsServer { port, child }
+        let server = MetricsServer { port, child };
+        // Serving starts before the first read of the farm: on a loaded machine a scrape
+        // could come first and find no farm gauges yet.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.scrape().lines().any(|l| l == "jetcc_farm_up 1") {
+            assert!(
+                Instant::now() < deadline,
+                "jetcc-monitor never read the farm"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
     }
 
     /// The body of `GET /metrics`.

@@ -240,6 +240,22 @@ impl PathMap {
         self.portable
     }
 
+    /// The first portable root (a local path) that `bytes` name, if any. rustc's remapping
+    /// covers the paths it writes itself, not a string the code makes of one
+    /// (`env!("CARGO_MANIFEST_DIR")`), so such an output is this build's alone.
+    pub fn local_root_in(&self, bytes: &[u8]) -> Option<&str> {
+        if !self.portable {
+            return None;
+        }
+        // Longest first: the most specific root is the one to name.
+        self.remaps
+            .iter()
+            .rev()
+            .filter(|(_, mapped)| mapped != MAPPED_BASE)
+            .map(|(local, _)| local.as_str())
+            .find(|local| memchr::memmem::find(bytes, local.as_bytes()).is_some())
+    }
+
     /// The `--remap-path-prefix` arguments rustc needs so outputs carry mapped paths. rustc
     /// applies the last matching mapping, so the longest prefix goes last.
     pub fn remap_args(&self) -> Vec<String> {
@@ -470,6 +486,25 @@ mod tests {
                 "/h/git/checkouts/serde-3f2a/0a1b2c3d4e5f".to_owned(),
                 "/cargo/git/3f2a/0a1b2c3".to_owned()
             ))
+        );
+    }
+
+    #[test]
+    fn outputs_naming_a_local_root_are_found() {
+        let m = machine("/a", None);
+        assert_eq!(
+            m.local_root_in(b"..\0/a/home/src/proj/leaf\0.."),
+            Some("/a/home/src/proj")
+        );
+        assert_eq!(
+            m.local_root_in(b"./leaf/src/lib.rs /cargo/build-dir/x"),
+            None
+        );
+        let exact = PathMap::new(Path::new("/t/debug/deps"), &[], &[], Path::new("/w"), None);
+        assert_eq!(
+            exact.local_root_in(b"/w/src"),
+            None,
+            "exact outputs name paths by design"
         );
     }
 

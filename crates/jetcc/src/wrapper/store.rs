@@ -56,12 +56,19 @@ impl Wrapper {
             .collect();
         let key = key::result_key(&inv.digest, &sources, &env_deps);
         let mut outputs = Vec::new();
-        for name in inv
-            .outputs
-            .files
-            .iter()
-            .filter(|f| **f != inv.outputs.dep_info)
-        {
+        let outputs_of = || {
+            inv.outputs
+                .files
+                .iter()
+                .filter(|f| **f != inv.outputs.dep_info)
+        };
+        for name in outputs_of() {
+            if let Some(root) = portable_leak(inv, &out_dir.join(name)) {
+                tracing::debug!(file = name, root, "an output names a local path");
+                return Err(NotStoredReason::NotPortable.into());
+            }
+        }
+        for name in outputs_of() {
             let path = out_dir.join(name);
             let out = self.cache.put_output(name, &path).map_err(failed)?;
             self.files.remember_written(&path, out.digest);
@@ -185,6 +192,16 @@ impl Wrapper {
             }
         }
     }
+}
+
+/// With portable paths, the local root `file` names anyway (see `PathMap::local_root_in`).
+fn portable_leak(inv: &crate::invocation::Invocation, file: &std::path::Path) -> Option<String> {
+    if !inv.map.is_portable() {
+        return None;
+    }
+    // Unreadable: the store that follows says so.
+    let bytes = std::fs::read(file).ok()?;
+    inv.map.local_root_in(&bytes).map(str::to_owned)
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
