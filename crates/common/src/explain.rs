@@ -73,6 +73,18 @@ pub fn diff_sources(
             lines.push(format!("file changed: {local}"));
         }
     }
+    let foreign: Vec<&str> = entry
+        .local_roots
+        .iter()
+        .filter(|r| !map.has_local_root(r))
+        .map(String::as_str)
+        .collect();
+    if !foreign.is_empty() {
+        lines.push(format!(
+            "its outputs name another build's paths ({}), so it compiles for this one",
+            foreign.join(", ")
+        ));
+    }
     for (name, want) in &entry.env_deps {
         let now = env(name).map(|v| map.key_path(&escape_env_value(&v)));
         if now != *want {
@@ -181,6 +193,7 @@ mod tests {
                 },
             ],
             env_deps: vec![("STAMP".into(), Some("v1".into()))],
+            local_roots: vec!["/elsewhere/ws".into()],
             key: Digest::of_bytes(b"k"),
             stored_at: 0,
         };
@@ -196,6 +209,7 @@ mod tests {
             vec![
                 "file changed: a.rs",
                 "file gone: gone.rs",
+                "its outputs name another build's paths (/elsewhere/ws), so it compiles for this one",
                 "env changed: STAMP (\"v1\" -> \"v2\")"
             ]
         );

@@ -194,6 +194,7 @@ pub fn result_key(
     invocation: &Digest,
     sources: &[Source],
     env_deps: &[(String, Option<String>)],
+    local_roots: &[String],
 ) -> Digest {
     let mut h = KeyHasher::new("jetcc-result");
     h.digest(invocation);
@@ -206,6 +207,9 @@ pub fn result_key(
             Some(v) => h.str("=").str(v),
             None => h.str("unset"),
         };
+    }
+    for root in local_roots {
+        h.str("local-root").str(root);
     }
     h.finish()
 }
@@ -310,13 +314,17 @@ mod tests {
             stamp: None,
         };
         let src = vec![source(b"fn a(){}")];
-        let k = result_key(&inv, &src, &[]);
+        let k = result_key(&inv, &src, &[], &[]);
         let src2 = vec![source(b"fn b(){}")];
-        assert_ne!(k, result_key(&inv, &src2, &[]));
-        assert_ne!(k, result_key(&inv, &src, &[("X".into(), Some("1".into()))]));
+        assert_ne!(k, result_key(&inv, &src2, &[], &[]));
         assert_ne!(
-            result_key(&inv, &src, &[("X".into(), None)]),
-            result_key(&inv, &src, &[("X".into(), Some(String::new()))])
+            k,
+            result_key(&inv, &src, &[("X".into(), Some("1".into()))], &[])
+        );
+        assert_ne!(k, result_key(&inv, &src, &[], &["/home/a/ws".into()]));
+        assert_ne!(
+            result_key(&inv, &src, &[("X".into(), None)], &[]),
+            result_key(&inv, &src, &[("X".into(), Some(String::new()))], &[])
         );
     }
 }

@@ -35,6 +35,10 @@ pub struct ManifestEntry {
     pub sources: Vec<Source>,
     /// `env!` dependencies, values in rustc's escaping and in key form.
     pub env_deps: Vec<(String, Option<String>)>,
+    /// Local roots the outputs name although paths are portable (`env!("CARGO_MANIFEST_DIR")`
+    /// in a constant): the entry is then only for builds with these same roots.
+    #[serde(default)]
+    pub local_roots: Vec<String>,
     pub key: Digest,
     /// When the entry was stored (seconds since the epoch).
     pub stored_at: u64,
@@ -61,6 +65,7 @@ impl Manifest {
         let env_now = |name: &str| env(name).map(|v| map.key_path(&escape_env_value(&v)));
         self.entries.iter().find(|e| {
             e.env_deps.iter().all(|(name, want)| env_now(name) == *want)
+                && e.local_roots.iter().all(|r| map.has_local_root(r))
                 && e.sources
                     .iter()
                     .all(|s| files.matches(&map.local_path(&s.path), &s.digest, s.stamp.as_ref()))
@@ -96,6 +101,7 @@ mod tests {
                 stamp: None,
             }],
             env_deps: vec![("STAMP".into(), env.map(str::to_owned))],
+            local_roots: vec![],
             key: Digest::of_bytes(key),
             stored_at: 0,
         };
@@ -126,6 +132,7 @@ mod tests {
             m.insert(ManifestEntry {
                 sources: vec![],
                 env_deps: vec![],
+                local_roots: vec![],
                 key: Digest::of_bytes(&[i % 20]),
                 stored_at: i as u64,
             });

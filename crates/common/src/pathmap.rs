@@ -240,20 +240,27 @@ impl PathMap {
         self.portable
     }
 
-    /// The first portable root (a local path) that `bytes` name, if any. rustc's remapping
+    /// The portable roots (local paths) that `bytes` name, longest first. rustc's remapping
     /// covers the paths it writes itself, not a string the code makes of one
-    /// (`env!("CARGO_MANIFEST_DIR")`), so such an output is this build's alone.
-    pub fn local_root_in(&self, bytes: &[u8]) -> Option<&str> {
+    /// (`env!("CARGO_MANIFEST_DIR")`), so such an output is only for builds with those roots.
+    pub fn local_roots_in(&self, bytes: &[u8]) -> Vec<&str> {
         if !self.portable {
-            return None;
+            return Vec::new();
         }
-        // Longest first: the most specific root is the one to name.
         self.remaps
             .iter()
             .rev()
             .filter(|(_, mapped)| mapped != MAPPED_BASE)
             .map(|(local, _)| local.as_str())
-            .find(|local| memchr::memmem::find(bytes, local.as_bytes()).is_some())
+            .filter(|local| memchr::memmem::find(bytes, local.as_bytes()).is_some())
+            .collect()
+    }
+
+    /// Whether `root` is one of this build's portable roots, at the same path.
+    pub fn has_local_root(&self, root: &str) -> bool {
+        self.remaps
+            .iter()
+            .any(|(local, mapped)| local == root && mapped != MAPPED_BASE)
     }
 
     /// The `--remap-path-prefix` arguments rustc needs so outputs carry mapped paths. rustc
@@ -493,17 +500,17 @@ mod tests {
     fn outputs_naming_a_local_root_are_found() {
         let m = machine("/a", None);
         assert_eq!(
-            m.local_root_in(b"..\0/a/home/src/proj/leaf\0.."),
-            Some("/a/home/src/proj")
+            m.local_roots_in(b"..\0/a/home/src/proj/leaf\0.."),
+            ["/a/home/src/proj", "/a/home"]
         );
-        assert_eq!(
-            m.local_root_in(b"./leaf/src/lib.rs /cargo/build-dir/x"),
-            None
-        );
+        assert!(m
+            .local_roots_in(b"./leaf/src/lib.rs /cargo/build-dir/x")
+            .is_empty());
+        assert!(m.has_local_root("/a/home/src/proj"));
+        assert!(!machine("/b", None).has_local_root("/a/home/src/proj"));
         let exact = PathMap::new(Path::new("/t/debug/deps"), &[], &[], Path::new("/w"), None);
-        assert_eq!(
-            exact.local_root_in(b"/w/src"),
-            None,
+        assert!(
+            exact.local_roots_in(b"/w/src").is_empty(),
             "exact outputs name paths by design"
         );
     }

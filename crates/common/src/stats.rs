@@ -118,9 +118,6 @@ pub enum NotStoredReason {
     SourceUnreadable,
     /// A source changed while rustc ran: the result may not match the key.
     InputChangedDuringCompile,
-    /// Portable paths, but an output names a local root anyway (`env!("CARGO_MANIFEST_DIR")`
-    /// in a constant, a path a proc-macro read): another checkout must not get it.
-    NotPortable,
 }
 
 impl StatKind for NotStoredReason {
@@ -131,7 +128,6 @@ impl StatKind for NotStoredReason {
             NotStoredReason::LinkInputsUnknown => "link-inputs-unknown",
             NotStoredReason::SourceUnreadable => "source-unreadable",
             NotStoredReason::InputChangedDuringCompile => "input-changed-during-compile",
-            NotStoredReason::NotPortable => "not-portable",
         }
     }
 }

@@ -54,20 +54,24 @@ impl Wrapper {
             .into_iter()
             .map(|(name, value)| (name, value.map(|v| inv.map.key_path(&v))))
             .collect();
-        let key = key::result_key(&inv.digest, &sources, &env_deps);
-        let mut outputs = Vec::new();
         let outputs_of = || {
             inv.outputs
                 .files
                 .iter()
                 .filter(|f| **f != inv.outputs.dep_info)
         };
+        // Outputs that name a local root anyway are only for builds with the same roots.
+        let mut local_roots: Vec<String> = Vec::new();
         for name in outputs_of() {
-            if let Some(root) = portable_leak(inv, &out_dir.join(name)) {
-                tracing::debug!(file = name, root, "an output names a local path");
-                return Err(NotStoredReason::NotPortable.into());
+            for root in portable_leaks(inv, &out_dir.join(name)) {
+                if !local_roots.contains(&root) {
+                    tracing::debug!(file = name, root, "an output names a local root");
+                    local_roots.push(root);
+                }
             }
         }
+        let key = key::result_key(&inv.digest, &sources, &env_deps, &local_roots);
+        let mut outputs = Vec::new();
         for name in outputs_of() {
             let path = out_dir.join(name);
             let out = self.cache.put_output(name, &path).map_err(failed)?;
@@ -90,6 +94,7 @@ impl Wrapper {
         let found = ManifestEntry {
             sources,
             env_deps,
+            local_roots,
             key,
             stored_at: unix_secs(SystemTime::now()),
         };
@@ -194,14 +199,18 @@ impl Wrapper {
     }
 }
 
-/// With portable paths, the local root `file` names anyway (see `PathMap::local_root_in`).
-fn portable_leak(inv: &crate::invocation::Invocation, file: &std::path::Path) -> Option<String> {
+/// With portable paths, the local roots `file` names anyway (see `PathMap::local_roots_in`).
+fn portable_leaks(inv: &crate::invocation::Invocation, file: &std::path::Path) -> Vec<String> {
     if !inv.map.is_portable() {
-        return None;
+        return Vec::new();
     }
     // Unreadable: the store that follows says so.
-    let bytes = std::fs::read(file).ok()?;
-    inv.map.local_root_in(&bytes).map(str::to_owned)
+    let bytes = std::fs::read(file).unwrap_or_default();
+    inv.map
+        .local_roots_in(&bytes)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
