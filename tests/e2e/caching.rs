@@ -247,3 +247,32 @@ fn cargo_test_check_and_clippy_work_through_jetcc() {
         clippy.stderr()
     );
 }
+
+/// CI scripts written for sccache run these; they must not fail a job that switches to jetcc.
+#[test]
+fn sccache_flag_spellings_work() {
+    let p = Project::fixture("fixture");
+    let cache = p.dir.parent().unwrap().join("cache");
+    p.build_ok(&Build::jetcc(&cache));
+    let run = |args: &[&str]| {
+        let out = jetcc(&cache).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        text
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["--show-stats", "--stats-format=json"])).unwrap();
+    assert_eq!(json["misses"], 7, "{json}");
+    assert!(run(&["--show-stats", "--stats-format", "text"]).contains("Cache misses"));
+    assert!(run(&["--start-server"]).contains("nothing to start"));
+    let stop = run(&["--stop-server"]);
+    assert!(
+        stop.contains("nothing to stop") && stop.contains("Cache misses"),
+        "{stop}"
+    );
+    let bad = jetcc(&cache)
+        .args(["--show-stats", "--stats-format=xml"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a bad format is a usage error");
+}

@@ -1,4 +1,5 @@
-//! `jetcc --show-stats [--json]`, `jetcc --zero-stats`, `jetcc --explain [N]`,
+//! `jetcc --show-stats [--json | --stats-format text|json]`, `jetcc --zero-stats`,
+//! `jetcc --explain [N]`, sccache's `--start-server`/`--stop-server` (no server: said so),
 //! `jetcc --dist-status`, `jetcc --check`, `jetcc --version`.
 
 use std::ffi::OsString;
@@ -20,9 +21,20 @@ struct Cli {
     /// Print cache statistics.
     #[arg(long, short = 's')]
     show_stats: bool,
-    /// With --show-stats: print them as JSON.
+    /// With --show-stats: print them as JSON (the same as `--stats-format json`).
     #[arg(long, requires = "show_stats")]
     json: bool,
+    /// With --show-stats: `text` or `json` (sccache's spelling).
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "show_stats")]
+    stats_format: Option<StatsFormat>,
+    /// Accepted for scripts written for sccache: jetcc runs no server, so there is nothing
+    /// to start. Exits 0.
+    #[arg(long)]
+    start_server: bool,
+    /// Accepted for scripts written for sccache, which print the stats when they stop their
+    /// server: jetcc prints them (it runs no server). Exits 0.
+    #[arg(long)]
+    stop_server: bool,
     /// Reset cache statistics to zero.
     #[arg(long, short = 'z')]
     zero_stats: bool,
@@ -37,6 +49,12 @@ struct Cli {
     /// wrong. Exits 1 if any fails.
     #[arg(long)]
     check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatsFormat {
+    Text,
+    Json,
 }
 
 /// `--help`'s last part: the environment, and what the exit code says.
@@ -86,12 +104,20 @@ pub fn run(args: &[OsString]) -> i32 {
         }
         println!("Statistics zeroed.");
     }
-    if cli.show_stats {
+    if cli.start_server {
+        println!(
+            "jetcc runs no server (each rustc invocation is its own process): nothing to start."
+        );
+    }
+    if cli.show_stats || cli.stop_server {
+        if cli.stop_server {
+            println!("jetcc runs no server: nothing to stop. Its statistics:");
+        }
         let stats = Stats::load(&config.cache_dir);
         let size = DiskCache::open(&config.cache_dir, config.cache_size)
             .map(|c| c.size())
             .unwrap_or(0);
-        if cli.json {
+        if cli.json || cli.stats_format == Some(StatsFormat::Json) {
             let mut v = serde_json::to_value(&stats).expect("stats serialize");
             v["cache_dir"] = config.cache_dir.to_string_lossy().into();
             v["cache_size"] = size.into();
@@ -114,7 +140,12 @@ pub fn run(args: &[OsString]) -> i32 {
             println!("{line}");
         }
     }
-    if !cli.show_stats && !cli.zero_stats && cli.explain.is_none() {
+    let asked = cli.show_stats
+        || cli.zero_stats
+        || cli.explain.is_some()
+        || cli.start_server
+        || cli.stop_server;
+    if !asked {
         let _ = command().print_help();
         return ExitCode::Usage.code();
     }
