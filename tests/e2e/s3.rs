@@ -409,3 +409,29 @@ fn an_s3_hit_fills_the_jetstream_tier_above_it() {
     let s = stats(&team.cache("cache-js"));
     assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
 }
+
+/// sccache reads a bare endpoint host without `use_ssl` as plain http; so does jetcc, or the
+/// same block would fail every request with a TLS error.
+#[test]
+fn a_bare_endpoint_host_without_use_ssl_is_http_as_in_sccache() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let s3 = S3::start(&root.join("s3"));
+    let host = s3.endpoint().trim_start_matches("http://").to_owned();
+    let config = root.join("bare.toml");
+    std::fs::write(
+        &config,
+        format!("[cache.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{host}\"\nregion = \"auto\"\n"),
+    )
+    .unwrap();
+    let cache = root.join("cache");
+    p.build_ok(
+        &Build::jetcc(&cache)
+            .env("JETCC_CONFIG", &config.to_string_lossy())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+    );
+    let t = tier(&cache);
+    assert_eq!(t["writes"], FIXTURE_UNITS.len(), "{t}");
+    assert_eq!(t["errors"], serde_json::json!({}), "{t}");
+}

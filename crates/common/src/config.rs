@@ -216,7 +216,7 @@ pub enum ConfigError {
 struct Raw {
     #[serde(default)]
     cache: RawCache,
-    #[serde(default)]
+    #[serde(default, alias = "basedirs")]
     base_dirs: Vec<PathBuf>,
     dist: Option<FarmConfig>,
     #[serde(default)]
@@ -467,6 +467,9 @@ mod tests {
         );
         let c = load("base_dirs = [\"/home/a\"]\n[dist]\nnats_url = \"x\"\n", &[]).unwrap();
         assert_eq!(c.base_dirs, vec![PathBuf::from("/home/a")]);
+        // sccache's current spelling.
+        let c = load("basedirs = [\"/home/b\"]\n", &[]).unwrap();
+        assert_eq!(c.base_dirs, vec![PathBuf::from("/home/b")]);
         let c = load("", &[("JETCC_BASE_DIRS", "/a:/b")]).unwrap();
         assert_eq!(c.base_dirs.len(), 2);
         assert!(c.cache_incremental);

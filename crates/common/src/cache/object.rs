@@ -435,7 +435,8 @@ fn config_error(section: &str, e: object_store::Error) -> TierError {
     )
 }
 
-/// `endpoint`, with the scheme `use_ssl` picks when it has none.
+/// `endpoint`, with the scheme `use_ssl` picks when it has none: http unless `use_ssl = true`,
+/// as sccache reads the same block.
 fn endpoint_url(s3: &S3Config) -> Option<String> {
     let ep = s3.endpoint.as_deref()?.trim();
     if ep.is_empty() {
@@ -444,7 +445,7 @@ fn endpoint_url(s3: &S3Config) -> Option<String> {
     if ep.starts_with("http://") || ep.starts_with("https://") {
         return Some(ep.to_owned());
     }
-    let scheme = if s3.use_ssl.unwrap_or(true) {
+    let scheme = if s3.use_ssl.unwrap_or(false) {
         "https"
     } else {
         "http"

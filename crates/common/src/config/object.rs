@@ -49,7 +49,7 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's region, `us-east-1`.
     pub region: Option<String>,
-    /// For an endpoint without a scheme: `https` (default) or `http`.
+    /// For an endpoint without a scheme: `https` with `true`, else `http` (sccache's default).
     pub use_ssl: Option<bool>,
     #[serde(default)]
     pub key_prefix: String,
