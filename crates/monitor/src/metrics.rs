@@ -51,7 +51,8 @@ fn scrape(registry: &Registry) -> axum::response::Response {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
+                // What prometheus-client writes (`# EOF`, `_total` samples of counters).
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             body,
         )
