@@ -55,6 +55,14 @@ impl PathsMode {
             PathsMode::Portable => "portable",
         }
     }
+
+    /// The mode whose keys never meet this one's.
+    pub fn other(self) -> PathsMode {
+        match self {
+            PathsMode::Exact => PathsMode::Portable,
+            PathsMode::Portable => PathsMode::Exact,
+        }
+    }
 }
 
 /// How to reach the farm's NATS server (`[dist]`, or `JETCC_NATS_*`), shared by the wrapper,

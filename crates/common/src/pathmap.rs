@@ -167,13 +167,17 @@ impl PathMap {
         }
         if let Some(home) = &cargo_home {
             self.add_pair(home, CARGO_HOME);
-            if let Some((root, name)) = &p.package {
-                if let Some((from, to)) = cargo_source_remap(home, &path_str(root)) {
-                    self.add_remap(&from, to);
-                } else if !in_cargo_home(&path_str(root)) && !is_prefix(cwd, &path_str(root)) {
-                    self.add_pair(&path_str(root), PACKAGE);
-                    self.add_remap(&path_str(root), format!("/cargo/path/{name}"));
-                }
+        }
+        if let Some((root, name)) = &p.package {
+            let root = path_str(root);
+            let source = cargo_home
+                .as_deref()
+                .and_then(|home| cargo_source_remap(home, &root));
+            if let Some((from, to)) = source {
+                self.add_remap(&from, to);
+            } else if !in_cargo_home(&root) && !is_prefix(cwd, &root) {
+                self.add_pair(&root, PACKAGE);
+                self.add_remap(&root, format!("/cargo/path/{name}"));
             }
         }
         if let Some(home) = p.home.as_deref().map(path_str) {

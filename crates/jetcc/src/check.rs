@@ -4,7 +4,7 @@
 //! mode.
 
 use jetcc_common::cache::PathsMark;
-use jetcc_common::config::{Config, PathsMode};
+use jetcc_common::config::Config;
 use jetcc_common::exit::ExitCode;
 use jetcc_common::farm::{Farm, FarmError, Lifetime};
 use jetcc_common::fsutil;
@@ -40,7 +40,12 @@ pub fn run(config: &Config) -> i32 {
             };
             res.check(ro).await?;
             // Only advice: a mark that cannot be read is no mark.
-            Ok::<_, FarmError>(res.get_paths_mark(other_mode(config)).await.ok().flatten())
+            Ok::<_, FarmError>(
+                res.get_paths_mark(config.paths.other())
+                    .await
+                    .ok()
+                    .flatten(),
+            )
         });
         let mark = result.as_ref().ok().cloned().flatten();
         report(
@@ -57,7 +62,7 @@ pub fn run(config: &Config) -> i32 {
             Ok(o) => match o.check() {
                 Ok(()) => {
                     report(name, o.describe(), Ok(done(o.read_only())));
-                    let mark = o.paths_mark(other_mode(config)).ok().flatten();
+                    let mark = o.paths_mark(config.paths.other()).ok().flatten();
                     warn_other_mode(name, config, mark);
                 }
                 Err(e) => report(name, "", Err(e.message)),
@@ -71,13 +76,6 @@ pub fn run(config: &Config) -> i32 {
     }
 }
 
-fn other_mode(config: &Config) -> PathsMode {
-    match config.paths {
-        PathsMode::Exact => PathsMode::Portable,
-        PathsMode::Portable => PathsMode::Exact,
-    }
-}
-
 /// Portable and exact keys never meet: a tier whose writers used the other mode serves this
 /// client nothing, and says nothing about it during a build.
 fn warn_other_mode(tier: &str, config: &Config, mark: Option<PathsMark>) {
@@ -87,7 +85,7 @@ fn warn_other_mode(tier: &str, config: &Config, mark: Option<PathsMark>) {
         "warn  {tier:<10} entries here were written with paths = \"{other}\" (last by {host}, \
          {days} days ago); this client uses \"{mine}\", and the two never hit each other: set \
          the same [cache] paths (JETCC_PATHS) on every client of this cache",
-        other = other_mode(config).name(),
+        other = config.paths.other().name(),
         host = mark.host,
         mine = config.paths.name(),
     );

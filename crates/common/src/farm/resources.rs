@@ -255,7 +255,8 @@ impl Farm {
 
 impl Resources {
     /// The durable pull consumer the workers with `toolchain` share; created if missing.
-    pub async fn workers_consumer(
+    /// Workers reach it as a [`super::JobQueue`].
+    pub(crate) async fn workers_consumer(
         &self,
         host_triple: &str,
         toolchain: &Digest,
