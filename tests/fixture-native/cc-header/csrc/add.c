@@ -1,0 +1,3 @@
+#include "add.h"
+
+int fixture_add(int a, int b) { return a + b + ADD_BIAS; }
