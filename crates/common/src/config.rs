@@ -25,6 +25,9 @@ pub struct Config {
     pub cache_incremental: bool,
     /// How paths of this build enter keys and outputs (`[cache] paths`).
     pub paths: PathsMode,
+    /// Cache build-script runs (`[cache] build_scripts`, default true): jetcc leaves its
+    /// launcher in place of each build script it compiles.
+    pub build_scripts: bool,
     /// The farm (`[dist]`); `None`: no farm, every miss compiles locally.
     pub farm: Option<FarmConfig>,
     /// The farm's shared cache is only read, never written (`[cache.jetstream] read_only =
@@ -238,6 +241,7 @@ struct RawCache {
     disk: RawDisk,
     incremental: Option<String>,
     paths: Option<String>,
+    build_scripts: Option<bool>,
     #[serde(default)]
     jetstream: RawJetStream,
     s3: Option<object::S3Config>,
@@ -302,6 +306,7 @@ impl Config {
             .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
             .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
             .set_override_option("cache.paths", env("JETCC_PATHS"))?
+            .set_override_option("cache.build_scripts", env("JETCC_BUILD_SCRIPTS"))?
             .set_override_option("cache.jetstream.rw_mode", env("JETCC_JETSTREAM_RW_MODE"))?
             .set_override_option("cache.jetstream.max_size", env("JETCC_JETSTREAM_MAX_SIZE"))?
             .set_override_option(
@@ -396,6 +401,7 @@ impl Config {
             base_dirs: raw.base_dirs,
             cache_incremental,
             paths,
+            build_scripts: raw.cache.build_scripts.unwrap_or(true),
             farm,
             jetstream_read_only,
             object,

@@ -93,11 +93,19 @@ impl FileDigests {
 
     /// The content digest of `path` (relative to the cwd, or absolute): hashed once per
     /// process, and for large files looked up in the persistent memo by stamp first.
+    ///
+    /// A path ending in `/` is a directory: its digest is that of its listing (every name
+    /// under it with its kind, recursively), which changes when a file is added or removed.
     pub fn digest(&mut self, path: &str) -> Option<Digest> {
         if let Some(d) = self.digests.get(path) {
             return *d;
         }
         let abs = self.cwd.join(path);
+        if path.ends_with('/') {
+            let d = listing_digest(&abs).ok();
+            self.digests.insert(path.to_owned(), d);
+            return d;
+        }
         let stamp = self.stamp(path);
         let memo = self
             .memo_path(&abs)
@@ -158,6 +166,32 @@ impl FileDigests {
     }
 }
 
+/// The digest of a directory's listing: relative names and kinds, sorted, recursively
+/// (symlinks by target, not followed).
+fn listing_digest(dir: &Path) -> std::io::Result<Digest> {
+    let mut h = KeyHasher::new("jetcc-dir-listing");
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(dir.join(&rel))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let rel = rel.join(e.file_name());
+            let kind = e.file_type()?;
+            h.str(&rel.to_string_lossy());
+            if kind.is_dir() {
+                h.str("dir");
+                stack.push(rel);
+            } else if kind.is_symlink() {
+                h.str("link")
+                    .str(&fs::read_link(e.path())?.to_string_lossy());
+            } else {
+                h.str("file");
+            }
+        }
+    }
+    Ok(h.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +210,20 @@ mod tests {
         assert!(!FileDigests::new(dir.path(), None).matches("a.rs", &wrong, Some(&stamp)));
         let right = Digest::of_bytes(b"two!");
         assert!(FileDigests::new(dir.path(), None).matches("a.rs", &right, Some(&stamp)));
+    }
+
+    #[test]
+    fn a_dir_listing_changes_when_a_file_is_added_not_when_one_is_edited() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("csrc/sub")).unwrap();
+        fs::write(dir.path().join("csrc/a.c"), "1").unwrap();
+        let listing = || FileDigests::new(dir.path(), None).digest("csrc/").unwrap();
+        let before = listing();
+        fs::write(dir.path().join("csrc/a.c"), "2").unwrap();
+        assert_eq!(listing(), before);
+        fs::write(dir.path().join("csrc/sub/b.h"), "").unwrap();
+        assert_ne!(listing(), before);
+        assert_eq!(FileDigests::new(dir.path(), None).digest("gone/"), None);
     }
 
     #[test]

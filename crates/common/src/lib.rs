@@ -8,6 +8,8 @@
 //!   libraries) and mapping build paths to and from the cache.
 //! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
 //! - [`explain`]: why a unit missed.
+//! - [`buildscript`]: what keys a build-script run (cargo's variables, toolchain variables and
+//!   tools, the directives of its previous run) and its `OUT_DIR` as one blob.
 //! - [`protocol`]: the farm's names in NATS and its wire messages; [`farm`]: the transport
 //!   (connection, JetStream resources, the CAS).
 //! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, tool identities.
@@ -18,6 +20,7 @@
 //! files an earlier compile of the same invocation read (ccache's direct mode).
 
 pub mod args;
+pub mod buildscript;
 pub mod cache;
 pub mod classify;
 pub mod config;

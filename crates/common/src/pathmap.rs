@@ -95,6 +95,9 @@ pub struct PathMap {
     /// Outputs are mapped as cargo's `trim-paths = "all"`: diagnostics too, since with a
     /// narrower scope rustc keeps the local paths in the metadata it writes for diagnostics.
     portable: bool,
+    /// Other local roots an output may name and stay valid where they are the same (a
+    /// build script's `OUT_DIR` and package dir; see [`PathMap::add_root`]).
+    roots: Vec<String>,
     /// What [`MAPPED_BASE`] means here: the first base dir that contains the cwd, else the
     /// first base dir. With one base dir per machine that is exact.
     local_base: Option<String>,
@@ -260,11 +263,37 @@ impl PathMap {
             .collect()
     }
 
-    /// Whether `root` is one of this build's portable roots, at the same path.
+    /// Whether `root` is one of this build's portable roots or added roots, at the same path.
     pub fn has_local_root(&self, root: &str) -> bool {
-        self.remaps
-            .iter()
-            .any(|(local, mapped)| local == root && mapped != MAPPED_BASE)
+        self.roots.iter().any(|r| r == root)
+            || self
+                .remaps
+                .iter()
+                .any(|(local, mapped)| local == root && mapped != MAPPED_BASE)
+    }
+
+    /// Adds a root an output may name (in either paths mode): an entry recording it
+    /// (`ManifestEntry::local_roots`) then matches only where [`PathMap::has_local_root`]
+    /// finds it at the same path.
+    pub fn add_root(&mut self, root: &Path) {
+        let root = path_str(root);
+        if !root.is_empty() && !self.roots.contains(&root) {
+            self.roots.push(root);
+        }
+    }
+
+    /// The roots [`PathMap::add_root`] added and, when portable, the portable ones: what a
+    /// build script's outputs are searched for.
+    pub fn roots(&self) -> Vec<String> {
+        let mut all = self.roots.clone();
+        if self.portable {
+            for (local, mapped) in &self.remaps {
+                if mapped != MAPPED_BASE && !all.contains(local) {
+                    all.push(local.clone());
+                }
+            }
+        }
+        all
     }
 
     /// The `--remap-path-prefix` arguments rustc needs so outputs carry mapped paths. rustc

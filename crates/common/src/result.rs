@@ -5,22 +5,22 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 
 /// Bumped whenever the entry format or the key recipe changes: old entries then simply miss.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
-/// One compile's result. Paths of this build (the out-dir) are replaced by placeholders in
-/// `stderr`, `stdout` and `dep_info` (see [`crate::pathmap`]), so an entry restores into any
-/// target dir.
+/// One action's result: a compile, or a build-script run (its `OUT_DIR` packed as one
+/// output). Paths of this build (the out-dir) are replaced by placeholders in `stderr`,
+/// `stdout` and `dep_info` (see [`crate::pathmap`]), so an entry restores into any target dir.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     pub version: u32,
     /// Output files other than dep-info, by name relative to the out-dir.
     pub outputs: Vec<OutputFile>,
-    /// The dep-info file: its name and its text, with placeholders.
-    pub dep_info: (String, String),
+    /// The dep-info file: its name and its text, with placeholders (rustc writes one).
+    pub dep_info: Option<(String, String)>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub exit_code: i32,
-    /// How long the real compile took: the time a hit saves.
+    /// How long the real compile (or run) took: the time a hit saves.
     pub compile_ms: u64,
 }
 
@@ -42,7 +42,7 @@ impl CacheEntry {
         let entry: CacheEntry = rmp_serde::from_slice(bytes).ok()?;
         (entry.version == FORMAT_VERSION
             && entry.outputs.iter().all(|o| is_plain_name(&o.name))
-            && is_plain_name(&entry.dep_info.0))
+            && entry.dep_info.iter().all(|(name, _)| is_plain_name(name)))
         .then_some(entry)
     }
 
@@ -69,7 +69,7 @@ mod tests {
                 size: 1,
                 mode: 0o644,
             }],
-            dep_info: ("a.d".into(), "x: y".into()),
+            dep_info: Some(("a.d".into(), "x: y".into())),
             stdout: vec![],
             stderr: b"warning".to_vec(),
             exit_code: 0,

@@ -39,6 +39,44 @@ pub struct Stats {
     pub bytes_stored: u64,
     /// Compile time the hits did not spend, minus the time restoring took.
     pub time_saved_ms: u64,
+    /// Build-script runs (through jetcc's launcher); the counts above are rustc's.
+    pub build_script_runs: ActionStats,
+}
+
+/// The counts of one kind of action other than rustc invocations (build-script runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ActionStats {
+    /// Results found in a cache tier and restored.
+    pub hits: u64,
+    /// Run (or compiled) for real.
+    pub misses: u64,
+    /// Misses whose result was stored.
+    pub stored: u64,
+    /// Not cached at all, by reason: run for real as without jetcc.
+    pub pass_through: BTreeMap<String, u64>,
+    /// Misses whose result was not stored, by reason.
+    pub not_stored: BTreeMap<String, u64>,
+    /// Time the hits did not spend, minus the time restoring took.
+    pub time_saved_ms: u64,
+}
+
+/// Why a build-script run was not looked up at all (`ActionStats::pass_through`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPassThrough {
+    /// cargo set no `OUT_DIR` (not a build-script run as cargo makes them).
+    NoOutDir,
+    /// A jetcc-side error before the run (config, cache dir, key), by kind.
+    Error(ErrorKind),
+}
+
+impl StatKind for RunPassThrough {
+    fn name(&self) -> &'static str {
+        match self {
+            RunPassThrough::NoOutDir => "no-out-dir",
+            RunPassThrough::Error(kind) => kind.name(),
+        }
+    }
 }
 
 /// One cache tier's counts. An error is never a miss: a tier that fails every request shows
@@ -118,6 +156,13 @@ pub enum NotStoredReason {
     SourceUnreadable,
     /// A source changed while rustc ran: the result may not match the key.
     InputChangedDuringCompile,
+    /// A build script failed: failures are not cached.
+    ScriptFailed,
+    /// A build script declared `rerun-if-changed` on a path that does not exist: cargo then
+    /// reruns it every time, and so does jetcc.
+    DeclaredPathMissing,
+    /// A build script's `OUT_DIR` could not be packed (a FIFO or socket in it, say).
+    OutDirUnpackable,
 }
 
 impl StatKind for NotStoredReason {
@@ -128,6 +173,9 @@ impl StatKind for NotStoredReason {
             NotStoredReason::LinkInputsUnknown => "link-inputs-unknown",
             NotStoredReason::SourceUnreadable => "source-unreadable",
             NotStoredReason::InputChangedDuringCompile => "input-changed-during-compile",
+            NotStoredReason::ScriptFailed => "script-failed",
+            NotStoredReason::DeclaredPathMissing => "declared-path-missing",
+            NotStoredReason::OutDirUnpackable => "out-dir-unpackable",
         }
     }
 }

@@ -63,6 +63,27 @@ pub fn linker_identity(linker: &Path, memo_dir: &Path) -> Result<Digest, Toolcha
     })
 }
 
+/// The identity of a program a build script may run (a compiler, `cmake`, `make`): its
+/// content and, for a script (a `#!` launcher such as pip's `cmake`), what `--version` says,
+/// since the script's bytes do not change with what it launches.
+pub fn tool_identity(tool: &Path, memo_dir: &Path) -> Result<Digest, ToolchainError> {
+    memoized(tool, "tool", memo_dir, |h| {
+        let d = Digest::of_file(tool).map_err(|source| ToolchainError::Run {
+            path: tool.display().to_string(),
+            source,
+        })?;
+        h.digest(&d);
+        let mut head = [0u8; 2];
+        let is_script = fs::File::open(tool)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok_and(|()| &head == b"#!");
+        if is_script {
+            h.field(&run(tool, &["--version"]).unwrap_or_default());
+        }
+        Ok(())
+    })
+}
+
 /// Memoizes `compute` for the program at `program` by its path, size, mtime and inode, so only
 /// the first invocation after it changes pays for running it.
 fn memoized(

@@ -13,8 +13,11 @@ use jetcc_common::config::{Config, PathsMode};
 use jetcc_common::files::FileDigests;
 use jetcc_common::key::{self, InvocationInputs};
 use jetcc_common::pathmap::{PathMap, Portable};
+use jetcc_common::result::CacheEntry;
 use jetcc_common::stats::ErrorKind;
-use jetcc_common::{explain, toolchain, Digest};
+use jetcc_common::{explain, fsutil, toolchain, Digest};
+
+use crate::tiers::{Action, TierFailure};
 
 /// Why an invocation could not be prepared (it then runs as plain rustc).
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,21 @@ impl Invocation {
         self.args.crate_name.as_deref().unwrap_or_default()
     }
 
+    /// The binary it writes if it compiles a build script (`build_script_build`, a bin in
+    /// `build/<pkg>-<h>`): jetcc leaves its launcher there, where cargo will run it.
+    pub fn build_script_binary(&self) -> Option<PathBuf> {
+        let is_script = self.crate_name().starts_with("build_script_")
+            && self.outputs.links
+            && self
+                .outputs
+                .out_dir
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == "build");
+        let stem = self.outputs.dep_info.strip_suffix(".d")?;
+        is_script.then(|| self.outputs.out_dir.join(stem))
+    }
+
     /// Whether the farm can compile it: links need the client's linker and libraries;
     /// incremental units compile faster where their incremental state is; cross-compiles
     /// need the target's std.
@@ -154,5 +172,33 @@ impl Invocation {
 
     pub fn incremental(&self) -> bool {
         self.args.codegen_opt("incremental").is_some()
+    }
+}
+
+impl Action for Invocation {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    fn output_dir(&self) -> &Path {
+        &self.outputs.out_dir
+    }
+
+    fn map(&self) -> &PathMap {
+        &self.map
+    }
+
+    fn label(&self) -> &str {
+        self.crate_name()
+    }
+
+    /// Writes the dep-info with this build's paths.
+    fn finish_restore(&self, entry: &CacheEntry) -> Result<(), TierFailure> {
+        if let Some((name, text)) = &entry.dep_info {
+            let dest = self.outputs.out_dir.join(name);
+            fsutil::write_atomic(&dest, &self.map.restore(text.as_bytes()))
+                .map_err(|e| TierFailure::local_io(&dest, e))?;
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,9 @@
 //! - [`wrapper`]: the life of one rustc invocation (classify, look up, restore or compile,
 //!   store, share), and the fallback to plain rustc on any jetcc-side error;
 //!   [`invocation`]: the prepared, immutable [`invocation::Invocation`] and its digest.
-//! - [`compile`]: runs rustc, streaming its output to cargo while capturing it.
+//! - [`buildscript`]: build-script runs through the launcher jetcc leaves in place of each
+//!   build script's binary: restore `OUT_DIR` and replay, or run, store and share.
+//! - [`compile`]: runs rustc (or a build script), streaming its output while capturing it.
 //! - [`remote`]: sends a miss to the farm and writes what comes back.
 //! - [`tiers`]: the cache tiers (local disk, JetStream, object store) behind one trait.
 //! - [`events`]: what this process did, as one event for monitors.
@@ -17,6 +19,7 @@
 //! ends in `exec` of plain rustc, so jetcc can only cost time, never a build.
 
 pub mod breaker;
+pub mod buildscript;
 pub mod check;
 pub mod cli;
 pub mod compile;
@@ -47,6 +50,11 @@ pub(crate) fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
 pub fn main(args: Vec<OsString>) -> i32 {
     let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
     match first {
+        Some(f) if f == buildscript::launcher::COMMAND && args.len() > 2 => {
+            let mut rest = args.into_iter().skip(2);
+            let real = rest.next().expect("checked above");
+            buildscript::run(real, rest.collect())
+        }
         Some(f) if f.starts_with('-') => cli::run(&args),
         Some(_) => {
             let mut rest = args.into_iter().skip(1);

@@ -25,7 +25,7 @@ use crate::placement::Placement;
 use crate::record;
 use crate::tiers::{Hit, LocalTier, SharedTiers};
 
-mod store;
+pub(crate) mod store;
 
 use store::NotStored;
 
@@ -93,6 +93,8 @@ struct Wrapper {
     shared: SharedTiers,
     /// rustc's time, once a miss compiled.
     compile_time: Option<Duration>,
+    /// `[cache] build_scripts`: leave the launcher in place of build scripts.
+    build_scripts: bool,
 }
 
 impl Wrapper {
@@ -110,6 +112,7 @@ impl Wrapper {
             files,
             shared: SharedTiers::new(config),
             compile_time: None,
+            build_scripts: config.build_scripts,
         })
     }
 
@@ -132,10 +135,18 @@ impl Wrapper {
 
     fn serve(&mut self) -> i32 {
         let local = LocalTier(&self.cache);
-        match self.shared.look_up(&local, &self.inv, &mut self.files) {
+        let code = match self.shared.look_up(&local, &self.inv, &mut self.files) {
             Some(hit) => self.hit(hit),
             None => self.miss(),
+        };
+        // The binary is written (and stored): cargo's run of it goes through jetcc.
+        let launch = code == 0 && self.build_scripts;
+        if let Some(exe) = self.inv.build_script_binary().filter(|_| launch) {
+            if let Err(e) = crate::buildscript::launcher::install(&exe) {
+                tracing::warn!("build script {} runs uncached: {e}", exe.display());
+            }
         }
+        code
     }
 
     /// Replays a restored result and returns rustc's exit code.

@@ -390,7 +390,7 @@ mod tests {
         CacheEntry {
             version: FORMAT_VERSION,
             outputs,
-            dep_info: ("x.d".into(), String::new()),
+            dep_info: Some(("x.d".into(), String::new())),
             stdout: vec![],
             stderr: vec![],
             exit_code: 0,

@@ -1,7 +1,8 @@
 //! The cache tiers as the wrapper sees them, in lookup order: the local disk ([`local`]),
 //! the farm's JetStream cache ([`jetstream`]) and the object store ([`object`]), all behind
 //! one trait, [`Tier`], so finding and restoring a result ([`restore`]), filling the tiers
-//! above a hit and writing a stored result are each written once.
+//! above a hit and writing a stored result are each written once — for every [`Action`]
+//! jetcc caches: a rustc invocation or a build-script run.
 //!
 //! [`SharedTiers`] owns the shared tiers' sessions, opened lazily once per process behind
 //! their breakers, and keeps each tier's stats: an error is an error, never a miss, and a
@@ -25,12 +26,12 @@ use jetcc_common::config::{Config, FarmConfig, ObjectTierConfig, PathsMode};
 use jetcc_common::farm::{FarmError, FarmErrorKind};
 use jetcc_common::files::FileDigests;
 use jetcc_common::manifest::{Manifest, ManifestEntry};
+use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, OutputFile};
 use jetcc_common::stats::{ErrorKind, StatKind, Stats};
 use jetcc_common::{fsutil, Digest};
 
 use crate::breaker::Breaker;
-use crate::invocation::Invocation;
 use crate::record;
 use crate::remote::Session;
 
@@ -75,7 +76,7 @@ pub struct TierFailure {
 }
 
 impl TierFailure {
-    fn local_io(what: &Path, e: std::io::Error) -> TierFailure {
+    pub fn local_io(what: &Path, e: std::io::Error) -> TierFailure {
         TierFailure {
             kind: FailureKind::LocalIo,
             message: format!("cannot write {}: {e}", what.display()),
@@ -172,23 +173,38 @@ pub enum Restored {
     Miss(&'static str),
 }
 
-/// Finds this invocation's result in `tier` (direct mode: the manifest entry whose files all
-/// match) and restores it: every output verified, dep-info rewritten for this build's paths.
+/// What the tiers cache: one unit of work whose result is a [`CacheEntry`], filed under a
+/// digest in direct-mode manifests. A rustc invocation is one; a build-script run another.
+pub trait Action {
+    /// The digest its manifests are filed under.
+    fn digest(&self) -> &Digest;
+    /// Where its outputs are written on a hit and read from when storing.
+    fn output_dir(&self) -> &Path;
+    /// Maps key-form paths in manifests to this build's.
+    fn map(&self) -> &PathMap;
+    /// How logs name it.
+    fn label(&self) -> &str;
+    /// Completes a restore once every output is fetched (writes dep-info, unpacks a tree).
+    fn finish_restore(&self, entry: &CacheEntry) -> Result<(), TierFailure>;
+}
+
+/// Finds an action's result in `tier` (direct mode: the manifest entry whose files all
+/// match) and restores it: every output verified, then [`Action::finish_restore`].
 /// Files written are remembered in `files`, so dependents hash them for free.
 pub fn restore(
     tier: &dyn Tier,
-    inv: &Invocation,
+    action: &dyn Action,
     files: &mut FileDigests,
 ) -> Result<Restored, TierFailure> {
-    let manifest = tier.manifest(&inv.digest)?;
+    let manifest = tier.manifest(action.digest())?;
     let env = |n: &str| std::env::var(n).ok();
-    let Some(found) = manifest.find(files, &env, &inv.map).cloned() else {
+    let Some(found) = manifest.find(files, &env, action.map()).cloned() else {
         return Ok(Restored::Miss("no manifest entry matches"));
     };
     let Some(entry) = tier.entry(&found.key)? else {
         return Ok(Restored::Miss("the manifest names an entry that is gone"));
     };
-    let out_dir = &inv.outputs.out_dir;
+    let out_dir = action.output_dir();
     for out in &entry.outputs {
         match tier.fetch(out, out_dir) {
             Ok(Some(path)) => files.remember_written(&path, out.digest),
@@ -204,10 +220,7 @@ pub fn restore(
             }
         }
     }
-    let (name, text) = &entry.dep_info;
-    let dest = out_dir.join(name);
-    fsutil::write_atomic(&dest, &inv.map.restore(text.as_bytes()))
-        .map_err(|e| TierFailure::local_io(&dest, e))?;
+    action.finish_restore(&entry)?;
     Ok(Restored::Hit(Box::new(Hit {
         tier: tier.name(),
         found,
@@ -361,10 +374,10 @@ impl SharedTiers {
     pub fn look_up(
         &mut self,
         local: &LocalTier<'_>,
-        inv: &Invocation,
+        action: &dyn Action,
         files: &mut FileDigests,
     ) -> Option<Hit> {
-        if let Some(hit) = self.look_up_in(local, inv, files) {
+        if let Some(hit) = self.look_up_in(local, action, files) {
             return Some(hit);
         }
         if self.farm.is_none() && self.object_cfg.is_none() {
@@ -383,9 +396,9 @@ impl SharedTiers {
         .collect();
         let mut above: Vec<&dyn Tier> = vec![local];
         for tier in shared {
-            if let Some(hit) = self.look_up_in(tier, inv, files) {
+            if let Some(hit) = self.look_up_in(tier, action, files) {
                 for t in above.into_iter().filter(|t| t.writable()) {
-                    self.write_to(t, inv, &hit.found, &hit.entry, false);
+                    self.write_to(t, action, &hit.found, &hit.entry, false);
                 }
                 return Some(hit);
             }
@@ -397,11 +410,11 @@ impl SharedTiers {
     fn look_up_in(
         &self,
         tier: &dyn Tier,
-        inv: &Invocation,
+        action: &dyn Action,
         files: &mut FileDigests,
     ) -> Option<Hit> {
         let t0 = Instant::now();
-        let result = restore(tier, inv, files);
+        let result = restore(tier, action, files);
         let spent = t0.elapsed();
         let ms = spent.as_millis() as u64;
         let name = tier.name();
@@ -427,7 +440,7 @@ impl SharedTiers {
                     Restored::Hit(hit) => Some(*hit),
                     Restored::Miss(why) => {
                         tracing::debug!(
-                            crate_name = inv.crate_name(),
+                            unit = action.label(),
                             tier = name,
                             "not in the {name} tier: {why}"
                         );
@@ -447,7 +460,7 @@ impl SharedTiers {
     /// JetStream CAS already. Only tiers the lookup opened: none means a server is down.
     pub fn share(
         &self,
-        inv: &Invocation,
+        action: &dyn Action,
         found: &ManifestEntry,
         entry: &CacheEntry,
         on_farm: bool,
@@ -457,14 +470,14 @@ impl SharedTiers {
             self.object.get().map(|o| o as &dyn Tier),
         ];
         for tier in shared.into_iter().flatten().filter(|t| t.writable()) {
-            self.write_to(tier, inv, found, entry, on_farm);
+            self.write_to(tier, action, found, entry, on_farm);
         }
     }
 
     fn write_to(
         &self,
         tier: &dyn Tier,
-        inv: &Invocation,
+        action: &dyn Action,
         found: &ManifestEntry,
         entry: &CacheEntry,
         on_farm: bool,
@@ -476,10 +489,10 @@ impl SharedTiers {
         }
         let t0 = Instant::now();
         let result = tier.write(&Publish {
-            invocation: &inv.digest,
+            invocation: action.digest(),
             found,
             entry,
-            out_dir: &inv.outputs.out_dir,
+            out_dir: action.output_dir(),
             on_farm,
         });
         match result {

@@ -8,6 +8,7 @@ use jetcc_common::explain;
 use jetcc_common::files::{self, FileDigests};
 use jetcc_common::key;
 use jetcc_common::manifest::{Manifest, ManifestEntry, Source};
+use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
 use jetcc_common::stats::{ErrorKind, NotStoredReason};
 
@@ -15,7 +16,7 @@ use super::Wrapper;
 use crate::compile::Compiled;
 
 /// Why a compile's result was not stored: an expected case, or a jetcc-side error.
-pub(super) enum NotStored {
+pub(crate) enum NotStored {
     Skipped(NotStoredReason),
     Failed(ErrorKind),
 }
@@ -83,7 +84,7 @@ impl Wrapper {
         let entry = CacheEntry {
             version: FORMAT_VERSION,
             outputs,
-            dep_info: (inv.outputs.dep_info.clone(), dep_stored),
+            dep_info: Some((inv.outputs.dep_info.clone(), dep_stored)),
             stdout: inv.map.store(&compiled.stdout),
             stderr: inv.map.store(&compiled.stderr),
             exit_code: compiled.exit_code,
@@ -150,29 +151,12 @@ impl Wrapper {
     /// Digests and stamps of the sources a compile read. Fails if one changed after the
     /// compile started: the result might not match what the key would say.
     fn sources_now(&mut self, paths: &[String]) -> Result<Vec<Source>, NotStored> {
-        let started = files::system_ns(self.inv.started);
-        let now = files::now_ns();
-        let mut sources = Vec::with_capacity(paths.len());
-        for path in paths {
-            let stamp = self
-                .files
-                .stamp(path)
-                .ok_or(NotStoredReason::SourceUnreadable)?;
-            if stamp.changed_since(started) {
-                tracing::debug!(path, "changed while rustc ran");
-                return Err(NotStoredReason::InputChangedDuringCompile.into());
-            }
-            let digest = self
-                .files
-                .digest(path)
-                .ok_or(NotStoredReason::SourceUnreadable)?;
-            sources.push(Source {
-                path: self.inv.map.key_path(path),
-                digest,
-                stamp: stamp.settled(now).then_some(stamp),
-            });
-        }
-        Ok(sources)
+        Ok(sources_now(
+            &mut self.files,
+            &self.inv.map,
+            self.inv.started,
+            paths,
+        )?)
     }
 
     /// After a local hit that had to hash some sources (a fresh checkout, a `touch`),
@@ -199,6 +183,36 @@ impl Wrapper {
     }
 }
 
+/// Digests and stamps (in key form) of the files an action read, by local path. Fails if
+/// one changed after the action started: its result might not match what the key would say.
+pub(crate) fn sources_now(
+    files: &mut FileDigests,
+    map: &PathMap,
+    started: SystemTime,
+    paths: &[String],
+) -> Result<Vec<Source>, NotStoredReason> {
+    let started = files::system_ns(started);
+    let now = files::now_ns();
+    let mut sources = Vec::with_capacity(paths.len());
+    for path in paths {
+        let stamp = files.stamp(path).ok_or(NotStoredReason::SourceUnreadable)?;
+        if stamp.changed_since(started) {
+            tracing::debug!(path, "changed while it ran");
+            return Err(NotStoredReason::InputChangedDuringCompile);
+        }
+        let digest = files
+            .digest(path)
+            .ok_or(NotStoredReason::SourceUnreadable)?;
+        sources.push(Source {
+            path: map.key_path(path),
+            digest,
+            // A directory's listing has no stamp to trust: it is listed again on lookup.
+            stamp: (stamp.settled(now) && !path.ends_with('/')).then_some(stamp),
+        });
+    }
+    Ok(sources)
+}
+
 /// With portable paths, the local roots `file` names anyway (see `PathMap::local_roots_in`).
 fn portable_leaks(inv: &crate::invocation::Invocation, file: &std::path::Path) -> Vec<String> {
     if !inv.map.is_portable() {
@@ -213,7 +227,7 @@ fn portable_leaks(inv: &crate::invocation::Invocation, file: &std::path::Path) -
         .collect()
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
