@@ -1,5 +1,6 @@
 //! End-to-end tests: real cargo and rustc, the real `jetcc` binary, fixtures under `tests/`.
 
+mod build_scripts;
 mod caching;
 mod compose;
 mod farm;

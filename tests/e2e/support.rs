@@ -140,6 +140,23 @@ impl Built {
         map
     }
 
+    /// Hits and misses per package, of build-script runs (the launcher's
+    /// `build_script=<package>` lines).
+    pub fn run_outcomes(&self) -> BTreeMap<String, Vec<Outcome>> {
+        let mut map: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+        for line in self.log.lines() {
+            let outcome = match field(line, "outcome").as_deref() {
+                Some("hit") => Outcome::Hit,
+                Some("miss") => Outcome::Miss,
+                _ => continue,
+            };
+            if let Some(name) = field(line, "build_script") {
+                map.entry(name).or_default().push(outcome);
+            }
+        }
+        map
+    }
+
     /// Asserts that each of `crates` went through jetcc once, with outcome `want`.
     pub fn assert_each(&self, crates: &[&str], want: Outcome) {
         for krate in crates {
@@ -301,7 +318,8 @@ pub fn stats(cache: &Path) -> serde_json::Value {
 }
 
 /// Every compiled artifact under `target`, by relative path: `.rlib`, `.rmeta`, `.a`, `.so`
-/// and executables (binaries, build scripts), but not incremental state.
+/// and executables (binaries, build scripts), but not incremental state. Where jetcc left its
+/// build-script launcher, the artifact is the binary rustc wrote (kept beside it).
 pub fn artifacts(target: &Path) -> BTreeMap<String, Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
@@ -320,11 +338,25 @@ pub fn artifacts(target: &Path) -> BTreeMap<String, Vec<u8>> {
             .iter()
             .any(|x| name.ends_with(x))
             || exec;
-        if wanted {
-            out.insert(rel, fs::read(p).unwrap());
+        if wanted && !name.ends_with(".jetcc-real") {
+            out.insert(rel, launched_binary(fs::read(p).unwrap()));
         }
     });
     out
+}
+
+/// The bytes of the binary a jetcc build-script launcher runs, or `bytes` if they are not a
+/// launcher (which names it on its `# real: ` line).
+pub fn launched_binary(bytes: Vec<u8>) -> Vec<u8> {
+    if !bytes.starts_with(b"#!") || !bytes.windows(22).any(|w| w == b"build-script launcher:") {
+        return bytes;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let real = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# real: "))
+        .expect("the launcher names the real binary");
+    fs::read(real).expect("the real build-script binary beside its launcher")
 }
 
 /// Asserts two artifact sets are equal file by file; names the differing files.

@@ -166,8 +166,17 @@ impl FileDigests {
     }
 }
 
+/// Whether a directory under a package is left out of its listing: version control, a cargo
+/// target dir (it holds `CACHEDIR.TAG`) or another package (it has a `Cargo.toml`), as
+/// cargo leaves them out of a package's files.
+pub fn is_outside_package(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|n| n == ".git")
+        || dir.join("CACHEDIR.TAG").exists()
+        || dir.join("Cargo.toml").exists()
+}
+
 /// The digest of a directory's listing: relative names and kinds, sorted, recursively
-/// (symlinks by target, not followed).
+/// (symlinks by target, not followed; see [`is_outside_package`] for what is skipped).
 fn listing_digest(dir: &Path) -> std::io::Result<Digest> {
     let mut h = KeyHasher::new("jetcc-dir-listing");
     let mut stack = vec![PathBuf::new()];
@@ -177,6 +186,9 @@ fn listing_digest(dir: &Path) -> std::io::Result<Digest> {
         for e in entries {
             let rel = rel.join(e.file_name());
             let kind = e.file_type()?;
+            if kind.is_dir() && is_outside_package(&e.path()) {
+                continue;
+            }
             h.str(&rel.to_string_lossy());
             if kind.is_dir() {
                 h.str("dir");

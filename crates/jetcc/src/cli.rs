@@ -9,7 +9,7 @@ use jetcc_common::cache::DiskCache;
 use jetcc_common::config::Config;
 use jetcc_common::exit::{self, ExitCode};
 use jetcc_common::farm::{Farm, Lifetime};
-use jetcc_common::stats::{human_bytes, Stats};
+use jetcc_common::stats::{human_bytes, ActionStats, Stats};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -194,12 +194,42 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
             row(&format!("  {k}"), v.to_string());
         }
     }
+    action_rows("Build-script runs", &s.build_script_runs);
     print_tiers(s);
     row("Bytes restored from cache", human_bytes(s.bytes_restored));
     row("Bytes stored in cache", human_bytes(s.bytes_stored));
     row(
         "Compile time saved",
         format!("{:.1} s", s.time_saved_ms as f64 / 1000.0),
+    );
+}
+
+/// The rows of one kind of action other than rustc (shown once it has been seen): hits,
+/// misses, stored, and each reason it was not cached or not stored.
+fn action_rows(title: &str, a: &ActionStats) {
+    if *a == ActionStats::default() {
+        return;
+    }
+    let row = |name: &str, value: String| println!("{name:<36}{value}");
+    let looked_up = a.hits + a.misses;
+    let rate = match looked_up {
+        0 => 0.0,
+        n => 100.0 * a.hits as f64 / n as f64,
+    };
+    row(
+        title,
+        format!("{} hits, {} misses ({rate:.2} % hits)", a.hits, a.misses),
+    );
+    row("  stored", a.stored.to_string());
+    for (k, v) in &a.not_stored {
+        row(&format!("  not stored: {k}"), v.to_string());
+    }
+    for (k, v) in &a.pass_through {
+        row(&format!("  not cached: {k}"), v.to_string());
+    }
+    row(
+        "  time saved",
+        format!("{:.1} s", a.time_saved_ms as f64 / 1000.0),
     );
 }
 

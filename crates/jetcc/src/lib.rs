@@ -52,8 +52,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match first {
         Some(f) if f == buildscript::launcher::COMMAND && args.len() > 2 => {
             let mut rest = args.into_iter().skip(2);
-            let real = rest.next().expect("checked above");
-            buildscript::run(real, rest.collect())
+            let launcher = rest.next().expect("checked above");
+            buildscript::run(launcher, rest.collect())
         }
         Some(f) if f.starts_with('-') => cli::run(&args),
         Some(_) => {

@@ -1,8 +1,10 @@
 fn main() {
-    cc::Build::new()
-        .file("csrc/add.c")
-        .include("csrc")
-        .compile("add");
+    let mut build = cc::Build::new();
+    build.file("csrc/add.c").include("csrc");
+    if std::env::var_os("CARGO_FEATURE_BIAS").is_some() {
+        build.define("ADD_BIAS", "100");
+    }
+    build.compile("add");
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-changed=build.rs");
 }

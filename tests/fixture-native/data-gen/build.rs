@@ -12,6 +12,8 @@ fn main() {
         );
     }
     out += "];\n";
+    let rows = text.lines().filter(|l| !l.trim().is_empty()).count();
+    println!("cargo:rows={rows}");
     let dest = Path::new(&env::var("OUT_DIR").unwrap()).join("table.rs");
     fs::write(dest, out).unwrap();
 }

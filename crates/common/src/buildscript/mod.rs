@@ -53,9 +53,11 @@ pub const UNKEYED: &[(&str, &str)] = &[
         "a location: sources under it are keyed by content",
     ),
     (
-        "RUSTC_WRAPPER",
-        "jetcc itself: keyed by file name only (what cc-rs looks at)",
+        "LD_LIBRARY_PATH",
+        "cargo sets it to the target dir's deps and the toolchain's libs: locations",
     ),
+    ("DYLD_FALLBACK_LIBRARY_PATH", "as LD_LIBRARY_PATH, on macOS"),
+    ("RUSTC_WRAPPER", "jetcc itself"),
     ("RUSTC_WORKSPACE_WRAPPER", "as RUSTC_WRAPPER"),
     (
         "RUSTC",
@@ -207,6 +209,7 @@ mod tests {
             "CCACHE_DIR2",
             "CARGO_TARGET_DIR",
             "RUSTC_WRAPPER",
+            "LD_LIBRARY_PATH",
             "MY_UNRELATED",
         ] {
             assert!(!is_keyed_env(unkeyed), "{unkeyed}");

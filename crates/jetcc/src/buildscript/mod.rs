@@ -21,13 +21,14 @@ use std::time::{Instant, SystemTime};
 use jetcc_common::buildscript::{self, tree, Directives};
 use jetcc_common::cache::DiskCache;
 use jetcc_common::config::{Config, PathsMode};
-use jetcc_common::files::FileDigests;
+use jetcc_common::digest::KeyHasher;
+use jetcc_common::files::{self, FileDigests};
 use jetcc_common::key;
 use jetcc_common::manifest::ManifestEntry;
 use jetcc_common::pathmap::{PathMap, Portable};
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
 use jetcc_common::stats::{ErrorKind, NotStoredReason, RunPassThrough, Stats, LOCAL_TIER};
-use jetcc_common::{toolchain, Digest};
+use jetcc_common::{explain, toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::record;
@@ -40,9 +41,19 @@ const ARCHIVE: &str = "jetcc-out-dir.tar";
 /// Bumped when what keys a run changes.
 const RUN_FORMAT: &str = "1";
 
-/// Runs the build script `real` (cargo's launcher call) through the cache and returns its
-/// exit code. Anything jetcc cannot do before the run ends in `exec` of the real script.
-pub fn run(real: OsString, args: Vec<OsString>) -> i32 {
+/// Runs the build script behind `launcher` (cargo ran the launcher, whose `#!` line ran
+/// jetcc) through the cache and returns its exit code. Anything jetcc cannot do before the
+/// run ends in `exec` of the real script.
+pub fn run(launcher: OsString, args: Vec<OsString>) -> i32 {
+    let Some(real) = launcher::real_binary(Path::new(&launcher)) else {
+        eprintln!(
+            "jetcc: {} is not a build-script launcher jetcc wrote (no `# real:` line); \
+             run `cargo clean` to rebuild it",
+            launcher.to_string_lossy()
+        );
+        return 1;
+    };
+    let real = real.into_os_string();
     let disabled = std::env::var_os("JETCC_DISABLE").is_some_and(|v| !v.is_empty() && v != "0");
     // Cached only in builds that use jetcc: a build without it runs scripts as cargo would.
     let me = std::env::current_exe().ok();
@@ -105,8 +116,13 @@ struct ScriptRun {
     cwd: PathBuf,
     map: PathMap,
     digest: Digest,
+    /// What the digest is made of, and the run it belongs to across changes (`--explain`).
+    parts: Vec<(String, String)>,
+    unit: Digest,
     /// `<package> build script`, for logs.
     label: String,
+    /// The package's name (`build_script=` in logs).
+    package: String,
     started: SystemTime,
     clock: Instant,
 }
@@ -220,10 +236,12 @@ impl ScriptRun {
             parts.push((format!("tool {tool}"), id));
         }
         let digest = key::invocation_digest(&parts);
-        let label = format!(
-            "{} build script",
-            var("CARGO_PKG_NAME").unwrap_or_else(|| "?".into())
-        );
+        let package = var("CARGO_PKG_NAME").unwrap_or_else(|| "?".into());
+        let unit = KeyHasher::new("jetcc-build-script-unit")
+            .str(&map.key_path(&cwd.to_string_lossy()))
+            .str(&package)
+            .finish();
+        let label = format!("{package} build script");
         let run = ScriptRun {
             real: real.to_path_buf(),
             args,
@@ -232,7 +250,10 @@ impl ScriptRun {
             cwd,
             map,
             digest,
+            parts,
+            unit,
             label,
+            package,
             started,
             clock,
         };
@@ -251,7 +272,7 @@ impl ScriptRun {
                 let _ = std::io::stderr().write_all(&self.map.restore(&entry.stderr));
                 let spent = self.clock.elapsed().as_millis() as u64;
                 tracing::debug!(
-                    unit = self.label,
+                    build_script = self.package,
                     outcome = "hit",
                     tier = hit.tier,
                     total_ms = spent,
@@ -266,12 +287,18 @@ impl ScriptRun {
                 });
                 entry.exit_code
             }
-            None => self.miss(&cache, &shared),
+            None => self.miss(&cache, &shared, &mut files),
         }
     }
 
-    fn miss(&self, cache: &DiskCache, shared: &SharedTiers) -> i32 {
-        tracing::debug!(unit = self.label, outcome = "miss", "build script miss");
+    fn miss(&self, cache: &DiskCache, shared: &SharedTiers, files: &mut FileDigests) -> i32 {
+        let why = self.explain_miss(cache, files);
+        tracing::debug!(
+            build_script = self.package,
+            outcome = "miss",
+            why,
+            "build script miss"
+        );
         let compiled = match compile::run_streaming(self.real.as_os_str(), &self.args) {
             Ok(c) => c,
             Err(e) => {
@@ -328,6 +355,29 @@ impl ScriptRun {
         compiled.exit_code
     }
 
+    /// Why this run is not in the local cache, for the log and `--explain`: the declared
+    /// file or variable that changed since the last run of the same digest, or else the
+    /// variable, tool or binary that changed since the package's last run.
+    fn explain_miss(&self, cache: &DiskCache, files: &mut FileDigests) -> String {
+        let manifest = cache.manifest(&self.digest);
+        let lines = match manifest.entries.first() {
+            Some(newest) => {
+                explain::diff_sources(newest, files, &|n| std::env::var(n).ok(), &self.map)
+            }
+            None => match cache.unit_parts(&self.unit) {
+                Some(old) => explain::diff_parts(&old, &self.parts),
+                None => vec!["first run of this build script".to_owned()],
+            },
+        };
+        let why = if lines.is_empty() {
+            "an earlier run declared other files".to_owned()
+        } else {
+            lines.join("; ")
+        };
+        cache.log_miss(&format!("{} ({}): {why}", self.label, self.cwd.display()));
+        why
+    }
+
     /// Stores a successful run: its `OUT_DIR` as one blob, stdout and stderr in key form, and
     /// the manifest entry that finds it (declared files and variables, linked system libs).
     fn store(
@@ -371,6 +421,7 @@ impl ScriptRun {
             compile_ms: compiled.duration.as_millis() as u64,
         };
         cache.put_entry(&key, &entry).map_err(failed)?;
+        cache.put_unit_parts(&self.unit, &self.parts);
         let found = ManifestEntry {
             sources,
             env_deps,
@@ -392,6 +443,8 @@ impl ScriptRun {
     fn declared_files(&self, d: &Directives) -> Result<Vec<String>, NotStored> {
         let mut read = Vec::new();
         if d.rerun_if_changed.is_empty() {
+            // Its listing too: cargo reruns it when a file is added.
+            read.push("./".to_owned());
             package_files(&self.cwd, &self.out_dir, &mut read);
         }
         for path in &d.rerun_if_changed {
@@ -418,24 +471,21 @@ impl ScriptRun {
     }
 }
 
-/// Every file under `dir` (relative to it), skipping version-control dirs, target dirs
-/// (those holding `CACHEDIR.TAG`) and the build's own `OUT_DIR`.
+/// Every file under `dir` (relative to it), skipping what is not the package's
+/// (`files::is_outside_package`) and the build's own `OUT_DIR`.
 fn package_files(dir: &Path, out_dir: &Path, into: &mut Vec<String>) {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let abs = dir.join(&rel);
-        if abs.join("CACHEDIR.TAG").exists() || abs.starts_with(out_dir) {
+        let nested = !rel.as_os_str().is_empty() && files::is_outside_package(&abs);
+        if nested || abs.starts_with(out_dir) {
             continue;
         }
         let Ok(entries) = std::fs::read_dir(&abs) else {
             continue;
         };
         for e in entries.flatten() {
-            let name = e.file_name();
-            if name == ".git" {
-                continue;
-            }
-            let rel = rel.join(&name);
+            let rel = rel.join(e.file_name());
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(rel),
                 Ok(_) => into.push(rel.to_string_lossy().into_owned()),
