@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 # The end-to-end tests build real crates.io crates (tests/fixture-registry): fetch them first so
 # a network hiccup shows up here, clearly, rather than as a failed assertion.
 cargo fetch --manifest-path tests/fixture-registry/Cargo.toml --locked
+cargo fetch --manifest-path tests/fixture-native/Cargo.toml --locked
+
+# The build-script tests (tests/fixture-native) compile C with cc, cmake, configure + make, and
+# probe the system zlib with pkg-config. PyPI's cmake wheel is the quickest cmake to install.
+command -v cmake >/dev/null || python3 -m pip install --quiet --disable-pip-version-check cmake
+pkg-config --exists zlib 2>/dev/null || { apt-get update -qq && apt-get install -y -qq pkg-config zlib1g-dev; }
+command -v make >/dev/null || { apt-get update -qq && apt-get install -y -qq make; }
 
 # The read-only cache test needs unshare/mount (util-linux), present on Debian-based machines.
 command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
