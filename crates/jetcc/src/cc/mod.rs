@@ -120,6 +120,7 @@ pub fn run(name: &str, args: Vec<OsString>) -> i32 {
                 compiler = name,
                 outcome = "pass-through",
                 reason = why.name(),
+                args = ?args,
                 "C compile run as it is: {}",
                 why.name()
             );
