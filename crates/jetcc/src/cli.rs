@@ -194,12 +194,44 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
             row(&format!("  {k}"), v.to_string());
         }
     }
+    c_rows(s);
     print_tiers(s);
     row("Bytes restored from cache", human_bytes(s.bytes_restored));
     row("Bytes stored in cache", human_bytes(s.bytes_stored));
     row(
         "Compile time saved",
         format!("{:.1} s", s.time_saved_ms as f64 / 1000.0),
+    );
+}
+
+/// The C/C++ compiles build scripts ran through jetcc's compiler shims (when there were any):
+/// hits, misses, stores, and why the others ran uncached or were not stored.
+fn c_rows(s: &Stats) {
+    let c = &s.c_compiles;
+    if *c == Default::default() {
+        return;
+    }
+    let row = |name: &str, value: String| println!("{name:<36}{value}");
+    row("C/C++ compile hits", c.hits.to_string());
+    row("C/C++ compile misses", c.misses.to_string());
+    row("C/C++ compiles stored", c.stored.to_string());
+    row(
+        "C/C++ pass-through (not cached)",
+        c.pass_through.values().sum::<u64>().to_string(),
+    );
+    for (k, v) in &c.pass_through {
+        row(&format!("  {k}"), v.to_string());
+    }
+    row(
+        "C/C++ misses not stored",
+        c.not_stored.values().sum::<u64>().to_string(),
+    );
+    for (k, v) in &c.not_stored {
+        row(&format!("  {k}"), v.to_string());
+    }
+    row(
+        "C/C++ compile time saved",
+        format!("{:.1} s", c.time_saved_ms as f64 / 1000.0),
     );
 }
 
