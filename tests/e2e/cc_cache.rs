@@ -173,3 +173,84 @@ fn c_compiles_hit_when_a_script_reruns_and_a_header_change_misses() {
         "back to the first header"
     );
 }
+
+/// jetcc called as `cc` through a shim dir, outside cargo: what a build script's compile sees.
+struct Shim {
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Shim {
+    fn new() -> Shim {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shims")).unwrap();
+        std::os::unix::fs::symlink(jetcc_e2e::jetcc_bin(), dir.path().join("shims/cc")).unwrap();
+        Shim {
+            dir,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cc(&self, path: &str, args: &str) -> std::process::Output {
+        let shims = self.dir.path().join("shims");
+        let mut cmd = Command::new("cc");
+        jetcc_e2e::scrub_env(&mut cmd);
+        cmd.current_dir(self.dir.path())
+            .args(args.split_whitespace())
+            .env("PATH", format!("{}:{path}", shims.display()))
+            .env("JETCC_SHIM_DIR", &shims)
+            .env("JETCC_DIR", self.cache.path());
+        cmd.output().unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    fn stat(&self, what: &str) -> serde_json::Value {
+        stats(self.cache.path())["c_compiles"][what].clone()
+    }
+}
+
+#[test]
+fn c_compiles_through_a_shim_hit_pass_probes_through_and_refuse_the_clock() {
+    let s = Shim::new();
+    let path = std::env::var("PATH").unwrap();
+    s.write("a.h", "#define A 7\n");
+    s.write("a.c", "#include \"a.h\"\nint a(void) { return A; }\n");
+    let compile = "-O1 -g -MD -MF deps/a.d -c a.c -o obj/a.o";
+    std::fs::create_dir(s.dir.path().join("obj")).unwrap();
+    std::fs::create_dir(s.dir.path().join("deps")).unwrap();
+    assert!(s.cc(&path, compile).status.success());
+    let object = std::fs::read(s.dir.path().join("obj/a.o")).unwrap();
+    let deps = std::fs::read_to_string(s.dir.path().join("deps/a.d")).unwrap();
+    assert!(deps.starts_with("obj/a.o: a.c"), "{deps}");
+    std::fs::remove_file(s.dir.path().join("obj/a.o")).unwrap();
+    std::fs::remove_file(s.dir.path().join("deps/a.d")).unwrap();
+    assert!(s.cc(&path, compile).status.success());
+    assert_eq!(s.stat("hits"), 1);
+    assert_eq!(std::fs::read(s.dir.path().join("obj/a.o")).unwrap(), object);
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join("deps/a.d")).unwrap(),
+        deps
+    );
+
+    // Probes run the real compiler, untouched.
+    let version = s.cc(&path, "--version");
+    assert!(version.status.success());
+    assert!(!version.stdout.is_empty());
+    assert_eq!(s.stat("pass_through")["info"], 1);
+
+    // A header using the clock: compiled every time, never stored.
+    s.write("a.h", "#define A 7\nstatic const char *when = __TIME__;\n");
+    for _ in 0..2 {
+        assert!(s.cc(&path, compile).status.success());
+    }
+    assert_eq!(s.stat("not_stored")["time-macros"], 2);
+    assert_eq!(s.stat("hits"), 1);
+
+    // No real compiler past the shims: a shell's "not found", never jetcc calling itself.
+    let none = s.cc("/nonexistent", compile);
+    assert_eq!(none.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("command not found"));
+}
