@@ -235,6 +235,19 @@ fn c_compiles_through_a_shim_hit_pass_probes_through_and_refuse_the_clock() {
         deps
     );
 
+    // -MD alone: the dep file is named after the object, on a hit as on a miss.
+    let md_only = "-O1 -MD -c a.c -o obj/b.o";
+    assert!(s.cc(&path, md_only).status.success());
+    let want = std::fs::read_to_string(s.dir.path().join("obj/b.d")).unwrap();
+    assert!(want.starts_with("obj/b.o: a.c"), "{want}");
+    std::fs::remove_file(s.dir.path().join("obj/b.d")).unwrap();
+    assert!(s.cc(&path, md_only).status.success());
+    assert_eq!(s.stat("hits"), 2);
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join("obj/b.d")).unwrap(),
+        want
+    );
+
     // Probes run the real compiler, untouched.
     let version = s.cc(&path, "--version");
     assert!(version.status.success());
@@ -247,7 +260,7 @@ fn c_compiles_through_a_shim_hit_pass_probes_through_and_refuse_the_clock() {
         assert!(s.cc(&path, compile).status.success());
     }
     assert_eq!(s.stat("not_stored")["time-macros"], 2);
-    assert_eq!(s.stat("hits"), 1);
+    assert_eq!(s.stat("hits"), 2);
 
     // No real compiler past the shims: a shell's "not found", never jetcc calling itself.
     let none = s.cc("/nonexistent", compile);

@@ -100,8 +100,6 @@ pub enum CcPassThrough {
     Language,
     /// `-MF` without `-MD`/`-MMD`, or `-Wp,-M…` / `-Xpreprocessor -M…`.
     DepFileWithoutMd,
-    /// `-MD`/`-MMD` without `-MF`: the dep file's name is the compiler's choice.
-    MdWithoutMf,
     /// `-MMD`: its dep file omits system headers, so it cannot key the compile.
     Mmd,
     /// `-MG`: missing headers treated as generated.
@@ -137,7 +135,6 @@ impl StatKind for CcPassThrough {
             CcPassThrough::UnknownInput => "unknown-input",
             CcPassThrough::Language => "language",
             CcPassThrough::DepFileWithoutMd => "dep-file-without-md",
-            CcPassThrough::MdWithoutMf => "md-without-mf",
             CcPassThrough::Mmd => "mmd",
             CcPassThrough::MissingHeadersGenerated => "mg",
             CcPassThrough::UnlistedInputs => "unlisted-inputs",
@@ -161,7 +158,8 @@ pub struct CcArgs {
     pub lang: Lang,
     /// The object file: `-o`'s value, or `<stem>.o` in the cwd.
     pub output: String,
-    /// The dep file (`-MD -MF PATH`), if asked for.
+    /// The dep file (`-MD -MF PATH`, or `-MD` alone: the object's path with `.d`), if asked
+    /// for.
     pub dep_file: Option<String>,
     /// `-MT`/`-MQ` given: the dep file's targets are in the key, not the object's path.
     pub dep_targets_given: bool,
@@ -462,15 +460,17 @@ impl CcArgs {
         if dep_file.is_some() && !md {
             return Err(DepFileWithoutMd);
         }
-        if md && dep_file.is_none() {
-            return Err(MdWithoutMf);
-        }
         let output = match output {
             Some(o) if o == "-" => return Err(OutputToStdout),
             Some(o) if o.is_empty() => return Err(UnknownFlag),
             Some(o) => o,
             None => default_object(&source),
         };
+        // `-MD` alone: the compiler names the dep file after the object (gcc's and clang's
+        // documented rule), so its location follows `-o` and is not keyed either.
+        if md && dep_file.is_none() {
+            dep_file = Some(with_extension_d(&output));
+        }
         Ok(CcArgs {
             args: args.to_vec(),
             key_args,
@@ -493,6 +493,20 @@ fn default_object(source: &str) -> String {
     let base = source.rsplit('/').next().unwrap_or(source);
     let stem = base.rsplit_once('.').map_or(base, |(s, _)| s);
     format!("{stem}.o")
+}
+
+/// `-MD`'s dep file when no `-MF` names it: the object's path with its file name's last
+/// extension replaced by `.d` (`obj/a.c.o` → `obj/a.c.d`, `obj/a` → `obj/a.d`).
+fn with_extension_d(object: &str) -> String {
+    let (dir, name) = match object.rsplit_once('/') {
+        Some((d, n)) => (format!("{d}/"), n),
+        None => (String::new(), object),
+    };
+    let stem = match name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => name,
+    };
+    format!("{dir}{stem}.d")
 }
 
 /// A path as make's rules quote it (what gcc writes for a dep file's target): `$` doubled,
@@ -624,6 +638,12 @@ mod tests {
         assert_eq!(parse("-xc -c y.inc").unwrap().lang, Lang::C);
         assert_eq!(parse("-ofoo.o -c y.c").unwrap().output, "foo.o");
         assert!(parse("-c y.c -MD -MFy.d").unwrap().dep_file.is_some());
+        // -MD alone: named after the object, as gcc and clang name it.
+        let dep = |line: &str| parse(line).unwrap().dep_file.unwrap();
+        assert_eq!(dep("-MD -c src/a.c"), "a.d");
+        assert_eq!(dep("-MD -c a.c -o sub/x.o"), "sub/x.d");
+        assert_eq!(dep("-MD -c a.c -o sub/y.c.o"), "sub/y.c.d");
+        assert_eq!(dep("-MD -c a.c -o sub.d/noext"), "sub.d/noext.d");
         assert!(parse("-c y.c -isystem/usr/x -std=c11 --param=ssp-buffer-size=4").is_ok());
     }
 
@@ -661,7 +681,6 @@ mod tests {
             ("-c a.c -MF a.d", DepFileWithoutMd),
             ("-c a.c -Wp,-MD,a.d", DepFileWithoutMd),
             ("-c a.c -Xpreprocessor -MD", DepFileWithoutMd),
-            ("-c a.c -MD", MdWithoutMf),
             ("-c a.c -MMD -MF a.d", Mmd),
             ("-c a.c -MD -MG -MF a.d", MissingHeadersGenerated),
             ("-c a.c -fplugin=x.so", UnlistedInputs),
