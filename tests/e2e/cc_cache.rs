@@ -192,6 +192,16 @@ impl Shim {
     }
 
     fn cc(&self, path: &str, args: &str) -> std::process::Output {
+        self.cc_with(path, args, self.cache.path(), &[])
+    }
+
+    fn cc_with(
+        &self,
+        path: &str,
+        args: &str,
+        cache: &Path,
+        env: &[(&str, &Path)],
+    ) -> std::process::Output {
         let shims = self.dir.path().join("shims");
         let mut cmd = Command::new("cc");
         jetcc_e2e::scrub_env(&mut cmd);
@@ -199,7 +209,8 @@ impl Shim {
             .args(args.split_whitespace())
             .env("PATH", format!("{}:{path}", shims.display()))
             .env("JETCC_SHIM_DIR", &shims)
-            .env("JETCC_DIR", self.cache.path());
+            .env("JETCC_DIR", cache)
+            .envs(env.iter().copied());
         cmd.output().unwrap()
     }
 
@@ -266,4 +277,39 @@ fn c_compiles_through_a_shim_hit_pass_probes_through_and_refuse_the_clock() {
     let none = s.cc("/nonexistent", compile);
     assert_eq!(none.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&none.stderr).contains("command not found"));
+}
+
+#[test]
+fn c_compiles_are_shared_through_an_object_store_tier() {
+    let s = Shim::new();
+    let path = std::env::var("PATH").unwrap();
+    let tier = tempfile::tempdir().unwrap();
+    let shared = [("JETCC_CACHE_PATH", tier.path())];
+    s.write("a.h", "#define A 9\n");
+    s.write("a.c", "#include \"a.h\"\nint a(void) { return A; }\n");
+    let compile = "-O2 -g -c a.c -o a.o";
+    assert!(s
+        .cc_with(&path, compile, s.cache.path(), &shared)
+        .status
+        .success());
+    let object = std::fs::read(s.dir.path().join("a.o")).unwrap();
+    std::fs::remove_file(s.dir.path().join("a.o")).unwrap();
+    // Another machine's empty local cache, the same shared tier: a hit from it, same bytes.
+    let other = tempfile::tempdir().unwrap();
+    assert!(s
+        .cc_with(&path, compile, other.path(), &shared)
+        .status
+        .success());
+    let st = stats(other.path());
+    assert_eq!(st["c_compiles"]["hits"], 1, "{st}");
+    assert_eq!(st["tiers"]["path"]["hits"], 1, "{st}");
+    assert_eq!(std::fs::read(s.dir.path().join("a.o")).unwrap(), object);
+    // The hit filled the local tier above it: the next one is local.
+    std::fs::remove_file(s.dir.path().join("a.o")).unwrap();
+    assert!(s
+        .cc_with(&path, compile, other.path(), &shared)
+        .status
+        .success());
+    assert_eq!(stats(other.path())["tiers"]["local"]["hits"], 1);
+    assert_eq!(std::fs::read(s.dir.path().join("a.o")).unwrap(), object);
 }
