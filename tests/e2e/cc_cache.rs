@@ -172,6 +172,24 @@ fn c_compiles_hit_when_a_script_reruns_and_a_header_change_misses() {
         plain,
         "back to the first header"
     );
+
+    // The shims do not change a run's key: after `cargo clean -p cc-header`, the run stored
+    // with CC_HEADER_SALT=1 and this header is a hit, and no C compile happens at all.
+    let clean = cargo_command(&p.dir)
+        .args(["clean", "-p", "cc-header"])
+        .output()
+        .unwrap();
+    assert!(clean.status.success());
+    let runs_hit = stats(cache)["build_script_runs"]["hits"].as_u64().unwrap();
+    let again = p.build_ok(&build(Build::jetcc(cache).env("CC_HEADER_SALT", "1")));
+    assert!(stats(cache)["build_script_runs"]["hits"].as_u64().unwrap() > runs_hit);
+    assert!(
+        !c_outcomes(&again).iter().any(|(s, _)| s == "add.c"),
+        "{:?}",
+        c_outcomes(&again)
+    );
+    assert_eq!(run_app(&p), plain_line);
+    assert_eq!(native_outputs(&p.target()), plain, "a run hit");
 }
 
 /// jetcc called as `cc` through a shim dir, outside cargo: what a build script's compile sees.
