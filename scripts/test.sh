@@ -11,7 +11,7 @@ cargo fetch --manifest-path tests/fixture-native/Cargo.toml --locked
 
 # The build-script tests (tests/fixture-native) compile C with cc, cmake, configure + make, and
 # probe the system zlib with pkg-config. PyPI's cmake wheel is the quickest cmake to install.
-command -v cmake >/dev/null || python3 -m pip install --quiet --disable-pip-version-check cmake
+cmake --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check cmake
 pkg-config --exists zlib 2>/dev/null || { apt-get update -qq && apt-get install -y -qq pkg-config zlib1g-dev; }
 command -v make >/dev/null || { apt-get update -qq && apt-get install -y -qq make; }
 

@@ -10,6 +10,8 @@
 //! - [`explain`]: why a unit missed.
 //! - [`buildscript`]: what keys a build-script run (cargo's variables, toolchain variables and
 //!   tools, the directives of its previous run) and its `OUT_DIR` as one blob.
+//! - [`ccargs`]: a typed model of gcc's and clang's command lines: which C/C++ compiles are
+//!   cached, what keys them, their make dep files.
 //! - [`protocol`]: the farm's names in NATS and its wire messages; [`farm`]: the transport
 //!   (connection, JetStream resources, the CAS).
 //! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, tool identities.
@@ -22,6 +24,7 @@
 pub mod args;
 pub mod buildscript;
 pub mod cache;
+pub mod ccargs;
 pub mod classify;
 pub mod config;
 pub mod depinfo;

@@ -41,9 +41,13 @@ pub struct Stats {
     pub time_saved_ms: u64,
     /// Build-script runs (through jetcc's launcher); the counts above are rustc's.
     pub build_script_runs: ActionStats,
+    /// C/C++ and assembler compiles through jetcc's compiler shims (started by build-script
+    /// runs); pass-through reasons are `ccargs::CcPassThrough`.
+    pub c_compiles: ActionStats,
 }
 
-/// The counts of one kind of action other than rustc invocations (build-script runs).
+/// The counts of one kind of action other than rustc invocations (build-script runs, C/C++
+/// compiles).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ActionStats {
@@ -163,6 +167,13 @@ pub enum NotStoredReason {
     DeclaredPathMissing,
     /// A build script's `OUT_DIR` could not be packed (a FIFO or socket in it, say).
     OutDirUnpackable,
+    /// A C/C++ source or header uses `__DATE__`, `__TIME__` or `__TIMESTAMP__`: its object
+    /// changes with the clock (ccache's rule for direct mode).
+    TimeMacros,
+    /// An assembler source uses `.include` or `.incbin`: files no dep file lists.
+    AsmInclude,
+    /// A dep file the compiler wrote is not what jetcc expects (its target is not the object).
+    DepFileUnexpected,
 }
 
 impl StatKind for NotStoredReason {
@@ -176,6 +187,9 @@ impl StatKind for NotStoredReason {
             NotStoredReason::ScriptFailed => "script-failed",
             NotStoredReason::DeclaredPathMissing => "declared-path-missing",
             NotStoredReason::OutDirUnpackable => "out-dir-unpackable",
+            NotStoredReason::TimeMacros => "time-macros",
+            NotStoredReason::AsmInclude => "asm-include",
+            NotStoredReason::DepFileUnexpected => "dep-file-unexpected",
         }
     }
 }

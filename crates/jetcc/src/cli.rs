@@ -195,6 +195,7 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         }
     }
     action_rows("Build-script runs", &s.build_script_runs);
+    action_rows("C/C++ compiles", &s.c_compiles);
     print_tiers(s);
     row("Bytes restored from cache", human_bytes(s.bytes_restored));
     row("Bytes stored in cache", human_bytes(s.bytes_stored));

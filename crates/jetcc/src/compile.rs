@@ -1,10 +1,11 @@
-//! Runs rustc for real, passing its output through as it comes.
+//! Runs rustc (or a build script, or a C compiler) for real, passing its output through as it
+//! comes.
 //!
 //! cargo's pipelining starts dependent crates when rustc reports the `.rmeta` artifact on
 //! stderr, so stderr is forwarded line by line (never buffered to the end) while a copy is kept
 //! for the cache.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,9 +21,20 @@ pub struct Compiled {
 /// Runs `rustc ARGS`, forwarding stdout and stderr as they are written. An error means rustc
 /// could not be started (so it did not run).
 pub fn run_streaming(rustc: &OsStr, args: &[String]) -> io::Result<Compiled> {
+    run_streaming_env(rustc, args, &[])
+}
+
+/// [`run_streaming`] with `env` set (or replaced) in the program's environment: a build
+/// script gets jetcc's compiler shims on its `PATH`, a real compiler loses them.
+pub fn run_streaming_env(
+    program: &OsStr,
+    args: &[String],
+    env: &[(OsString, OsString)],
+) -> io::Result<Compiled> {
     let start = Instant::now();
-    let mut child = Command::new(rustc)
+    let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

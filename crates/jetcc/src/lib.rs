@@ -5,6 +5,8 @@
 //!   [`invocation`]: the prepared, immutable [`invocation::Invocation`] and its digest.
 //! - [`buildscript`]: build-script runs through the launcher jetcc leaves in place of each
 //!   build script's binary: restore `OUT_DIR` and replay, or run, store and share.
+//! - [`cc`]: C/C++ compiles, through the compiler shims a build script run by jetcc finds
+//!   first on its `PATH` (jetcc called as `cc`, `gcc`, `c++`…): restore or compile and store.
 //! - [`compile`]: runs rustc (or a build script), streaming its output while capturing it.
 //! - [`remote`]: sends a miss to the farm and writes what comes back.
 //! - [`tiers`]: the cache tiers (local disk, JetStream, object store) behind one trait.
@@ -20,6 +22,7 @@
 
 pub mod breaker;
 pub mod buildscript;
+pub mod cc;
 pub mod check;
 pub mod cli;
 pub mod compile;
@@ -45,9 +48,18 @@ pub(crate) fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
     }
 }
 
-/// Dispatches on the first argument: a flag is a jetcc command, anything else is the rustc to
-/// wrap. Returns the process exit code.
+/// Dispatches on the program's name, then the first argument: called as a compiler shim
+/// (`cc`, `gcc`, `c++`…) it is that compiler; else a flag is a jetcc command, anything else
+/// is the rustc to wrap. Returns the process exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
+    let shim = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| cc::shims::NAMES.iter().find(|s| **s == n));
+    if let Some(name) = shim {
+        return cc::run(name, args.into_iter().skip(1).collect());
+    }
     let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
     match first {
         Some(f) if f == buildscript::launcher::COMMAND && args.len() > 2 => {

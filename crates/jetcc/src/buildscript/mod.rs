@@ -299,7 +299,10 @@ impl ScriptRun {
             why,
             "build script miss"
         );
-        let compiled = match compile::run_streaming(self.real.as_os_str(), &self.args) {
+        // Its compiles reach jetcc through the shims; the run's key is unchanged (its tools
+        // were resolved on the PATH cargo gave).
+        let env = crate::cc::shims::script_env(cache.root());
+        let compiled = match compile::run_streaming_env(self.real.as_os_str(), &self.args, &env) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!(

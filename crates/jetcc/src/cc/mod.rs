@@ -1,0 +1,456 @@
+//! C, C++ and assembler compiles, cached like rustc's: jetcc runs as `cc` (or `gcc`, `c++`,
+//! `clang`…) through the [`shims`] a build script finds first on its `PATH`, and [`run`]
+//! serves the compile.
+//!
+//! A compile is an [`Action`] ([`CCompile`]): its digest covers the real compiler's identity
+//! (its content) and the name it was called by, the arguments minus output locations
+//! (`common::ccargs`), the cwd, and the variables the preprocessor and diagnostics read; its
+//! manifest entries list every file the previous compile read — the source and every header,
+//! system ones included — from the make dep file jetcc has the compiler write on a miss
+//! (`-MD -MF <temp>`, or the user's own `-MD` file). A hit writes the object (and the user's
+//! dep file, its target set to this object's path) and replays the compiler's output; a miss
+//! compiles, streams the output, and stores the result unless a file it read uses the clock
+//! (`__DATE__`, `__TIME__`, `__TIMESTAMP__`: ccache's rule).
+//!
+//! Design choice: paths are exact. The cwd and the source's path are in the key as given,
+//! since the object's debug info names them; only the object's directory and the dep file's
+//! location are left out, as neither changes a byte of the object.
+
+pub mod shims;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use jetcc_common::cache::DiskCache;
+use jetcc_common::ccargs::{self, CcArgs, CcPassThrough};
+use jetcc_common::config::Config;
+use jetcc_common::files::FileDigests;
+use jetcc_common::key;
+use jetcc_common::manifest::ManifestEntry;
+use jetcc_common::pathmap::PathMap;
+use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
+use jetcc_common::stats::{ErrorKind, NotStoredReason, StatKind, Stats, LOCAL_TIER};
+use jetcc_common::{fsutil, toolchain, Digest};
+
+use crate::compile::{self, Compiled};
+use crate::record;
+use crate::tiers::{Action, LocalTier, SharedTiers, TierFailure};
+use crate::wrapper::store::{sources_now, unix_secs, NotStored};
+
+/// Bumped when what keys a C compile changes.
+const CC_FORMAT: &str = "1";
+
+/// Variables the compiler reads that change its object or its messages: include paths,
+/// the reproducible-build clock, the language of diagnostics, where gcc finds its parts.
+/// (`GCC_COLORS` is not keyed: colors apply only on a terminal, and a build script's compiles
+/// write to a pipe.)
+const KEYED_ENV: &[&str] = &[
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "SOURCE_DATE_EPOCH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_MESSAGES",
+    "LC_CTYPE",
+    "GCC_EXEC_PREFIX",
+    "COMPILER_PATH",
+    "GCC_COMPARE_DEBUG",
+];
+
+/// Where the dep file's target (the object's path, when no `-MT`/`-MQ` names it) stands in
+/// a stored dep file.
+const OBJECT_PLACEHOLDER: &str = "\u{1}jetcc:object\u{1}";
+
+/// Runs the compiler `name` (argv\[0\] was one of [`shims::NAMES`]) with `args` through the
+/// cache; returns its exit code. Anything jetcc cannot cache runs the real compiler by `exec`.
+pub fn run(name: &str, args: Vec<OsString>) -> i32 {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let shim_dir = std::env::var_os(shims::SHIM_DIR_VAR)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let me = std::env::current_exe().ok();
+    let Some(real) = shims::find_real(name, &path, shim_dir.as_deref(), me.as_deref()) else {
+        eprintln!(
+            "jetcc: {name}: command not found (no {name} on PATH other than jetcc's compiler shims)"
+        );
+        return 127;
+    };
+    let child_env: Vec<(OsString, OsString)> = vec![
+        (
+            "PATH".into(),
+            shims::path_without(&path, shim_dir.as_deref()),
+        ),
+        (shims::IN_CC_VAR.into(), "1".into()),
+    ];
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty() && v != "0");
+    if set(shims::IN_CC_VAR) || set("JETCC_DISABLE") {
+        return exec_real(&real, &args, &child_env);
+    }
+    crate::logging::init();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jetcc: {e}; compiling without the cache");
+            return exec_real(&real, &args, &child_env);
+        }
+    };
+    let prepared = args
+        .iter()
+        .map(|a| a.to_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+        .ok_or(CcPassThrough::NotUtf8)
+        .and_then(|words| {
+            if set("DEPENDENCIES_OUTPUT") || set("SUNPRO_DEPENDENCIES") {
+                return Err(CcPassThrough::DepEnv);
+            }
+            let parsed = CcArgs::parse(&words)?;
+            CCompile::prepare(&config, name, &real, parsed)
+        });
+    match prepared {
+        Ok((c, cache, files)) => c.serve(&config, cache, files, &child_env),
+        Err(why) => {
+            tracing::debug!(
+                compiler = name,
+                outcome = "pass-through",
+                reason = why.name(),
+                args = ?args,
+                "C compile run as it is: {}",
+                why.name()
+            );
+            record(&config.cache_dir, |s| {
+                Stats::bump(&mut s.c_compiles.pass_through, &why)
+            });
+            exec_real(&real, &args, &child_env)
+        }
+    }
+}
+
+/// Replaces this process with the real compiler. Returns only if exec failed.
+fn exec_real(real: &Path, args: &[OsString], env: &[(OsString, OsString)]) -> i32 {
+    let err = Command::new(real)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    eprintln!("jetcc: cannot run {}: {err}", real.display());
+    127
+}
+
+/// One C/C++ compile with its digest computed.
+struct CCompile {
+    real: PathBuf,
+    args: CcArgs,
+    cwd: PathBuf,
+    /// The object's path, absolute.
+    object: PathBuf,
+    /// Its directory: where a hit writes it.
+    object_dir: PathBuf,
+    map: PathMap,
+    digest: Digest,
+    /// `<compiler> <source>`, for logs.
+    label: String,
+    started: SystemTime,
+    clock: Instant,
+}
+
+impl Action for CCompile {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    fn output_dir(&self) -> &Path {
+        &self.object_dir
+    }
+
+    fn map(&self) -> &PathMap {
+        &self.map
+    }
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Writes the user's dep file, its target being this compile's object.
+    fn finish_restore(&self, entry: &CacheEntry) -> Result<(), TierFailure> {
+        let Some(dep) = &self.args.dep_file else {
+            return Ok(());
+        };
+        let dest = self.cwd.join(dep);
+        let Some((_, text)) = &entry.dep_info else {
+            return Err(TierFailure::local_io(
+                &dest,
+                std::io::Error::other("the stored compile has no dep file"),
+            ));
+        };
+        let text = text.replace(OBJECT_PLACEHOLDER, &ccargs::make_quote(&self.args.output));
+        fsutil::write_atomic(&dest, text.as_bytes()).map_err(|e| TierFailure::local_io(&dest, e))
+    }
+}
+
+impl CCompile {
+    fn prepare(
+        config: &Config,
+        name: &str,
+        real: &Path,
+        args: CcArgs,
+    ) -> Result<(CCompile, DiskCache, FileDigests), CcPassThrough> {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let err = CcPassThrough::Error;
+        let cwd = std::env::current_dir().map_err(|_| err(ErrorKind::Cwd))?;
+        let cache = DiskCache::open(&config.cache_dir, config.cache_size)
+            .map_err(|_| err(ErrorKind::CacheOpen))?;
+        let files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
+        let identity = toolchain::tool_identity(real, &cache.toolchain_memo_dir())
+            .map_err(|_| err(ErrorKind::Toolchain))?;
+        let object = cwd.join(&args.output);
+        let object_dir = object.parent().ok_or(err(ErrorKind::Key))?.to_path_buf();
+        let map = PathMap::new(&cwd, &[], &[], &cwd, None);
+        let mut parts = vec![
+            ("action".to_owned(), "c-compile".to_owned()),
+            ("format".to_owned(), CC_FORMAT.to_owned()),
+            ("compiler".to_owned(), name.to_owned()),
+            ("compiler-id".to_owned(), identity.to_string()),
+            ("cwd".to_owned(), cwd.to_string_lossy().into_owned()),
+            ("source".to_owned(), args.source.clone()),
+            ("object-name".to_owned(), args.output_name().to_owned()),
+        ];
+        parts.extend(args.key_args.iter().map(|a| ("arg".to_owned(), a.clone())));
+        for k in KEYED_ENV {
+            if let Some(v) = std::env::var_os(k) {
+                parts.push((format!("env {k}"), v.to_string_lossy().into_owned()));
+            }
+        }
+        let digest = key::invocation_digest(&parts);
+        let label = format!("{name} {}", args.source);
+        let c = CCompile {
+            real: real.to_path_buf(),
+            args,
+            cwd,
+            object,
+            object_dir,
+            map,
+            digest,
+            label,
+            started,
+            clock,
+        };
+        Ok((c, cache, files))
+    }
+
+    fn serve(
+        self,
+        config: &Config,
+        cache: DiskCache,
+        mut files: FileDigests,
+        child_env: &[(OsString, OsString)],
+    ) -> i32 {
+        let mut shared = SharedTiers::new(config);
+        let local = LocalTier(&cache);
+        match shared.look_up(&local, &self, &mut files) {
+            Some(hit) => {
+                let entry = &hit.entry;
+                let _ = std::io::stdout().write_all(&entry.stdout);
+                let _ = std::io::stderr().write_all(&entry.stderr);
+                let spent = self.clock.elapsed();
+                tracing::debug!(
+                    c_source = self.args.source,
+                    compiler = self.label,
+                    outcome = "hit",
+                    tier = hit.tier,
+                    total_us = spent.as_micros() as u64,
+                    "C compile hit ({})",
+                    hit.tier
+                );
+                record(cache.root(), |s| {
+                    let c = &mut s.c_compiles;
+                    c.hits += 1;
+                    c.time_saved_ms += entry.compile_ms.saturating_sub(spent.as_millis() as u64);
+                    s.bytes_restored += entry.total_output_bytes();
+                });
+                entry.exit_code
+            }
+            None => self.miss(&cache, &shared, child_env),
+        }
+    }
+
+    fn miss(
+        &self,
+        cache: &DiskCache,
+        shared: &SharedTiers,
+        child_env: &[(OsString, OsString)],
+    ) -> i32 {
+        tracing::debug!(
+            c_source = self.args.source,
+            compiler = self.label,
+            outcome = "miss",
+            "C compile miss"
+        );
+        let mut words = self.args.args.clone();
+        // What the compile reads, listed by the compiler itself.
+        let temp_dep = (self.args.dep_file.is_none() && self.args.lang.preprocessed())
+            .then(|| fsutil::temp_path_for(&self.object.with_extension("jetcc.d")));
+        if let Some(t) = &temp_dep {
+            words.extend(["-MD".into(), "-MF".into(), t.to_string_lossy().into_owned()]);
+        }
+        let compiled = compile::run_streaming_env(self.real.as_os_str(), &words, child_env);
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("jetcc: cannot run {}: {e}", self.real.display());
+                record(cache.root(), |s| {
+                    Stats::bump(
+                        &mut s.c_compiles.pass_through,
+                        &CcPassThrough::Error(ErrorKind::Spawn),
+                    )
+                });
+                return 127;
+            }
+        };
+        let outcome = self.store(cache, &compiled, temp_dep.as_deref());
+        if let Some(t) = &temp_dep {
+            let _ = std::fs::remove_file(t);
+        }
+        record(cache.root(), |s| {
+            let c = &mut s.c_compiles;
+            c.misses += 1;
+            match &outcome {
+                Ok((_, entry)) => {
+                    c.stored += 1;
+                    s.bytes_stored += entry.total_output_bytes();
+                    let local = s.tier(LOCAL_TIER);
+                    local.writes += 1;
+                    local.bytes_written += entry.total_output_bytes();
+                }
+                Err(NotStored::Skipped(why)) => Stats::bump(&mut c.not_stored, why),
+                Err(NotStored::Failed(e)) => Stats::bump(&mut s.errors, e),
+            }
+        });
+        match outcome {
+            Ok((found, entry)) => {
+                shared.share(self, &found, &entry, false);
+                tracing::debug!(
+                    compiler = self.label,
+                    compile_ms = compiled.duration.as_millis() as u64,
+                    "C compile stored"
+                );
+            }
+            Err(NotStored::Skipped(why)) => tracing::debug!(
+                compiler = self.label,
+                "C compile not stored: {}",
+                why.name()
+            ),
+            Err(NotStored::Failed(e)) => tracing::warn!(
+                compiler = self.label,
+                "could not store the C compile: {}",
+                e.name()
+            ),
+        }
+        compiled.exit_code
+    }
+
+    /// Stores a successful compile: the object, the user's dep file (its target as a
+    /// placeholder), the output, and the manifest entry listing every file it read.
+    fn store(
+        &self,
+        cache: &DiskCache,
+        compiled: &Compiled,
+        temp_dep: Option<&Path>,
+    ) -> Result<(ManifestEntry, CacheEntry), NotStored> {
+        if compiled.exit_code != 0 {
+            return Err(NotStoredReason::CompileError.into());
+        }
+        let unexpected = || NotStored::Skipped(NotStoredReason::DepFileUnexpected);
+        let dep_path = temp_dep
+            .map(Path::to_path_buf)
+            .or_else(|| self.args.dep_file.as_ref().map(|d| self.cwd.join(d)));
+        let dep_text = match &dep_path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|_| unexpected())?),
+            None => None,
+        };
+        let mut read = match &dep_text {
+            Some(text) => ccargs::dep_file_inputs(text).ok_or_else(unexpected)?,
+            None => Vec::new(),
+        };
+        if !read.contains(&self.args.source) {
+            read.insert(0, self.args.source.clone());
+        }
+        read.dedup();
+        for path in &read {
+            let bytes = std::fs::read(self.cwd.join(path))
+                .map_err(|_| NotStored::Skipped(NotStoredReason::SourceUnreadable))?;
+            if uses_the_clock(&bytes) {
+                tracing::debug!(path, "uses __DATE__, __TIME__ or __TIMESTAMP__");
+                return Err(NotStoredReason::TimeMacros.into());
+            }
+            if self.args.lang.is_asm() && includes_in_assembler(&bytes) {
+                tracing::debug!(path, "uses .include or .incbin");
+                return Err(NotStoredReason::AsmInclude.into());
+            }
+        }
+        let mut files = FileDigests::new(&self.cwd, Some(cache.stat_memo_dir()));
+        let sources = sources_now(&mut files, &self.map, self.started, &read)?;
+        let dep_info = match (&self.args.dep_file, &dep_text) {
+            (Some(name), Some(text)) => {
+                let text = if self.args.dep_targets_given {
+                    text.clone()
+                } else {
+                    let target = format!("{}:", ccargs::make_quote(&self.args.output));
+                    let rest = text.strip_prefix(&target).ok_or_else(unexpected)?;
+                    format!("{OBJECT_PLACEHOLDER}:{rest}")
+                };
+                let base = name.rsplit('/').next().unwrap_or(name).to_owned();
+                Some((base, text))
+            }
+            _ => None,
+        };
+        let key = key::result_key(&self.digest, &sources, &[], &[]);
+        let failed = |_| NotStored::Failed(ErrorKind::CacheWrite);
+        let out = cache
+            .put_output(self.args.output_name(), &self.object)
+            .map_err(failed)?;
+        let entry = CacheEntry {
+            version: FORMAT_VERSION,
+            outputs: vec![out],
+            dep_info,
+            stdout: compiled.stdout.clone(),
+            stderr: compiled.stderr.clone(),
+            exit_code: 0,
+            compile_ms: compiled.duration.as_millis() as u64,
+        };
+        cache.put_entry(&key, &entry).map_err(failed)?;
+        let found = ManifestEntry {
+            sources,
+            env_deps: Vec::new(),
+            local_roots: Vec::new(),
+            key,
+            stored_at: unix_secs(SystemTime::now()),
+        };
+        cache
+            .add_to_manifest(&self.digest, found.clone())
+            .map_err(failed)?;
+        cache.commit_size();
+        Ok((found, entry))
+    }
+}
+
+/// Whether a source uses the preprocessor's clock macros: its object would change with the
+/// time of the compile.
+fn uses_the_clock(bytes: &[u8]) -> bool {
+    ["__DATE__", "__TIME__", "__TIMESTAMP__"]
+        .iter()
+        .any(|m| memchr::memmem::find(bytes, m.as_bytes()).is_some())
+}
+
+/// Whether assembler source reads other files itself (no dep file lists them).
+fn includes_in_assembler(bytes: &[u8]) -> bool {
+    [".include", ".incbin"]
+        .iter()
+        .any(|m| memchr::memmem::find(bytes, m.as_bytes()).is_some())
+}
