@@ -105,8 +105,7 @@ fn each_role_does_its_job_and_is_refused_the_rest() {
         worker.log()
     );
     assert_eq!(
-        s["tiers"]["jetstream"]["writes"],
-        FIXTURE_UNITS.len(),
+        s["tiers"]["jetstream"]["writes"], FIXTURE_COLD_WRITES,
         "{s}"
     );
     assert_eq!(
@@ -129,7 +128,7 @@ fn each_role_does_its_job_and_is_refused_the_rest() {
     built.assert_each(FIXTURE_UNITS, Outcome::Hit);
     assert_same_artifacts(&want, &artifacts(&p.target()), "read-only hits");
     let s = stats(&laptop);
-    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_WARM_HITS, "{s}");
     assert_eq!(
         s["tiers"]["jetstream"]["errors"],
         serde_json::json!({}),

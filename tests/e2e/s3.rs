@@ -83,7 +83,7 @@ fn ci_fills_s3_and_a_read_only_laptop_with_an_aws_profile_reads_it() {
     let built = ci_checkout.build_ok(&team.ci("cache-ci", &ci_checkout.dir));
     built.assert_each(FIXTURE_UNITS, Outcome::Miss);
     let t = tier(&team.cache("cache-ci"));
-    assert_eq!(t["writes"], FIXTURE_UNITS.len(), "{t}");
+    assert_eq!(t["writes"], FIXTURE_COLD_WRITES, "{t}");
     assert_eq!(t["errors"], serde_json::json!({}), "{t}");
     let want = artifacts(&ci_checkout.target());
 
@@ -121,7 +121,7 @@ fn ci_fills_s3_and_a_read_only_laptop_with_an_aws_profile_reads_it() {
         "hits from the s3 tier",
     );
     let t = tier(&team.cache("cache-laptop"));
-    assert_eq!(t["hits"], FIXTURE_UNITS.len(), "{t}");
+    assert_eq!(t["hits"], FIXTURE_WARM_HITS, "{t}");
     assert_eq!(t["writes"], 0, "{t}");
 
     // Its own edit is not written: a CI client with the same edit misses it there too.
@@ -180,7 +180,7 @@ fn damaged_blob_costs_one_hit(damage: fn(Vec<u8>) -> Vec<u8>, what: &str) {
     let t = tier(&team.cache("cache-fresh"));
     assert_eq!(t["errors"][TierErrorKind::Corrupt.name()], 1, "{what}: {t}");
     assert_eq!(t["misses"], 0, "an error is not a miss: {t}");
-    assert_eq!(t["hits"], FIXTURE_UNITS.len() - 1, "{t}");
+    assert_eq!(t["hits"], FIXTURE_WARM_HITS - 1, "{t}");
     assert!(
         t["last_error"]
             .as_str()
@@ -382,17 +382,9 @@ fn an_s3_hit_fills_the_jetstream_tier_above_it() {
         .env("JETCC_NATS_URL", &nats.url());
     p.build_ok(&both).assert_each(FIXTURE_UNITS, Outcome::Hit);
     let s = stats(&team.cache("cache-both"));
-    assert_eq!(s["tiers"]["s3"]["hits"], FIXTURE_UNITS.len(), "{s}");
-    assert_eq!(
-        s["tiers"]["jetstream"]["misses"],
-        FIXTURE_UNITS.len(),
-        "{s}"
-    );
-    assert_eq!(
-        s["tiers"]["jetstream"]["writes"],
-        FIXTURE_UNITS.len(),
-        "{s}"
-    );
+    assert_eq!(s["tiers"]["s3"]["hits"], FIXTURE_WARM_HITS, "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["misses"], FIXTURE_WARM_HITS, "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["writes"], FIXTURE_WARM_HITS, "{s}");
 
     // JetStream alone now has everything.
     p.clean();
@@ -407,7 +399,7 @@ fn an_s3_hit_fills_the_jetstream_tier_above_it() {
         "filled from s3 into jetstream",
     );
     let s = stats(&team.cache("cache-js"));
-    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_WARM_HITS, "{s}");
 }
 
 /// sccache reads a bare endpoint host without `use_ssl` as plain http; so does jetcc, or the
@@ -432,6 +424,6 @@ fn a_bare_endpoint_host_without_use_ssl_is_http_as_in_sccache() {
             .env("AWS_SECRET_ACCESS_KEY", S3_SECRET),
     );
     let t = tier(&cache);
-    assert_eq!(t["writes"], FIXTURE_UNITS.len(), "{t}");
+    assert_eq!(t["writes"], FIXTURE_COLD_WRITES, "{t}");
     assert_eq!(t["errors"], serde_json::json!({}), "{t}");
 }

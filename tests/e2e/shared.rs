@@ -26,8 +26,7 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
     let s = stats(&ci);
     assert_eq!(s["remote_compiles"], 0, "{s}");
     assert_eq!(
-        s["tiers"]["jetstream"]["writes"],
-        FIXTURE_UNITS.len(),
+        s["tiers"]["jetstream"]["writes"], FIXTURE_COLD_WRITES,
         "{s}"
     );
     let want = artifacts(&ci_checkout.target());
@@ -47,7 +46,7 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
         "hits from the shared tier",
     );
     let s = stats(&laptop);
-    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_UNITS.len(), "{s}");
+    assert_eq!(s["tiers"]["jetstream"]["hits"], FIXTURE_WARM_HITS, "{s}");
 
     // The laptop's own edit compiles locally and is not written to the shared tier: a third
     // client with the same edit misses it there too.
@@ -221,7 +220,7 @@ fn on_a_three_node_cluster_a_farm_build_and_the_tier_survive_a_node() {
     let want = artifacts(&p.target());
     assert_eq!(
         stats(&root.join("cache-a"))["tiers"]["jetstream"]["writes"],
-        FIXTURE_UNITS.len()
+        FIXTURE_COLD_WRITES
     );
 
     // Two workers on the cluster, and a slow compile on the farm: node 0 dies under it.

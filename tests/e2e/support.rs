@@ -107,6 +107,15 @@ pub const FIXTURE_UNITS: &[&str] = &[
     "app",
 ];
 
+/// The `fixture` workspace's build-script runs (one) and the C compiles a run starts (one,
+/// `fixnative.c`): the tiers store them beside its units, so a cold build writes
+/// [`FIXTURE_COLD_WRITES`] results and a warm one restores [`FIXTURE_WARM_HITS`] (a hit run
+/// compiles no C).
+pub const FIXTURE_RUNS: usize = 1;
+pub const FIXTURE_C_COMPILES: usize = 1;
+pub const FIXTURE_COLD_WRITES: usize = FIXTURE_UNITS.len() + FIXTURE_RUNS + FIXTURE_C_COMPILES;
+pub const FIXTURE_WARM_HITS: usize = FIXTURE_UNITS.len() + FIXTURE_RUNS;
+
 /// What jetcc did with one rustc invocation, from its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -125,32 +134,26 @@ impl Built {
 
     /// Hits and misses per crate name.
     pub fn outcomes(&self) -> BTreeMap<String, Vec<Outcome>> {
-        let mut map: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-        for line in self.log.lines() {
-            // The wrapper's one structured line per invocation.
-            let outcome = match field(line, "outcome").as_deref() {
-                Some("hit") => Outcome::Hit,
-                Some("miss") => Outcome::Miss,
-                _ => continue,
-            };
-            if let Some(name) = field(line, "crate_name") {
-                map.entry(name).or_default().push(outcome);
-            }
-        }
-        map
+        self.outcomes_by("crate_name")
     }
 
     /// Hits and misses per package, of build-script runs (the launcher's
     /// `build_script=<package>` lines).
     pub fn run_outcomes(&self) -> BTreeMap<String, Vec<Outcome>> {
+        self.outcomes_by("build_script")
+    }
+
+    /// The `outcome=` of each logged line that has field `key`, by that field's value.
+    fn outcomes_by(&self, key: &str) -> BTreeMap<String, Vec<Outcome>> {
         let mut map: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
         for line in self.log.lines() {
+            // The one structured line per invocation or run.
             let outcome = match field(line, "outcome").as_deref() {
                 Some("hit") => Outcome::Hit,
                 Some("miss") => Outcome::Miss,
                 _ => continue,
             };
-            if let Some(name) = field(line, "build_script") {
+            if let Some(name) = field(line, key) {
                 map.entry(name).or_default().push(outcome);
             }
         }

@@ -65,6 +65,23 @@ pub struct ActionStats {
     pub time_saved_ms: u64,
 }
 
+/// The kinds of action counted in their own [`ActionStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    BuildScriptRun,
+    CCompile,
+}
+
+impl Stats {
+    /// The counts of one kind of action.
+    pub fn action(&mut self, kind: ActionKind) -> &mut ActionStats {
+        match kind {
+            ActionKind::BuildScriptRun => &mut self.build_script_runs,
+            ActionKind::CCompile => &mut self.c_compiles,
+        }
+    }
+}
+
 /// Why a build-script run was not looked up at all (`ActionStats::pass_through`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunPassThrough {

@@ -27,13 +27,15 @@ use jetcc_common::key;
 use jetcc_common::manifest::ManifestEntry;
 use jetcc_common::pathmap::{PathMap, Portable};
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
-use jetcc_common::stats::{ErrorKind, NotStoredReason, RunPassThrough, Stats, LOCAL_TIER};
+use jetcc_common::stats::{ActionKind, ErrorKind, NotStoredReason, RunPassThrough, Stats};
 use jetcc_common::{explain, toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::record;
 use crate::tiers::{Action, LocalTier, SharedTiers, TierFailure};
-use crate::wrapper::store::{sources_now, unix_secs, NotStored};
+use crate::wrapper::store::{
+    count_action_hit, count_action_miss, sources_now, unix_secs, NotStored,
+};
 
 /// The stored `OUT_DIR`'s name, beside `OUT_DIR` while it is packed or fetched.
 const ARCHIVE: &str = "jetcc-out-dir.tar";
@@ -280,10 +282,7 @@ impl ScriptRun {
                     hit.tier
                 );
                 record(cache.root(), |s| {
-                    let r = &mut s.build_script_runs;
-                    r.hits += 1;
-                    r.time_saved_ms += entry.compile_ms.saturating_sub(spent);
-                    s.bytes_restored += entry.total_output_bytes();
+                    count_action_hit(s, ActionKind::BuildScriptRun, entry, spent)
                 });
                 entry.exit_code
             }
@@ -320,19 +319,7 @@ impl ScriptRun {
         };
         let outcome = self.store(cache, &compiled);
         record(cache.root(), |s| {
-            let r = &mut s.build_script_runs;
-            r.misses += 1;
-            match &outcome {
-                Ok((_, entry)) => {
-                    r.stored += 1;
-                    s.bytes_stored += entry.total_output_bytes();
-                    let local = s.tier(LOCAL_TIER);
-                    local.writes += 1;
-                    local.bytes_written += entry.total_output_bytes();
-                }
-                Err(NotStored::Skipped(why)) => Stats::bump(&mut r.not_stored, why),
-                Err(NotStored::Failed(e)) => Stats::bump(&mut s.errors, e),
-            }
+            count_action_miss(s, ActionKind::BuildScriptRun, &outcome)
         });
         match outcome {
             Ok((found, entry)) => {

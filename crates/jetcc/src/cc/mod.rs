@@ -33,13 +33,15 @@ use jetcc_common::key;
 use jetcc_common::manifest::ManifestEntry;
 use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
-use jetcc_common::stats::{ErrorKind, NotStoredReason, StatKind, Stats, LOCAL_TIER};
+use jetcc_common::stats::{ActionKind, ErrorKind, NotStoredReason, StatKind, Stats};
 use jetcc_common::{fsutil, toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::record;
 use crate::tiers::{Action, LocalTier, SharedTiers, TierFailure};
-use crate::wrapper::store::{sources_now, unix_secs, NotStored};
+use crate::wrapper::store::{
+    count_action_hit, count_action_miss, sources_now, unix_secs, NotStored,
+};
 
 /// Bumped when what keys a C compile changes.
 const CC_FORMAT: &str = "1";
@@ -269,10 +271,7 @@ impl CCompile {
                     hit.tier
                 );
                 record(cache.root(), |s| {
-                    let c = &mut s.c_compiles;
-                    c.hits += 1;
-                    c.time_saved_ms += entry.compile_ms.saturating_sub(spent.as_millis() as u64);
-                    s.bytes_restored += entry.total_output_bytes();
+                    count_action_hit(s, ActionKind::CCompile, entry, spent.as_millis() as u64)
                 });
                 entry.exit_code
             }
@@ -318,19 +317,7 @@ impl CCompile {
             let _ = std::fs::remove_file(t);
         }
         record(cache.root(), |s| {
-            let c = &mut s.c_compiles;
-            c.misses += 1;
-            match &outcome {
-                Ok((_, entry)) => {
-                    c.stored += 1;
-                    s.bytes_stored += entry.total_output_bytes();
-                    let local = s.tier(LOCAL_TIER);
-                    local.writes += 1;
-                    local.bytes_written += entry.total_output_bytes();
-                }
-                Err(NotStored::Skipped(why)) => Stats::bump(&mut c.not_stored, why),
-                Err(NotStored::Failed(e)) => Stats::bump(&mut s.errors, e),
-            }
+            count_action_miss(s, ActionKind::CCompile, &outcome)
         });
         match outcome {
             Ok((found, entry)) => {

@@ -10,7 +10,7 @@ use jetcc_common::key;
 use jetcc_common::manifest::{Manifest, ManifestEntry, Source};
 use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
-use jetcc_common::stats::{ErrorKind, NotStoredReason};
+use jetcc_common::stats::{ActionKind, ErrorKind, NotStoredReason, Stats, LOCAL_TIER};
 
 use super::Wrapper;
 use crate::compile::Compiled;
@@ -180,6 +180,37 @@ impl Wrapper {
                 tracing::debug!("cannot refresh manifest stamps: {e}");
             }
         }
+    }
+}
+
+/// Counts a restored action other than rustc (a build-script run, a C compile) that took
+/// `spent_ms` to restore.
+pub(crate) fn count_action_hit(s: &mut Stats, kind: ActionKind, entry: &CacheEntry, spent_ms: u64) {
+    let a = s.action(kind);
+    a.hits += 1;
+    a.time_saved_ms += entry.compile_ms.saturating_sub(spent_ms);
+    s.bytes_restored += entry.total_output_bytes();
+}
+
+/// Counts a miss of an action other than rustc, and what became of its result.
+pub(crate) fn count_action_miss(
+    s: &mut Stats,
+    kind: ActionKind,
+    outcome: &Result<(ManifestEntry, CacheEntry), NotStored>,
+) {
+    let a = s.action(kind);
+    a.misses += 1;
+    match outcome {
+        Ok((_, entry)) => {
+            a.stored += 1;
+            let bytes = entry.total_output_bytes();
+            s.bytes_stored += bytes;
+            let local = s.tier(LOCAL_TIER);
+            local.writes += 1;
+            local.bytes_written += bytes;
+        }
+        Err(NotStored::Skipped(why)) => Stats::bump(&mut a.not_stored, why),
+        Err(NotStored::Failed(e)) => Stats::bump(&mut s.errors, e),
     }
 }
 
