@@ -85,7 +85,8 @@ pub fn run(launcher: OsString, args: Vec<OsString>) -> i32 {
         Err(why) => {
             tracing::debug!(
                 outcome = "pass-through",
-                "build script {why:?}: run for real"
+                "build script not cached ({}): run for real",
+                jetcc_common::stats::StatKind::name(&why)
             );
             record(&config.cache_dir, |s| {
                 Stats::bump(&mut s.build_script_runs.pass_through, &why)
