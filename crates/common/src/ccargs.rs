@@ -509,76 +509,6 @@ fn with_extension_d(object: &str) -> String {
     format!("{dir}{stem}.d")
 }
 
-/// A path as make's rules quote it (what gcc writes for a dep file's target): `$` doubled,
-/// spaces, tabs and `#` escaped.
-pub fn make_quote(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        match c {
-            '$' => out.push_str("$$"),
-            ' ' | '\t' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' => out.push_str("\\#"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// The prerequisites of a make dep file's first rule (the compile's sources and headers),
-/// unquoted; `-MP`'s phony rules after it are ignored.
-pub fn dep_file_inputs(text: &str) -> Option<Vec<String>> {
-    // The first logical line: continuations joined.
-    let mut line = String::new();
-    for l in text.lines() {
-        if let Some(rest) = l.strip_suffix('\\') {
-            line.push_str(rest);
-            line.push(' ');
-        } else {
-            line.push_str(l);
-            break;
-        }
-    }
-    let colon = find_rule_colon(&line)?;
-    let mut inputs = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line[colon + 1..].chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if matches!(chars.peek(), Some(' ' | '\t' | '#')) => {
-                cur.push(chars.next().expect("peeked"))
-            }
-            '$' if chars.peek() == Some(&'$') => {
-                chars.next();
-                cur.push('$');
-            }
-            ' ' | '\t' => {
-                if !cur.is_empty() {
-                    inputs.push(std::mem::take(&mut cur));
-                }
-            }
-            _ => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        inputs.push(cur);
-    }
-    Some(inputs)
-}
-
-/// The `:` ending a rule's targets: the first one not escaped and followed by whitespace or
-/// the end of the line.
-fn find_rule_colon(line: &str) -> Option<usize> {
-    let b = line.as_bytes();
-    (0..b.len()).find(|&i| {
-        b[i] == b':'
-            && (i == 0 || b[i - 1] != b'\\')
-            && b.get(i + 1).is_none_or(|n| *n == b' ' || *n == b'\t')
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,16 +621,5 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(parse(line).err(), Some(*want), "{line}");
         }
-    }
-
-    #[test]
-    fn dep_files_are_read_as_make_reads_them() {
-        let text = "obj/a\\ b.o: src/a\\ b.c /usr/include/stdio.h \\\n inc/x$$y.h\n\ninc/x$$y.h:\n";
-        assert_eq!(
-            dep_file_inputs(text).unwrap(),
-            ["src/a b.c", "/usr/include/stdio.h", "inc/x$y.h"]
-        );
-        assert_eq!(make_quote("a b$#.o"), "a\\ b$$\\#.o");
-        assert_eq!(dep_file_inputs("garbage"), None);
     }
 }

@@ -1,4 +1,7 @@
-//! rustc's dep-info (`.d`) files: the source files and env vars a compile read.
+//! Dep files (`.d`), make rules listing what a compile read: rustc's dep-info (sources and
+//! env vars, [`DepInfo`]) and a C compiler's `-MD` file ([`make_rule_inputs`]). One rule
+//! reader serves both; they differ only in how paths are escaped (rustc escapes spaces,
+//! gcc and clang quote as make does: `\ `, `\#`, `$$`).
 
 /// What a dep-info file says the compile read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,7 +35,7 @@ impl DepInfo {
             let Some((_target, deps)) = split_rule(line) else {
                 continue;
             };
-            for dep in split_paths(deps) {
+            for dep in split_paths(deps, Quoting::Rustc) {
                 if seen.insert(dep.clone()) {
                     info.sources.push(dep);
                 }
@@ -58,14 +61,59 @@ pub fn escape_env_value(value: &str) -> String {
     out
 }
 
-/// Splits `target: deps` at the first unescaped `: ` (paths may hold `\ ` and `:`).
+/// A path as make's rules quote it (what gcc writes for a dep file's target): `$` doubled,
+/// spaces, tabs and `#` escaped.
+pub fn make_quote(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '$' => out.push_str("$$"),
+            ' ' | '\t' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The prerequisites of a C compiler's dep file's first rule (the source and its headers),
+/// unquoted; `-MP`'s phony rules after it are ignored. `None` if it holds no rule.
+pub fn make_rule_inputs(text: &str) -> Option<Vec<String>> {
+    // The first logical line: continuations joined.
+    let mut line = String::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_suffix('\\') {
+            line.push_str(rest);
+            line.push(' ');
+        } else {
+            line.push_str(l);
+            break;
+        }
+    }
+    let (_target, deps) = split_rule(&line)?;
+    Some(split_paths(deps, Quoting::Make))
+}
+
+/// How a dep file's paths are escaped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// rustc: `\ ` only.
+    Rustc,
+    /// make (gcc, clang): `\ `, `\<tab>`, `\#` and `$$`.
+    Make,
+}
+
+/// Splits `target: deps` at the first unescaped `:` followed by whitespace or the end
+/// (paths may hold `\ ` and `:`).
 fn split_rule(line: &str) -> Option<(&str, &str)> {
     let bytes = line.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 2,
-            b':' if i + 1 == bytes.len() || bytes[i + 1] == b' ' => {
+            b':' if i + 1 == bytes.len() || matches!(bytes[i + 1], b' ' | b'\t') => {
                 return Some((&line[..i], &line[i + 1..]));
             }
             _ => i += 1,
@@ -74,18 +122,24 @@ fn split_rule(line: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Splits a space-separated dependency list, undoing `\ ` escapes.
-fn split_paths(deps: &str) -> Vec<String> {
+/// Splits a whitespace-separated dependency list, undoing its escapes.
+fn split_paths(deps: &str, quoting: Quoting) -> Vec<String> {
+    let make = quoting == Quoting::Make;
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = deps.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek() == Some(&' ') => {
-                cur.push(' ');
-                chars.next();
+            '\\' if chars.peek() == Some(&' ')
+                || make && matches!(chars.peek(), Some('\t' | '#')) =>
+            {
+                cur.push(chars.next().expect("peeked"));
             }
-            ' ' => {
+            '$' if make && chars.peek() == Some(&'$') => {
+                chars.next();
+                cur.push('$');
+            }
+            ' ' | '\t' => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }
@@ -123,6 +177,17 @@ src/lib.rs:\nsrc/with\\ space.rs:\n/reg/gen/out/x.rs:\n\n\
                 ("UNSET".into(), None),
             ]
         );
+    }
+
+    #[test]
+    fn c_dep_files_are_read_as_make_reads_them() {
+        let text = "obj/a\\ b.o: src/a\\ b.c /usr/include/stdio.h \\\n inc/x$$y.h\n\ninc/x$$y.h:\n";
+        assert_eq!(
+            make_rule_inputs(text).unwrap(),
+            ["src/a b.c", "/usr/include/stdio.h", "inc/x$y.h"]
+        );
+        assert_eq!(make_quote("a b$#.o"), "a\\ b$$\\#.o");
+        assert_eq!(make_rule_inputs("garbage"), None);
     }
 
     #[test]

@@ -26,8 +26,9 @@ use std::process::Command;
 use std::time::{Instant, SystemTime};
 
 use jetcc_common::cache::DiskCache;
-use jetcc_common::ccargs::{self, CcArgs, CcPassThrough};
+use jetcc_common::ccargs::{CcArgs, CcPassThrough};
 use jetcc_common::config::Config;
+use jetcc_common::depinfo;
 use jetcc_common::files::FileDigests;
 use jetcc_common::key;
 use jetcc_common::manifest::ManifestEntry;
@@ -190,7 +191,7 @@ impl Action for CCompile {
                 std::io::Error::other("the stored compile has no dep file"),
             ));
         };
-        let text = text.replace(OBJECT_PLACEHOLDER, &ccargs::make_quote(&self.args.output));
+        let text = text.replace(OBJECT_PLACEHOLDER, &depinfo::make_quote(&self.args.output));
         fsutil::write_atomic(&dest, text.as_bytes()).map_err(|e| TierFailure::local_io(&dest, e))
     }
 }
@@ -362,7 +363,7 @@ impl CCompile {
             None => None,
         };
         let mut read = match &dep_text {
-            Some(text) => ccargs::dep_file_inputs(text).ok_or_else(unexpected)?,
+            Some(text) => depinfo::make_rule_inputs(text).ok_or_else(unexpected)?,
             None => Vec::new(),
         };
         if !read.contains(&self.args.source) {
@@ -388,7 +389,7 @@ impl CCompile {
                 let text = if self.args.dep_targets_given {
                     text.clone()
                 } else {
-                    let target = format!("{}:", ccargs::make_quote(&self.args.output));
+                    let target = format!("{}:", depinfo::make_quote(&self.args.output));
                     let rest = text.strip_prefix(&target).ok_or_else(unexpected)?;
                     format!("{OBJECT_PLACEHOLDER}:{rest}")
                 };
