@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::{cargo_command, skip_or_fail, stats, walk, Build, Built, Project};
 
 const PACKAGES: [&str; 4] = ["-p", "cc-header", "-p", "cmake-lib"];
@@ -330,4 +331,131 @@ fn c_compiles_are_shared_through_an_object_store_tier() {
         .success());
     assert_eq!(stats(other.path())["tiers"]["local"]["hits"], 1);
     assert_eq!(std::fs::read(s.dir.path().join("a.o")).unwrap(), object);
+}
+
+/// The farm env for a client that sends every compile it can (no local slots).
+fn farm_env(nats: &Nats) -> Vec<(&'static str, String)> {
+    vec![
+        ("JETCC_NATS_URL", nats.url()),
+        ("JETCC_DIST_LOCAL_SLOTS", "0".to_owned()),
+    ]
+}
+
+#[test]
+fn c_compiles_run_on_a_worker_with_the_same_compiler_and_no_other() {
+    let s = Shim::new();
+    let nats = Nats::start(&s.dir.path().join("nats"));
+    let w = Worker::start(&nats.url(), &s.dir.path().join("worker"), 2);
+    let path = std::env::var("PATH").unwrap();
+    let url = nats.url();
+    let farm = [
+        ("JETCC_NATS_URL", Path::new(&url)),
+        ("JETCC_DIST_LOCAL_SLOTS", Path::new("0")),
+    ];
+    std::fs::create_dir(s.dir.path().join("obj")).unwrap();
+    s.write("a.h", "#include <stdio.h>\n#define A 7\n");
+    s.write(
+        "a.c",
+        "#include \"a.h\"\nint a(void) { printf(\"%d\", A); return A; }\n",
+    );
+    // What plain gcc writes, the object and its dep file beside it.
+    let compile = "-O1 -g -MD -c a.c -o obj/a.o";
+    let plain = Command::new("cc")
+        .current_dir(s.dir.path())
+        .args(compile.split_whitespace())
+        .status()
+        .unwrap();
+    assert!(plain.success());
+    let want = std::fs::read(s.dir.path().join("obj/a.o")).unwrap();
+    let want_deps = std::fs::read_to_string(s.dir.path().join("obj/a.d")).unwrap();
+    std::fs::remove_file(s.dir.path().join("obj/a.o")).unwrap();
+    std::fs::remove_file(s.dir.path().join("obj/a.d")).unwrap();
+
+    let out = s.cc_with(&path, compile, s.cache.path(), &farm);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.stat("remote"), 1, "{}", stats(s.cache.path()));
+    assert_eq!(w.wait_jobs_done(1), 1, "{}", w.log());
+    assert_eq!(std::fs::read(s.dir.path().join("obj/a.o")).unwrap(), want);
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join("obj/a.d")).unwrap(),
+        want_deps
+    );
+    // Stored like a local compile: the next one hits.
+    std::fs::remove_file(s.dir.path().join("obj/a.o")).unwrap();
+    assert!(s
+        .cc_with(&path, compile, s.cache.path(), &farm)
+        .status
+        .success());
+    assert_eq!(s.stat("hits"), 1);
+    assert_eq!(std::fs::read(s.dir.path().join("obj/a.o")).unwrap(), want);
+
+    // A compiler no worker has (a wrapper script: other content, another identity) is
+    // compiled here, and the object is still right.
+    let other = s.dir.path().join("other-cc");
+    std::fs::create_dir(&other).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v cc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        other.join("cc"),
+        format!("#!/bin/sh\nexec {} \"$@\"\n", real.trim()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(other.join("cc"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = s.cc_with(
+        &format!("{}:{path}", other.display()),
+        "-O1 -g -c a.c -o obj/b.o",
+        fresh.path(),
+        &farm,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = stats(fresh.path());
+    assert_eq!(st["c_compiles"]["remote"], 0, "{st}");
+    assert_eq!(
+        st["c_compiles"]["remote_skipped"]["farm-no-worker"], 1,
+        "{st}"
+    );
+    assert_eq!(w.jobs_done(), 1, "{}", w.log());
+}
+
+#[test]
+fn a_build_scripts_c_compiles_spread_over_the_farm_byte_identical() {
+    let p = Project::fixture("fixture-native");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start(&root.join("nats"));
+    let w = Worker::start(&nats.url(), &root.join("worker"), 2);
+    p.build_ok(&build(Build::plain()));
+    let plain = native_outputs(&p.target());
+    let plain_line = run_app(&p);
+    p.clean();
+
+    let cache = root.join("cache");
+    let b = farm_env(&nats)
+        .iter()
+        .fold(build(Build::jetcc(&cache)), |b, (k, v)| b.env(k, v));
+    p.build_ok(&b);
+    let remote = stats(&cache)["c_compiles"]["remote"].as_u64().unwrap_or(0);
+    // add.c through cc-rs, mul.c through cmake's make: both on the worker.
+    assert!(remote >= 2, "{}\n{}", stats(&cache), w.log());
+    assert_eq!(
+        native_outputs(&p.target()),
+        plain,
+        "objects compiled on the farm"
+    );
+    assert_eq!(run_app(&p), plain_line);
 }

@@ -32,8 +32,10 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
     let s = stats(&cache);
     assert_eq!(s["remote_compiles"], REMOTE_UNITS.len(), "{s}");
     // A worker logs "job done" just after it answers: wait for the last line.
+    // The C compile of util's build script went to the farm too.
+    assert_eq!(s["c_compiles"]["remote"], FIXTURE_C_COMPILES, "{s}");
     wait_until(10, "the workers' logs", || {
-        w1.jobs_done() + w2.jobs_done() == REMOTE_UNITS.len()
+        w1.jobs_done() + w2.jobs_done() == REMOTE_UNITS.len() + FIXTURE_C_COMPILES
     });
     // Warnings come back from the farm as rustc wrote them.
     assert!(

@@ -70,6 +70,7 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
                     size: good.len() as u64,
                     mode: 0o644,
                 }],
+                system_inputs: vec![],
                 dirs: vec![],
                 out_dir: "/x/out".into(),
                 outputs: vec!["libhostile.rlib".into()],
@@ -86,6 +87,27 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
         let mut j = job(3);
         j.out_dir = "relative/out".into();
         cases.push((j, "out_dir"));
+        // A system file this worker has with other bytes (a C compile's header from another
+        // libc), and one outside the system dirs: refused, the worker's file untouched.
+        let mut j = job(5);
+        j.system_inputs = vec![InputFile {
+            path: "/etc/passwd".into(),
+            digest: Digest::of_bytes(b"root::0:0::/:/bin/sh\n"),
+            size: 20,
+            mode: 0o644,
+        }];
+        cases.push((j, "system_inputs"));
+        let mut j = job(6);
+        j.system_inputs = vec![InputFile {
+            path: std::fs::canonicalize("/bin/sh")
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+            digest: Digest::of_bytes(b"not the worker's sh"),
+            size: 19,
+            mode: 0o755,
+        }];
+        cases.push((j, "differs from the client's"));
         // A blob whose bytes do not match the digest it is stored under.
         let evil = b"evil";
         res.cas.put(&Digest::of_bytes(good), evil).await.unwrap();

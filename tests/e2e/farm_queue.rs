@@ -131,6 +131,7 @@ fn job(
         crate_name: format!("q{n}"),
         deadline_unix_ms: deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
         toolchain: tc,
+        system_inputs: vec![],
         args: [
             "--crate-name",
             &format!("q{n}"),

@@ -142,9 +142,11 @@ fn an_unprivileged_worker_builds_the_fixture_despite_locked_mount_flags() {
     );
     let s = stats(&cache);
     assert_eq!(s["remote_compiles"], REMOTE_UNITS.len(), "{s}\n{}", w.log());
+    // The C compile of util's build script went to the farm too.
+    assert_eq!(s["c_compiles"]["remote"], FIXTURE_C_COMPILES, "{s}");
     assert_eq!(
-        w.wait_jobs_done(REMOTE_UNITS.len()),
-        REMOTE_UNITS.len(),
+        w.wait_jobs_done(REMOTE_UNITS.len() + FIXTURE_C_COMPILES),
+        REMOTE_UNITS.len() + FIXTURE_C_COMPILES,
         "{}",
         w.log()
     );

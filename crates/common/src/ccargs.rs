@@ -482,6 +482,27 @@ impl CcArgs {
         })
     }
 
+    /// The arguments of a pre-pass that only lists what the compile reads: [`key_args`]
+    /// without the dep-file options (`-MD`, `-MP`, `-MT`/`-MQ` and their values), to which
+    /// the caller adds its own `-M -MF`. (`-M` implies `-E`: nothing is compiled.)
+    ///
+    /// [`key_args`]: CcArgs::key_args
+    pub fn prepass_args(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.key_args.len());
+        let mut words = self.key_args.iter();
+        while let Some(a) = words.next() {
+            match a.as_str() {
+                "-MD" | "-MP" => {}
+                "-MT" | "-MQ" => {
+                    words.next();
+                }
+                _ if a.starts_with("-MT") || a.starts_with("-MQ") => {}
+                _ => out.push(a.clone()),
+            }
+        }
+        out
+    }
+
     /// The object's file name (its directory is not in the key).
     pub fn output_name(&self) -> &str {
         self.output.rsplit('/').next().unwrap_or(&self.output)
@@ -554,6 +575,11 @@ mod tests {
             .contains(&"CMakeFiles/mul.dir/csrc/mul.c.o".to_owned()));
         assert!(!a.key_args.contains(&"-MF".to_owned()));
         assert!(!a.key_args.contains(&"-o".to_owned()));
+        // The farm's pre-pass asks for its own dep file: no trace of the user's.
+        assert_eq!(
+            a.prepass_args().join(" "),
+            "-DFOO=1 -I/src/include -O3 -DNDEBUG -fPIC -c /src/csrc/mul.c"
+        );
     }
 
     #[test]

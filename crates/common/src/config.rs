@@ -159,6 +159,10 @@ pub struct WorkerConfig {
     /// rustc binaries the worker offers (default: the `rustc` on PATH).
     #[serde(default)]
     pub toolchains: Vec<PathBuf>,
+    /// C/C++ compilers the worker offers to build scripts' compiles, each a name on PATH or
+    /// a path whose file name is the name clients call it by (`cc`, `c++`, `gcc`, `g++`,
+    /// `clang`, `clang++`). Default: those of these names found on PATH; `[]`: none.
+    pub c_compilers: Option<Vec<PathBuf>>,
     /// Wall-clock limit of one job's rustc.
     #[serde(default = "default_worker_timeout_secs")]
     pub timeout_secs: u64,
@@ -170,6 +174,7 @@ impl Default for WorkerConfig {
             slots: None,
             cache_dir: None,
             toolchains: Vec::new(),
+            c_compilers: None,
             timeout_secs: default_worker_timeout_secs(),
         }
     }

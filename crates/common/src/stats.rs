@@ -63,6 +63,10 @@ pub struct ActionStats {
     pub not_stored: BTreeMap<String, u64>,
     /// Time the hits did not spend, minus the time restoring took.
     pub time_saved_ms: u64,
+    /// Misses compiled on the farm.
+    pub remote: u64,
+    /// Misses that could have gone to the farm but ran locally, by reason.
+    pub remote_skipped: BTreeMap<String, u64>,
 }
 
 /// The kinds of action counted in their own [`ActionStats`].

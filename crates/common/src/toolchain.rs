@@ -84,6 +84,61 @@ pub fn tool_identity(tool: &Path, memo_dir: &Path) -> Result<Digest, ToolchainEr
     })
 }
 
+/// A C/C++ compiler as the farm knows it: what a job for it names, and the machine it
+/// compiles for (jobs are filed by it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CCompiler {
+    /// The driver's content, the name it is called by (`g++` compiles `.c` as C++), and the
+    /// content of the programs it runs for a compile (`cc1`, `cc1plus`, `as`): two machines
+    /// with the same identity turn the same inputs into the same object.
+    pub identity: Digest,
+    /// `-dumpmachine` (`x86_64-linux-gnu`).
+    pub machine: String,
+}
+
+/// The programs a driver runs to compile, as `-print-prog-name` resolves them.
+const C_COMPILER_PARTS: &[&str] = &["cc1", "cc1plus", "as"];
+
+/// The farm identity of the compiler `driver`, called as `name` (memoized like the others).
+pub fn c_compiler(driver: &Path, name: &str, memo_dir: &Path) -> Result<CCompiler, ToolchainError> {
+    let parts = memoized(driver, "c-compiler", memo_dir, |h| {
+        h.digest(&tool_identity(driver, memo_dir)?);
+        for part in C_COMPILER_PARTS {
+            let arg = format!("-print-prog-name={part}");
+            let found = String::from_utf8_lossy(&run(driver, &[&arg])?)
+                .trim()
+                .to_owned();
+            // clang names no separate programs: it prints the bare name back.
+            match Digest::of_file(Path::new(&found)) {
+                Ok(d) if found.starts_with('/') => h.str(part).digest(&d),
+                _ => h.str(part).str(&found),
+            };
+        }
+        let machine = run(driver, &["-dumpmachine"])?;
+        if let Ok(memo) = memo_path(driver, "c-machine", memo_dir) {
+            let _ = write_atomic_mkdir(&memo, String::from_utf8_lossy(&machine).trim().as_bytes());
+        }
+        h.field(&machine);
+        Ok(())
+    })?;
+    let memo = memo_path(driver, "c-machine", memo_dir)?;
+    let machine = match fs::read_to_string(&memo) {
+        Ok(m) if !m.is_empty() => m,
+        _ => {
+            let m = String::from_utf8_lossy(&run(driver, &["-dumpmachine"])?)
+                .trim()
+                .to_owned();
+            let _ = write_atomic_mkdir(&memo, m.as_bytes());
+            m
+        }
+    };
+    let identity = KeyHasher::new("jetcc-c-compiler-named")
+        .digest(&parts)
+        .str(name)
+        .finish();
+    Ok(CCompiler { identity, machine })
+}
+
 /// Memoizes `compute` for the program at `program` by its path, size, mtime and inode, so only
 /// the first invocation after it changes pays for running it.
 fn memoized(

@@ -222,6 +222,12 @@ fn action_rows(title: &str, a: &ActionStats) {
         format!("{} hits, {} misses ({rate:.2} % hits)", a.hits, a.misses),
     );
     row("  stored", a.stored.to_string());
+    if a.remote > 0 || !a.remote_skipped.is_empty() {
+        row("  compiled on the farm", a.remote.to_string());
+    }
+    for (k, v) in &a.remote_skipped {
+        row(&format!("  not sent to the farm: {k}"), v.to_string());
+    }
     for (k, v) in &a.not_stored {
         row(&format!("  not stored: {k}"), v.to_string());
     }

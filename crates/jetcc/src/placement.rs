@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use jetcc_common::config::FarmConfig;
 use jetcc_common::fsutil::{with_lock, write_atomic};
+
+use crate::compile::Compiled;
 
 /// One overflow job in this many goes to the farm even when it looks slow.
 pub const PROBE_EVERY: u64 = 16;
@@ -64,7 +67,7 @@ pub struct Perf {
 
 impl Placement {
     /// With a farm configured: `[dist] local_slots`, by default one per core.
-    pub fn for_farm(cache_dir: &Path, farm: &jetcc_common::config::FarmConfig) -> Placement {
+    pub fn for_farm(cache_dir: &Path, farm: &FarmConfig) -> Placement {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Placement::new(cache_dir, farm.local_slots.unwrap_or(cores))
     }
@@ -160,6 +163,35 @@ impl Placement {
             )
         })
     }
+}
+
+/// Runs a miss where it finishes soonest: a free local slot compiles here; the overflow goes
+/// to the farm (`remote`, if the compile is `distributable`) when it is healthy and fast
+/// enough, else waits for a local slot. Without a farm, `local` runs at once. Returns the
+/// compile and whether it ran on the farm.
+pub fn compile_placed(
+    farm: Option<&FarmConfig>,
+    cache_dir: &Path,
+    distributable: bool,
+    remote: impl FnOnce(&Placement) -> Option<Compiled>,
+    local: impl FnOnce() -> std::io::Result<Compiled>,
+) -> std::io::Result<(Compiled, bool)> {
+    let placement = farm.map(|farm| Placement::for_farm(cache_dir, farm));
+    let mut slot = placement.as_ref().and_then(Placement::try_slot);
+    if let (Some(pl), None, true) = (&placement, &slot, distributable) {
+        if let Some(compiled) = remote(pl) {
+            return Ok((compiled, true));
+        }
+    }
+    if slot.is_none() {
+        slot = placement.as_ref().and_then(Placement::slot);
+    }
+    let compiled = local()?;
+    if let Some(pl) = &placement {
+        pl.record_local(compiled.duration);
+    }
+    drop(slot);
+    Ok((compiled, false))
 }
 
 fn ewma(old: Option<f64>, sample: f64) -> f64 {

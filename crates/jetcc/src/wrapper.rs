@@ -21,7 +21,6 @@ use jetcc_common::stats::{ErrorKind, NotStoredReason, Stats, LOCAL_TIER};
 
 use crate::compile::{self, Compiled};
 use crate::invocation::{Invocation, PrepareError};
-use crate::placement::Placement;
 use crate::record;
 use crate::tiers::{Hit, LocalTier, SharedTiers};
 
@@ -258,33 +257,16 @@ impl Wrapper {
     /// farm when it is healthy and fast enough, else waits for a local slot. Returns the
     /// compile and whether it ran on the farm.
     fn compile(&mut self, words: &[String]) -> std::io::Result<(Compiled, bool)> {
-        let placement = self
-            .shared
-            .farm()
-            .map(|farm| Placement::for_farm(self.cache.root(), farm));
-        let mut slot = placement.as_ref().and_then(Placement::try_slot);
-        if let (Some(pl), None, true) = (&placement, &slot, self.inv.distributable()) {
-            let remote = crate::remote::try_remote(
-                &mut self.shared,
-                &self.cache,
-                &self.inv,
-                words,
-                &mut self.files,
-                pl,
-            );
-            if let Some(compiled) = remote {
-                return Ok((compiled, true));
-            }
-        }
-        if slot.is_none() {
-            slot = placement.as_ref().and_then(Placement::slot);
-        }
-        let compiled = compile::run_streaming(&self.inv.rustc, words)?;
-        if let Some(pl) = &placement {
-            pl.record_local(compiled.duration);
-        }
-        drop(slot);
-        Ok((compiled, false))
+        let farm = self.shared.farm().cloned();
+        let (shared, cache, inv, files) =
+            (&mut self.shared, &self.cache, &self.inv, &mut self.files);
+        crate::placement::compile_placed(
+            farm.as_ref(),
+            cache.root(),
+            inv.distributable(),
+            |pl| crate::remote::try_remote_rustc(shared, cache, inv, words, files, pl),
+            || compile::run_streaming(&inv.rustc, words),
+        )
     }
 
     /// Stores a compile's result locally unless it should not be, then shares it.

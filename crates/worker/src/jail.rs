@@ -29,6 +29,8 @@ const SYSTEM: &[&str] = &[
     "/lib",
     "/lib64",
     "/etc/ld.so.cache",
+    // Debian's `cc`, `c++`… are symlinks through here.
+    "/etc/alternatives",
     "/etc/passwd",
     "/dev/null",
     "/dev/zero",
@@ -49,10 +51,10 @@ pub const JAIL_TMP: &str = "/.jetcc-tmp";
 pub struct Plan {
     /// The job root on the worker's disk: becomes `/`.
     pub root: PathBuf,
-    /// The toolchain's sysroot, bound read-only at the same path.
-    pub sysroot: PathBuf,
-    /// rustc inside the jail (under `sysroot`).
-    pub rustc: PathBuf,
+    /// A rustc's sysroot, bound read-only at the same path.
+    pub sysroot: Option<PathBuf>,
+    /// The compiler to run: rustc (under `sysroot`) or a C compiler (in the system dirs).
+    pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// The client's cwd, inside the jail.
@@ -98,7 +100,7 @@ pub fn launch(plan: &Plan) -> Result<i32, JailError> {
     let mut cmd = enter(plan)?;
     let mut child = cmd
         .spawn()
-        .map_err(sys(format!("start {}", plan.rustc.display())))?;
+        .map_err(sys(format!("start {}", plan.program.display())))?;
     let status = child.wait().map_err(sys("wait for rustc"))?;
     use std::os::unix::process::ExitStatusExt;
     Ok(status
@@ -129,7 +131,7 @@ fn enter(plan: &Plan) -> Result<Command, JailError> {
     }
     mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE)?;
     let mut system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
-    system.push(plan.sysroot.clone());
+    system.extend(plan.sysroot.clone());
     for path in &system {
         place(&plan.root, path)?;
     }
@@ -152,7 +154,7 @@ fn enter(plan: &Plan) -> Result<Command, JailError> {
     }
     std::env::set_current_dir(&plan.cwd).map_err(sys(format!("enter {}", plan.cwd.display())))?;
 
-    let mut cmd = Command::new(&plan.rustc);
+    let mut cmd = Command::new(&plan.program);
     cmd.args(&plan.args)
         .env_clear()
         .envs(plan.env.iter().cloned());

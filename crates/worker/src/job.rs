@@ -1,5 +1,6 @@
-//! Running one job: lay out its inputs at the client's paths, run rustc in the jail, stream
-//! its stderr back, upload the outputs.
+//! Running one job: check the system files it expects, lay out its inputs at the client's
+//! paths, run the compiler (rustc or a C compiler) in the jail, stream its stderr back,
+//! upload the outputs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::farm::{Delivery, FarmError, ReplyTo, Resources};
+use jetcc_common::files::FileDigests;
 use jetcc_common::protocol::events::{self, JobDone, EVENTS_VERSION};
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, MAX_EVENT_BYTES};
 use jetcc_common::protocol::timing::ACK_WAIT;
@@ -29,6 +31,8 @@ pub struct Context {
     pub timeout: Duration,
     pub limits: crate::sandbox::Limits,
     pub worker_id: String,
+    /// The stat memo of the system files jobs expect (see [`check_system_inputs`]).
+    pub stat_memo_dir: PathBuf,
 }
 
 /// How a job ended, for the worker's counters.
@@ -53,6 +57,8 @@ enum JobError {
     Timeout(Duration),
     #[error("no toolchain {0} here")]
     NoToolchain(Digest),
+    #[error("this worker's {0} differs from the client's (another system, another object)")]
+    SystemFileDiffers(String),
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> JobError + '_ {
@@ -326,6 +332,7 @@ async fn run(
     reply: &ReplyTo,
 ) -> Result<Finished, JobError> {
     let tc = toolchain(ctx, job)?;
+    check_system_inputs(ctx, job)?;
     let layout = Layout::new(job_dir, job);
     create_dirs(job, &layout)?;
     let blobs = fetch_inputs(ctx, job).await?;
@@ -368,6 +375,24 @@ fn toolchain<'a>(ctx: &'a Context, job: &JobRequest) -> Result<&'a Toolchain, Jo
         .iter()
         .find(|t| t.identity == job.toolchain)
         .ok_or(JobError::NoToolchain(job.toolchain))
+}
+
+/// Whether this worker's own system files are the ones the client's compile reads (a C
+/// compile's system headers): they are bound into the jail, not shipped. Digests are
+/// memoized by stat, so a warm check is a `stat` per file.
+fn check_system_inputs(ctx: &Context, job: &JobRequest) -> Result<(), JobError> {
+    if job.system_inputs.is_empty() {
+        return Ok(());
+    }
+    let mut files = FileDigests::new(Path::new("/"), Some(ctx.stat_memo_dir.clone()));
+    match job
+        .system_inputs
+        .iter()
+        .find(|i| files.digest(&i.path) != Some(i.digest))
+    {
+        Some(differs) => Err(JobError::SystemFileDiffers(differs.path.clone())),
+        None => Ok(()),
+    }
 }
 
 /// The job root's dirs: the out-dir, the cwd and every dir the job lists.
@@ -435,7 +460,7 @@ fn write_plan(
     let plan = Plan {
         root: layout.root.clone(),
         sysroot: tc.sysroot.clone(),
-        rustc: tc.rustc.clone(),
+        program: tc.program.clone(),
         args: job.args.clone(),
         env: job.env.clone(),
         cwd: PathBuf::from(&job.cwd),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::{Config, FarmConfig};
 use jetcc_common::farm::{Delivery, Farm, FarmError, JobQueue, Lifetime};
-use jetcc_common::protocol::timing::HEARTBEAT_EVERY;
+use jetcc_common::protocol::timing::{ACK_WAIT, HEARTBEAT_EVERY};
 use jetcc_common::protocol::worker::WorkerStatus;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -51,8 +51,12 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         .clone()
         .unwrap_or_else(|| config.cache_dir.join("worker"));
     let jobs_dir = emptied(dir.join("jobs"))?;
-    let toolchains = toolchains::discover(&config.worker.toolchains, &dir.join("toolchains"))
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let toolchains = toolchains::discover(
+        &config.worker.toolchains,
+        config.worker.c_compilers.as_deref(),
+        &dir.join("toolchains"),
+    )
+    .map_err(|e| ServeError::Setup(e.to_string()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
     let host = jetcc_common::farm::hostname();
@@ -79,6 +83,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
             ..Default::default()
         },
         worker_id: id,
+        stat_memo_dir: dir.join("stat-memo"),
     });
     let pool = Pool {
         ctx: ctx.clone(),
@@ -230,42 +235,66 @@ struct Pool {
 /// One puller per toolchain, each on the queue of its jobs.
 async fn start_pullers(pool: &Pool) -> Result<Vec<JoinHandle<()>>, FarmError> {
     let mut pullers = Vec::new();
+    let alone = pool.ctx.toolchains.len() == 1;
     for tc in &pool.ctx.toolchains {
         let queue = pool.ctx.res.job_queue(&tc.host, &tc.identity).await?;
-        pullers.push(tokio::spawn(pull(queue, pool.clone())));
+        pullers.push(tokio::spawn(pull(queue, pool.clone(), alone)));
     }
     Ok(pullers)
 }
 
-/// Fetches as many jobs as there are free slots, runs each in its own task.
-async fn pull(queue: JobQueue, pool: Pool) {
+/// Pulls jobs while a slot is free and runs each in its own task.
+///
+/// A pull request waits on the server for seconds when its queue is empty, so it holds no
+/// slot: with several toolchains (a rustc and C compilers), a puller idling on an empty
+/// queue would otherwise keep the busy queue's jobs waiting. Each job takes a slot when it
+/// arrives. The puller of the only toolchain asks for as many jobs as slots are free; with
+/// several, each asks for one at a time, so at most one job per other toolchain can arrive
+/// to find every slot taken (it waits here, kept alive, for the next free one).
+async fn pull(queue: JobQueue, pool: Pool, alone: bool) {
     loop {
-        // Wait for one free slot, then ask for as many jobs as are free.
-        let Ok(first) = pool.slots.clone().acquire_owned().await else {
-            return;
+        // Wait until a slot is free, without taking it.
+        match pool.slots.acquire().await {
+            Ok(free) => drop(free),
+            Err(_) => return,
+        }
+        let want = match alone {
+            true => pool.slots.available_permits().max(1),
+            false => 1,
         };
-        let free = pool.slots.available_permits() + 1;
-        let mut batch = match queue.fetch(free).await {
+        let mut batch = match queue.fetch(want).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!("{e}");
-                drop(first);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = pool.stopping.notified() => return,
                 }
             }
         };
-        let mut permit = Some(first);
         while let Some(delivery) = batch.next().await {
-            let permit = match permit.take() {
-                Some(p) => p,
-                None => match pool.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+            let Some(permit) = slot_for(&pool, &delivery).await else {
+                return;
             };
             tokio::spawn(run_job(pool.clone(), delivery, permit));
+        }
+    }
+}
+
+/// A slot for a delivered job: at once if one is free, else the next one to free up, while
+/// telling the queue the job is in hand (so it is not redelivered meanwhile).
+async fn slot_for(pool: &Pool, delivery: &Delivery) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = pool.slots.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    let wait = pool.slots.clone().acquire_owned();
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            p = &mut wait => return p.ok(),
+            _ = tokio::time::sleep(ACK_WAIT / 3) => {
+                let _ = delivery.in_progress().await;
+            }
         }
     }
 }

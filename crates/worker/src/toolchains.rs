@@ -1,4 +1,5 @@
-//! The toolchains this worker offers: each a real rustc (not a rustup proxy) with its identity.
+//! The toolchains this worker offers, each with the identity a client's job names: real
+//! rustcs (not rustup proxies), and C/C++ compilers for the compiles of build scripts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,15 +8,25 @@ use jetcc_common::{toolchain, Digest};
 
 #[derive(Debug, Clone)]
 pub struct Toolchain {
-    /// Digest of `rustc -vV`: what a client's job must name to run here.
+    /// What a client's job must name to run here (`toolchain::identity` of a rustc,
+    /// `toolchain::c_compiler` of a C compiler).
     pub identity: Digest,
-    /// `rustc -vV`'s first line, for people.
+    /// For people: `rustc -vV`'s first line, or `cc (x86_64-linux-gnu)`.
     pub name: String,
+    /// The host triple of a rustc, the `-dumpmachine` of a C compiler: jobs are filed by it.
     pub host: String,
-    pub sysroot: PathBuf,
-    /// `<sysroot>/bin/rustc`: run directly, so no rustup settings are needed in the jail.
-    pub rustc: PathBuf,
+    /// What a job runs: `<sysroot>/bin/rustc` (run directly, so no rustup settings are needed
+    /// in the jail), or the C compiler's path as found on `PATH` (a driver such as clang
+    /// behaves by the name it is called by).
+    pub program: PathBuf,
+    /// A rustc's sysroot, bound read-only into each job; a C compiler lives in the system
+    /// dirs every job sees.
+    pub sysroot: Option<PathBuf>,
 }
+
+/// The C/C++ compilers a worker offers by default, where `PATH` has them: the names a
+/// client's compiler shims answer to.
+pub const DEFAULT_C_COMPILERS: &[&str] = &["cc", "c++", "gcc", "g++", "clang", "clang++"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
@@ -23,15 +34,66 @@ pub enum ToolchainError {
     Run { path: String, why: String },
 }
 
-/// Resolves each configured rustc (default: `rustc` on PATH).
-pub fn discover(configured: &[PathBuf], memo_dir: &Path) -> Result<Vec<Toolchain>, ToolchainError> {
+/// Resolves each configured rustc (default: `rustc` on PATH) and C compiler (default:
+/// [`DEFAULT_C_COMPILERS`] found on PATH). A configured one that does not run is an error; a
+/// default C compiler that is missing is left out.
+pub fn discover(
+    configured: &[PathBuf],
+    c_compilers: Option<&[PathBuf]>,
+    memo_dir: &Path,
+) -> Result<Vec<Toolchain>, ToolchainError> {
     let defaults = [PathBuf::from("rustc")];
     let list = if configured.is_empty() {
         &defaults[..]
     } else {
         configured
     };
-    list.iter().map(|rustc| resolve(rustc, memo_dir)).collect()
+    let mut found: Vec<Toolchain> = list
+        .iter()
+        .map(|rustc| resolve(rustc, memo_dir))
+        .collect::<Result<_, _>>()?;
+    match c_compilers {
+        Some(list) => {
+            for cc in list {
+                found.push(resolve_c(cc, memo_dir)?);
+            }
+        }
+        None => found.extend(
+            DEFAULT_C_COMPILERS
+                .iter()
+                .filter_map(|name| resolve_c(Path::new(name), memo_dir).ok()),
+        ),
+    }
+    Ok(found)
+}
+
+/// A C compiler, by name on PATH or by path: its file name is the name clients call it by.
+fn resolve_c(cc: &Path, memo_dir: &Path) -> Result<Toolchain, ToolchainError> {
+    let failed = |why: String| ToolchainError::Run {
+        path: cc.display().to_string(),
+        why,
+    };
+    let program = if cc.components().count() == 1 {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(cc))
+            .find(|p| p.is_file())
+            .ok_or_else(|| failed("not found on PATH".into()))?
+    } else {
+        cc.to_path_buf()
+    };
+    let name = cc
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let c = toolchain::c_compiler(&program, &name, memo_dir).map_err(|e| failed(e.to_string()))?;
+    Ok(Toolchain {
+        identity: c.identity,
+        name: format!("{name} ({})", c.machine),
+        host: c.machine,
+        program,
+        sysroot: None,
+    })
 }
 
 fn resolve(rustc: &Path, memo_dir: &Path) -> Result<Toolchain, ToolchainError> {
@@ -68,7 +130,7 @@ fn resolve(rustc: &Path, memo_dir: &Path) -> Result<Toolchain, ToolchainError> {
         identity,
         name: version.lines().next().unwrap_or_default().to_owned(),
         host,
-        sysroot,
-        rustc: real,
+        sysroot: Some(sysroot),
+        program: real,
     })
 }

@@ -33,22 +33,36 @@ pub struct JobRequest {
     pub crate_name: String,
     /// After this (milliseconds since the epoch) the client has moved on: drop the job unrun.
     pub deadline_unix_ms: u64,
-    /// The compiler identity the job needs (`blake3:…` of `rustc -vV`).
+    /// The compiler identity the job needs: a rustc's (`toolchain::identity`) or a C/C++
+    /// compiler's (`toolchain::c_compiler`). The worker runs the compiler it names.
     pub toolchain: Digest,
-    /// rustc's arguments as the client would run them, with client paths.
+    /// The compiler's arguments as the client would run them, with client paths.
     pub args: Vec<String>,
     /// The env rustc is to see (the keyed `CARGO_*` vars and `OUT_DIR`-like paths).
     pub env: Vec<(String, String)>,
     /// The client's absolute cwd.
     pub cwd: String,
-    /// Every file rustc will read, by the client's absolute path.
+    /// Every file the compiler will read, by the client's absolute path.
     pub inputs: Vec<InputFile>,
+    /// Files the worker must have of its own, identical, under [`SYSTEM_DIRS`]: a C
+    /// compiler's system headers. Never shipped; a worker whose own file has another digest
+    /// refuses the job (its libc's headers would make another object).
+    pub system_inputs: Vec<InputFile>,
     /// Directories that must exist though they hold no input: rustc walks through them on
     /// its way to one (libc's `#[path = "nptl/bits/../../x86/…"]` needs `nptl/bits`).
     pub dirs: Vec<String>,
     /// The client's absolute out-dir, and the file names rustc will write there.
     pub out_dir: String,
     pub outputs: Vec<String>,
+}
+
+/// The directories every worker binds read-only into each job from its own system, where a
+/// job's [`JobRequest::system_inputs`] must lie.
+pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/lib", "/lib64"];
+
+/// Whether `path` (absolute) lies in one of [`SYSTEM_DIRS`].
+pub fn is_system_path(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| path.starts_with(d))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +198,10 @@ impl JobRequest {
                 .digest(&i.digest)
                 .field(&i.mode.to_le_bytes());
         }
+        count(&mut h, self.system_inputs.len());
+        for i in &self.system_inputs {
+            h.str(&i.path).digest(&i.digest);
+        }
         count(&mut h, self.dirs.len());
         for d in &self.dirs {
             h.str(d);
@@ -207,6 +225,7 @@ impl JobRequest {
         if self.args.len() > MAX_ARGS
             || self.env.len() > MAX_ENV
             || self.inputs.len() > MAX_INPUTS
+            || self.system_inputs.len() > MAX_INPUTS
             || self.dirs.len() > MAX_INPUTS
         {
             return Err(invalid("args/env/inputs", "too many entries"));
@@ -225,6 +244,15 @@ impl JobRequest {
         absolute_clean(&self.out_dir).map_err(|why| invalid("out_dir", &why))?;
         for input in &self.inputs {
             absolute_clean(&input.path).map_err(|why| invalid("inputs", &why))?;
+        }
+        for input in &self.system_inputs {
+            absolute_clean(&input.path).map_err(|why| invalid("system_inputs", &why))?;
+            if !is_system_path(Path::new(&input.path)) {
+                return Err(invalid(
+                    "system_inputs",
+                    &format!("{:?} is not under {}", input.path, SYSTEM_DIRS.join(", ")),
+                ));
+            }
         }
         for dir in &self.dirs {
             absolute_clean(dir).map_err(|why| invalid("dirs", &why))?;
@@ -318,6 +346,12 @@ mod tests {
                 size: 9,
                 mode: 0o644,
             }],
+            system_inputs: vec![InputFile {
+                path: "/usr/include/stdio.h".into(),
+                digest: Digest::of_bytes(b"int printf();"),
+                size: 13,
+                mode: 0o644,
+            }],
             dirs: vec!["/home/a/p/src/gen".into()],
             out_dir: "/home/a/p/target/debug/deps".into(),
             outputs: vec!["libleaf-1.rlib".into(), "libleaf-1.rmeta".into()],
@@ -350,7 +384,8 @@ mod tests {
             "id, reply and deadline do not count"
         );
         type Mutation = fn(&mut JobRequest);
-        let changes: [Mutation; 5] = [
+        let changes: [Mutation; 6] = [
+            |j| j.system_inputs[0].digest = Digest::of_bytes(b"int puts();"),
             |j| j.args.push("-O".into()),
             |j| j.env[0].1 = "other".into(),
             |j| j.inputs[0].digest = Digest::of_bytes(b"fn b() {}"),
@@ -396,6 +431,14 @@ mod tests {
             (|j| j.dirs.push("/home/a/../../etc".into()), "dirs"),
             (|j| j.job_id = "x".into(), "job_id"),
             (|j| j.args.push("a\0b".into()), "args/env"),
+            (
+                |j| j.system_inputs[0].path = "/etc/shadow".into(),
+                "system_inputs",
+            ),
+            (
+                |j| j.system_inputs[0].path = "/usr/../etc/shadow".into(),
+                "system_inputs",
+            ),
         ];
         for (mutate, field) in cases {
             let mut j = job();

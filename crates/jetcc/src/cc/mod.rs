@@ -67,6 +67,20 @@ const KEYED_ENV: &[&str] = &[
     "GCC_COMPARE_DEBUG",
 ];
 
+/// The [`KEYED_ENV`] variables that are set, as this compile sees them (and a farm job is
+/// given).
+pub(crate) fn keyed_env() -> Vec<(String, String)> {
+    KEYED_ENV
+        .iter()
+        .filter_map(|k| {
+            Some((
+                k.to_string(),
+                std::env::var_os(k)?.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// Where the dep file's target (the object's path, when no `-MT`/`-MQ` names it) stands in
 /// a stored dep file.
 const OBJECT_PLACEHOLDER: &str = "\u{1}jetcc:object\u{1}";
@@ -147,6 +161,8 @@ fn exec_real(real: &Path, args: &[OsString], env: &[(OsString, OsString)]) -> i3
 
 /// One C/C++ compile with its digest computed.
 struct CCompile {
+    /// The name it was called by (`cc`, `g++`…).
+    name: String,
     real: PathBuf,
     args: CcArgs,
     cwd: PathBuf,
@@ -225,14 +241,15 @@ impl CCompile {
             ("object-name".to_owned(), args.output_name().to_owned()),
         ];
         parts.extend(args.key_args.iter().map(|a| ("arg".to_owned(), a.clone())));
-        for k in KEYED_ENV {
-            if let Some(v) = std::env::var_os(k) {
-                parts.push((format!("env {k}"), v.to_string_lossy().into_owned()));
-            }
-        }
+        parts.extend(
+            keyed_env()
+                .into_iter()
+                .map(|(k, v)| (format!("env {k}"), v)),
+        );
         let digest = key::invocation_digest(&parts);
         let label = format!("{name} {}", args.source);
         let c = CCompile {
+            name: name.to_owned(),
             real: real.to_path_buf(),
             args,
             cwd,
@@ -276,14 +293,15 @@ impl CCompile {
                 });
                 entry.exit_code
             }
-            None => self.miss(&cache, &shared, child_env),
+            None => self.miss(&cache, &mut shared, &mut files, child_env),
         }
     }
 
     fn miss(
         &self,
         cache: &DiskCache,
-        shared: &SharedTiers,
+        shared: &mut SharedTiers,
+        files: &mut FileDigests,
         child_env: &[(OsString, OsString)],
     ) -> i32 {
         tracing::debug!(
@@ -299,8 +317,8 @@ impl CCompile {
         if let Some(t) = &temp_dep {
             words.extend(["-MD".into(), "-MF".into(), t.to_string_lossy().into_owned()]);
         }
-        let compiled = compile::run_streaming_env(self.real.as_os_str(), &words, child_env);
-        let compiled = match compiled {
+        let compiled = self.compile(cache, shared, files, &words, temp_dep.as_deref(), child_env);
+        let (compiled, on_farm) = match compiled {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("jetcc: cannot run {}: {e}", self.real.display());
@@ -322,10 +340,11 @@ impl CCompile {
         });
         match outcome {
             Ok((found, entry)) => {
-                shared.share(self, &found, &entry, false);
+                shared.share(self, &found, &entry, on_farm);
                 tracing::debug!(
                     compiler = self.label,
                     compile_ms = compiled.duration.as_millis() as u64,
+                    on_farm,
                     "C compile stored"
                 );
             }
@@ -341,6 +360,61 @@ impl CCompile {
             ),
         }
         compiled.exit_code
+    }
+
+    /// Runs the compile here or, with a farm and no free local slot, on a worker that has
+    /// this very compiler (`toolchain::c_compiler`) and system headers. Returns whether it
+    /// ran on the farm.
+    fn compile(
+        &self,
+        cache: &DiskCache,
+        shared: &mut SharedTiers,
+        files: &mut FileDigests,
+        words: &[String],
+        temp_dep: Option<&Path>,
+        child_env: &[(OsString, OsString)],
+    ) -> std::io::Result<(Compiled, bool)> {
+        let farm = shared.farm().cloned();
+        // The files the worker writes: the object, and the dep files beside it.
+        let mut outputs = vec![self.args.output_name().to_owned()];
+        let deps = temp_dep
+            .map(Path::to_path_buf)
+            .into_iter()
+            .chain(self.args.dep_file.as_ref().map(|d| self.cwd.join(d)));
+        let mut distributable = true;
+        for dep in deps {
+            match dep.file_name() {
+                Some(n) if dep.parent() == Some(self.object_dir.as_path()) => {
+                    outputs.push(n.to_string_lossy().into_owned())
+                }
+                _ => distributable = false,
+            }
+        }
+        let remote = |pl: &crate::placement::Placement| {
+            let memo = cache.toolchain_memo_dir();
+            let c = toolchain::c_compiler(&self.real, &self.name, &memo).ok()?;
+            crate::remote::try_remote(
+                shared,
+                cache,
+                crate::remote::RemoteCompile {
+                    farm: farm.as_ref()?,
+                    program: &self.real,
+                    kind: crate::remote::JobKind::C(&self.args),
+                    args: words,
+                    cwd: &self.cwd,
+                    out_dir: &self.object_dir,
+                    outputs: &outputs,
+                    toolchain: &c.identity,
+                    host: &c.machine,
+                    label: &self.label,
+                    files,
+                    placement: pl,
+                },
+            )
+        };
+        crate::placement::compile_placed(farm.as_ref(), cache.root(), distributable, remote, || {
+            compile::run_streaming_env(self.real.as_os_str(), words, child_env)
+        })
     }
 
     /// Stores a successful compile: the object, the user's dep file (its target as a

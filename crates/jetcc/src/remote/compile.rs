@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Resources, Submitted};
-use jetcc_common::key::is_keyed_env;
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
@@ -61,9 +60,6 @@ fn job_request(
     r: &RemoteCompile<'_>,
     listed: inputs::Listed,
 ) -> Result<JobRequest, RemoteError> {
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| is_keyed_env(k) || k == "OUT_DIR" || listed.env_deps.contains(k))
-        .collect();
     let job_id = JobId::from_bytes(random16());
     let reply_subject = res
         .farm
@@ -75,16 +71,17 @@ fn job_request(
         version: PROTOCOL_VERSION,
         job_id: job_id.to_string(),
         reply_subject,
-        crate_name: r.inv.crate_name.clone().unwrap_or_default(),
+        crate_name: r.label.to_owned(),
         deadline_unix_ms: deadline
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64,
         toolchain: *r.toolchain,
         args: r.args.to_vec(),
-        env,
+        env: listed.env,
         cwd: r.cwd.to_string_lossy().into_owned(),
         inputs: listed.inputs,
+        system_inputs: listed.system_inputs,
         dirs: listed
             .dirs
             .iter()

@@ -1,31 +1,52 @@
-//! What a job reads, and getting it to the workers: the dep-info pre-pass that lists every
-//! file the compile reads (transitive crates included), and the CAS uploads and downloads.
+//! What a job reads, and getting it to the workers: the pre-passes that list every file the
+//! compile reads (rustc's dep-info, transitive crates included; a C compiler's `-M`), and
+//! the CAS uploads and downloads.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use jetcc_common::args::SearchKind;
-use jetcc_common::depinfo::DepInfo;
+use jetcc_common::args::{RustcArgs, SearchKind};
+use jetcc_common::ccargs::CcArgs;
+use jetcc_common::depinfo::{self, DepInfo};
 use jetcc_common::farm::Resources;
-use jetcc_common::protocol::job::InputFile;
+use jetcc_common::key::is_keyed_env;
+use jetcc_common::protocol::job::{is_system_path, InputFile};
 use jetcc_common::{fsutil, Digest};
 
-use super::{RemoteCompile, RemoteError};
+use super::{JobKind, RemoteCompile, RemoteError};
 
 /// What a job reads, listed for the worker.
 pub(super) struct Listed {
     pub inputs: Vec<InputFile>,
-    /// Directories rustc walks through (`..` in paths) that must exist on the worker.
+    /// Files of the worker's own system the compile reads (a C compile's system headers).
+    pub system_inputs: Vec<InputFile>,
+    /// Directories the compiler walks through (`..` in paths) that must exist on the worker.
     pub dirs: Vec<PathBuf>,
-    /// The env vars the sources read (`env!`), to send along.
-    pub env_deps: Vec<String>,
+    /// The env the compiler is to see on the worker.
+    pub env: Vec<(String, String)>,
 }
 
-/// Lists every file the compile reads (the pre-pass below), with digests, sizes and modes.
+/// Lists every file the compile reads (the pre-passes below), with digests, sizes and
+/// modes, and the env it needs.
 pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
-    let (read, dirs, env_deps) = prepass(r)?;
-    let mut inputs = Vec::with_capacity(read.len());
+    let (read, dirs, env) = match r.kind {
+        JobKind::Rustc(inv) => {
+            let (read, dirs, env_deps) = prepass(r, inv)?;
+            let env = std::env::vars()
+                .filter(|(k, _)| is_keyed_env(k) || k == "OUT_DIR" || env_deps.contains(k))
+                .collect();
+            (read, dirs, env)
+        }
+        JobKind::C(args) => c_prepass(r, args)?,
+    };
+    let own = own_dirs(r);
+    let mut listed = Listed {
+        inputs: Vec::with_capacity(read.len()),
+        system_inputs: Vec::new(),
+        dirs,
+        env,
+    };
     for path in read {
         let meta = std::fs::metadata(&path)
             .map_err(|e| RemoteError::Local(format!("cannot stat {}: {e}", path.display())))?;
@@ -33,18 +54,76 @@ pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
             .files
             .digest(&path.to_string_lossy())
             .ok_or_else(|| RemoteError::Local(format!("cannot read {}", path.display())))?;
-        inputs.push(InputFile {
+        let input = InputFile {
             path: path.to_string_lossy().into_owned(),
             digest,
             size: meta.len(),
             mode: meta.permissions().mode(),
-        });
+        };
+        let system = matches!(r.kind, JobKind::C(_))
+            && is_system_path(&path)
+            && !own.iter().any(|d| path.starts_with(d));
+        match system {
+            true => listed.system_inputs.push(input),
+            false => listed.inputs.push(input),
+        }
     }
-    Ok(Listed {
-        inputs,
-        dirs,
-        env_deps,
-    })
+    Ok(listed)
+}
+
+/// The dirs whose files are the build's own even under a system dir (a `CARGO_HOME` of
+/// `/usr/local/cargo`): shipped, never expected on the worker.
+fn own_dirs(r: &RemoteCompile<'_>) -> Vec<PathBuf> {
+    let mut own = vec![r.cwd.to_path_buf()];
+    own.extend(
+        ["CARGO_MANIFEST_DIR", "OUT_DIR", "CARGO_HOME"]
+            .iter()
+            .filter_map(std::env::var_os)
+            .map(PathBuf::from),
+    );
+    own
+}
+
+/// A C compile's pre-pass: the compiler's `-M` lists the source and every header it reads,
+/// system ones included, without compiling.
+fn c_prepass(
+    r: &RemoteCompile<'_>,
+    args: &CcArgs,
+) -> Result<PrePass<(String, String)>, RemoteError> {
+    let env = crate::cc::keyed_env();
+    if !args.lang.preprocessed() {
+        let source = normalize(&r.cwd.join(&args.source));
+        return Ok((vec![source], Vec::new(), env));
+    }
+    let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
+    let out = std::process::Command::new(r.program)
+        .args(args.prepass_args())
+        .arg("-M")
+        .arg("-MF")
+        .arg(&dep_file)
+        .current_dir(r.cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RemoteError::PrePass(e.to_string()))?;
+    let text = std::fs::read_to_string(&dep_file);
+    let _ = std::fs::remove_file(&dep_file);
+    if !out.status.success() {
+        return Err(RemoteError::PrePass(format!(
+            "the compiler exited with {}",
+            out.status
+        )));
+    }
+    let text = text.map_err(|e| RemoteError::PrePass(e.to_string()))?;
+    let read = depinfo::make_rule_inputs(&text)
+        .ok_or_else(|| RemoteError::PrePass("the compiler's dep file is not a make rule".into()))?;
+    let sources: Vec<PathBuf> = read.iter().map(|p| r.cwd.join(p)).collect();
+    let mut dirs: Vec<PathBuf> = sources.iter().flat_map(|p| walked_dirs(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
+    files.sort();
+    files.dedup();
+    Ok((files, dirs, env))
 }
 
 /// Runs rustc's dep-info pass with `-Z binary-dep-depinfo`, which lists every file the
@@ -52,11 +131,10 @@ pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
 /// included, which cargo's `--extern`s do not name). The toolchain's own sysroot files are
 /// left out: the worker has the identical toolchain. Returns the files, the directories rustc
 /// walks through to reach them ([`walked_dirs`]) and the env-dep names.
-type PrePass = (Vec<PathBuf>, Vec<PathBuf>, Vec<String>);
-fn prepass(r: &RemoteCompile<'_>) -> Result<PrePass, RemoteError> {
+type PrePass<E> = (Vec<PathBuf>, Vec<PathBuf>, Vec<E>);
+fn prepass(r: &RemoteCompile<'_>, inv: &RustcArgs) -> Result<PrePass<String>, RemoteError> {
     let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
-    let mut args: Vec<String> = r
-        .inv
+    let mut args: Vec<String> = inv
         .args
         .iter()
         .filter(|a| !a.words[0].starts_with("--emit"))
@@ -64,7 +142,7 @@ fn prepass(r: &RemoteCompile<'_>) -> Result<PrePass, RemoteError> {
         .collect();
     args.push(format!("--emit=dep-info={}", dep_file.display()));
     args.extend(["-Z".into(), "binary-dep-depinfo".into()]);
-    let out = std::process::Command::new(r.rustc)
+    let out = std::process::Command::new(r.program)
         .args(&args)
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("CARGO_MAKEFLAGS")
@@ -91,7 +169,7 @@ fn prepass(r: &RemoteCompile<'_>) -> Result<PrePass, RemoteError> {
     dirs.dedup();
     let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
     // Native static libraries a bundling rlib reads (not in dep-info).
-    for sp in &r.inv.search_paths {
+    for sp in &inv.search_paths {
         if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
             if let Ok(rd) = std::fs::read_dir(r.cwd.join(&sp.path)) {
                 files.extend(

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use jetcc_common::args::RustcArgs;
+use jetcc_common::ccargs::CcArgs;
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::FarmError;
 use jetcc_common::files::FileDigests;
@@ -97,27 +98,81 @@ impl RemoteError {
     }
 }
 
-/// One invocation as the farm needs it.
+/// What a job compiles, which decides how its inputs are listed.
+#[derive(Clone, Copy)]
+pub enum JobKind<'a> {
+    /// A rustc invocation: rustc's dep-info pre-pass lists what it reads.
+    Rustc(&'a RustcArgs),
+    /// A C/C++ compile of a build script: the compiler's `-M` pre-pass lists it.
+    C(&'a CcArgs),
+}
+
+/// One compile as the farm needs it.
 pub struct RemoteCompile<'a> {
     pub farm: &'a FarmConfig,
-    pub rustc: &'a Path,
-    pub inv: &'a RustcArgs,
-    /// rustc's arguments as a local compile would run them.
+    /// The compiler, as a local compile would run it.
+    pub program: &'a Path,
+    pub kind: JobKind<'a>,
+    /// The compiler's arguments as a local compile would run them.
     pub args: &'a [String],
     pub cwd: &'a Path,
     pub out_dir: &'a Path,
-    /// Every file rustc writes into `out_dir` (dep-info included).
+    /// Every file the compile writes into `out_dir` (dep-info included).
     pub outputs: &'a [String],
+    /// The identity a worker must serve ([`JobRequest::toolchain`]).
+    ///
+    /// [`JobRequest::toolchain`]: jetcc_common::protocol::job::JobRequest::toolchain
     pub toolchain: &'a Digest,
+    /// The host triple (rustc) or machine (C compiler) jobs are filed by.
     pub host: &'a str,
+    /// For logs and the monitor: the crate's name, or the C source.
+    pub label: &'a str,
     pub files: &'a mut FileDigests,
     /// Whether sending is worth it, and whether a local slot frees up first.
     pub placement: &'a Placement,
 }
 
-/// Compiles on the farm when one is configured and has been healthy; `None`: compile
+/// Compiles `job` on the farm when one is configured and has been healthy; `None`: compile
 /// locally (why is logged and counted in `Stats::remote_skipped`).
 pub fn try_remote(
+    shared: &mut SharedTiers,
+    cache: &DiskCache,
+    job: RemoteCompile<'_>,
+) -> Option<Compiled> {
+    let breaker = shared.farm_breaker();
+    let session = shared.session()?;
+    let label = job.label.to_owned();
+    let placement = job.placement;
+    let is_c = matches!(job.kind, JobKind::C(_));
+    let result = session.compile(job);
+    let cache_dir = cache.root();
+    match result {
+        Ok((compiled, on_worker)) => {
+            placement.record_remote(compiled.duration, on_worker);
+            breaker.record(true);
+            record(cache_dir, |s| match is_c {
+                true => s.c_compiles.remote += 1,
+                false => s.remote_compiles += 1,
+            });
+            Some(compiled)
+        }
+        Err(e) => {
+            tracing::info!(unit = label, "compiling locally: {e}");
+            breaker.record(!e.is_farm_failure());
+            record(cache_dir, |s| {
+                let skipped = match is_c {
+                    true => &mut s.c_compiles.remote_skipped,
+                    false => &mut s.remote_skipped,
+                };
+                Stats::bump(skipped, &e.kind())
+            });
+            None
+        }
+    }
+}
+
+/// [`try_remote`] for a rustc invocation.
+pub fn try_remote_rustc(
     shared: &mut SharedTiers,
     cache: &DiskCache,
     inv: &Invocation,
@@ -127,34 +182,19 @@ pub fn try_remote(
 ) -> Option<Compiled> {
     let farm = shared.farm()?.clone();
     let host = toolchain::host_triple(Path::new(&inv.rustc), &cache.toolchain_memo_dir()).ok()?;
-    let breaker = shared.farm_breaker();
-    let session = shared.session()?;
-    let result = session.compile(RemoteCompile {
+    let job = RemoteCompile {
         farm: &farm,
-        rustc: Path::new(&inv.rustc),
-        inv: &inv.args,
+        program: Path::new(&inv.rustc),
+        kind: JobKind::Rustc(&inv.args),
         args: words,
         cwd: &inv.cwd,
         out_dir: &inv.outputs.out_dir,
         outputs: &inv.outputs.files,
         toolchain: &inv.toolchain,
         host: &host,
+        label: inv.crate_name(),
         files,
         placement,
-    });
-    let cache_dir = cache.root();
-    match result {
-        Ok((compiled, on_worker)) => {
-            placement.record_remote(compiled.duration, on_worker);
-            breaker.record(true);
-            record(cache_dir, |s| s.remote_compiles += 1);
-            Some(compiled)
-        }
-        Err(e) => {
-            tracing::info!(crate_name = inv.crate_name(), "compiling locally: {e}");
-            breaker.record(!e.is_farm_failure());
-            record(cache_dir, |s| Stats::bump(&mut s.remote_skipped, &e.kind()));
-            None
-        }
-    }
+    };
+    try_remote(shared, cache, job)
 }
