@@ -90,6 +90,17 @@ fn status_and_metrics_follow_a_build_through_the_farm() {
         after.get("jetcc_compiles_total{where=\"remote\"}"),
         Some(&(remote as f64))
     );
+    // The build script's run and its C compile, on the farm, counted apart.
+    assert_eq!(
+        after.get("jetcc_actions_total{kind=\"c_compile\",outcome=\"miss_remote\"}"),
+        Some(&(FIXTURE_C_COMPILES as f64)),
+        "{after:?}"
+    );
+    assert_eq!(
+        after.get("jetcc_actions_total{kind=\"build_script_run\",outcome=\"miss\"}"),
+        Some(&(FIXTURE_RUNS as f64)),
+        "{after:?}"
+    );
     assert_eq!(
         after.get("jetcc_cache_writes_total{tier=\"jetstream\"}"),
         Some(&(FIXTURE_UNITS.len() as f64))

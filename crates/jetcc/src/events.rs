@@ -8,7 +8,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use jetcc_common::protocol::events::{
-    CompiledOn, TierCounts, UnitEvent, UnitOutcome, EVENTS_VERSION,
+    CompiledOn, TierCounts, UnitEvent, UnitKind, UnitOutcome, EVENTS_VERSION,
 };
 use jetcc_common::stats::Stats;
 
@@ -22,20 +22,63 @@ pub fn note(f: &mut impl FnMut(&mut Stats)) {
     }
 }
 
-/// This process's event: `None` if it recorded nothing.
-pub fn unit_event(
-    crate_name: &str,
+/// Tells monitors what this process did as `kind`, where it talked to the server anyway (a
+/// local hit opens no connection for an event).
+pub fn publish(
+    shared: &crate::tiers::SharedTiers,
+    kind: UnitKind,
+    name: &str,
+    compile: Option<Duration>,
+    took: Duration,
+) {
+    if let Some(session) = shared.opened_session() {
+        if let Some(event) = unit_event(kind, name, compile, took) {
+            session.publish_event(&event);
+        }
+    }
+}
+
+/// This process's event, about what ran as `kind`: `None` if it recorded nothing of it.
+fn unit_event(
+    kind: UnitKind,
+    name: &str,
     compile: Option<Duration>,
     took: Duration,
 ) -> Option<UnitEvent> {
     let delta = DELTA.lock().ok()?;
-    (delta.requests > 0).then(|| from_delta(&delta, crate_name, compile, took))
+    let seen = match kind {
+        UnitKind::Rustc => delta.requests,
+        _ => {
+            let a = action(&delta, kind)?;
+            a.hits + a.misses + a.pass_through.values().sum::<u64>()
+        }
+    };
+    (seen > 0).then(|| from_delta(&delta, kind, name, compile, took))
 }
 
-fn from_delta(d: &Stats, crate_name: &str, compile: Option<Duration>, took: Duration) -> UnitEvent {
-    let outcome = if d.hits > 0 {
+/// The counts of a kind other than rustc.
+fn action(d: &Stats, kind: UnitKind) -> Option<&jetcc_common::stats::ActionStats> {
+    match kind {
+        UnitKind::Rustc => None,
+        UnitKind::BuildScriptRun => Some(&d.build_script_runs),
+        UnitKind::CCompile => Some(&d.c_compiles),
+    }
+}
+
+fn from_delta(
+    d: &Stats,
+    kind: UnitKind,
+    name: &str,
+    compile: Option<Duration>,
+    took: Duration,
+) -> UnitEvent {
+    let (hits, misses, remote, skipped) = match action(d, kind) {
+        None => (d.hits, d.misses, d.remote_compiles, &d.remote_skipped),
+        Some(a) => (a.hits, a.misses, a.remote, &a.remote_skipped),
+    };
+    let outcome = if hits > 0 {
         UnitOutcome::Hit
-    } else if d.misses > 0 {
+    } else if misses > 0 {
         UnitOutcome::Miss
     } else {
         UnitOutcome::PassThrough
@@ -46,18 +89,19 @@ fn from_delta(d: &Stats, crate_name: &str, compile: Option<Duration>, took: Dura
         .iter()
         .find(|(_, t)| t.hits > 0)
         .map(|(n, _)| n.clone());
-    let compiled = (outcome == UnitOutcome::Miss).then_some(match d.remote_compiles {
+    let compiled = (outcome == UnitOutcome::Miss).then_some(match remote {
         0 => CompiledOn::Local,
         _ => CompiledOn::Remote,
     });
     UnitEvent {
         v: EVENTS_VERSION,
         host: jetcc_common::farm::hostname(),
-        crate_name: crate_name.to_owned(),
+        kind,
+        crate_name: name.to_owned(),
         outcome,
         hit_tier,
         compiled,
-        fallback: d.remote_skipped.keys().next().cloned(),
+        fallback: skipped.keys().next().cloned(),
         compile_ms: compile.map(|c| c.as_millis() as u64),
         duration_ms: took.as_millis() as u64,
         tiers: d
@@ -99,6 +143,7 @@ mod tests {
         );
         let e = from_delta(
             &d,
+            UnitKind::Rustc,
             "serde",
             Some(Duration::from_millis(900)),
             Duration::from_secs(1),
@@ -124,11 +169,26 @@ mod tests {
             &mut d.remote_skipped,
             &jetcc_common::stats::RemoteSkip::NoWorker,
         );
-        let e = from_delta(&d, "x", None, Duration::ZERO);
+        let e = from_delta(&d, UnitKind::Rustc, "x", None, Duration::ZERO);
         assert_eq!(
             (e.outcome, e.hit_tier.as_deref()),
             (UnitOutcome::Hit, Some("s3"))
         );
         assert_eq!(e.compiled, None);
+    }
+
+    #[test]
+    fn a_c_compile_on_the_farm_is_its_own_kind() {
+        let mut d = Stats::default();
+        d.c_compiles.misses = 1;
+        d.c_compiles.remote = 1;
+        let e = from_delta(&d, UnitKind::CCompile, "cc a.c", None, Duration::ZERO);
+        assert_eq!(e.kind, UnitKind::CCompile);
+        assert_eq!(
+            (e.outcome, e.compiled),
+            (UnitOutcome::Miss, Some(CompiledOn::Remote))
+        );
+        let e = from_delta(&d, UnitKind::BuildScriptRun, "x", None, Duration::ZERO);
+        assert_eq!(e.outcome, UnitOutcome::PassThrough);
     }
 }

@@ -17,6 +17,7 @@ use jetcc_common::classify::{classify, Outputs, PassThrough, Policy};
 use jetcc_common::config::Config;
 use jetcc_common::files::FileDigests;
 use jetcc_common::linkargs;
+use jetcc_common::protocol::events::UnitKind;
 use jetcc_common::stats::{ErrorKind, NotStoredReason, Stats, LOCAL_TIER};
 
 use crate::compile::{self, Compiled};
@@ -119,16 +120,13 @@ impl Wrapper {
     /// server anyway: a local hit opens no connection for an event).
     fn run(mut self) -> i32 {
         let code = self.serve();
-        if let Some(session) = self.shared.opened_session() {
-            let event = crate::events::unit_event(
-                self.inv.crate_name(),
-                self.compile_time,
-                self.inv.clock.elapsed(),
-            );
-            if let Some(event) = event {
-                session.publish_event(&event);
-            }
-        }
+        crate::events::publish(
+            &self.shared,
+            UnitKind::Rustc,
+            self.inv.crate_name(),
+            self.compile_time,
+            self.inv.clock.elapsed(),
+        );
         code
     }
 

@@ -289,6 +289,16 @@ fn event_counters(enc: &mut DescriptorEncoder, live: &Live) -> Result<(), std::f
         "outcome",
         map(&t.units),
     )?;
+    let mut actions = enc.encode_descriptor(
+        "jetcc_actions",
+        "Build-script runs and C/C++ compiles reported, by kind and outcome",
+        None,
+        c,
+    )?;
+    for ((kind, outcome), n) in &t.actions {
+        let labels = [("kind", *kind), ("outcome", *outcome)];
+        ConstCounter::new(*n).encode(actions.encode_family(&labels)?)?;
+    }
     tier_counters(enc, t)?;
     labelled(
         enc,

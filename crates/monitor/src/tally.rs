@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use jetcc_common::protocol::events::{CompiledOn, JobDone, TierCounts, UnitEvent, UnitOutcome};
+use jetcc_common::protocol::events::{
+    CompiledOn, JobDone, TierCounts, UnitEvent, UnitKind, UnitOutcome,
+};
 
 /// Upper bounds (seconds) of the duration histograms: a trivial hit to a 10-minute compile.
 pub const BUCKETS: [f64; 12] = [
@@ -60,8 +62,11 @@ pub struct Failure {
 
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    /// Wrapped invocations by outcome (`hit`, `miss`, `pass_through`).
+    /// Wrapped rustc invocations by outcome (`hit`, `miss`, `pass_through`).
     pub units: BTreeMap<&'static str, u64>,
+    /// Build-script runs and C/C++ compiles, by kind and outcome (`c_compile`, `miss`); a
+    /// miss on the farm is `miss_remote`.
+    pub actions: BTreeMap<(&'static str, &'static str), u64>,
     /// Each tier's counts, summed over events.
     pub tiers: BTreeMap<String, TierCounts>,
     /// Misses compiled, by where (`local`, `remote`).
@@ -87,11 +92,6 @@ impl Tally {
             UnitOutcome::Miss => "miss",
             UnitOutcome::PassThrough => "pass_through",
         };
-        *self.units.entry(outcome).or_default() += 1;
-        self.unit_seconds
-            .entry(outcome)
-            .or_default()
-            .observe(Duration::from_millis(e.duration_ms));
         for (name, t) in &e.tiers {
             self.tiers.entry(name.clone()).or_default().add(t);
             if t.errors > 0 {
@@ -101,6 +101,19 @@ impl Tally {
                 );
             }
         }
+        if e.kind != UnitKind::Rustc {
+            let outcome = match e.compiled {
+                Some(CompiledOn::Remote) => "miss_remote",
+                _ => outcome,
+            };
+            *self.actions.entry((e.kind.name(), outcome)).or_default() += 1;
+            return;
+        }
+        *self.units.entry(outcome).or_default() += 1;
+        self.unit_seconds
+            .entry(outcome)
+            .or_default()
+            .observe(Duration::from_millis(e.duration_ms));
         if let Some(on) = e.compiled {
             let on = match on {
                 CompiledOn::Local => "local",
@@ -181,6 +194,7 @@ mod tests {
         UnitEvent {
             v: EVENTS_VERSION,
             host: "ci-1".into(),
+            kind: UnitKind::Rustc,
             crate_name: "serde".into(),
             outcome,
             hit_tier: None,
@@ -227,6 +241,24 @@ mod tests {
         assert_eq!(t.jobs_per_sec(later), 0.0);
         assert_eq!(t.recent_hit_rate(later), None);
         assert_eq!(t.hit_rate(), Some(0.5), "totals never forget");
+
+        // A C compile on the farm and a build-script run: counted apart from rustc's units,
+        // their tiers with everyone's.
+        let mut c = unit(UnitOutcome::Miss, "jetstream", TierCounts::default());
+        c.kind = UnitKind::CCompile;
+        t.unit(&c, later);
+        let hit_again = TierCounts {
+            hits: 1,
+            ..Default::default()
+        };
+        let mut run = unit(UnitOutcome::Hit, "jetstream", hit_again);
+        run.kind = UnitKind::BuildScriptRun;
+        t.unit(&run, later);
+        assert_eq!(t.actions[&("c_compile", "miss_remote")], 1);
+        assert_eq!(t.actions[&("build_script_run", "hit")], 1);
+        assert_eq!(t.tiers["jetstream"].hits, 2);
+        assert_eq!((t.units["hit"], t.units["miss"]), (1, 1));
+        assert_eq!(t.compiles["remote"], 1);
     }
 
     #[test]

@@ -22,12 +22,16 @@ pub const JOB: &str = "job";
 /// Events are small; anything bigger is not one of ours.
 const MAX_EVENT: usize = 64 << 10;
 
-/// What one wrapped rustc invocation did.
+/// What one wrapped rustc invocation, build-script run or C/C++ compile did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitEvent {
     pub v: u32,
     /// The client machine.
     pub host: String,
+    /// What ran (a rustc invocation in events of jetcc versions that did not say).
+    #[serde(default)]
+    pub kind: UnitKind,
+    /// The crate, the build script's package, or the C source.
     pub crate_name: String,
     pub outcome: UnitOutcome,
     /// The tier that had the result, on a hit (`local`, `jetstream`, `s3`, …).
@@ -47,6 +51,26 @@ pub struct UnitEvent {
     /// What each tier saw during this invocation.
     #[serde(default)]
     pub tiers: BTreeMap<String, TierCounts>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    #[default]
+    Rustc,
+    BuildScriptRun,
+    CCompile,
+}
+
+impl UnitKind {
+    /// Its name in metrics and views.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitKind::Rustc => "rustc",
+            UnitKind::BuildScriptRun => "build_script_run",
+            UnitKind::CCompile => "c_compile",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +165,7 @@ mod tests {
         let e = UnitEvent {
             v: EVENTS_VERSION,
             host: "laptop".into(),
+            kind: UnitKind::CCompile,
             crate_name: "serde".into(),
             outcome: UnitOutcome::Hit,
             hit_tier: Some("jetstream".into()),
@@ -160,7 +185,11 @@ mod tests {
         let bytes = e.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(r#""outcome":"hit""#), "{text}");
+        assert!(text.contains(r#""kind":"c_compile""#), "{text}");
         assert_eq!(UnitEvent::decode(&bytes).unwrap(), e);
+        // An older jetcc's event names no kind: it was a rustc invocation.
+        let older = br#"{"v":1,"host":"h","crate_name":"x","outcome":"miss","duration_ms":5}"#;
+        assert_eq!(UnitEvent::decode(older).unwrap().kind, UnitKind::Rustc);
         // A newer sender's extra fields are ignored; missing optional ones default.
         let newer =
             br#"{"v":1,"worker":"w.a","crate_name":"x","ok":false,"duration_ms":5,"queue":"q"}"#;

@@ -268,7 +268,7 @@ impl ScriptRun {
         let local = LocalTier(&cache);
         let hit = shared.look_up(&local, &self, &mut files);
         let _ = std::fs::remove_file(self.staging.join(ARCHIVE));
-        match hit {
+        let code = match hit {
             Some(hit) => {
                 let entry = &hit.entry;
                 let _ = std::io::stdout().write_all(&self.map.restore(&entry.stdout));
@@ -288,7 +288,10 @@ impl ScriptRun {
                 entry.exit_code
             }
             None => self.miss(&cache, &shared, &mut files),
-        }
+        };
+        let kind = jetcc_common::protocol::events::UnitKind::BuildScriptRun;
+        crate::events::publish(&shared, kind, &self.package, None, self.clock.elapsed());
+        code
     }
 
     fn miss(&self, cache: &DiskCache, shared: &SharedTiers, files: &mut FileDigests) -> i32 {

@@ -273,7 +273,7 @@ impl CCompile {
     ) -> i32 {
         let mut shared = SharedTiers::new(config);
         let local = LocalTier(&cache);
-        match shared.look_up(&local, &self, &mut files) {
+        let code = match shared.look_up(&local, &self, &mut files) {
             Some(hit) => {
                 let entry = &hit.entry;
                 let _ = std::io::stdout().write_all(&entry.stdout);
@@ -294,7 +294,10 @@ impl CCompile {
                 entry.exit_code
             }
             None => self.miss(&cache, &mut shared, &mut files, child_env),
-        }
+        };
+        let kind = jetcc_common::protocol::events::UnitKind::CCompile;
+        crate::events::publish(&shared, kind, &self.label, None, self.clock.elapsed());
+        code
     }
 
     fn miss(
