@@ -103,7 +103,8 @@ fn status_and_metrics_follow_a_build_through_the_farm() {
     );
     assert_eq!(
         after.get("jetcc_cache_writes_total{tier=\"jetstream\"}"),
-        Some(&(FIXTURE_UNITS.len() as f64))
+        Some(&(FIXTURE_COLD_WRITES as f64)),
+        "tiers count every kind, as --show-stats does"
     );
     assert_eq!(after.get("jetcc_workers"), Some(&2.0));
     assert_eq!(after.get("jetcc_jobs_pending"), Some(&0.0));
