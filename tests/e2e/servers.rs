@@ -306,6 +306,11 @@ pub struct S3 {
 
 impl S3 {
     pub fn start(dir: &Path) -> S3 {
+        S3::start_with(dir, &[])
+    }
+
+    /// As [`S3::start`], with more `weed mini` flags (e.g. `-s3.domainName=…`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> S3 {
         let port = free_port_pair();
         let data = dir.join("data");
         let mut args = vec![
@@ -321,6 +326,7 @@ impl S3 {
             "-s3.port.lance=0".into(),
             format!("-bucket={S3_BUCKET}"),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         for service in ["master", "volume", "filer"] {
             args.push(format!("-{service}.port={}", free_port_pair()));
         }
