@@ -254,21 +254,39 @@ fn sccache_flag_spellings_work() {
     let p = Project::fixture("fixture");
     let cache = p.dir.parent().unwrap().join("cache");
     p.build_ok(&Build::jetcc(&cache));
+    // (stdout, stderr) of a run that must exit 0.
     let run = |args: &[&str]| {
         let out = jetcc(&cache).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{args:?}: {out:?}");
-        text
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let json: serde_json::Value =
-        serde_json::from_str(&run(&["--show-stats", "--stats-format=json"])).unwrap();
-    assert_eq!(json["misses"], 7, "{json}");
-    assert!(run(&["--show-stats", "--stats-format", "text"]).contains("Cache misses"));
-    assert!(run(&["--start-server"]).contains("nothing to start"));
-    let stop = run(&["--stop-server"]);
+    for args in [
+        &["--show-stats", "--stats-format=json"][..],
+        &["--show-stats", "--stats-format", "json"],
+        &["-s", "--json"],
+    ] {
+        let (out, _) = run(args);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["misses"], 7, "{args:?}: {json}");
+    }
+    for args in [
+        &["--show-stats", "--stats-format", "text"][..],
+        &["--show-stats", "--stats-format=text"],
+    ] {
+        assert!(run(args).0.contains("Cache misses"), "{args:?}");
+    }
+    // Server start and stop are no-ops that say so on stderr; stdout stays for the stats.
+    let (out, err) = run(&["--start-server"]);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("nothing to start"), "{err}");
+    let (out, err) = run(&["--stop-server"]);
+    assert!(err.contains("nothing to stop"), "{err}");
     assert!(
-        stop.contains("nothing to stop") && stop.contains("Cache misses"),
-        "{stop}"
+        out.contains("Cache misses") && !out.contains("nothing to stop"),
+        "{out}"
     );
     let bad = jetcc(&cache)
         .args(["--show-stats", "--stats-format=xml"])
