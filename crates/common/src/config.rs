@@ -156,6 +156,9 @@ impl FarmConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
+    /// The name the worker is known by across restarts (its metrics' `worker` label);
+    /// default: the host name. Give each worker on one machine its own.
+    pub name: Option<String>,
     /// Concurrent jobs; default: the machine's cores.
     pub slots: Option<usize>,
     /// Job roots and the worker's blob cache; default: `<cache dir>/worker`.
@@ -171,6 +174,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
+            name: None,
             slots: None,
             cache_dir: None,
             toolchains: Vec::new(),
@@ -329,6 +333,7 @@ impl Config {
             .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
             .set_override_option("dist.local_slots", env("JETCC_DIST_LOCAL_SLOTS"))?
             .set_override_option("dist.start_timeout_ms", env("JETCC_DIST_START_TIMEOUT_MS"))?
+            .set_override_option("worker.name", env("JETCC_WORKER_NAME"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
             .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?
             .set_override_option("worker.timeout_secs", env("JETCC_WORKER_TIMEOUT_SECS"))?;
