@@ -508,6 +508,54 @@ fn server_side_encryption_is_asked_for_on_every_write() {
     assert_eq!(tier(&team.cache("cache-fresh"))["hits"], FIXTURE_WARM_HITS);
 }
 
+/// The target of each log line (`LEVEL target: message`).
+fn log_targets(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| l.trim_start().split_once(' '))
+        .filter_map(|(_, rest)| rest.split_once(": "))
+        .map(|(target, _)| target.to_owned())
+        .collect()
+}
+
+/// `JETCC_LOG=debug` is jetcc's own debug output: the HTTP stack under the S3 tier logs at
+/// debug too, but only a full filter directive turns it on. Each line names its module.
+#[test]
+fn debug_logs_are_jetcc_s_own_and_name_their_module() {
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    // The harness sets JETCC_LOG=debug.
+    let built = p.build_ok(&team.ci("cache-ci", &p.dir));
+    let targets = log_targets(&built.log);
+    for module in ["jetcc::wrapper", "jetcc::tiers"] {
+        assert!(
+            targets.iter().any(|t| t.starts_with(module)),
+            "no line of {module}: {targets:?}"
+        );
+    }
+    let own = |t: &str| {
+        jetcc_common::logfilter::OWN_CRATES
+            .iter()
+            .any(|c| t == *c || t.starts_with(&format!("{c}::")))
+    };
+    let foreign: Vec<_> = targets.iter().filter(|t| !own(t)).collect();
+    assert!(foreign.is_empty(), "{foreign:?}\n{}", built.log);
+
+    // A directive is taken as given: here, debug for every crate.
+    p.clean();
+    let built = p.build_ok(
+        &team
+            .ci("cache-all", &p.dir)
+            .env("JETCC_LOG", "debug,jetcc=debug"),
+    );
+    let targets = log_targets(&built.log);
+    assert!(
+        targets
+            .iter()
+            .any(|t| t.starts_with("hyper") || t.starts_with("reqwest")),
+        "{targets:?}"
+    );
+}
+
 /// `enable_virtual_host_style = true` with a custom endpoint: requests go to
 /// `<bucket>.<endpoint host>`, as sccache sends them (object_store wants the bucket in the
 /// endpoint; jetcc puts it there). SeaweedFS serves virtual-host style for the domain it is
