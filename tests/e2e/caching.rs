@@ -254,25 +254,114 @@ fn sccache_flag_spellings_work() {
     let p = Project::fixture("fixture");
     let cache = p.dir.parent().unwrap().join("cache");
     p.build_ok(&Build::jetcc(&cache));
+    // (stdout, stderr) of a run that must exit 0.
     let run = |args: &[&str]| {
         let out = jetcc(&cache).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{args:?}: {out:?}");
-        text
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let json: serde_json::Value =
-        serde_json::from_str(&run(&["--show-stats", "--stats-format=json"])).unwrap();
-    assert_eq!(json["misses"], 7, "{json}");
-    assert!(run(&["--show-stats", "--stats-format", "text"]).contains("Cache misses"));
-    assert!(run(&["--start-server"]).contains("nothing to start"));
-    let stop = run(&["--stop-server"]);
+    for args in [
+        &["--show-stats", "--stats-format=json"][..],
+        &["--show-stats", "--stats-format", "json"],
+        &["-s", "--json"],
+    ] {
+        let (out, _) = run(args);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["misses"], 7, "{args:?}: {json}");
+    }
+    for args in [
+        &["--show-stats", "--stats-format", "text"][..],
+        &["--show-stats", "--stats-format=text"],
+    ] {
+        assert!(run(args).0.contains("Cache misses"), "{args:?}");
+    }
+    // Server start and stop are no-ops that say so on stderr; stdout stays for the stats.
+    let (out, err) = run(&["--start-server"]);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("nothing to start"), "{err}");
+    let (out, err) = run(&["--stop-server"]);
+    assert!(err.contains("nothing to stop"), "{err}");
     assert!(
-        stop.contains("nothing to stop") && stop.contains("Cache misses"),
-        "{stop}"
+        out.contains("Cache misses") && !out.contains("nothing to stop"),
+        "{out}"
     );
     let bad = jetcc(&cache)
         .args(["--show-stats", "--stats-format=xml"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a bad format is a usage error");
+}
+
+/// Every file of the cache's records (blobs, entries, manifests, unit parts, the size) with
+/// its length and mtime.
+fn records(cache: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut all = Vec::new();
+    let mut dirs: Vec<_> = ["cas", "ac", "mf", "units"]
+        .iter()
+        .map(|d| cache.join(d))
+        .collect();
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let m = std::fs::metadata(&p).unwrap();
+                all.push((p, m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    let size = cache.join("size");
+    all.push((
+        size.clone(),
+        std::fs::read(&size).unwrap().len() as u64,
+        std::fs::metadata(&size).unwrap().modified().unwrap(),
+    ));
+    all.sort();
+    all
+}
+
+/// sccache's `[cache.disk] rw_mode = "READ_ONLY"`: the local cache is looked up as ever and
+/// never written: a miss compiles, is not stored, and misses again.
+#[test]
+fn a_read_only_local_cache_is_looked_up_and_never_written() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap();
+    let cache = root.join("cache");
+    p.build_ok(&Build::jetcc(&cache));
+    let filled = records(&cache);
+    let local_writes = stats(&cache)["tiers"]["local"]["writes"].clone();
+    let config = root.join("read-only.toml");
+    std::fs::write(&config, "[cache.disk]\nrw_mode = \"READ_ONLY\"\n").unwrap();
+    let read_only = || Build::jetcc(&cache).env("JETCC_CONFIG", &config.to_string_lossy());
+
+    p.clean();
+    let built = p.build_ok(&read_only());
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    let src = p.read("leaf/src/lib.rs") + "pub fn read_only_edit() {}\n";
+    p.write("leaf/src/lib.rs", &src);
+    for _ in 0..2 {
+        p.clean();
+        let built = p.build_ok(&read_only());
+        assert_eq!(built.outcome("leaf"), Some(Outcome::Miss), "{}", built.log);
+    }
+    assert_eq!(
+        records(&cache),
+        filled,
+        "nothing written, removed or touched"
+    );
+    let s = stats(&cache);
+    let not_stored = s["not_stored"][NotStoredReason::LocalReadOnly.name()].as_u64();
+    assert!(not_stored >= Some(2), "leaf and its dependents, twice: {s}");
+    assert_eq!(s["tiers"]["local"]["writes"], local_writes, "{s}");
+    // The same edit, read-write: stored, then a hit.
+    p.clean();
+    let built = p.build_ok(&Build::jetcc(&cache));
+    assert_eq!(built.outcome("leaf"), Some(Outcome::Miss));
+    p.clean();
+    let built = p.build_ok(&read_only());
+    assert_eq!(built.outcome("leaf"), Some(Outcome::Hit));
 }

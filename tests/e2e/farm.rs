@@ -178,9 +178,16 @@ fn dist_status(nats: &Nats) -> Option<serde_json::Value> {
         .arg("--dist-status")
         .output()
         .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    // One line of JSON, as sccache prints it.
+    assert_eq!(
+        text.lines().count(),
+        out.status.success() as usize,
+        "{text}"
+    );
     out.status
         .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("--dist-status prints JSON"))
+        .then(|| serde_json::from_str(&text).expect("--dist-status prints JSON"))
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jetcc_e2e::servers::{monitor_bin, monitor_status, MetricsServer, Nats, Worker};
+use jetcc_e2e::servers::{
+    assert_openmetrics, monitor_bin, monitor_status, MetricsServer, Nats, Worker,
+};
 use jetcc_e2e::*;
 
 use crate::farm::{farm_build, wait_until};
@@ -108,12 +110,104 @@ fn status_and_metrics_follow_a_build_through_the_farm() {
     );
     assert_eq!(after.get("jetcc_workers"), Some(&2.0));
     assert_eq!(after.get("jetcc_jobs_pending"), Some(&0.0));
+    // What counts up is a counter, what goes up and down a gauge, as the parser reads them.
+    let types = assert_openmetrics(&metrics.scrape());
+    for counter in [
+        "jetcc_units",
+        "jetcc_compiles",
+        "jetcc_jobs_finished",
+        "jetcc_cache_writes",
+        "jetcc_worker_jobs_done",
+        "jetcc_worker_jobs_failed",
+    ] {
+        assert_eq!(
+            types.get(counter).map(String::as_str),
+            Some("counter"),
+            "{counter}: {types:?}"
+        );
+    }
+    for gauge in [
+        "jetcc_workers",
+        "jetcc_jobs_pending",
+        "jetcc_worker_busy_slots",
+    ] {
+        assert_eq!(
+            types.get(gauge).map(String::as_str),
+            Some("gauge"),
+            "{gauge}: {types:?}"
+        );
+    }
+    // Both workers run on this host without a name: one series, their sum.
+    let host = jetcc_common::farm::hostname();
+    let series = format!("jetcc_worker_jobs_done_total{{worker=\"{host}\"}}");
+    wait_until(10, "the workers' heartbeats to count the jobs", || {
+        after = parse_prometheus(&metrics.scrape());
+        after.get(&series) == Some(&(remote as f64))
+    });
     for (name, v) in &before {
         if name.contains("_total") || name.contains("_count") {
             let now = after.get(name).copied().unwrap_or(0.0);
             assert!(now >= *v, "{name} went down: {v} -> {now}");
         }
     }
+}
+
+/// The `worker` label values of the scrape's per-worker series.
+fn worker_labels(samples: &BTreeMap<String, f64>) -> std::collections::BTreeSet<String> {
+    samples
+        .keys()
+        .filter(|s| s.starts_with("jetcc_worker_"))
+        .filter_map(|s| s.split_once("{worker=\""))
+        .map(|(_, v)| v.trim_end_matches("\"}").to_owned())
+        .collect()
+}
+
+/// A worker's series are labelled with its name (`[worker] name`, else its host), which a
+/// restart keeps: a restarted worker continues its series (its counters reset, as a
+/// Prometheus counter may) instead of starting new ones under a new process id.
+#[test]
+fn worker_series_keep_their_name_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let nats = Nats::start(&root.join("nats"));
+    let metrics = MetricsServer::start(&nats.url(), &root.join("monitor"));
+    let named = [("JETCC_WORKER_NAME", "builder-1")];
+    let mut w = Worker::start_with(&nats.url(), &root.join("w"), 2, &named, |_| {});
+    let _unnamed = Worker::start(&nats.url(), &root.join("u"), 1);
+    let host = jetcc_common::farm::hostname();
+    let want: std::collections::BTreeSet<String> = ["builder-1".to_owned(), host].into();
+    let mut samples = BTreeMap::new();
+    wait_until(20, "both workers in the scrape", || {
+        samples = parse_prometheus(&metrics.scrape());
+        worker_labels(&samples) == want
+    });
+    assert_eq!(
+        samples.get("jetcc_worker_busy_slots{worker=\"builder-1\"}"),
+        Some(&0.0)
+    );
+    let ids = |s: &serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(&status(&nats));
+
+    assert!(w.terminate().is_some_and(|s| s.success()), "{}", w.log());
+    let _w = Worker::start_with(&nats.url(), &root.join("w"), 2, &named, |_| {});
+    wait_until(20, "the restarted worker in the status", || {
+        let now = ids(&status(&nats));
+        now.len() == 2 && now != before
+    });
+    wait_until(20, "a scrape after the restart", || {
+        samples = parse_prometheus(&metrics.scrape());
+        samples.get("jetcc_workers") == Some(&2.0)
+    });
+    assert_eq!(worker_labels(&samples), want, "{samples:?}");
 }
 
 /// Checks `text` is Prometheus text exposition format (every sample of a family announced by

@@ -427,3 +427,192 @@ fn a_bare_endpoint_host_without_use_ssl_is_http_as_in_sccache() {
     assert_eq!(t["writes"], FIXTURE_COLD_WRITES, "{t}");
     assert_eq!(t["errors"], serde_json::json!({}), "{t}");
 }
+
+/// The response head of a presigned `HEAD` of `path`: what the server says about the stored
+/// object, headers included (object_store's `head` keeps only size, time and tag).
+fn head_of(
+    rt: &tokio::runtime::Runtime,
+    bucket: &object_store::aws::AmazonS3,
+    path: &object_store::path::Path,
+) -> String {
+    use object_store::signer::{Method, Signer};
+    use std::io::{Read, Write};
+    let url = rt
+        .block_on(bucket.signed_url(Method::HEAD, path, std::time::Duration::from_secs(60)))
+        .unwrap();
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut s = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        s,
+        "HEAD {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = String::new();
+    s.read_to_string(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "HEAD {path}: {head}");
+    head.to_ascii_lowercase()
+}
+
+/// sccache's `server_side_encryption = true` asks for SSE-S3 on every write. SeaweedFS
+/// implements SSE-S3: it stores each object encrypted and says so on a `HEAD`
+/// (`x-amz-server-side-encryption: AES256`), which an object written without the header
+/// lacks. The encrypted objects read back as hits.
+#[test]
+fn server_side_encryption_is_asked_for_on_every_write() {
+    use futures_util::StreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    let block = std::fs::read_to_string(&team.config).unwrap();
+    std::fs::write(&team.config, block + "server_side_encryption = true\n").unwrap();
+    p.build_ok(&team.ci("cache-ci", &p.dir));
+    let t = tier(&team.cache("cache-ci"));
+    assert_eq!(t["writes"], FIXTURE_COLD_WRITES, "{t}");
+    assert_eq!(t["errors"], serde_json::json!({}), "{t}");
+
+    let (rt, bucket) = team.bucket();
+    let objects: Vec<_> = rt.block_on(async {
+        let prefix = object_store::path::Path::from("sccache/jetcc-v1");
+        bucket
+            .list(Some(&prefix))
+            .map(|m| m.unwrap().location)
+            .collect()
+            .await
+    });
+    // Blobs, entries and manifests, each encrypted.
+    for kind in ["/b/", "/e/", "/m/"] {
+        assert!(
+            objects.iter().any(|o| o.as_ref().contains(kind)),
+            "{objects:?}"
+        );
+    }
+    for o in &objects {
+        let head = head_of(&rt, &bucket, o);
+        assert!(
+            head.contains("x-amz-server-side-encryption: aes256"),
+            "{o}: {head}"
+        );
+    }
+    // The check can fail: an object written without the header has none.
+    let plain = object_store::path::Path::from("plain");
+    rt.block_on(bucket.put(&plain, "x".into())).unwrap();
+    assert!(!head_of(&rt, &bucket, &plain).contains("x-amz-server-side-encryption"));
+
+    p.clean();
+    let built = p.build_ok(&team.ci("cache-fresh", &p.dir));
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_eq!(tier(&team.cache("cache-fresh"))["hits"], FIXTURE_WARM_HITS);
+}
+
+/// The target of each log line (`LEVEL target: message`).
+fn log_targets(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| l.trim_start().split_once(' '))
+        .filter_map(|(_, rest)| rest.split_once(": "))
+        .map(|(target, _)| target.to_owned())
+        .collect()
+}
+
+/// `JETCC_LOG=debug` is jetcc's own debug output: the HTTP stack under the S3 tier logs at
+/// debug too, but only a full filter directive turns it on. Each line names its module.
+#[test]
+fn debug_logs_are_jetcc_s_own_and_name_their_module() {
+    let p = Project::fixture("fixture");
+    let team = Team::new(p.dir.parent().unwrap());
+    // The harness sets JETCC_LOG=debug.
+    let built = p.build_ok(&team.ci("cache-ci", &p.dir));
+    let targets = log_targets(&built.log);
+    for module in ["jetcc::wrapper", "jetcc::tiers"] {
+        assert!(
+            targets.iter().any(|t| t.starts_with(module)),
+            "no line of {module}: {targets:?}"
+        );
+    }
+    let own = |t: &str| {
+        jetcc_common::logfilter::OWN_CRATES
+            .iter()
+            .any(|c| t == *c || t.starts_with(&format!("{c}::")))
+    };
+    let foreign: Vec<_> = targets.iter().filter(|t| !own(t)).collect();
+    assert!(foreign.is_empty(), "{foreign:?}\n{}", built.log);
+
+    // A directive is taken as given: here, debug for every crate.
+    p.clean();
+    let built = p.build_ok(
+        &team
+            .ci("cache-all", &p.dir)
+            .env("JETCC_LOG", "debug,jetcc=debug"),
+    );
+    let targets = log_targets(&built.log);
+    assert!(
+        targets
+            .iter()
+            .any(|t| t.starts_with("hyper") || t.starts_with("reqwest")),
+        "{targets:?}"
+    );
+}
+
+/// `enable_virtual_host_style = true` with a custom endpoint: requests go to
+/// `<bucket>.<endpoint host>`, as sccache sends them (object_store wants the bucket in the
+/// endpoint; jetcc puts it there). SeaweedFS serves virtual-host style for the domain it is
+/// given (`-s3.domainName`). This machine has no DNS for a test domain, so the client
+/// reaches the server through the server itself as its HTTP proxy (`http_proxy`, which the
+/// S3 client honours as AWS tools do): each request still names `cache.s3.test` as its host,
+/// and the server takes the bucket from it. Without the bucket in the host, the server would
+/// take the key prefix for the bucket and every request would fail.
+#[test]
+fn virtual_host_style_puts_the_bucket_in_the_host() {
+    use futures_util::StreamExt;
+    use object_store::ObjectStore;
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let s3 = S3::start_with(&root.join("s3"), &["-s3.domainName=s3.test"]);
+    let config = root.join("vhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"s3.test:{}\"\nregion = \"auto\"\n\
+             enable_virtual_host_style = true\nkey_prefix = \"vh\"\n",
+            s3.port
+        ),
+    )
+    .unwrap();
+    let client = |cache: &str| {
+        Build::jetcc(&root.join(cache))
+            .env("JETCC_CONFIG", &config.to_string_lossy())
+            .env("http_proxy", &s3.endpoint())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    };
+    p.build_ok(&client("cache-a"));
+    let t = tier(&root.join("cache-a"));
+    assert_eq!(t["errors"], serde_json::json!({}), "{t}");
+    assert_eq!(t["writes"], FIXTURE_COLD_WRITES, "{t}");
+
+    // They are in the bucket, under the key prefix, as a path-style client sees them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(S3_BUCKET)
+        .with_region("auto")
+        .with_access_key_id(S3_KEY_ID)
+        .with_secret_access_key(S3_SECRET)
+        .build()
+        .unwrap();
+    let prefix = object_store::path::Path::from("vh/jetcc-v1");
+    let stored = rt.block_on(bucket.list(Some(&prefix)).count());
+    assert!(stored > FIXTURE_UNITS.len(), "{stored} objects");
+
+    p.clean();
+    let built = p.build_ok(&client("cache-b"));
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_eq!(tier(&root.join("cache-b"))["hits"], FIXTURE_WARM_HITS);
+}

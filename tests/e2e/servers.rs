@@ -306,6 +306,11 @@ pub struct S3 {
 
 impl S3 {
     pub fn start(dir: &Path) -> S3 {
+        S3::start_with(dir, &[])
+    }
+
+    /// As [`S3::start`], with more `weed mini` flags (e.g. `-s3.domainName=…`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> S3 {
         let port = free_port_pair();
         let data = dir.join("data");
         let mut args = vec![
@@ -321,6 +326,7 @@ impl S3 {
             "-s3.port.lance=0".into(),
             format!("-bucket={S3_BUCKET}"),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         for service in ["master", "volume", "filer"] {
             args.push(format!("-{service}.port={}", free_port_pair()));
         }
@@ -492,15 +498,19 @@ impl MetricsServer {
 /// Parses `body` with the Prometheus project's Python client (`prometheus-client`, which
 /// `scripts/test.sh` installs), whose OpenMetrics parser refuses what a Prometheus scrape of
 /// that content type would: a missing `# EOF`, a sample of no declared family, a bad type.
-pub fn assert_openmetrics(body: &str) {
+/// Returns each family's type as the parser read it (`counter`, `gauge`, …), by family name
+/// (a counter's family name has no `_total`).
+pub fn assert_openmetrics(body: &str) -> std::collections::BTreeMap<String, String> {
     use std::io::Write;
     let mut py = Command::new("python3")
         .args([
             "-c",
             "import sys\nfrom prometheus_client.openmetrics.parser import \
-             text_string_to_metric_families as parse\nlist(parse(sys.stdin.read()))",
+             text_string_to_metric_families as parse\n\
+             for f in parse(sys.stdin.read()): print(f.name, f.type)",
         ])
         .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 (scripts/test.sh installs prometheus-client)");
@@ -515,6 +525,11 @@ pub fn assert_openmetrics(body: &str) {
         "not OpenMetrics: {}\n{body}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
 }
 
 impl Drop for MetricsServer {

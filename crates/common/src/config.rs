@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 mod object;
 
-pub use object::{AzureConfig, Backend, GcsConfig, ObjectTierConfig, S3Config};
+pub use object::{AzureConfig, Backend, GcsConfig, ObjectTierConfig, S3Config, S3Encryption};
 
 /// The default local cache size: 10 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
@@ -18,6 +18,10 @@ pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 pub struct Config {
     pub cache_dir: PathBuf,
     pub cache_size: u64,
+    /// The local disk cache is looked up but never written (`[cache.disk] rw_mode =
+    /// "READ_ONLY"`, sccache's key; `JETCC_LOCAL_RW_MODE`): a CI job reading a cache baked
+    /// into its image, say. Shared tiers are written as their own modes say.
+    pub disk_read_only: bool,
     /// Path prefixes mapped out of keys and outputs (opt-in; see `pathmap`).
     pub base_dirs: Vec<PathBuf>,
     /// Cache incremental compiles (`[cache] incremental = "cache"`, the default) or run them
@@ -152,6 +156,9 @@ impl FarmConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
+    /// The name the worker is known by across restarts (its metrics' `worker` label);
+    /// default: the host name. Give each worker on one machine its own.
+    pub name: Option<String>,
     /// Concurrent jobs; default: the machine's cores.
     pub slots: Option<usize>,
     /// Job roots and the worker's blob cache; default: `<cache dir>/worker`.
@@ -171,6 +178,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
+            name: None,
             slots: None,
             cache_dir: None,
             toolchains: Vec::new(),
@@ -269,6 +277,8 @@ struct RawJetStream {
 struct RawDisk {
     dir: Option<PathBuf>,
     size: Option<SizeValue>,
+    read_only: Option<bool>,
+    rw_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +319,7 @@ impl Config {
         b = b
             .set_override_option("cache.disk.dir", env("JETCC_DIR"))?
             .set_override_option("cache.disk.size", env("JETCC_CACHE_SIZE"))?
+            .set_override_option("cache.disk.rw_mode", env("JETCC_LOCAL_RW_MODE"))?
             .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
             .set_override_option("cache.paths", env("JETCC_PATHS"))?
             .set_override_option("cache.build_scripts", env("JETCC_BUILD_SCRIPTS"))?
@@ -327,6 +338,7 @@ impl Config {
             .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
             .set_override_option("dist.local_slots", env("JETCC_DIST_LOCAL_SLOTS"))?
             .set_override_option("dist.start_timeout_ms", env("JETCC_DIST_START_TIMEOUT_MS"))?
+            .set_override_option("worker.name", env("JETCC_WORKER_NAME"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
             .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?
             .set_override_option("worker.timeout_secs", env("JETCC_WORKER_TIMEOUT_SECS"))?;
@@ -368,6 +380,11 @@ impl Config {
             Some("pass-through") => false,
             Some(other) => return Err(ConfigError::Incremental(other.to_owned())),
         };
+        let disk_read_only = object::read_only(
+            "cache.disk",
+            raw.cache.disk.read_only,
+            raw.cache.disk.rw_mode.as_deref(),
+        )?;
         let jetstream_read_only = object::read_only(
             "cache.jetstream",
             raw.cache.jetstream.read_only,
@@ -403,6 +420,7 @@ impl Config {
         Ok(Config {
             cache_dir,
             cache_size,
+            disk_read_only,
             base_dirs: raw.base_dirs,
             cache_incremental,
             paths,
@@ -509,6 +527,18 @@ mod tests {
             Err(ConfigError::RwMode { .. })
         ));
         assert!(load("", &[("JETCC_INCREMENTAL", "sometimes")]).is_err());
+        assert!(!c.disk_read_only, "the local cache is written by default");
+        let c = load("[cache.disk]\nrw_mode = \"READ_ONLY\"\n", &[]).unwrap();
+        assert!(c.disk_read_only, "sccache's key");
+        let c = load(
+            "[cache.disk]\nread_only = true\n",
+            &[("JETCC_LOCAL_RW_MODE", "READ_WRITE")],
+        );
+        assert!(!c.unwrap().disk_read_only, "the env wins");
+        assert!(matches!(
+            load("[cache.disk]\nrw_mode = \"RO\"\n", &[]),
+            Err(ConfigError::RwMode { section, .. }) if section == "cache.disk"
+        ));
     }
 
     #[test]
@@ -602,6 +632,40 @@ mod tests {
             (Some("auto"), Some(true))
         );
         assert!(!s3.enable_virtual_host_style);
+        assert_eq!(s3.encryption(), None);
+        let sse = |toml: &str, env: &[(&str, &str)]| {
+            let o = load(&format!("[cache.s3]\nbucket = \"b\"\n{toml}"), env)
+                .unwrap()
+                .object
+                .unwrap();
+            let Backend::S3(s3) = o.backend else {
+                panic!("{o:?}")
+            };
+            s3.encryption()
+        };
+        assert_eq!(
+            sse("server_side_encryption = true\n", &[]),
+            Some(S3Encryption::S3Managed)
+        );
+        assert_eq!(
+            sse("", &[("JETCC_S3_SERVER_SIDE_ENCRYPTION", "true")]),
+            Some(S3Encryption::S3Managed)
+        );
+        assert_eq!(
+            sse(
+                "server_side_encryption = true\nserver_side_encryption_aws_kms = true\n",
+                &[]
+            ),
+            Some(S3Encryption::Kms { key_id: None }),
+            "KMS wins over SSE-S3, as in sccache"
+        );
+        assert_eq!(
+            sse("server_side_encryption_kms_key_id = \"arn:k\"\n", &[]),
+            Some(S3Encryption::Kms {
+                key_id: Some("arn:k".into())
+            }),
+            "a key id implies KMS"
+        );
         let o = load(
             "",
             &[

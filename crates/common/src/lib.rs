@@ -36,6 +36,7 @@ pub mod files;
 pub mod fsutil;
 pub mod key;
 pub mod linkargs;
+pub mod logfilter;
 pub mod manifest;
 pub mod pathmap;
 pub mod protocol;

@@ -195,6 +195,9 @@ pub enum NotStoredReason {
     AsmInclude,
     /// A dep file the compiler wrote is not what jetcc expects (its target is not the object).
     DepFileUnexpected,
+    /// The local cache is read-only (`[cache.disk] rw_mode = "READ_ONLY"`); writable shared
+    /// tiers still got the result.
+    LocalReadOnly,
 }
 
 impl StatKind for NotStoredReason {
@@ -211,6 +214,7 @@ impl StatKind for NotStoredReason {
             NotStoredReason::TimeMacros => "time-macros",
             NotStoredReason::AsmInclude => "asm-include",
             NotStoredReason::DepFileUnexpected => "dep-file-unexpected",
+            NotStoredReason::LocalReadOnly => "local-read-only",
         }
     }
 }

@@ -28,11 +28,12 @@ struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", requires = "show_stats")]
     stats_format: Option<StatsFormat>,
     /// Accepted for scripts written for sccache: jetcc runs no server, so there is nothing
-    /// to start. Exits 0.
+    /// to start (said on stderr). Exits 0.
     #[arg(long)]
     start_server: bool,
-    /// Accepted for scripts written for sccache, which print the stats when they stop their
-    /// server: jetcc prints them (it runs no server). Exits 0.
+    /// Accepted for scripts written for sccache: jetcc runs no server, so there is nothing
+    /// to stop (said on stderr); it prints the statistics, as sccache does when it stops its
+    /// server. Exits 0.
     #[arg(long)]
     stop_server: bool,
     /// Reset cache statistics to zero.
@@ -42,7 +43,8 @@ struct Cli {
     /// since the unit's last compile.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
     explain: Option<usize>,
-    /// Print the farm's workers, cores and queue as JSON (sccache's `--dist-status` shape).
+    /// Print the farm's workers, cores and queue as one line of JSON (sccache's
+    /// `--dist-status` shape).
     #[arg(long)]
     dist_status: bool,
     /// Try a write, a read and a delete on every configured cache tier, and say what is
@@ -104,14 +106,16 @@ pub fn run(args: &[OsString]) -> i32 {
         }
         println!("Statistics zeroed.");
     }
+    // On stderr: a script reading stdout (sccache's stats after a stop) gets only the stats.
     if cli.start_server {
-        println!(
-            "jetcc runs no server (each rustc invocation is its own process): nothing to start."
+        eprintln!(
+            "jetcc: --start-server does nothing: jetcc runs no server (each rustc invocation is \
+             its own process), so there is nothing to start."
         );
     }
     if cli.show_stats || cli.stop_server {
         if cli.stop_server {
-            println!("jetcc runs no server: nothing to stop. Its statistics:");
+            eprintln!("jetcc: --stop-server does nothing: jetcc runs no server, so there is nothing to stop. Its statistics follow.");
         }
         let stats = Stats::load(&config.cache_dir);
         let size = DiskCache::open(&config.cache_dir, config.cache_size)
@@ -336,7 +340,8 @@ fn dist_status(config: &Config) -> i32 {
             }
         ]
     });
-    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+    // One line, as sccache prints it: scripts grep or `jq` it line by line.
+    println!("{}", serde_json::to_string(&out).expect("json"));
     ExitCode::Success.code()
 }
 

@@ -104,7 +104,8 @@ impl Wrapper {
         args: RustcArgs,
         outputs: Outputs,
     ) -> Result<Wrapper, PrepareError> {
-        let cache = DiskCache::open(&config.cache_dir, config.cache_size)?;
+        let cache = DiskCache::open(&config.cache_dir, config.cache_size)?
+            .with_read_only(config.disk_read_only);
         let (inv, files) = Invocation::prepare(config, &cache, rustc, args, outputs)?;
         Ok(Wrapper {
             inv,
@@ -207,12 +208,16 @@ impl Wrapper {
             printed.map(|p| linkargs::library_inputs(&p))
         });
         self.compile_time = Some(compiled.duration);
+        let read_only = self.cache.is_read_only();
         let outcome =
             self.store_and_share(&compiled, link_inputs, manifest.newest_stored_at(), on_farm);
         record(self.cache.root(), |s| {
             s.requests += 1;
             s.misses += 1;
             match &outcome {
+                Ok(_) if read_only => {
+                    Stats::bump(&mut s.not_stored, &NotStoredReason::LocalReadOnly)
+                }
                 Ok(bytes) => {
                     s.bytes_stored += bytes;
                     let local = s.tier(LOCAL_TIER);

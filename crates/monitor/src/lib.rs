@@ -219,12 +219,14 @@ fn seconds(s: f64) -> Result<Duration, MonitorError> {
         })
 }
 
-/// Logs to stderr through `tracing`, off unless `JETCC_LOG` is set.
+/// Logs to stderr through `tracing`, off unless `JETCC_LOG` is set (a bare level is for
+/// jetcc's crates); each line names the module that wrote it.
 fn init_logging() {
-    if let Ok(filter) = std::env::var("JETCC_LOG") {
+    if let Ok(value) = std::env::var("JETCC_LOG") {
+        let filter = jetcc_common::logfilter::directives(&value);
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_target(false)
+            .with_target(true)
             .with_writer(std::io::stderr)
             .init();
     }

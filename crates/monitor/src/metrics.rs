@@ -3,7 +3,10 @@
 //! A `prometheus-client` collector encodes straight from the [`Live`] view at scrape time, so
 //! the numbers on `/metrics` and in `watch` are the same numbers. Gauges describe the farm
 //! now (`jetcc_workers`, `jetcc_jobs_pending`, bucket sizes); `_total` counters count events
-//! since the monitor started and never go down.
+//! since the monitor started and never go down, but for each worker's own job counts, which
+//! restart from zero with the worker (a counter reset, as Prometheus reads one). Per-worker
+//! series are labelled with the worker's name (`[worker] name`, else its host), which a
+//! restart keeps, not its per-process id.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -216,27 +219,39 @@ fn total_gauges(enc: &mut DescriptorEncoder, r: &Report) -> Result<(), std::fmt:
     )
 }
 
-/// One series per live worker, by id.
+/// One series per worker name; live workers sharing a name are added up (one series per
+/// label value, as the format wants).
 fn worker_gauges(enc: &mut DescriptorEncoder, r: &Report) -> Result<(), std::fmt::Error> {
-    let g = MetricType::Gauge;
-    let ids = |f: fn(&crate::status::WorkerRow) -> u64| {
-        r.workers.iter().map(move |w| (w.id.as_str(), f(w)))
+    let by_name = |f: fn(&crate::status::WorkerRow) -> u64| {
+        let mut sums = std::collections::BTreeMap::<&str, u64>::new();
+        for w in &r.workers {
+            *sums.entry(w.name.as_str()).or_default() += f(w);
+        }
+        sums
     };
     labelled(
         enc,
         "jetcc_worker_jobs_done",
-        "Jobs each live worker finished (its heartbeat)",
-        g,
+        "Jobs each worker finished since it started (its heartbeat)",
+        MetricType::Counter,
         "worker",
-        ids(|w| w.jobs_done),
+        by_name(|w| w.jobs_done),
+    )?;
+    labelled(
+        enc,
+        "jetcc_worker_jobs_failed",
+        "Jobs each worker failed since it started (its heartbeat)",
+        MetricType::Counter,
+        "worker",
+        by_name(|w| w.jobs_failed),
     )?;
     labelled(
         enc,
         "jetcc_worker_busy_slots",
-        "Slots each live worker has busy",
-        g,
+        "Slots each worker has busy",
+        MetricType::Gauge,
         "worker",
-        ids(|w| u64::from(w.busy_slots())),
+        by_name(|w| u64::from(w.busy_slots())),
     )
 }
 

@@ -42,6 +42,8 @@ pub struct Queue {
 #[derive(Debug, Serialize)]
 pub struct WorkerRow {
     pub id: String,
+    /// Stable across restarts (`[worker] name`, else the host): the metrics' `worker` label.
+    pub name: String,
     pub host: String,
     pub cores: u32,
     pub slots: u32,
@@ -97,6 +99,10 @@ impl Report {
                 .iter()
                 .map(|w| WorkerRow {
                     id: w.id.clone(),
+                    name: match w.name.as_str() {
+                        "" => w.host.clone(),
+                        n => n.to_owned(),
+                    },
                     host: w.host.clone(),
                     cores: w.cores,
                     slots: w.slots,
@@ -214,6 +220,7 @@ mod tests {
             version: "0.1.0".into(),
             unix_ms: 0,
             rtt_us: 0,
+            name: String::new(),
         };
         let status = FarmStatus {
             workers: vec![worker("a", 8, 4, 1), worker("b", 2, 2, 2)],

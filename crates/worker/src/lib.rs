@@ -126,11 +126,14 @@ fn jail_main(plan: Option<&OsString>) -> i32 {
     }
 }
 
+/// Logs to stderr: `JETCC_LOG` (a bare level is for jetcc's crates), default `info`; each line
+/// names the module that wrote it.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JETCC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let value = std::env::var("JETCC_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::new(jetcc_common::logfilter::directives(&value));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_target(true)
         .with_writer(std::io::stderr)
         .init();
 }

@@ -93,6 +93,12 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     };
     let mut heartbeat = Heartbeat {
         ctx: ctx.clone(),
+        name: config
+            .worker
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| host.clone()),
         host,
         cores,
         slots,
@@ -169,6 +175,8 @@ struct Counters {
 struct Heartbeat {
     ctx: Arc<Context>,
     host: String,
+    /// `[worker] name`, else the host name: stable across restarts, unlike the id.
+    name: String,
     cores: usize,
     slots: usize,
     counters: Arc<Counters>,
@@ -195,6 +203,7 @@ impl Heartbeat {
                 .unwrap_or_default()
                 .as_millis() as u64,
             rtt_us: self.rtt.as_micros() as u64,
+            name: self.name.clone(),
         }
     }
 

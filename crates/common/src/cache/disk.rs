@@ -51,6 +51,9 @@ pub struct DiskCache {
     max_size: u64,
     /// Bytes stored but not yet added to the shared size counter (see `commit_size`).
     pending: Cell<u64>,
+    /// Looked up, never written (`[cache.disk] rw_mode = "READ_ONLY"`): stores only describe
+    /// what they would have stored, so the result can still go to the shared tiers.
+    read_only: bool,
 }
 
 impl DiskCache {
@@ -65,7 +68,19 @@ impl DiskCache {
             root: root.to_path_buf(),
             max_size,
             pending: Cell::new(0),
+            read_only: false,
         })
+    }
+
+    /// The same cache, looked up but never written when `read_only`: no blob, entry,
+    /// manifest or size update, and nothing dropped (a damaged entry stays a miss).
+    pub fn with_read_only(mut self, read_only: bool) -> DiskCache {
+        self.read_only = read_only;
+        self
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn root(&self) -> &Path {
@@ -100,6 +115,9 @@ impl DiskCache {
         invocation: &Digest,
         entry: ManifestEntry,
     ) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
         let path = self.path("mf", invocation);
         let lock = path.with_extension("lock");
         let write_err = |source| CacheError::Write {
@@ -125,18 +143,23 @@ impl DiskCache {
         let bytes = fs::read(&path).ok()?;
         match CacheEntry::decode(&bytes) {
             Some(e) => {
-                touch(&path);
+                if !self.read_only {
+                    touch(&path);
+                }
                 Some(e)
             }
             None => {
                 tracing::warn!(%key, "dropping a malformed cache entry");
-                let _ = fs::remove_file(&path);
+                self.remove_entry(key);
                 None
             }
         }
     }
 
     pub fn put_entry(&self, key: &Digest, entry: &CacheEntry) -> Result<(), CacheError> {
+        if self.read_only {
+            return Ok(());
+        }
         let path = self.path("ac", key);
         let bytes = entry.encode();
         write_atomic_mkdir(&path, &bytes).map_err(|source| CacheError::Write {
@@ -148,6 +171,9 @@ impl DiskCache {
     }
 
     pub fn remove_entry(&self, key: &Digest) {
+        if self.read_only {
+            return;
+        }
         let _ = fs::remove_file(self.path("ac", key));
     }
 
@@ -160,6 +186,14 @@ impl DiskCache {
             move |source| CacheError::Write { path, source }
         };
         let meta = fs::metadata(file).map_err(werr(file))?;
+        if self.read_only {
+            return Ok(OutputFile {
+                name: name.to_owned(),
+                digest: Digest::of_file(file).map_err(werr(file))?,
+                size: meta.len(),
+                mode: meta.permissions().mode() & 0o777,
+            });
+        }
         // Copy to a temp name while hashing; the digest then names the blob.
         let tmp = temp_path_for(&self.root.join("cas").join("incoming"));
         let (hashed, copied) = hash_while_copying(file, &tmp, meta.len());
@@ -228,7 +262,7 @@ impl DiskCache {
             });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
-        } else {
+        } else if !self.read_only {
             touch(&blob);
         }
         result.map(|()| dest)
@@ -236,6 +270,9 @@ impl DiskCache {
 
     /// Removes a blob that failed verification so it is stored afresh next time.
     pub fn remove_blob(&self, digest: &Digest) {
+        if self.read_only {
+            return;
+        }
         let _ = fs::remove_file(self.path("cas", digest));
     }
 
@@ -248,6 +285,9 @@ impl DiskCache {
     }
 
     pub fn put_unit_parts(&self, unit: &Digest, parts: &[(String, String)]) {
+        if self.read_only {
+            return;
+        }
         let bytes = rmp_serde::to_vec(parts).expect("parts serialize");
         if write_atomic_mkdir(&self.path("units", unit), &bytes).is_ok() {
             self.pending.set(self.pending.get() + bytes.len() as u64);
@@ -421,6 +461,76 @@ mod tests {
             cache.restore_output(&out, &dest),
             Err(CacheError::Blob { .. })
         ));
+    }
+
+    /// Every file under `root` with its bytes and mtime.
+    fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, SystemTime)> {
+        let mut all = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    let modified = fs::metadata(&p).unwrap().modified().unwrap();
+                    all.push((p.clone(), fs::read(&p).unwrap(), modified));
+                }
+            }
+        }
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn a_read_only_cache_is_read_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        let src = dir.path().join("liba.rlib");
+        fs::write(&src, b"rlib bytes").unwrap();
+        let key = Digest::of_bytes(b"k");
+        let rw = DiskCache::open(&root, 1 << 30).unwrap();
+        let out = rw.put_output("liba.rlib", &src).unwrap();
+        rw.put_entry(&key, &entry_with(vec![out.clone()])).unwrap();
+        rw.commit_size();
+        let before = snapshot(&root);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+
+        let ro = DiskCache::open(&root, 1 << 30)
+            .unwrap()
+            .with_read_only(true);
+        assert!(ro.is_read_only());
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let got = ro.entry(&key).expect("read as ever");
+        ro.restore_output(&got.outputs[0], &dest).unwrap();
+        assert_eq!(fs::read(dest.join("liba.rlib")).unwrap(), b"rlib bytes");
+        // A store describes the output (for shared tiers) and writes nothing.
+        let other = dir.path().join("libb.rlib");
+        fs::write(&other, b"other bytes").unwrap();
+        let described = ro.put_output("libb.rlib", &other).unwrap();
+        assert_eq!(described.digest, Digest::of_bytes(b"other bytes"));
+        assert_eq!(described.size, 11);
+        let key2 = Digest::of_bytes(b"k2");
+        ro.put_entry(&key2, &entry_with(vec![described])).unwrap();
+        let found = ManifestEntry {
+            sources: vec![],
+            env_deps: vec![],
+            local_roots: vec![],
+            key: key2,
+            stored_at: 1,
+        };
+        ro.add_to_manifest(&key2, found).unwrap();
+        ro.put_unit_parts(&key2, &[("a".into(), "b".into())]);
+        ro.remove_entry(&key);
+        ro.remove_blob(&out.digest);
+        ro.commit_size();
+        assert_eq!(ro.entry(&key2), None);
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "no file written, removed or touched"
+        );
     }
 
     #[test]

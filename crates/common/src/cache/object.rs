@@ -20,7 +20,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
-use crate::config::{Backend, ObjectTierConfig, S3Config};
+use crate::config::{Backend, ObjectTierConfig, S3Config, S3Encryption};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::result::CacheEntry;
 use crate::Digest;
@@ -436,21 +436,24 @@ fn config_error(section: &str, e: object_store::Error) -> TierError {
 }
 
 /// `endpoint`, with the scheme `use_ssl` picks when it has none: http unless `use_ssl = true`,
-/// as sccache reads the same block.
+/// as sccache reads the same block. With `enable_virtual_host_style`, the bucket is put in
+/// front of the host (`http://cache.s3.lan:9000`) unless it is there already: object_store
+/// expects it in the endpoint, where sccache's users give the server's own name.
 fn endpoint_url(s3: &S3Config) -> Option<String> {
     let ep = s3.endpoint.as_deref()?.trim();
     if ep.is_empty() {
         return None;
     }
-    if ep.starts_with("http://") || ep.starts_with("https://") {
-        return Some(ep.to_owned());
-    }
-    let scheme = if s3.use_ssl.unwrap_or(false) {
-        "https"
-    } else {
-        "http"
+    let (scheme, rest) = match ep.split_once("://") {
+        Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+        _ if s3.use_ssl.unwrap_or(false) => ("https", ep),
+        _ => ("http", ep),
     };
-    Some(format!("{scheme}://{ep}"))
+    let bucket_prefix = format!("{}.", s3.bucket);
+    if s3.enable_virtual_host_style && !rest.starts_with(&bucket_prefix) {
+        return Some(format!("{scheme}://{bucket_prefix}{rest}"));
+    }
+    Some(format!("{scheme}://{rest}"))
 }
 
 fn open_s3(
@@ -489,6 +492,7 @@ fn open_s3(
     if let Some(ep) = &endpoint {
         b = b.with_endpoint(ep);
     }
+    b = with_encryption(b, s3.encryption());
     let found = match s3.no_credentials {
         true => aws::Found::default(),
         false => aws::find(s3.profile.as_deref(), env)?,
@@ -539,6 +543,24 @@ fn open_s3(
     Ok((Arc::new(store), place))
 }
 
+/// Asks object_store to send the encryption headers on every write (it adds them to puts and
+/// multipart starts; reads need none for SSE-S3 and SSE-KMS).
+fn with_encryption(
+    b: object_store::aws::AmazonS3Builder,
+    enc: Option<S3Encryption>,
+) -> object_store::aws::AmazonS3Builder {
+    // The key's enum is not exported; its name is object_store's documented spelling.
+    let kind: object_store::aws::AmazonS3ConfigKey = "aws_server_side_encryption"
+        .parse()
+        .expect("a key object_store knows");
+    match enc {
+        None => b,
+        Some(S3Encryption::S3Managed) => b.with_config(kind, "AES256"),
+        Some(S3Encryption::Kms { key_id: None }) => b.with_config(kind, "aws:kms"),
+        Some(S3Encryption::Kms { key_id: Some(k) }) => b.with_sse_kms_encryption(k),
+    }
+}
+
 pub(crate) fn no_credentials_hint(bucket: &str) -> String {
     format!(
         "no AWS credentials for s3 bucket {bucket}: set AWS_ACCESS_KEY_ID and \
@@ -587,6 +609,62 @@ mod tests {
             assert_eq!(t.get_blob(&d).await.unwrap(), None, "and then is a miss");
             t.check().await.unwrap();
         });
+    }
+
+    #[test]
+    fn endpoints_as_sccache_reads_them() {
+        let s3 = |endpoint: &str, use_ssl: Option<bool>, vhost: bool| {
+            let json = serde_json::json!({
+                "bucket": "cache",
+                "endpoint": endpoint,
+                "use_ssl": use_ssl,
+                "enable_virtual_host_style": vhost,
+            });
+            serde_json::from_value::<S3Config>(json).unwrap()
+        };
+        let url = |c: S3Config| endpoint_url(&c).unwrap();
+        assert_eq!(url(s3("s3.lan:9000", None, false)), "http://s3.lan:9000");
+        assert_eq!(url(s3("s3.lan", Some(true), false)), "https://s3.lan");
+        assert_eq!(url(s3("https://s3.lan/", None, false)), "https://s3.lan/");
+        assert_eq!(
+            url(s3("s3.lan:9000", None, true)),
+            "http://cache.s3.lan:9000"
+        );
+        assert_eq!(
+            url(s3("https://s3.lan", None, true)),
+            "https://cache.s3.lan"
+        );
+        assert_eq!(
+            url(s3("https://cache.s3.lan", None, true)),
+            "https://cache.s3.lan",
+            "already there"
+        );
+    }
+
+    #[test]
+    fn encryption_settings_reach_the_s3_client() {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let kind: AmazonS3ConfigKey = "aws_server_side_encryption".parse().unwrap();
+        let key: AmazonS3ConfigKey = "aws_sse_kms_key_id".parse().unwrap();
+        let set = |enc| {
+            let b = with_encryption(AmazonS3Builder::new(), enc);
+            (b.get_config_value(&kind), b.get_config_value(&key))
+        };
+        assert_eq!(set(None), (None, None));
+        assert_eq!(
+            set(Some(S3Encryption::S3Managed)),
+            (Some("AES256".into()), None)
+        );
+        assert_eq!(
+            set(Some(S3Encryption::Kms { key_id: None })),
+            (Some("aws:kms".into()), None)
+        );
+        assert_eq!(
+            set(Some(S3Encryption::Kms {
+                key_id: Some("arn:k".into())
+            })),
+            (Some("aws:kms".into()), Some("arn:k".into()))
+        );
     }
 
     #[test]

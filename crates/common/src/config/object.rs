@@ -62,8 +62,48 @@ pub struct S3Config {
     pub enable_virtual_host_style: bool,
     /// The AWS profile to read credentials from (default: `AWS_PROFILE`, then `default`).
     pub profile: Option<String>,
+    /// sccache's three server-side encryption keys; see [`S3Config::encryption`].
+    #[serde(default)]
+    pub server_side_encryption: bool,
+    #[serde(default)]
+    pub server_side_encryption_aws_kms: bool,
+    pub server_side_encryption_kms_key_id: Option<String>,
     read_only: Option<bool>,
     rw_mode: Option<String>,
+}
+
+/// How objects are encrypted at rest, sent as `x-amz-server-side-encryption` (and
+/// `-aws-kms-key-id`) on every write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Encryption {
+    /// SSE-S3: keys the server manages (`AES256`).
+    S3Managed,
+    /// SSE-KMS (`aws:kms`) with the given key, or the account's AWS-managed key.
+    Kms { key_id: Option<String> },
+}
+
+impl S3Config {
+    /// The encryption the section asks for, resolved as sccache does: a KMS key id implies
+    /// SSE-KMS with that key; else `server_side_encryption_aws_kms` is SSE-KMS with the
+    /// AWS-managed key; else `server_side_encryption` is SSE-S3; else none (the bucket's
+    /// default applies).
+    pub fn encryption(&self) -> Option<S3Encryption> {
+        let key_id = self
+            .server_side_encryption_kms_key_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        if let Some(k) = key_id {
+            return Some(S3Encryption::Kms {
+                key_id: Some(k.to_owned()),
+            });
+        }
+        if self.server_side_encryption_aws_kms {
+            return Some(S3Encryption::Kms { key_id: None });
+        }
+        self.server_side_encryption
+            .then_some(S3Encryption::S3Managed)
+    }
 }
 
 /// `[cache.gcs]`: credentials from `cred_path` (a service-account key file) or the standard
@@ -126,6 +166,18 @@ pub(super) const ENV: &[(&str, &str)] = &[
     ),
     ("cache.s3.profile", "JETCC_S3_PROFILE"),
     ("cache.s3.rw_mode", "JETCC_S3_RW_MODE"),
+    (
+        "cache.s3.server_side_encryption",
+        "JETCC_S3_SERVER_SIDE_ENCRYPTION",
+    ),
+    (
+        "cache.s3.server_side_encryption_aws_kms",
+        "JETCC_S3_SERVER_SIDE_ENCRYPTION_AWS_KMS",
+    ),
+    (
+        "cache.s3.server_side_encryption_kms_key_id",
+        "JETCC_S3_SERVER_SIDE_ENCRYPTION_KMS_KEY_ID",
+    ),
     ("cache.gcs.bucket", "JETCC_GCS_BUCKET"),
     ("cache.gcs.key_prefix", "JETCC_GCS_KEY_PREFIX"),
     ("cache.gcs.cred_path", "JETCC_GCS_CRED_PATH"),

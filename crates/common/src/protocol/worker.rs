@@ -29,6 +29,10 @@ pub struct WorkerStatus {
     /// which clients use to guess what a job there costs before they have sent one.
     #[serde(default)]
     pub rtt_us: u64,
+    /// The name it is known by across restarts (`[worker] name`, default its host name): the
+    /// `worker` label of its metrics. Empty from workers older than the field.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// `s` as one KV key token: lowercase letters, digits, `-` and `_`, at most 40 characters.

@@ -176,7 +176,8 @@ impl ScriptRun {
             .to_path_buf();
         let cwd = std::env::current_dir().map_err(|_| RunPassThrough::Error(ErrorKind::Cwd))?;
         let cache = DiskCache::open(&config.cache_dir, config.cache_size)
-            .map_err(|_| RunPassThrough::Error(ErrorKind::CacheOpen))?;
+            .map_err(|_| RunPassThrough::Error(ErrorKind::CacheOpen))?
+            .with_read_only(config.disk_read_only);
         let mut files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
         let portable = (config.paths == PathsMode::Portable)
             .then(|| Portable::from_env(&var, &staging, var("TARGET").as_deref()));
@@ -323,7 +324,12 @@ impl ScriptRun {
         };
         let outcome = self.store(cache, &compiled);
         record(cache.root(), |s| {
-            count_action_miss(s, ActionKind::BuildScriptRun, &outcome)
+            count_action_miss(
+                s,
+                ActionKind::BuildScriptRun,
+                &outcome,
+                cache.is_read_only(),
+            )
         });
         match outcome {
             Ok((found, entry)) => {

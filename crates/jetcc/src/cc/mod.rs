@@ -224,7 +224,8 @@ impl CCompile {
         let err = CcPassThrough::Error;
         let cwd = std::env::current_dir().map_err(|_| err(ErrorKind::Cwd))?;
         let cache = DiskCache::open(&config.cache_dir, config.cache_size)
-            .map_err(|_| err(ErrorKind::CacheOpen))?;
+            .map_err(|_| err(ErrorKind::CacheOpen))?
+            .with_read_only(config.disk_read_only);
         let files = FileDigests::new(&cwd, Some(cache.stat_memo_dir()));
         let identity = toolchain::tool_identity(real, &cache.toolchain_memo_dir())
             .map_err(|_| err(ErrorKind::Toolchain))?;
@@ -339,7 +340,7 @@ impl CCompile {
             let _ = std::fs::remove_file(t);
         }
         record(cache.root(), |s| {
-            count_action_miss(s, ActionKind::CCompile, &outcome)
+            count_action_miss(s, ActionKind::CCompile, &outcome, cache.is_read_only())
         });
         match outcome {
             Ok((found, entry)) => {

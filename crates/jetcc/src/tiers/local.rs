@@ -1,5 +1,5 @@
-//! The local disk tier: `common::cache::DiskCache` as a [`Tier`]. It is always writable, and
-//! it forgets an entry it could not restore (and that entry's blobs, which are shared and
+//! The local disk tier: `common::cache::DiskCache` as a [`Tier`]. It is writable unless
+//! `[cache.disk] rw_mode = "READ_ONLY"`, and it forgets an entry it could not restore (and that entry's blobs, which are shared and
 //! written once), so the compile that follows stores them afresh.
 
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ impl Tier for LocalTier<'_> {
     }
 
     fn writable(&self) -> bool {
-        true
+        !self.0.is_read_only()
     }
 
     fn manifest(&self, invocation: &Digest) -> Result<Manifest, TierFailure> {

@@ -192,15 +192,18 @@ pub(crate) fn count_action_hit(s: &mut Stats, kind: ActionKind, entry: &CacheEnt
     s.bytes_restored += entry.total_output_bytes();
 }
 
-/// Counts a miss of an action other than rustc, and what became of its result.
+/// Counts a miss of an action other than rustc, and what became of its result (in a
+/// `local_read_only` cache, not stored there).
 pub(crate) fn count_action_miss(
     s: &mut Stats,
     kind: ActionKind,
     outcome: &Result<(ManifestEntry, CacheEntry), NotStored>,
+    local_read_only: bool,
 ) {
     let a = s.action(kind);
     a.misses += 1;
     match outcome {
+        Ok(_) if local_read_only => Stats::bump(&mut a.not_stored, &NotStoredReason::LocalReadOnly),
         Ok((_, entry)) => {
             a.stored += 1;
             let bytes = entry.total_output_bytes();
