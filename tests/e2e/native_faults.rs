@@ -241,7 +241,7 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The cache on 768 KiB of tmpfs: libz-sys's `OUT_DIR` archive (about 800 KB) and most
+/// The cache on 768 KiB of tmpfs: libz-sys's `OUT_DIR` archive (nearly 1 MB) and most
 /// rlibs never fit and hit ENOSPC mid-write; small archives and objects fit until the disk
 /// is full. Cold, then again after clean: every build passes with a plain build's
 /// `OUT_DIR`s and artifacts; what fit hits, the rest runs again.
@@ -274,19 +274,22 @@ fn a_full_disk_never_breaks_a_run_or_a_c_compile() {
         stored > 0 && unstored > 0,
         "some runs fit ({stored}), others hit ENOSPC ({unstored})"
     );
+    // zlib's objects come late, on a disk mostly full: most (often all) hit ENOSPC.
     let c_stored = log_count(&cold, "C compile stored");
     let c_unstored = log_count(&cold, "could not store the C compile: cache-write");
-    assert!(
-        c_stored > 0 && c_unstored > 0,
-        "some objects fit ({c_stored}), others hit ENOSPC ({c_unstored})"
-    );
+    assert!(c_unstored > 0, "objects hit ENOSPC ({c_stored} stored)");
     let used = disk.used();
+    eprintln!(
+        "cold on the full disk: runs stored {stored}, not {unstored}; objects stored \
+         {c_stored}, not {c_unstored}; {used} bytes used"
+    );
     assert!(used > 700 * 1024, "the disk filled up: {used} bytes used");
 
     p.clean();
     let again = p.build_ok(&b);
     want.assert_same(&p.target(), "again after clean, on the full disk");
     let outcomes = again.run_outcomes();
+    eprintln!("again on the full disk: {outcomes:?}");
     assert!(
         !packages(&outcomes, Outcome::Hit).is_empty(),
         "what fit hits: {outcomes:?}"
@@ -343,8 +346,11 @@ fn runs_and_c_compiles(cache: &Path) -> (Vec<Stored>, Vec<Stored>) {
     (runs, cs)
 }
 
+/// A way to damage a file, by name.
+type Damage = (&'static str, fn(&Path));
+
 /// Ways a file goes bad: a flipped byte, cut in half, replaced by garbage.
-const DAMAGES: [(&str, fn(&Path)); 3] = [
+const DAMAGES: [Damage; 3] = [
     ("flipped", flip),
     ("truncated", truncate),
     ("garbage", garbage),
