@@ -15,47 +15,6 @@ use std::process::Command;
 
 use jetcc_e2e::*;
 
-/// Every file, dir and symlink of every `OUT_DIR` under `profile_dir`, by path relative to
-/// `build/`: kind, mode and content (or link target).
-fn out_dirs(profile_dir: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
-    let build = profile_dir.join("build");
-    let mut all = BTreeMap::new();
-    for e in fs::read_dir(&build).expect("build dir").flatten() {
-        let out = e.path().join("out");
-        if !out.is_dir() {
-            continue;
-        }
-        let mut stack = vec![out];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(&dir).unwrap().flatten() {
-                let p = e.path();
-                let rel = p
-                    .strip_prefix(&build)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                let meta = fs::symlink_metadata(&p).unwrap();
-                let mode = meta.permissions().mode() & 0o7777;
-                let entry = if meta.file_type().is_symlink() {
-                    let target = fs::read_link(&p).unwrap();
-                    (
-                        "link".into(),
-                        0,
-                        target.to_string_lossy().as_bytes().to_vec(),
-                    )
-                } else if meta.is_dir() {
-                    stack.push(p);
-                    ("dir".into(), mode, Vec::new())
-                } else {
-                    ("file".into(), mode, fs::read(&p).unwrap())
-                };
-                all.insert(rel, entry);
-            }
-        }
-    }
-    all
-}
-
 fn run_bin(bin: &Path) -> String {
     let out = Command::new(bin)
         .output()

@@ -11,6 +11,7 @@ mod farm_queue;
 mod jail_nonroot;
 mod monitor;
 mod mutations;
+mod native_faults;
 mod portable;
 mod robustness;
 mod roles;

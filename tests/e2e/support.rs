@@ -362,6 +362,51 @@ pub fn launched_binary(bytes: Vec<u8>) -> Vec<u8> {
     fs::read(real).expect("the real build-script binary beside its launcher")
 }
 
+/// What [`out_dirs`] returns.
+pub type OutDirs = BTreeMap<String, (String, u32, Vec<u8>)>;
+
+/// Every file, dir and symlink of every `OUT_DIR` under `profile_dir`, by path relative to
+/// `build/`: kind, mode and content (or link target).
+pub fn out_dirs(profile_dir: &Path) -> OutDirs {
+    use std::os::unix::fs::PermissionsExt;
+    let build = profile_dir.join("build");
+    let mut all = BTreeMap::new();
+    for e in fs::read_dir(&build).expect("build dir").flatten() {
+        let out = e.path().join("out");
+        if !out.is_dir() {
+            continue;
+        }
+        let mut stack = vec![out];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                let rel = p
+                    .strip_prefix(&build)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let meta = fs::symlink_metadata(&p).unwrap();
+                let mode = meta.permissions().mode() & 0o7777;
+                let entry = if meta.file_type().is_symlink() {
+                    let target = fs::read_link(&p).unwrap();
+                    (
+                        "link".into(),
+                        0,
+                        target.to_string_lossy().as_bytes().to_vec(),
+                    )
+                } else if meta.is_dir() {
+                    stack.push(p);
+                    ("dir".into(), mode, Vec::new())
+                } else {
+                    ("file".into(), mode, fs::read(&p).unwrap())
+                };
+                all.insert(rel, entry);
+            }
+        }
+    }
+    all
+}
+
 /// Asserts two artifact sets are equal file by file; names the differing files.
 pub fn assert_same_artifacts(
     plain: &BTreeMap<String, Vec<u8>>,

@@ -35,6 +35,21 @@ impl Digest {
     }
 }
 
+/// `body` followed by its digest, for a cache file that is decoded rather than verified
+/// against a name (entries, manifests): [`unseal`] then refuses one damaged at rest.
+pub fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let d = Digest::of_bytes(&body);
+    body.extend_from_slice(&d.0);
+    body
+}
+
+/// The body of a [`seal`]ed file, or `None` if any byte of it changed (a flipped bit, a cut,
+/// garbage): a flipped byte inside a string would otherwise still decode, as other data.
+pub fn unseal(bytes: &[u8]) -> Option<&[u8]> {
+    let (body, tail) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    (Digest::of_bytes(body).0 == tail).then_some(body)
+}
+
 /// Why a blob failed verification.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::depinfo::escape_env_value;
-use crate::digest::Digest;
+use crate::digest::{seal, unseal, Digest};
 use crate::files::{FileDigests, Stamp};
 use crate::pathmap::PathMap;
 
@@ -45,13 +45,17 @@ pub struct ManifestEntry {
 }
 
 impl Manifest {
+    /// The manifest in msgpack, sealed ([`crate::digest::seal`]): a damaged one that still
+    /// decoded could drop a source from an entry, which would then match a changed file.
     pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).expect("a manifest always serializes")
+        seal(rmp_serde::to_vec(self).expect("a manifest always serializes"))
     }
 
-    /// A malformed manifest reads as empty: a miss, never an error.
+    /// A damaged or malformed manifest reads as empty: a miss, never an error.
     pub fn decode(bytes: &[u8]) -> Manifest {
-        rmp_serde::from_slice(bytes).unwrap_or_default()
+        unseal(bytes)
+            .and_then(|body| rmp_serde::from_slice(body).ok())
+            .unwrap_or_default()
     }
 
     /// The newest entry whose every file and env dep matches now. Entries hold paths and
@@ -144,5 +148,34 @@ mod tests {
     #[test]
     fn garbage_decodes_as_empty() {
         assert_eq!(Manifest::decode(b"nonsense").entries.len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_manifest_decodes_as_empty() {
+        let mut m = Manifest::default();
+        m.insert(ManifestEntry {
+            sources: vec![Source {
+                path: "src/lib.rs".into(),
+                digest: Digest::of_bytes(b"v1"),
+                stamp: None,
+            }],
+            env_deps: vec![("MODE".into(), Some("fast".into()))],
+            local_roots: vec![],
+            key: Digest::of_bytes(b"k"),
+            stored_at: 7,
+        });
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes), m);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x55;
+            assert!(
+                Manifest::decode(&bad).entries.is_empty(),
+                "byte {i} flipped"
+            );
+        }
+        assert!(Manifest::decode(&bytes[..bytes.len() / 2])
+            .entries
+            .is_empty());
     }
 }

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{seal, unseal, Digest};
 
 /// Bumped whenever the entry format or the key recipe changes: old entries then simply miss.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// One action's result: a compile, or a build-script run (its `OUT_DIR` packed as one
 /// output). Paths of this build (the out-dir) are replaced by placeholders in `stderr`,
@@ -33,13 +33,15 @@ pub struct OutputFile {
 }
 
 impl CacheEntry {
+    /// The entry in msgpack, sealed ([`crate::digest::seal`]): a hit replays its stdout as a
+    /// build script's directives, so a damaged entry must not decode.
     pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).expect("a cache entry always serializes")
+        seal(rmp_serde::to_vec(self).expect("a cache entry always serializes"))
     }
 
-    /// Decodes an entry; any format error or an old version is `None` (a miss).
+    /// Decodes an entry; any damage, format error or an old version is `None` (a miss).
     pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
-        let entry: CacheEntry = rmp_serde::from_slice(bytes).ok()?;
+        let entry: CacheEntry = rmp_serde::from_slice(unseal(bytes)?).ok()?;
         (entry.version == FORMAT_VERSION
             && entry.outputs.iter().all(|o| is_plain_name(&o.name))
             && entry.dep_info.iter().all(|(name, _)| is_plain_name(name)))
@@ -81,6 +83,17 @@ mod tests {
     fn round_trip() {
         let e = entry("liba.rlib");
         assert_eq!(CacheEntry::decode(&e.encode()), Some(e));
+    }
+
+    #[test]
+    fn any_damaged_byte_is_refused() {
+        let bytes = entry("liba.rlib").encode();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x55;
+            assert_eq!(CacheEntry::decode(&bad), None, "byte {i} flipped");
+        }
+        assert_eq!(CacheEntry::decode(&bytes[..bytes.len() - 1]), None);
     }
 
     #[test]
