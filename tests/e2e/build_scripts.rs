@@ -15,14 +15,6 @@ use std::process::Command;
 
 use jetcc_e2e::*;
 
-fn run_bin(bin: &Path) -> String {
-    let out = Command::new(bin)
-        .output()
-        .expect("run the fixture's binary");
-    assert!(out.status.success(), "{}: {:?}", bin.display(), out);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn packages(outcomes: &BTreeMap<String, Vec<Outcome>>, want: Outcome) -> BTreeSet<String> {
     outcomes
         .iter()

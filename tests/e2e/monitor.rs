@@ -114,6 +114,7 @@ fn status_and_metrics_follow_a_build_through_the_farm() {
     let types = assert_openmetrics(&metrics.scrape());
     for counter in [
         "jetcc_units",
+        "jetcc_actions",
         "jetcc_compiles",
         "jetcc_jobs_finished",
         "jetcc_cache_writes",
@@ -142,7 +143,7 @@ fn status_and_metrics_follow_a_build_through_the_farm() {
     let series = format!("jetcc_worker_jobs_done_total{{worker=\"{host}\"}}");
     wait_until(10, "the workers' heartbeats to count the jobs", || {
         after = parse_prometheus(&metrics.scrape());
-        after.get(&series) == Some(&(remote as f64))
+        after.get(&series) == Some(&(jobs as f64))
     });
     for (name, v) in &before {
         if name.contains("_total") || name.contains("_count") {

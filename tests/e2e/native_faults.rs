@@ -36,14 +36,6 @@ fn mixed(b: Build) -> Build {
     b.arg("-p").arg("mixed")
 }
 
-fn run_bin(bin: &Path) -> String {
-    let out = Command::new(bin)
-        .output()
-        .expect("run the fixture's binary");
-    assert!(out.status.success(), "{}: {:?}", bin.display(), out);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A plain build's outputs, to compare with.
 struct Plain {
     artifacts: BTreeMap<String, Vec<u8>>,

@@ -55,20 +55,7 @@ impl Team {
 
     /// The raw bucket, for damaging objects as a failing disk or a buggy writer would.
     fn bucket(&self) -> (tokio::runtime::Runtime, object_store::aws::AmazonS3) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(self.s3.endpoint())
-            .with_allow_http(true)
-            .with_bucket_name(S3_BUCKET)
-            .with_region("auto")
-            .with_access_key_id(S3_KEY_ID)
-            .with_secret_access_key(S3_SECRET)
-            .build()
-            .unwrap();
-        (rt, store)
+        raw_bucket(&self.s3.endpoint())
     }
 }
 
@@ -594,19 +581,7 @@ fn virtual_host_style_puts_the_bucket_in_the_host() {
     assert_eq!(t["writes"], FIXTURE_COLD_WRITES, "{t}");
 
     // They are in the bucket, under the key prefix, as a path-style client sees them.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let bucket = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(s3.endpoint())
-        .with_allow_http(true)
-        .with_bucket_name(S3_BUCKET)
-        .with_region("auto")
-        .with_access_key_id(S3_KEY_ID)
-        .with_secret_access_key(S3_SECRET)
-        .build()
-        .unwrap();
+    let (rt, bucket) = raw_bucket(&s3.endpoint());
     let prefix = object_store::path::Path::from("vh/jetcc-v1");
     let stored = rt.block_on(bucket.list(Some(&prefix)).count());
     assert!(stored > FIXTURE_UNITS.len(), "{stored} objects");
@@ -615,4 +590,22 @@ fn virtual_host_style_puts_the_bucket_in_the_host() {
     let built = p.build_ok(&client("cache-b"));
     built.assert_each(FIXTURE_UNITS, Outcome::Hit);
     assert_eq!(tier(&root.join("cache-b"))["hits"], FIXTURE_WARM_HITS);
+}
+
+/// The test bucket on the server at `endpoint`, path-style, as a plain S3 client sees it.
+fn raw_bucket(endpoint: &str) -> (tokio::runtime::Runtime, object_store::aws::AmazonS3) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(S3_BUCKET)
+        .with_region("auto")
+        .with_access_key_id(S3_KEY_ID)
+        .with_secret_access_key(S3_SECRET)
+        .build()
+        .unwrap();
+    (rt, store)
 }

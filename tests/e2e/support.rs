@@ -365,6 +365,15 @@ pub fn launched_binary(bytes: Vec<u8>) -> Vec<u8> {
 /// What [`out_dirs`] returns.
 pub type OutDirs = BTreeMap<String, (String, u32, Vec<u8>)>;
 
+/// Runs a binary the fixture built; its stdout.
+pub fn run_bin(bin: &Path) -> String {
+    let out = std::process::Command::new(bin)
+        .output()
+        .expect("run the fixture's binary");
+    assert!(out.status.success(), "{}: {:?}", bin.display(), out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every file, dir and symlink of every `OUT_DIR` under `profile_dir`, by path relative to
 /// `build/`: kind, mode and content (or link target).
 pub fn out_dirs(profile_dir: &Path) -> OutDirs {

@@ -9,8 +9,9 @@
 //! system ones included — from the make dep file jetcc has the compiler write on a miss
 //! (`-MD -MF <temp>`, or the user's own `-MD` file). A hit writes the object (and the user's
 //! dep file, its target set to this object's path) and replays the compiler's output; a miss
-//! compiles, streams the output, and stores the result unless a file it read uses the clock
-//! (`__DATE__`, `__TIME__`, `__TIMESTAMP__`: ccache's rule).
+//! compiles — here, or with a farm and no free local slot on a worker with this very compiler
+//! (`remote::JobKind::C`) — streams the output, and stores the result unless a file it read
+//! uses the clock (`__DATE__`, `__TIME__`, `__TIMESTAMP__`: ccache's rule).
 //!
 //! Design choice: paths are exact. The cwd and the source's path are in the key as given,
 //! since the object's debug info names them; only the object's directory and the dep file's

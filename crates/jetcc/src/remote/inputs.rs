@@ -96,33 +96,18 @@ fn c_prepass(
         return Ok((vec![source], Vec::new(), env));
     }
     let dep_file = fsutil::temp_path_for(&r.out_dir.join("jetcc-prepass.d"));
-    let out = std::process::Command::new(r.program)
-        .args(args.prepass_args())
+    let mut cmd = std::process::Command::new(r.program);
+    cmd.args(args.prepass_args())
         .arg("-M")
         .arg("-MF")
         .arg(&dep_file)
         .current_dir(r.cwd)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| RemoteError::PrePass(e.to_string()))?;
-    let text = std::fs::read_to_string(&dep_file);
-    let _ = std::fs::remove_file(&dep_file);
-    if !out.status.success() {
-        return Err(RemoteError::PrePass(format!(
-            "the compiler exited with {}",
-            out.status
-        )));
-    }
-    let text = text.map_err(|e| RemoteError::PrePass(e.to_string()))?;
+        // Whatever it runs by name reaches the real program, not jetcc's shims.
+        .env(crate::cc::shims::IN_CC_VAR, "1");
+    let text = run_prepass(cmd, &dep_file, "the compiler")?;
     let read = depinfo::make_rule_inputs(&text)
         .ok_or_else(|| RemoteError::PrePass("the compiler's dep file is not a make rule".into()))?;
-    let sources: Vec<PathBuf> = read.iter().map(|p| r.cwd.join(p)).collect();
-    let mut dirs: Vec<PathBuf> = sources.iter().flat_map(|p| walked_dirs(p)).collect();
-    dirs.sort();
-    dirs.dedup();
-    let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
-    files.sort();
-    files.dedup();
+    let (files, dirs) = files_and_dirs(r.cwd, read.iter());
     Ok((files, dirs, env))
 }
 
@@ -142,32 +127,13 @@ fn prepass(r: &RemoteCompile<'_>, inv: &RustcArgs) -> Result<PrePass<String>, Re
         .collect();
     args.push(format!("--emit=dep-info={}", dep_file.display()));
     args.extend(["-Z".into(), "binary-dep-depinfo".into()]);
-    let out = std::process::Command::new(r.program)
-        .args(&args)
+    let mut cmd = std::process::Command::new(r.program);
+    cmd.args(&args)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env_remove("CARGO_MAKEFLAGS")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| RemoteError::PrePass(e.to_string()))?;
-    let text = std::fs::read_to_string(&dep_file);
-    let _ = std::fs::remove_file(&dep_file);
-    if !out.status.success() {
-        return Err(RemoteError::PrePass(format!(
-            "rustc exited with {}",
-            out.status
-        )));
-    }
-    let dep = DepInfo::parse(&text.map_err(|e| RemoteError::PrePass(e.to_string()))?);
-    let sources: Vec<PathBuf> = dep
-        .sources
-        .iter()
-        .filter(|p| !p.contains("/lib/rustlib/"))
-        .map(|p| r.cwd.join(p))
-        .collect();
-    let mut dirs: Vec<PathBuf> = sources.iter().flat_map(|p| walked_dirs(p)).collect();
-    dirs.sort();
-    dirs.dedup();
-    let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
+        .env_remove("CARGO_MAKEFLAGS");
+    let dep = DepInfo::parse(&run_prepass(cmd, &dep_file, "rustc")?);
+    let sources = dep.sources.iter().filter(|p| !p.contains("/lib/rustlib/"));
+    let (mut files, dirs) = files_and_dirs(r.cwd, sources);
     // Native static libraries a bundling rlib reads (not in dep-info).
     for sp in &inv.search_paths {
         if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
@@ -184,6 +150,43 @@ fn prepass(r: &RemoteCompile<'_>, inv: &RustcArgs) -> Result<PrePass<String>, Re
     files.dedup();
     let env_deps = dep.env_deps.into_iter().map(|(name, _)| name).collect();
     Ok((files, dirs, env_deps))
+}
+
+/// Runs a pre-pass that writes the dep file `dep_file` (removed after); returns its text.
+fn run_prepass(
+    mut cmd: std::process::Command,
+    dep_file: &Path,
+    who: &str,
+) -> Result<String, RemoteError> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RemoteError::PrePass(e.to_string()))?;
+    let text = std::fs::read_to_string(dep_file);
+    let _ = std::fs::remove_file(dep_file);
+    if !out.status.success() {
+        return Err(RemoteError::PrePass(format!(
+            "{who} exited with {}",
+            out.status
+        )));
+    }
+    text.map_err(|e| RemoteError::PrePass(e.to_string()))
+}
+
+/// The files a dep file names (relative to `cwd`, or absolute), as clean absolute paths,
+/// and the directories reached through `..` on the way to them; both sorted, deduplicated.
+fn files_and_dirs<'a>(
+    cwd: &Path,
+    read: impl Iterator<Item = &'a String>,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let sources: Vec<PathBuf> = read.map(|p| cwd.join(p)).collect();
+    let mut dirs: Vec<PathBuf> = sources.iter().flat_map(|p| walked_dirs(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut files: Vec<PathBuf> = sources.iter().map(|p| normalize(p)).collect();
+    files.sort();
+    files.dedup();
+    (files, dirs)
 }
 
 /// The directories a path with `..` passes through before each `..` (`a/b/../c` → `a/b`),
