@@ -7,21 +7,13 @@
 //! `OUT_DIR`), while what cannot change it (jobs, unrelated variables, `touch`, another target
 //! dir) still hits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use jetcc_e2e::*;
-
-fn packages(outcomes: &BTreeMap<String, Vec<Outcome>>, want: Outcome) -> BTreeSet<String> {
-    outcomes
-        .iter()
-        .filter(|(_, v)| v.contains(&want))
-        .map(|(k, _)| k.clone())
-        .collect()
-}
 
 /// The whole fixture: cold, then after `cargo clean` every run hits, `OUT_DIR`s are restored
 /// exactly, artifacts equal a plain build's and the binary prints the same.

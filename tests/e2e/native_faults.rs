@@ -126,14 +126,6 @@ fn assert_no_leftovers(target: &Path, what: &str) {
     }
 }
 
-fn packages(outcomes: &BTreeMap<String, Vec<Outcome>>, want: Outcome) -> BTreeSet<String> {
-    outcomes
-        .iter()
-        .filter(|(_, v)| v.contains(&want))
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 fn all_runs() -> BTreeSet<String> {
     RUNS.iter().map(|s| s.to_string()).collect()
 }

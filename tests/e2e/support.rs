@@ -365,6 +365,18 @@ pub fn launched_binary(bytes: Vec<u8>) -> Vec<u8> {
 /// What [`out_dirs`] returns.
 pub type OutDirs = BTreeMap<String, (String, u32, Vec<u8>)>;
 
+/// The packages whose outcomes include `want`.
+pub fn packages(
+    outcomes: &std::collections::BTreeMap<String, Vec<Outcome>>,
+    want: Outcome,
+) -> std::collections::BTreeSet<String> {
+    outcomes
+        .iter()
+        .filter(|(_, v)| v.contains(&want))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Runs a binary the fixture built; its stdout.
 pub fn run_bin(bin: &Path) -> String {
     let out = std::process::Command::new(bin)

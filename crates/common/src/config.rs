@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod farm;
 mod object;
 
+pub use farm::{
+    CacheLimits, FarmConfig, WorkerConfig, DEFAULT_JETSTREAM_MAX_AGE_DAYS, DEFAULT_JETSTREAM_SIZE,
+};
 pub use object::{AzureConfig, Backend, GcsConfig, ObjectTierConfig, S3Config, S3Encryption};
 
 /// The default local cache size: 10 GiB.
@@ -70,141 +74,6 @@ impl PathsMode {
             PathsMode::Portable => PathsMode::Exact,
         }
     }
-}
-
-/// How to reach the farm's NATS server (`[dist]`, or `JETCC_NATS_*`), shared by the wrapper,
-/// the worker and the monitor.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FarmConfig {
-    /// `nats://host:4222` (several comma-separated for a cluster).
-    pub nats_url: String,
-    /// Prefix of every subject, stream and bucket name (default `jetcc`).
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    pub token: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// A `.creds` file (JWT + nkey seed).
-    pub creds: Option<PathBuf>,
-    /// A CA certificate to verify the server's TLS certificate with (enables TLS).
-    pub tls_ca: Option<PathBuf>,
-    /// How long the wrapper waits for a connection before compiling locally.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-    /// How long a job may wait in the queue for a worker before the client compiles it
-    /// locally (and the worker drops it unrun).
-    #[serde(default = "default_start_timeout_ms")]
-    pub start_timeout_ms: u64,
-    /// Upper bound of one remote compile, after which the client compiles locally.
-    #[serde(default = "default_job_timeout_secs")]
-    pub job_timeout_secs: u64,
-    /// Compiles kept on this machine while others go to the farm (default: its cores).
-    pub local_slots: Option<usize>,
-    /// After 3 farm failures in a row, compile locally for this long.
-    #[serde(default = "default_breaker_secs")]
-    pub breaker_secs: u64,
-    /// The JetStream tier's bucket limits (`[cache.jetstream]`), used by whoever creates them.
-    #[serde(skip)]
-    pub cache_limits: CacheLimits,
-}
-
-/// Size and age limits of the JetStream tier's buckets (`[cache.jetstream] max_size`,
-/// `max_age_days`), applied when the buckets are created. Past the size, the oldest blobs go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheLimits {
-    pub max_bytes: u64,
-    pub max_age: std::time::Duration,
-}
-
-/// The JetStream tier's default size: 10 GiB, as the local cache.
-pub const DEFAULT_JETSTREAM_SIZE: u64 = 10 << 30;
-/// Entries and blobs not written again within this expire.
-pub const DEFAULT_JETSTREAM_MAX_AGE_DAYS: u64 = 14;
-
-impl Default for CacheLimits {
-    fn default() -> CacheLimits {
-        CacheLimits {
-            max_bytes: DEFAULT_JETSTREAM_SIZE,
-            max_age: std::time::Duration::from_secs(DEFAULT_JETSTREAM_MAX_AGE_DAYS * 86_400),
-        }
-    }
-}
-
-impl FarmConfig {
-    /// Defaults for everything but the URL.
-    pub fn with_url(nats_url: String) -> FarmConfig {
-        FarmConfig {
-            nats_url,
-            prefix: default_prefix(),
-            token: None,
-            user: None,
-            password: None,
-            creds: None,
-            tls_ca: None,
-            connect_timeout_ms: default_connect_timeout_ms(),
-            start_timeout_ms: default_start_timeout_ms(),
-            job_timeout_secs: default_job_timeout_secs(),
-            breaker_secs: default_breaker_secs(),
-            local_slots: None,
-            cache_limits: CacheLimits::default(),
-        }
-    }
-}
-
-/// The worker's own settings (`[worker]`, or `JETCC_WORKER_*`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerConfig {
-    /// The name the worker is known by across restarts (its metrics' `worker` label);
-    /// default: the host name. Give each worker on one machine its own.
-    pub name: Option<String>,
-    /// Concurrent jobs; default: the machine's cores.
-    pub slots: Option<usize>,
-    /// Job roots and the worker's blob cache; default: `<cache dir>/worker`.
-    pub cache_dir: Option<PathBuf>,
-    /// rustc binaries the worker offers (default: the `rustc` on PATH).
-    #[serde(default)]
-    pub toolchains: Vec<PathBuf>,
-    /// C/C++ compilers the worker offers to build scripts' compiles, each a name on PATH or
-    /// a path whose file name is the name clients call it by (`cc`, `c++`, `gcc`, `g++`,
-    /// `clang`, `clang++`). Default: those of these names found on PATH; `[]`: none.
-    pub c_compilers: Option<Vec<PathBuf>>,
-    /// Wall-clock limit of one job's rustc.
-    #[serde(default = "default_worker_timeout_secs")]
-    pub timeout_secs: u64,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> WorkerConfig {
-        WorkerConfig {
-            name: None,
-            slots: None,
-            cache_dir: None,
-            toolchains: Vec::new(),
-            c_compilers: None,
-            timeout_secs: default_worker_timeout_secs(),
-        }
-    }
-}
-
-fn default_prefix() -> String {
-    "jetcc".into()
-}
-fn default_connect_timeout_ms() -> u64 {
-    500
-}
-fn default_start_timeout_ms() -> u64 {
-    2_000
-}
-fn default_job_timeout_secs() -> u64 {
-    600
-}
-fn default_breaker_secs() -> u64 {
-    60
-}
-fn default_worker_timeout_secs() -> u64 {
-    600
 }
 
 #[derive(Debug, thiserror::Error)]
