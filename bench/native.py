@@ -6,7 +6,7 @@ libz-sys, vendored libgit2-sys, tikv-jemallocator).
     bench/native.py [PROJECT] [--reps N] [--jetcc PATH] [--no-sccache]
 
 Conventions of bench/compare.py: the project is copied to a temp dir, every build starts from
-`cargo clean`, variants run in an order rotated and reversed between repetitions, and ratios
+`cargo clean`, variants run in an order rotated between repetitions, and ratios
 are paired (each repetition's time over the plain time of the same repetition, then the median).
 Each variant has its own CARGO_TARGET_DIR under the temp dir and each repetition a fresh cache:
 jetcc in JETCC_DIR (with an empty JETCC_CONFIG, so no user config applies), sccache in
@@ -118,9 +118,9 @@ def main():
     warm_stats = sccache_stats = None
     try:
         for rep in range(args.reps):
+            # Rotated each repetition, so each variant goes first in turn (with two, they
+            # alternate; rotating and reversing would not).
             order = variants[rep % len(variants):] + variants[:rep % len(variants)]
-            if rep % 2:
-                order.reverse()
             for v in order:
                 env = dict(base, CARGO_TARGET_DIR=str(tmp / f"target-{v}"))
                 if v == "plain":
