@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use jetcc_e2e::servers::{Nats, Worker};
-use jetcc_e2e::{cargo_command, skip_or_fail, stats, walk, Build, Built, Project};
+use jetcc_e2e::{cargo_command, jetcc, skip_or_fail, stats, walk, Build, Built, Project};
 
 const PACKAGES: [&str; 4] = ["-p", "cc-header", "-p", "cmake-lib"];
 
@@ -162,6 +162,15 @@ fn c_compiles_hit_when_a_script_reruns_and_a_header_change_misses() {
     );
     assert!(!outcomes.contains(&("add.c".to_owned(), "hit".to_owned())));
     assert_eq!(run_app(&p), "add=15");
+    // `--explain` names the header that changed, on the C compile's own line.
+    let out = jetcc(cache).args(["--explain", "100"]).output().unwrap();
+    let explained = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        explained
+            .lines()
+            .any(|l| l.contains("add.c") && l.contains("add.h") && l.contains("changed")),
+        "{explained}"
+    );
 
     // And back: the old object is still right for the old header (a hit, or the whole run's),
     // never the new one.

@@ -29,6 +29,7 @@ pub mod compile;
 pub mod events;
 pub mod invocation;
 pub mod logging;
+pub mod misses;
 pub mod placement;
 pub mod remote;
 pub mod tiers;

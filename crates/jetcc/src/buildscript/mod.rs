@@ -28,7 +28,7 @@ use jetcc_common::manifest::ManifestEntry;
 use jetcc_common::pathmap::{PathMap, Portable};
 use jetcc_common::result::{CacheEntry, FORMAT_VERSION};
 use jetcc_common::stats::{ActionKind, ErrorKind, NotStoredReason, RunPassThrough, Stats};
-use jetcc_common::{explain, toolchain, Digest};
+use jetcc_common::{toolchain, Digest};
 
 use crate::compile::{self, Compiled};
 use crate::record;
@@ -360,22 +360,16 @@ impl ScriptRun {
     /// variable, tool or binary that changed since the package's last run.
     fn explain_miss(&self, cache: &DiskCache, files: &mut FileDigests) -> String {
         let manifest = cache.manifest(&self.digest);
-        let lines = match manifest.entries.first() {
-            Some(newest) => {
-                explain::diff_sources(newest, files, &|n| std::env::var(n).ok(), &self.map)
-            }
-            None => match cache.unit_parts(&self.unit) {
-                Some(old) => explain::diff_parts(&old, &self.parts),
-                None => vec!["first run of this build script".to_owned()],
-            },
+        let missed = crate::misses::Missed {
+            subject: crate::misses::Subject::BuildScriptRun,
+            manifest: &manifest,
+            unit: &self.unit,
+            parts: &self.parts,
+            map: &self.map,
+            label: &self.label,
+            cwd: &self.cwd,
         };
-        let why = if lines.is_empty() {
-            "an earlier run declared other files".to_owned()
-        } else {
-            lines.join("; ")
-        };
-        cache.log_miss(&format!("{} ({}): {why}", self.label, self.cwd.display()));
-        why
+        crate::misses::explain(cache, files, &missed)
     }
 
     /// Stores a successful run: its `OUT_DIR` as one blob, stdout and stderr in key form, and

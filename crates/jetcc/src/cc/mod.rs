@@ -30,6 +30,7 @@ use jetcc_common::cache::DiskCache;
 use jetcc_common::ccargs::{CcArgs, CcPassThrough};
 use jetcc_common::config::Config;
 use jetcc_common::depinfo;
+use jetcc_common::digest::KeyHasher;
 use jetcc_common::files::FileDigests;
 use jetcc_common::key;
 use jetcc_common::manifest::ManifestEntry;
@@ -173,6 +174,10 @@ struct CCompile {
     object_dir: PathBuf,
     map: PathMap,
     digest: Digest,
+    /// What the digest is made of, and the compile it belongs to across changes
+    /// (`--explain`): the same compiler name, cwd, source and object.
+    parts: Vec<(String, String)>,
+    unit: Digest,
     /// `<compiler> <source>`, for logs.
     label: String,
     started: SystemTime,
@@ -249,6 +254,12 @@ impl CCompile {
                 .map(|(k, v)| (format!("env {k}"), v)),
         );
         let digest = key::invocation_digest(&parts);
+        let unit = KeyHasher::new("jetcc-c-unit")
+            .str(name)
+            .str(&cwd.to_string_lossy())
+            .str(&args.source)
+            .str(args.output_name())
+            .finish();
         let label = format!("{name} {}", args.source);
         let c = CCompile {
             name: name.to_owned(),
@@ -259,6 +270,8 @@ impl CCompile {
             object_dir,
             map,
             digest,
+            parts,
+            unit,
             label,
             started,
             clock,
@@ -309,10 +322,21 @@ impl CCompile {
         files: &mut FileDigests,
         child_env: &[(OsString, OsString)],
     ) -> i32 {
+        let missed = crate::misses::Missed {
+            subject: crate::misses::Subject::CCompile,
+            manifest: &cache.manifest(&self.digest),
+            unit: &self.unit,
+            parts: &self.parts,
+            map: &self.map,
+            label: &self.label,
+            cwd: &self.cwd,
+        };
+        let why = crate::misses::explain(cache, files, &missed);
         tracing::debug!(
             c_source = self.args.source,
             compiler = self.label,
             outcome = "miss",
+            why,
             "C compile miss"
         );
         let mut words = self.args.args.clone();
@@ -502,6 +526,7 @@ impl CCompile {
         cache
             .add_to_manifest(&self.digest, found.clone())
             .map_err(failed)?;
+        cache.put_unit_parts(&self.unit, &self.parts);
         cache.commit_size();
         Ok((found, entry))
     }

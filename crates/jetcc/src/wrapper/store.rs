@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use jetcc_common::depinfo::DepInfo;
-use jetcc_common::explain;
 use jetcc_common::files::{self, FileDigests};
 use jetcc_common::key;
 use jetcc_common::manifest::{Manifest, ManifestEntry, Source};
@@ -108,38 +107,16 @@ impl Wrapper {
     /// Says why no manifest entry matched, and records it for `jetcc --explain`.
     pub(super) fn explain_miss(&mut self, manifest: &Manifest) -> String {
         let inv = &self.inv;
-        let lines = match manifest.entries.first() {
-            Some(newest) => explain::diff_sources(
-                newest,
-                &mut self.files,
-                &|n| std::env::var(n).ok(),
-                &inv.map,
-            ),
-            None => match self.cache.unit_parts(&inv.unit) {
-                Some(old) => explain::diff_parts(&old, &inv.parts),
-                None => {
-                    let mut lines = vec!["first compile of this unit".to_owned()];
-                    let local = explain::local_paths(&inv.parts);
-                    if !local.is_empty() {
-                        lines.push(format!(
-                            "its key names local paths, so another checkout or machine does not \
-                             share it ({}): [cache] paths = \"portable\" maps them",
-                            local.join(", ")
-                        ));
-                    }
-                    lines
-                }
-            },
+        let missed = crate::misses::Missed {
+            subject: crate::misses::Subject::RustcUnit,
+            manifest,
+            unit: &inv.unit,
+            parts: &inv.parts,
+            map: &inv.map,
+            label: inv.args.crate_name.as_deref().unwrap_or("?"),
+            cwd: &inv.cwd,
         };
-        let why = if lines.is_empty() {
-            "an earlier compile of this invocation read other files".to_owned()
-        } else {
-            lines.join("; ")
-        };
-        let name = inv.args.crate_name.as_deref().unwrap_or("?");
-        self.cache
-            .log_miss(&format!("{name} ({}): {why}", inv.cwd.display()));
-        why
+        crate::misses::explain(&self.cache, &mut self.files, &missed)
     }
 
     pub(super) fn in_edit_loop(&self, newest_stored_at: Option<u64>) -> bool {
