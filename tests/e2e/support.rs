@@ -143,6 +143,11 @@ impl Built {
         self.outcomes_by("build_script")
     }
 
+    /// The outcome of each C/C++ compile jetcc served, by source path.
+    pub fn c_outcomes(&self) -> BTreeMap<String, Vec<Outcome>> {
+        self.outcomes_by("c_source")
+    }
+
     /// The `outcome=` of each logged line that has field `key`, by that field's value.
     fn outcomes_by(&self, key: &str) -> BTreeMap<String, Vec<Outcome>> {
         let mut map: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();

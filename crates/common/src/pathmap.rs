@@ -304,6 +304,15 @@ impl PathMap {
             .map(|(l, s)| format!("--remap-path-prefix={l}={s}"))
             .collect()
     }
+
+    /// The same mappings for gcc and clang (`-ffile-prefix-map`: debug info, `__FILE__`),
+    /// which also apply the last matching option first.
+    pub fn file_prefix_map_args(&self) -> Vec<String> {
+        self.remaps
+            .iter()
+            .map(|(l, s)| format!("-ffile-prefix-map={l}={s}"))
+            .collect()
+    }
 }
 
 /// A registry or git source of `CARGO_HOME` as cargo's `trim-paths` names it:

@@ -13,9 +13,14 @@
 //! (`remote::JobKind::C`) — streams the output, and stores the result unless a file it read
 //! uses the clock (`__DATE__`, `__TIME__`, `__TIMESTAMP__`: ccache's rule).
 //!
-//! Design choice: paths are exact. The cwd and the source's path are in the key as given,
-//! since the object's debug info names them; only the object's directory and the dep file's
-//! location are left out, as neither changes a byte of the object.
+//! Design choice: paths are exact unless `base_dirs` says otherwise. The cwd and the source's
+//! path are in the key as given, since the object's debug info names them; only the object's
+//! directory and the dep file's location are left out, as neither changes a byte of the
+//! object. With `base_dirs`, the compile gets `-ffile-prefix-map=<base>=/jetcc/base` (what
+//! rustc gets as `--remap-path-prefix`), the key names paths under a base dir by the mapped
+//! name, and stored dep files are mapped both ways: another checkout under its own base dir
+//! computes the same key and gets the same object. `paths = "portable"` does not map C
+//! compiles (their objects would differ from a plain build's).
 
 pub mod shims;
 
@@ -174,6 +179,8 @@ struct CCompile {
     object_dir: PathBuf,
     map: PathMap,
     digest: Digest,
+    /// `-ffile-prefix-map` arguments the compile gets (`base_dirs`), or none.
+    prefix_map: Vec<String>,
     /// What the digest is made of, and the compile it belongs to across changes
     /// (`--explain`): the same compiler name, cwd, source and object.
     parts: Vec<(String, String)>,
@@ -213,7 +220,9 @@ impl Action for CCompile {
                 std::io::Error::other("the stored compile has no dep file"),
             ));
         };
-        let text = text.replace(OBJECT_PLACEHOLDER, &depinfo::make_quote(&self.args.output));
+        let text = self.map.restore(text.as_bytes());
+        let text = String::from_utf8_lossy(&text)
+            .replace(OBJECT_PLACEHOLDER, &depinfo::make_quote(&self.args.output));
         fsutil::write_atomic(&dest, text.as_bytes()).map_err(|e| TierFailure::local_io(&dest, e))
     }
 }
@@ -237,17 +246,27 @@ impl CCompile {
             .map_err(|_| err(ErrorKind::Toolchain))?;
         let object = cwd.join(&args.output);
         let object_dir = object.parent().ok_or(err(ErrorKind::Key))?.to_path_buf();
-        let map = PathMap::new(&cwd, &[], &[], &cwd, None);
+        let map = PathMap::new(&cwd, &[], &config.base_dirs, &cwd, None);
+        // The base dirs alone: how the key names a path (the cwd is in the key, not a
+        // placeholder as in stored files).
+        let based = PathMap::new(Path::new(""), &[], &config.base_dirs, &cwd, None);
+        let prefix_map = based.file_prefix_map_args();
         let mut parts = vec![
             ("action".to_owned(), "c-compile".to_owned()),
             ("format".to_owned(), CC_FORMAT.to_owned()),
             ("compiler".to_owned(), name.to_owned()),
             ("compiler-id".to_owned(), identity.to_string()),
-            ("cwd".to_owned(), cwd.to_string_lossy().into_owned()),
-            ("source".to_owned(), args.source.clone()),
+            ("cwd".to_owned(), based.key_path(&cwd.to_string_lossy())),
+            ("source".to_owned(), based.key_path(&args.source)),
             ("object-name".to_owned(), args.output_name().to_owned()),
         ];
-        parts.extend(args.key_args.iter().map(|a| ("arg".to_owned(), a.clone())));
+        parts.extend(args.key_args.iter().map(|a| {
+            let mapped = String::from_utf8_lossy(&based.store(a.as_bytes())).into_owned();
+            ("arg".to_owned(), mapped)
+        }));
+        if !prefix_map.is_empty() {
+            parts.push(("prefix-map".to_owned(), prefix_map.len().to_string()));
+        }
         parts.extend(
             keyed_env()
                 .into_iter()
@@ -270,6 +289,7 @@ impl CCompile {
             object_dir,
             map,
             digest,
+            prefix_map,
             parts,
             unit,
             label,
@@ -340,6 +360,7 @@ impl CCompile {
             "C compile miss"
         );
         let mut words = self.args.args.clone();
+        words.extend(self.prefix_map.iter().cloned());
         // What the compile reads, listed by the compiler itself.
         let temp_dep = (self.args.dep_file.is_none() && self.args.lang.preprocessed())
             .then(|| fsutil::temp_path_for(&self.object.with_extension("jetcc.d")));
@@ -360,6 +381,18 @@ impl CCompile {
                 return 127;
             }
         };
+        if self.refused_prefix_map(&compiled) {
+            // gcc < 8 and clang < 10 lack it: compile as called, and store nothing.
+            if let Some(t) = &temp_dep {
+                let _ = std::fs::remove_file(t);
+            }
+            tracing::debug!(
+                compiler = self.label,
+                "no -ffile-prefix-map: compiling as called"
+            );
+            let args: Vec<OsString> = self.args.args.iter().map(OsString::from).collect();
+            return exec_real(&self.real, &args, child_env);
+        }
         let outcome = self.store(cache, &compiled, temp_dep.as_deref());
         if let Some(t) = &temp_dep {
             let _ = std::fs::remove_file(t);
@@ -389,6 +422,14 @@ impl CCompile {
             ),
         }
         compiled.exit_code
+    }
+
+    /// Whether the compile failed only because the compiler does not know the
+    /// `-ffile-prefix-map` jetcc added.
+    fn refused_prefix_map(&self, compiled: &Compiled) -> bool {
+        compiled.exit_code != 0
+            && !self.prefix_map.is_empty()
+            && String::from_utf8_lossy(&compiled.stderr).contains("-ffile-prefix-map")
     }
 
     /// Runs the compile here or, with a farm and no free local slot, on a worker that has
@@ -497,6 +538,7 @@ impl CCompile {
                     format!("{OBJECT_PLACEHOLDER}:{rest}")
                 };
                 let base = name.rsplit('/').next().unwrap_or(name).to_owned();
+                let text = String::from_utf8_lossy(&self.map.store(text.as_bytes())).into_owned();
                 Some((base, text))
             }
             _ => None,
