@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use jetcc_e2e::servers::{Nats, Worker};
-use jetcc_e2e::{cargo_command, jetcc, skip_or_fail, stats, walk, Build, Built, Project};
+use jetcc_e2e::{cargo_command, jetcc, skip_or_fail, stats, walk, Build, Built, Outcome, Project};
 
 const PACKAGES: [&str; 4] = ["-p", "cc-header", "-p", "cmake-lib"];
 
@@ -45,22 +45,18 @@ fn run_app(p: &Project) -> String {
 
 /// `(source file name, outcome)` of every C compile jetcc served in a build, from its log.
 fn c_outcomes(built: &Built) -> Vec<(String, String)> {
-    built
-        .log
-        .lines()
-        .filter_map(|l| {
-            let src = field(l, "c_source")?;
-            let outcome = field(l, "outcome")?;
-            let name = src.rsplit('/').next().unwrap_or(&src).to_owned();
-            Some((name, outcome))
-        })
-        .collect()
-}
-
-fn field(line: &str, name: &str) -> Option<String> {
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    let value = line[start..].split_whitespace().next()?;
-    Some(value.trim_matches('"').to_owned())
+    let mut all = Vec::new();
+    for (src, outcomes) in built.c_outcomes() {
+        let name = src.rsplit('/').next().unwrap_or(&src).to_owned();
+        for o in outcomes {
+            let o = match o {
+                Outcome::Hit => "hit",
+                Outcome::Miss => "miss",
+            };
+            all.push((name.clone(), o.to_owned()));
+        }
+    }
+    all
 }
 
 fn c_stat(cache: &Path, what: &str) -> u64 {

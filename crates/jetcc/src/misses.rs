@@ -3,8 +3,7 @@
 //!
 //! Either the action's manifest has entries, and a file or variable the newest one recorded
 //! changed, or its digest is new, and the parts it is made of are compared with those recorded
-//! at the last miss of the same unit (`DiskCache::put_unit_parts`, written when a result is
-//! stored).
+//! when the same unit's last result was stored (`DiskCache::put_unit_parts`).
 
 use std::path::Path;
 
