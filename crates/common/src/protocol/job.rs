@@ -5,7 +5,8 @@
 //!
 //! File bytes never ride in a job: inputs are named by digest and fetched from the CAS.
 
-use std::path::{Component, Path};
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,8 @@ const MAX_ARGS: usize = 10_000;
 const MAX_ENV: usize = 4_000;
 const MAX_INPUTS: usize = 100_000;
 const MAX_STRING: usize = 64 << 10;
+/// Most output files one job may name (a rustc invocation writes a handful).
+pub const MAX_OUTPUTS: usize = 256;
 
 /// A compile job, as published on the work queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +266,48 @@ impl JobRequest {
                 &format!("{bad:?} is not a plain file name"),
             ));
         }
+        if self.outputs.len() > MAX_OUTPUTS {
+            return Err(invalid(
+                "outputs",
+                &format!("{} outputs, at most {MAX_OUTPUTS}", self.outputs.len()),
+            ));
+        }
+        self.check_layout()
+    }
+
+    /// Checks that the job's paths lay out as one tree: no input listed twice (`/a//b` and
+    /// `/a/b/` name the same file), and no input file where another input, a listed dir, the
+    /// cwd or the out-dir needs a directory. Laid out otherwise, a second input would be
+    /// written over the first: through its hard link, into the worker's blob cache.
+    fn check_layout(&self) -> Result<(), ProtocolError> {
+        let invalid = |why: String| ProtocolError::Invalid {
+            field: "inputs",
+            why,
+        };
+        let normal = |p: &str| Path::new(p).components().collect::<PathBuf>();
+        let mut files = HashSet::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            let path = normal(&input.path);
+            if path.file_name().is_none() {
+                return Err(invalid(format!("{:?} names no file", input.path)));
+            }
+            if !files.insert(path) {
+                return Err(invalid(format!("{:?} is listed twice", input.path)));
+            }
+        }
+        // Each path with the first of its components that must be a directory.
+        let inputs = self.inputs.iter().map(|i| (normal(&i.path), 1));
+        let dirs = self.dirs.iter().chain([&self.cwd, &self.out_dir]);
+        let needs_dirs = inputs.chain(dirs.map(|d| (normal(d), 0)));
+        for (path, skip) in needs_dirs {
+            if let Some(file) = path.ancestors().skip(skip).find(|a| files.contains(*a)) {
+                return Err(invalid(format!(
+                    "{} is an input file and also a directory on the way to {}",
+                    file.display(),
+                    path.display()
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -439,6 +484,7 @@ mod tests {
                 |j| j.system_inputs[0].path = "/usr/../etc/shadow".into(),
                 "system_inputs",
             ),
+            (|j| j.outputs = vec!["a".into(); MAX_OUTPUTS + 1], "outputs"),
         ];
         for (mutate, field) in cases {
             let mut j = job();
@@ -454,6 +500,76 @@ mod tests {
             JobRequest::decode(&j.encode()),
             Err(ProtocolError::Version(99))
         );
+    }
+
+    /// Two inputs at one file, however spelled, or a file where a dir must be: refused, with
+    /// the path named.
+    #[test]
+    fn inputs_that_collide_are_refused() {
+        let input = |path: &str, bytes: &[u8]| InputFile {
+            path: path.into(),
+            digest: Digest::of_bytes(bytes),
+            size: bytes.len() as u64,
+            mode: 0o644,
+        };
+        type Mutation = fn(&mut JobRequest, InputFile);
+        let cases: Vec<(&str, Mutation, &str)> = vec![
+            (
+                "/home/a/p/src/lib.rs",
+                |j, i| j.inputs.push(i),
+                "listed twice",
+            ),
+            (
+                "/home/a/p//src/lib.rs",
+                |j, i| j.inputs.push(i),
+                "listed twice",
+            ),
+            (
+                "/home/a/p/src/lib.rs/",
+                |j, i| j.inputs.push(i),
+                "listed twice",
+            ),
+            (
+                "/home/a/p/src/lib.rs/x",
+                |j, i| j.inputs.push(i),
+                "also a directory",
+            ),
+            ("/home/a/p/src", |j, i| j.inputs.push(i), "also a directory"),
+            (
+                "/home/a/p/src",
+                |j, i| j.inputs.insert(0, i),
+                "also a directory",
+            ),
+            (
+                "/home/a/p/src/gen",
+                |j, i| j.inputs.push(i),
+                "also a directory",
+            ),
+            (
+                "/home/a/p/target",
+                |j, i| j.inputs.push(i),
+                "also a directory",
+            ),
+            ("/home/a", |j, i| j.inputs.push(i), "also a directory"),
+            ("/", |j, i| j.inputs.push(i), "names no file"),
+        ];
+        for (path, add, want) in cases {
+            let mut j = job();
+            add(&mut j, input(path, b"evil"));
+            match JobRequest::decode(&j.encode()) {
+                Err(ProtocolError::Invalid { field, why }) => {
+                    assert_eq!(field, "inputs", "{path}: {why}");
+                    assert!(why.contains(want), "{path}: {why}");
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        // Siblings and an input in the out-dir are fine.
+        let mut j = job();
+        j.inputs.push(input("/home/a/p/src/lib2.rs", b"x"));
+        j.inputs
+            .push(input("/home/a/p/target/debug/deps/liba.rmeta", b"x"));
+        j.validate().unwrap();
     }
 
     #[test]
