@@ -210,7 +210,11 @@ impl Config {
             .set_override_option("worker.name", env("JETCC_WORKER_NAME"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
             .set_override_option("worker.cache_dir", env("JETCC_WORKER_DIR"))?
-            .set_override_option("worker.timeout_secs", env("JETCC_WORKER_TIMEOUT_SECS"))?;
+            .set_override_option("worker.timeout_secs", env("JETCC_WORKER_TIMEOUT_SECS"))?
+            .set_override_option("worker.run_as", env("JETCC_WORKER_RUN_AS"))?
+            .set_override_option("worker.memory_limit", env("JETCC_WORKER_MEMORY_LIMIT"))?
+            .set_override_option("worker.pids_limit", env("JETCC_WORKER_PIDS_LIMIT"))?
+            .set_override_option("worker.disk_limit", env("JETCC_WORKER_DISK_LIMIT"))?;
         for (key, var) in object::ENV {
             b = b.set_override_option(*key, env(var))?;
         }
@@ -299,6 +303,19 @@ impl Config {
             object,
             worker: raw.worker,
         })
+    }
+}
+
+/// A size field in a section deserialized whole (`[worker] memory_limit`): bytes, or text
+/// as [`parse_size`] reads it.
+fn deserialize_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match SizeValue::deserialize(d)? {
+        SizeValue::Bytes(n) => Ok(n),
+        SizeValue::Text(t) => parse_size(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size {t:?} (use bytes or a K/M/G/T suffix, e.g. \"4G\")"
+            ))
+        }),
     }
 }
 
@@ -451,6 +468,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.farm.unwrap().nats_url, "nats://e:1");
         assert_eq!(c.worker.slots, Some(2));
+        assert_eq!(c.worker.memory_limit, farm::DEFAULT_WORKER_MEMORY_LIMIT);
+        let w = load(
+            "[worker]\nmemory_limit = \"512M\"\npids_limit = 64\ndisk_limit = 1000\n",
+            &[("JETCC_WORKER_RUN_AS", "builder")],
+        )
+        .unwrap()
+        .worker;
+        assert_eq!(
+            (
+                w.memory_limit,
+                w.pids_limit,
+                w.disk_limit,
+                w.run_as.as_deref()
+            ),
+            (512 << 20, 64, 1000, Some("builder"))
+        );
+        let w = load("", &[("JETCC_WORKER_DISK_LIMIT", "2G")])
+            .unwrap()
+            .worker;
+        assert_eq!(w.disk_limit, 2 << 30);
+        let e = load("[worker]\nmemory_limit = \"lots\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("lots"), "{e}");
         let d = load(
             "[dist]\nnats_url = \"x\"\n[cache.jetstream]\nmax_size = \"2G\"\nmax_age_days = 3\n",
             &[],

@@ -12,7 +12,10 @@ pub enum ExitCode {
     /// It was asked wrongly: a bad flag, an invalid config file, no farm configured for a
     /// command that needs one. Fix the command line or the config and run it again.
     Usage = 2,
-    /// A worker cannot sandbox jobs on this host (and was not told `--insecure-no-sandbox`).
+    /// A worker cannot confine jobs on this host: no Landlock (and not told
+    /// `--insecure-no-sandbox`), its jail's start-up self-test failed (no user namespaces,
+    /// say), or it runs as root without an unprivileged user to run jobs as. Restarting
+    /// does not help; fixing the host or `[worker] run_as` does.
     NoSandbox = 3,
 }
 
@@ -25,4 +28,5 @@ impl ExitCode {
 /// The scheme as `--help` shows it, under the commands.
 pub const HELP: &str = "Exit codes: 0 success; 1 failed (server unreachable or refusing, check \
 failed, I/O); 2 usage (bad flag, invalid config, no farm configured); 3 a worker cannot sandbox \
-jobs here.";
+jobs here (no Landlock, the jail's self-test failed, or root without an unprivileged user to run \
+jobs as).";

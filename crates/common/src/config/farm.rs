@@ -106,7 +106,34 @@ pub struct WorkerConfig {
     /// Wall-clock limit of one job's rustc.
     #[serde(default = "default_worker_timeout_secs")]
     pub timeout_secs: u64,
+    /// The unprivileged user a root worker runs jobs as; default `nobody`. A root worker
+    /// without it refuses to start.
+    pub run_as: Option<String>,
+    /// Memory of one job, all its processes together (a cgroup's limit; where the worker
+    /// cannot make cgroups, each process's RLIMIT_DATA). `"4G"` or bytes.
+    #[serde(
+        default = "default_memory_limit",
+        deserialize_with = "super::deserialize_size"
+    )]
+    pub memory_limit: u64,
+    /// Processes and threads of one job together (a cgroup's `pids.max`).
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: u64,
+    /// Disk of one job's writable dirs (its out-dir, with the inputs laid out there, and
+    /// its tmp dir) together, and of its outputs together. `"4G"` or bytes.
+    #[serde(
+        default = "default_disk_limit",
+        deserialize_with = "super::deserialize_size"
+    )]
+    pub disk_limit: u64,
 }
+
+/// `[worker] memory_limit`'s default.
+pub const DEFAULT_WORKER_MEMORY_LIMIT: u64 = 8 << 30;
+/// `[worker] pids_limit`'s default: rustc runs a thread per codegen unit and a few more.
+pub const DEFAULT_WORKER_PIDS_LIMIT: u64 = 512;
+/// `[worker] disk_limit`'s default.
+pub const DEFAULT_WORKER_DISK_LIMIT: u64 = 8 << 30;
 
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
@@ -117,6 +144,10 @@ impl Default for WorkerConfig {
             toolchains: Vec::new(),
             c_compilers: None,
             timeout_secs: default_worker_timeout_secs(),
+            run_as: None,
+            memory_limit: default_memory_limit(),
+            pids_limit: default_pids_limit(),
+            disk_limit: default_disk_limit(),
         }
     }
 }
@@ -138,4 +169,13 @@ fn default_breaker_secs() -> u64 {
 }
 fn default_worker_timeout_secs() -> u64 {
     600
+}
+fn default_memory_limit() -> u64 {
+    DEFAULT_WORKER_MEMORY_LIMIT
+}
+fn default_pids_limit() -> u64 {
+    DEFAULT_WORKER_PIDS_LIMIT
+}
+fn default_disk_limit() -> u64 {
+    DEFAULT_WORKER_DISK_LIMIT
 }
