@@ -1,7 +1,10 @@
 //! The worker's own bounded cache of input blobs, so a crate's rmeta fetched for one job
 //! serves the next hundred. Every blob is verified when fetched ([`Cas::get`]); files here
-//! are read-only and only ever hard-linked or copied into job roots.
+//! are the worker's, read-only (0444) in a dir only the worker can enter, and only ever
+//! hard-linked into job roots where the job cannot write to them (`job::place_inputs`), else
+//! copied. A cached blob found writable or not the worker's is hashed again before use.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -19,6 +22,7 @@ pub struct BlobCache {
 impl BlobCache {
     pub fn open(dir: PathBuf, max_bytes: u64) -> std::io::Result<BlobCache> {
         std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let bytes = list(&dir).iter().map(|(_, size, _)| size).sum();
         Ok(BlobCache {
             dir,
@@ -34,23 +38,50 @@ impl BlobCache {
     /// The local path of `digest`, fetched from the CAS if not here yet.
     pub async fn fetch(&self, cas: &Cas, digest: &Digest) -> Result<PathBuf, FarmError> {
         let path = self.path(digest);
-        if path.exists() {
+        if path.exists() && self.intact(&path, digest).await {
             // Touch for LRU eviction; best effort.
             let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(SystemTime::now()));
             return Ok(path);
         }
         let bytes = cas.get(digest).await?;
-        write_atomic_mkdir(&path, &bytes).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             FarmError::new(
                 FarmErrorKind::Other,
                 format!("cannot write {}: {e}", path.display()),
             )
-        })?;
+        };
+        write_atomic_mkdir(&path, &bytes).map_err(cannot)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).map_err(cannot)?;
         let total = self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if total + bytes.len() as u64 > self.max_bytes {
             self.evict();
         }
         Ok(path)
+    }
+
+    /// Whether the cached blob at `path` still holds `digest`'s bytes: yes when it is a
+    /// read-only file of the worker's (no job can have written it); else it is hashed, and
+    /// removed when it differs (the caller fetches it again).
+    async fn intact(&self, path: &Path, digest: &Digest) -> bool {
+        let protected = std::fs::symlink_metadata(path).is_ok_and(|m| {
+            // SAFETY: geteuid cannot fail.
+            m.is_file() && m.mode() & 0o222 == 0 && m.uid() == unsafe { libc::geteuid() }
+        });
+        if protected {
+            return true;
+        }
+        let file = path.to_owned();
+        let hashed = tokio::task::spawn_blocking(move || Digest::of_file(&file)).await;
+        if matches!(hashed, Ok(Ok(d)) if d == *digest) {
+            let read_only = std::fs::Permissions::from_mode(0o444);
+            return std::fs::set_permissions(path, read_only).is_ok();
+        }
+        tracing::warn!(
+            "cached blob {} does not hold its digest's bytes: fetched again",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+        false
     }
 
     /// Drops the least recently used blobs down to 80% of the limit.

@@ -69,6 +69,9 @@ pub struct Plan {
     pub file_size_bytes: Option<u64>,
     /// `false` only under `--insecure-no-sandbox`.
     pub enforce: bool,
+    /// The `cgroup.procs` files of the job's cgroups, which the launcher joins first.
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,11 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
 /// kills everything the job started, even processes that left its process group; the
 /// launcher waits for it and exits with its code. Returns only on error.
 pub fn launch(plan: &Plan) -> Result<i32, JailError> {
+    // Before anything else, so that every process of the job is in the job's cgroups.
+    for procs in &plan.cgroup_procs {
+        std::fs::write(procs, std::process::id().to_string())
+            .map_err(sys(format!("join the job's cgroup ({})", procs.display())))?;
+    }
     let mut cmd = enter(plan)?;
     let mut child = cmd
         .spawn()

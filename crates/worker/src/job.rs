@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,10 +14,12 @@ use jetcc_common::protocol::events::{self, JobDone, EVENTS_VERSION};
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, MAX_EVENT_BYTES};
 use jetcc_common::protocol::timing::ACK_WAIT;
 use jetcc_common::Digest;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 
 use crate::blobs::BlobCache;
+use crate::cgroup::{Cgroups, JobCgroup};
 use crate::jail::{self, Plan};
+use crate::limits::{self, human, Lines, OUTPUT_LIMIT};
 use crate::toolchains::Toolchain;
 
 /// What every job on this worker shares.
@@ -30,6 +33,12 @@ pub struct Context {
     pub run_as: Option<(u32, u32)>,
     pub timeout: Duration,
     pub limits: crate::sandbox::Limits,
+    /// Per-job memory and process limits, where the host lets the worker make cgroups.
+    pub cgroups: Option<Cgroups>,
+    /// `[worker] memory_limit`, for the refusal of a job killed at it.
+    pub memory_limit: u64,
+    /// `[worker] disk_limit`: the job's writable dirs together, and its outputs together.
+    pub disk_limit: u64,
     pub worker_id: String,
     /// The stat memo of the system files jobs expect (see [`check_system_inputs`]).
     pub stat_memo_dir: PathBuf,
@@ -59,6 +68,24 @@ enum JobError {
     NoToolchain(Digest),
     #[error("this worker's {0} differs from the client's (another system, another object)")]
     SystemFileDiffers(String),
+    #[error(
+        "rustc wrote more than {} to stdout and stderr: stopped (compile it locally to see \
+         all of its output)",
+        human(OUTPUT_LIMIT as u64)
+    )]
+    OutputTooLarge,
+    #[error("the job's outputs take more than the worker's disk limit ({})", human(*.0))]
+    OutputsTooLarge(u64),
+    #[error(
+        "the job's writable dirs passed the worker's disk limit ({}): stopped",
+        human(*.0)
+    )]
+    DiskLimit(u64),
+    #[error(
+        "the job passed the worker's memory limit ({}) and was killed",
+        human(*.0)
+    )]
+    MemoryLimit(u64),
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> JobError + '_ {
@@ -138,7 +165,22 @@ async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> 
         return Err(Outcome::Refused);
     }
     let redelivered = delivery.redelivered();
-    if !still_wanted(ctx, &job, &reply, redelivered).await {
+    if redelivered {
+        // The worker that had it died or stalled mid-job: maybe the job killed it. Never
+        // hand it to the next one; its client compiles it.
+        tracing::warn!(
+            job = job.job_id,
+            crate_name = job.crate_name,
+            "refusing a redelivered job: the worker that ran it stopped"
+        );
+        reply
+            .send(&JobEvent::Refused {
+                reason: REDELIVERED.into(),
+            })
+            .await;
+        return Err(Outcome::Refused);
+    }
+    if !still_wanted(ctx, &job, &reply).await {
         return Err(Outcome::Expired);
     }
     Ok(Admitted {
@@ -148,14 +190,17 @@ async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> 
     })
 }
 
+/// Why a redelivered job is refused.
+const REDELIVERED: &str = "the worker running this job stopped mid-job (the job may have \
+    killed it): not retried on another worker";
+
 /// Whether the job's client still waits for it: not past its deadline, and answering.
-async fn still_wanted(ctx: &Context, job: &JobRequest, reply: &ReplyTo, redelivered: bool) -> bool {
+async fn still_wanted(ctx: &Context, job: &JobRequest, reply: &ReplyTo) -> bool {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    // A redelivered job was started by a worker that died: its client is still waiting.
-    if job.deadline_unix_ms < now_ms && !redelivered {
+    if job.deadline_unix_ms < now_ms {
         tracing::debug!(job = job.job_id, "past its deadline: dropped unrun");
         return false;
     }
@@ -185,7 +230,10 @@ async fn run_kept_alive(
     // Off the job's path: on a distant link this write is a round trip.
     let (res, state, key) = (ctx.res.clone(), running.clone(), *dedup);
     tokio::spawn(async move { res.put_job_state(&key, &state).await });
-    let job_dir = ctx.jobs_dir.join(&job.job_id);
+    // Its own dir even if a client sent the same job id twice: jobs never share files.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let job_dir = ctx.jobs_dir.join(format!("{}.{seq}", job.job_id));
     let progress = async {
         loop {
             tokio::time::sleep(ACK_WAIT / 3).await;
@@ -296,6 +344,10 @@ struct Layout {
     out_dir: PathBuf,
     /// The out-dir on the worker's disk.
     out_in_root: PathBuf,
+    /// The dirs the job may write (paths in the jail): the out-dir and its tmp dir.
+    writable: Vec<PathBuf>,
+    /// Bytes of outputs taken so far, against the disk limit.
+    uploaded: AtomicU64,
 }
 
 impl Layout {
@@ -305,9 +357,24 @@ impl Layout {
         let out_in_root = jail::inside(&root, &out_dir);
         Layout {
             root,
+            writable: vec![out_dir.clone(), PathBuf::from(jail::JAIL_TMP)],
             out_dir,
             out_in_root,
+            uploaded: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the job may write at `path` (in the jail).
+    fn is_writable(&self, path: &Path) -> bool {
+        self.writable.iter().any(|w| path.starts_with(w))
+    }
+
+    /// The writable dirs on the worker's disk.
+    fn writable_in_root(&self) -> Vec<PathBuf> {
+        self.writable
+            .iter()
+            .map(|w| jail::inside(&self.root, w))
+            .collect()
     }
 }
 
@@ -336,9 +403,32 @@ async fn run(
     let layout = Layout::new(job_dir, job);
     create_dirs(job, &layout)?;
     let blobs = fetch_inputs(ctx, job).await?;
-    let readable = place_inputs(job, &layout, blobs)?;
-    let plan_file = write_plan(ctx, job, tc, &layout, readable, job_dir)?;
-    let ran = run_jailed(ctx, job, &layout, reply, &plan_file).await?;
+    let readable = place_inputs(job, &layout, blobs, ctx.run_as.is_some())?;
+    let name = job_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("job");
+    let cgroup = match &ctx.cgroups {
+        Some(c) => Some(
+            c.create(name)
+                .map_err(|e| JobError::Io(format!("cannot make the job's cgroup: {e}")))?,
+        ),
+        None => None,
+    };
+    let procs = cgroup
+        .as_ref()
+        .map(JobCgroup::procs_files)
+        .unwrap_or_default();
+    let plan_file = write_plan(ctx, job, tc, &layout, readable, procs, job_dir)?;
+    let ran = run_jailed(ctx, job, &layout, reply, &plan_file).await;
+    let oom_kills = cgroup.as_ref().map_or(0, |c| c.exceeded().oom_kills);
+    if let Some(c) = cgroup {
+        let _ = tokio::task::spawn_blocking(move || c.remove()).await;
+    }
+    if oom_kills > 0 {
+        return Err(JobError::MemoryLimit(ctx.memory_limit));
+    }
+    let ran = ran?;
     if ran.exit_code == jail::LAUNCH_FAILED {
         return Err(JobError::Io(format!(
             "the sandbox could not start rustc: {}",
@@ -422,10 +512,17 @@ async fn fetch_inputs(ctx: &Context, job: &JobRequest) -> Result<Vec<PathBuf>, J
 }
 
 /// Puts each input at its client path in the job root; returns the dirs rustc may read.
+///
+/// A cached blob is hard-linked only where the job can never write to it: when the job runs
+/// as another user than the worker (`other_uid`: the blob is the worker's and read-only)
+/// and outside the job's writable dirs. Anywhere else it is copied, into a file created
+/// here: never written through an existing one (the job's paths are checked to lay out as
+/// a tree, and this holds even if they did not).
 fn place_inputs(
     job: &JobRequest,
     layout: &Layout,
     blobs: Vec<PathBuf>,
+    other_uid: bool,
 ) -> Result<Vec<PathBuf>, JobError> {
     let mut readable = Vec::new();
     for (input, blob) in job.inputs.iter().zip(blobs) {
@@ -434,9 +531,9 @@ fn place_inputs(
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io("lay out inputs"))?;
         }
-        // Inputs in a writable dir are copied, so rustc can never write through to the cache.
-        if path.starts_with(&layout.out_dir) || std::fs::hard_link(&blob, &dest).is_err() {
-            std::fs::copy(&blob, &dest).map_err(io("lay out inputs"))?;
+        let link = other_uid && !layout.is_writable(path);
+        if !link || std::fs::hard_link(&blob, &dest).is_err() {
+            copy_new(&blob, &dest).map_err(io("lay out inputs"))?;
         }
         if let Some(parent) = path.parent() {
             if !readable.iter().any(|r: &PathBuf| parent.starts_with(r)) {
@@ -448,6 +545,19 @@ fn place_inputs(
     Ok(readable)
 }
 
+/// Copies `blob` to a new file `dest` (never through an existing one, nor a symlink).
+fn copy_new(blob: &Path, dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut from = std::fs::File::open(blob)?;
+    let mut to = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dest)?;
+    std::io::copy(&mut from, &mut to)?;
+    Ok(())
+}
+
 /// Writes the launcher's [`Plan`] into the job dir; returns its path.
 fn write_plan(
     ctx: &Context,
@@ -455,6 +565,7 @@ fn write_plan(
     tc: &Toolchain,
     layout: &Layout,
     readable: Vec<PathBuf>,
+    cgroup_procs: Vec<PathBuf>,
     job_dir: &Path,
 ) -> Result<PathBuf, JobError> {
     let plan = Plan {
@@ -471,6 +582,7 @@ fn write_plan(
         processes: ctx.limits.processes,
         file_size_bytes: ctx.limits.file_size_bytes,
         enforce: ctx.enforce,
+        cgroup_procs,
     };
     let plan_file = job_dir.join("plan.json");
     std::fs::write(
@@ -501,22 +613,27 @@ async fn run_jailed(
         .map_err(io("start the jail launcher"))?;
     let pid = child.id().unwrap_or(0);
     let ran_from = Instant::now();
-    let followed = tokio::time::timeout(ctx.timeout, follow(ctx, job, layout, reply, &mut child));
-    let mut ran = match followed.await {
-        Ok(r) => r?,
-        Err(_) => {
-            crate::sandbox::kill_group(pid);
-            return Err(JobError::Timeout(ctx.timeout));
+    let disk = limits::disk_exceeded(layout.writable_in_root(), ctx.disk_limit);
+    let ran = tokio::select! {
+        r = tokio::time::timeout(ctx.timeout, follow(ctx, job, layout, reply, &mut child)) => {
+            r.unwrap_or(Err(JobError::Timeout(ctx.timeout)))
+        }
+        used = disk => {
+            tracing::warn!(job = job.job_id, used, "the job's writable dirs passed the disk limit");
+            Err(JobError::DiskLimit(ctx.disk_limit))
         }
     };
-    ran.took = ran_from.elapsed();
-    // Kill anything rustc's children left behind.
+    // Kill anything rustc's children left behind (everything, if it did not end).
     crate::sandbox::kill_group(pid);
+    let mut ran = ran?;
+    ran.took = ran_from.elapsed();
     Ok(ran)
 }
 
 /// Streams the launcher's stderr to the client line by line (uploading each output rustc
-/// announces as it goes), then takes its stdout and exit code.
+/// announces as it goes) while taking its stdout, then its exit code. Past
+/// [`OUTPUT_LIMIT`] of both together the job is stopped: the worker's memory stays bounded
+/// whatever the job writes.
 async fn follow(
     ctx: &Context,
     job: &JobRequest,
@@ -534,38 +651,70 @@ async fn follow(
         sent: Vec::new(),
         took: Duration::ZERO,
     };
-    let mut lines = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match lines.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let from_launcher = line.starts_with(jail::LAUNCH_ERROR_PREFIX.as_bytes());
-        if !from_launcher {
-            ran.stderr.extend_from_slice(&line);
-        }
-        match artifact_name(&line, &layout.out_dir).filter(|n| job.outputs.contains(n)) {
-            Some(name) => {
-                let digest = upload(ctx, layout, &name).await?;
-                ran.sent.push((name.clone(), digest));
-                reply
-                    .send(&JobEvent::Artifact {
-                        name,
-                        digest,
-                        line: line.clone(),
-                    })
-                    .await;
-            }
-            None if from_launcher => ran.launcher_error.extend_from_slice(&line),
-            None => reply.send(&JobEvent::Stderr(line.clone())).await,
+    let mut lines = Lines::new(BufReader::new(stderr));
+    let mut chunk = vec![0u8; 64 << 10];
+    let (mut written, mut err_open, mut out_open) = (0usize, true, true);
+    while err_open || out_open {
+        tokio::select! {
+            line = lines.next(), if err_open => match line {
+                Ok(Some((line, len))) => {
+                    written += len;
+                    if written > OUTPUT_LIMIT {
+                        break;
+                    }
+                    take_line(ctx, job, layout, reply, &mut ran, line).await?;
+                }
+                Ok(None) | Err(_) => err_open = false,
+            },
+            n = stdout.read(&mut chunk), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => {
+                    written += n;
+                    if written > OUTPUT_LIMIT {
+                        break;
+                    }
+                    ran.stdout.extend_from_slice(&chunk[..n]);
+                }
+            },
         }
     }
-    let _ = stdout.read_to_end(&mut ran.stdout).await;
+    if written > OUTPUT_LIMIT {
+        let note = format!(
+            "jetcc-worker: rustc's output was cut at {}: the job was stopped\n",
+            human(OUTPUT_LIMIT as u64)
+        );
+        reply.send(&JobEvent::Stderr(note.into_bytes())).await;
+        return Err(JobError::OutputTooLarge);
+    }
     let status = child.wait().await.map_err(io("wait for rustc"))?;
     ran.exit_code = status.code().unwrap_or(-1);
     Ok(ran)
+}
+
+/// One stderr line: the launcher's own, an artifact notice (its output is uploaded and
+/// announced), or a line for the client.
+async fn take_line(
+    ctx: &Context,
+    job: &JobRequest,
+    layout: &Layout,
+    reply: &ReplyTo,
+    ran: &mut Ran,
+    line: Vec<u8>,
+) -> Result<(), JobError> {
+    let from_launcher = line.starts_with(jail::LAUNCH_ERROR_PREFIX.as_bytes());
+    if !from_launcher {
+        ran.stderr.extend_from_slice(&line);
+    }
+    match artifact_name(&line, &layout.out_dir).filter(|n| job.outputs.contains(n)) {
+        Some(name) => {
+            let digest = upload(ctx, layout, &name).await?;
+            ran.sent.push((name.clone(), digest));
+            reply.send(&JobEvent::Artifact { name, digest, line }).await;
+        }
+        None if from_launcher => ran.launcher_error.extend_from_slice(&line),
+        None => reply.send(&JobEvent::Stderr(line)).await,
+    }
+    Ok(())
 }
 
 /// Uploads the outputs rustc did not announce while it ran.
@@ -587,13 +736,23 @@ async fn upload_rest(
     Ok(outputs)
 }
 
-/// Reads an output, refuses it if it names the job root, and puts it in the CAS.
+/// Reads an output, refuses it if it names the job root or the job's outputs together pass
+/// the disk limit, and puts it in the CAS.
 async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, JobError> {
     let path = layout.out_in_root.join(name);
-    let bytes = tokio::task::spawn_blocking(move || read_output(&path))
+    let room = ctx
+        .disk_limit
+        .saturating_sub(layout.uploaded.load(Ordering::Relaxed));
+    let bytes = tokio::task::spawn_blocking(move || read_output(&path, room))
         .await
         .map_err(|e| JobError::Io(e.to_string()))?
-        .map_err(|e| JobError::Io(format!("cannot take output {name}: {e}")))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => JobError::OutputsTooLarge(ctx.disk_limit),
+            _ => JobError::Io(format!("cannot take output {name}: {e}")),
+        })?;
+    layout
+        .uploaded
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     let root_bytes = layout.root.as_os_str().as_encoded_bytes();
     if bytes.windows(root_bytes.len()).any(|w| w == root_bytes) {
         return Err(JobError::NotHermetic(name.to_owned()));
@@ -606,11 +765,11 @@ async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, Jo
 /// Reads an output the job wrote, as the worker (outside the jail): never through a symlink
 /// (the job could point one at any file on this machine), and only a regular file (a FIFO
 /// would block). The out-dir's parents belong to the worker, so only the last component can
-/// be the job's.
-fn read_output(path: &Path) -> std::io::Result<Vec<u8>> {
+/// be the job's. A file over `max` bytes is not read (`FileTooLarge`).
+fn read_output(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::File::options()
+    let f = std::fs::File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
@@ -618,8 +777,15 @@ fn read_output(path: &Path) -> std::io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
+    if meta.len() > max {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut bytes)?;
+    // The job may still be writing to it: never more than `max`.
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
     Ok(bytes)
 }
 

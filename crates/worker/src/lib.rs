@@ -5,7 +5,10 @@
 //!   clean stop).
 //! - [`job`]: one job (lay out inputs, run rustc, stream stderr, upload outputs).
 //! - [`jail`]: the job's view of the file system (the client's paths, in a mount namespace).
-//! - [`sandbox`]: Landlock, rlimits and process-group confinement of the job's rustc.
+//! - [`sandbox`]: Landlock, rlimits and process-group confinement of the job's rustc;
+//!   [`selftest`]: the jail tried once at start.
+//! - [`cgroup`]: each job's memory and process limits; [`limits`]: its output and disk
+//!   limits.
 //! - [`blobs`]: the worker's bounded cache of input blobs; [`toolchains`]: the rustcs it offers.
 //!
 //! Design choice: a job sees its inputs at the client's absolute paths (a chroot in a private
@@ -17,9 +20,12 @@
 //! dependency).
 
 pub mod blobs;
+pub mod cgroup;
 pub mod jail;
 pub mod job;
+pub mod limits;
 pub mod sandbox;
+pub mod selftest;
 pub mod serve;
 pub mod toolchains;
 
@@ -97,13 +103,32 @@ fn exit_code(e: &serve::ServeError) -> ExitCode {
     use serve::ServeError as E;
     match e {
         E::NoFarm => ExitCode::Usage,
-        E::NoSandbox(_) => ExitCode::NoSandbox,
+        E::NoSandbox(_) | E::NoUnprivilegedUser(_) | E::SelfTest(_) => ExitCode::NoSandbox,
         E::Farm(_) | E::Setup(_) => ExitCode::Failed,
     }
 }
 
 /// The launcher half (`jetcc-worker __jail PLAN`): see [`jail`].
 fn jail_main(plan: Option<&OsString>) -> i32 {
+    // A worker that dies takes its jobs with it (rustc dies with the launcher in turn), so
+    // nothing of a job runs on unaccounted. The worker spawns launchers from its runtime's
+    // threads, which live as long as it does.
+    // SAFETY: prctl and getppid touch no memory of ours.
+    unsafe {
+        let parent = libc::getppid();
+        let zero: libc::c_ulong = 0;
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            zero,
+            zero,
+            zero,
+        );
+        if libc::getppid() != parent {
+            // The worker died before the signal was set: nobody waits for this job.
+            return jail::LAUNCH_FAILED;
+        }
+    }
     let plan = plan
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|b| serde_json::from_slice::<jail::Plan>(&b).ok());

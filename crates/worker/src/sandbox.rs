@@ -265,6 +265,25 @@ fn confine(
             lim.rlim_max = lim.rlim_cur;
             check(libc::setrlimit(resource, &lim))?;
         }
+        // No capability comes back: not through a setuid binary (no_new_privs), not after
+        // exec (an empty bounding set). Dropping needs CAP_SETPCAP: an unprivileged worker's
+        // jobs have no capabilities to drop, and exec clears them for a non-root uid.
+        for cap in 0..=63 {
+            libc::prctl(
+                libc::PR_CAPBSET_DROP,
+                cap as libc::c_ulong,
+                ZERO,
+                ZERO,
+                ZERO,
+            );
+        }
+        check(libc::prctl(
+            libc::PR_SET_NO_NEW_PRIVS,
+            ONE,
+            ZERO,
+            ZERO,
+            ZERO,
+        ))?;
         if let Some((uid, gid)) = run_as {
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setgid(gid))?;
@@ -280,9 +299,7 @@ fn confine(
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         if let Some(fd) = ruleset {
-            // Required for an unprivileged restrict_self; also defuses setuid binaries.
-            let nnp = libc::PR_SET_NO_NEW_PRIVS;
-            check(libc::prctl(nnp, ONE, ZERO, ZERO, ZERO))?;
+            // no_new_privs (set above) is required for an unprivileged restrict_self.
             check(libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32))?;
         }
     }
@@ -533,6 +550,20 @@ mod tests {
         let code = "print(t(lambda: bytearray(64 << 20)), t(lambda: bytearray(384 << 20)))";
         assert_eq!(py(&s, true, code, &[]), "ok MemoryError");
         assert_eq!(py(&spec(&[], &[]), true, code, &[]), "ok ok");
+    }
+
+    /// The child keeps no capability and cannot gain one, even unconfined by Landlock.
+    #[test]
+    fn no_capabilities_and_no_new_privileges() {
+        let mut s = spec(&[], &[]);
+        // As root: as the job's user, as a root worker runs jobs. Else as ourselves.
+        // SAFETY: geteuid cannot fail.
+        s.run_as = NOBODY.filter(|_| unsafe { libc::geteuid() } == 0);
+        let code = "f = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n\
+            print(*(f[k].strip() for k in ['CapPrm', 'CapEff', 'CapBnd', 'CapAmb', 'NoNewPrivs']))";
+        let zero = "0000000000000000";
+        let want = format!("{zero} {zero} {zero} {zero} 1");
+        assert_eq!(py(&s, false, code, &[]), want);
     }
 
     #[test]

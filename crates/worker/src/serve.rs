@@ -14,8 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::blobs::BlobCache;
+use crate::cgroup::{CgroupLimits, Cgroups};
 use crate::job::{self, Context, Outcome};
-use crate::toolchains;
+use crate::{selftest, toolchains};
 
 /// Command-line overrides of `[worker]`.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +39,17 @@ pub enum ServeError {
          pass --insecure-no-sandbox to run jobs unconfined"
     )]
     NoSandbox(String),
+    #[error(
+        "{0}; jobs run anyone's proc-macros, so a root worker runs them as an unprivileged \
+         user and refuses to start without one"
+    )]
+    NoUnprivilegedUser(String),
+    #[error(
+        "the jail's self-test failed: {0}. This host cannot run jobs confined (user or mount \
+         namespaces, chroot, Landlock or cgroups refused), so the worker refuses to start \
+         rather than refuse every job"
+    )]
+    SelfTest(String),
     #[error("{0}")]
     Setup(String),
 }
@@ -45,20 +57,45 @@ pub enum ServeError {
 pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     let dist = config.farm.clone().ok_or(ServeError::NoFarm)?;
     let enforce = sandbox_enforced(opts.insecure_no_sandbox)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
     let dir = config
         .worker
         .cache_dir
         .clone()
         .unwrap_or_else(|| config.cache_dir.join("worker"));
     let jobs_dir = emptied(dir.join("jobs"))?;
+    let run_as = run_as(config.worker.run_as.as_deref())?;
+    let cgroups = job_cgroups(&config);
+    let (memory_limit, disk_limit) = (config.worker.memory_limit, config.worker.disk_limit);
+    let limits = crate::sandbox::Limits {
+        // With a cgroup holding the job to memory_limit, the per-process rlimit is only a
+        // backstop for reservations the cgroup does not count (untouched mappings).
+        memory_bytes: Some(match cgroups {
+            Some(_) => memory_limit.saturating_mul(2),
+            None => memory_limit,
+        }),
+        // RLIMIT_NPROC counts every thread of the uid jobs run as, across all slots.
+        processes: Some(64 * slots as u64 + 64),
+        // No single file may outgrow the disk limit between two polls of it.
+        file_size_bytes: crate::sandbox::Limits::default()
+            .file_size_bytes
+            .map(|f| f.min(disk_limit)),
+    };
+    selftest::run(&selftest::Setup {
+        dir: &jobs_dir,
+        run_as,
+        limits,
+        enforce,
+        cgroups: cgroups.as_ref(),
+    })
+    .map_err(ServeError::SelfTest)?;
     let toolchains = toolchains::discover(
         &config.worker.toolchains,
         config.worker.c_compilers.as_deref(),
         &dir.join("toolchains"),
     )
     .map_err(|e| ServeError::Setup(e.to_string()))?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let slots = opts.slots.or(config.worker.slots).unwrap_or(cores).max(1);
     let host = jetcc_common::farm::hostname();
     let id = worker_id(&dist, &host);
 
@@ -75,13 +112,12 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         jobs_dir,
         self_exe,
         enforce,
-        run_as: run_as(),
+        run_as,
         timeout: Duration::from_secs(config.worker.timeout_secs),
-        limits: crate::sandbox::Limits {
-            // RLIMIT_NPROC counts every thread of the uid jobs run as, across all slots.
-            processes: Some(64 * slots as u64 + 64),
-            ..Default::default()
-        },
+        limits,
+        cgroups,
+        memory_limit,
+        disk_limit,
         worker_id: id,
         stat_memo_dir: dir.join("stat-memo"),
     });
@@ -112,6 +148,8 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         id = %ctx.worker_id,
         slots,
         sandbox = enforce,
+        run_as = ?ctx.run_as,
+        cgroups = ?ctx.cgroups.as_ref().map(Cgroups::describe),
         toolchains = ?ctx.toolchains.iter().map(|t| &t.name).collect::<Vec<_>>(),
         "jetcc-worker serving {}",
         farm.url
@@ -354,18 +392,66 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// As root, jobs run as `nobody`: the process limit only binds unprivileged users.
-fn run_as() -> Option<(u32, u32)> {
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
+/// The uid and gid a root worker runs jobs as: `[worker] run_as`, else `nobody`; never
+/// root (whose capabilities and files a job would have). A non-root worker runs jobs as
+/// itself, in a user namespace, and cannot switch users: `run_as` is an error there.
+fn run_as(configured: Option<&str>) -> Result<Option<(u32, u32)>, ServeError> {
+    let no = |why: String| Err(ServeError::NoUnprivilegedUser(why));
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return match configured {
+            Some(user) => no(format!(
+                "[worker] run_as = {user:?} needs a root worker; this one runs as uid {euid} \
+                 and runs jobs as itself: remove run_as"
+            )),
+            None => Ok(None),
+        };
     }
-    let name = std::ffi::CString::new("nobody").expect("no NUL");
+    let user = configured.unwrap_or("nobody");
+    let Ok(name) = std::ffi::CString::new(user) else {
+        return no(format!("[worker] run_as = {user:?} is not a user name"));
+    };
+    // SAFETY: called once at start, before any other thread looks up users; the record is
+    // copied out at once.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
-        tracing::warn!("running as root and no `nobody` user: jobs run as root");
-        return None;
+        let fix = match configured {
+            Some(_) => "create it, or set [worker] run_as (JETCC_WORKER_RUN_AS) to a user that exists",
+            None => "create `nobody`, or set [worker] run_as (JETCC_WORKER_RUN_AS) to an unprivileged user",
+        };
+        return no(format!(
+            "the worker runs as root and there is no user {user:?} to run jobs as: {fix}"
+        ));
     }
-    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+    // SAFETY: `pw` is a valid record (checked non-null).
+    let ids = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    if ids.0 == 0 || ids.1 == 0 {
+        return no(format!(
+            "[worker] run_as = {user:?} is root (uid {}, gid {}): name an unprivileged user",
+            ids.0, ids.1
+        ));
+    }
+    Ok(Some(ids))
+}
+
+/// Each job's cgroup limits, where the host lets this worker make cgroups; else the rlimits
+/// alone bound it, per process.
+fn job_cgroups(config: &Config) -> Option<Cgroups> {
+    let limits = CgroupLimits {
+        memory_bytes: config.worker.memory_limit,
+        pids: config.worker.pids_limit,
+    };
+    match Cgroups::setup(limits) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(
+                "no per-job cgroups ({e}): memory_limit binds each process (RLIMIT_DATA), \
+                 pids_limit is not enforced"
+            );
+            None
+        }
+    }
 }
 
 fn rand32() -> u32 {

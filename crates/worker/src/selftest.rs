@@ -1,0 +1,89 @@
+//! The jail's start-up self-test: a trivial command run as a job's compiler would be (its own
+//! root, namespaces, chroot, the job's user, rlimits, cgroups, Landlock). A host that cannot
+//! do one of these fails it, and the worker exits with the "cannot sandbox" code instead of
+//! pulling jobs only to refuse each.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::cgroup::Cgroups;
+use crate::jail::{self, Plan};
+use crate::sandbox::Limits;
+
+/// What the self-test runs with: the worker's own settings.
+pub struct Setup<'a> {
+    /// An empty dir of the worker's to run it in (removed after).
+    pub dir: &'a Path,
+    pub run_as: Option<(u32, u32)>,
+    pub limits: Limits,
+    pub enforce: bool,
+    pub cgroups: Option<&'a Cgroups>,
+}
+
+/// The trivial command: `true`, where the jail binds the system dirs.
+const PROGRAMS: &[&str] = &["/usr/bin/true", "/bin/true"];
+
+/// Runs `true` in a jail; `Err` says what failed.
+pub fn run(setup: &Setup) -> Result<(), String> {
+    let program = PROGRAMS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or("no `true` in /usr/bin or /bin to run")?;
+    let dir = setup.dir.join("self-test");
+    let root = dir.join("root");
+    let out = PathBuf::from("/out");
+    std::fs::create_dir_all(jail::inside(&root, &out))
+        .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let cgroup = match setup.cgroups {
+        Some(c) => Some(c.create("self-test").map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let plan = Plan {
+        root,
+        sysroot: None,
+        program,
+        args: Vec::new(),
+        env: Vec::new(),
+        cwd: out.clone(),
+        writable: vec![out.clone()],
+        readable: vec![out],
+        run_as: setup.run_as,
+        memory_bytes: setup.limits.memory_bytes,
+        processes: setup.limits.processes,
+        file_size_bytes: setup.limits.file_size_bytes,
+        enforce: setup.enforce,
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+    };
+    let plan_file = dir.join("plan.json");
+    let result = std::fs::write(
+        &plan_file,
+        serde_json::to_vec(&plan).expect("plan serializes"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", plan_file.display()))
+    .and_then(|()| launch(&plan_file));
+    if let Some(c) = cgroup {
+        c.remove();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Runs the launcher on `plan_file`; `Ok` if the command ran and exited 0.
+fn launch(plan_file: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    let out = Command::new(exe)
+        .arg("__jail")
+        .arg(plan_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot start the jail launcher: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let why = stderr.trim().trim_start_matches(jail::LAUNCH_ERROR_PREFIX);
+    Err(format!("a jailed `true` ended with {}: {why}", out.status))
+}
