@@ -19,3 +19,4 @@ mod s3;
 mod sandbox_probes;
 mod shared;
 mod streaming;
+mod worker_limits;

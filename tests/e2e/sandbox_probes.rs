@@ -26,7 +26,7 @@ use jetcc_e2e::*;
 /// The probes' proc-macro crate (a real source file, so it reads as one).
 const EVIL: &str = include_str!("../fixture-probes/evil.rs");
 
-mod lab;
+pub(crate) mod lab;
 use lab::*;
 
 #[test]

@@ -39,6 +39,9 @@ pub fn probe(input: TokenStream) -> TokenStream {
         }
         "exfil" => exfil(&targets[0], &targets[1]),
         "linger" => linger(&targets[0]),
+        "spew" => spew(),
+        "hog" => hog(),
+        "fill" => fill(&targets[0]),
         other => Err(format!("no probe {other}")),
     };
     // These only plant something: the worker's reaction is the verdict.
@@ -136,4 +139,36 @@ fn exfil(out_dir: &str, secret: &str) -> Result<String, String> {
     std::os::unix::fs::symlink(secret, &link).map_err(|e| format!("symlink {link}: {e}"))?;
     eprintln!("{{\"$message_type\":\"artifact\",\"artifact\":\"{link}\",\"emit\":\"link\"}}");
     Ok(format!("{link} -> {secret}, announced as an artifact"))
+}
+
+/// Writes 8 GiB to stderr, a KiB a line.
+fn spew() -> Result<String, String> {
+    let line = "x".repeat(1023);
+    for _ in 0..(8usize << 20) {
+        eprintln!("{line}");
+    }
+    Ok("wrote 8 GiB to stderr".into())
+}
+
+/// Allocates (and touches) memory, a MiB at a time, up to 16 GiB.
+fn hog() -> Result<String, String> {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..(16usize << 10) {
+        held.push(vec![1u8; 1 << 20]);
+    }
+    Ok(format!("holds {} MiB", held.len()))
+}
+
+/// Writes files of 64 MiB into `dir` until a write fails, up to 2 GiB.
+fn fill(dir: &str) -> Result<String, String> {
+    use std::io::Write;
+    let chunk = vec![7u8; 1 << 20];
+    for n in 0..32 {
+        let path = format!("{dir}/fill-{n}");
+        let mut f = std::fs::File::create(&path).map_err(|e| format!("create {path}: {e}"))?;
+        for _ in 0..64 {
+            f.write_all(&chunk).map_err(|e| format!("write {path}: {e}"))?;
+        }
+    }
+    Ok("wrote 2 GiB".into())
 }

@@ -16,30 +16,35 @@ use super::EVIL;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A nats-server, one worker, and the probe workspace built through jetcc with the farm on.
-pub(super) struct Lab {
+pub(crate) struct Lab {
     // Dropped in this order: the worker, the server, then their dirs.
-    pub(super) worker: Worker,
-    pub(super) nats: Nats,
-    pub(super) root: PathBuf,
-    pub(super) ws: PathBuf,
-    pub(super) cache: PathBuf,
-    pub(super) builds: usize,
-    pub(super) _tmp: tempfile::TempDir,
+    pub(crate) worker: Worker,
+    pub(crate) nats: Nats,
+    pub(crate) root: PathBuf,
+    pub(crate) ws: PathBuf,
+    pub(crate) cache: PathBuf,
+    pub(crate) builds: usize,
+    pub(crate) _tmp: tempfile::TempDir,
 }
 
 /// What one probe build did.
-pub(super) struct Probe {
-    pub(super) what: String,
-    pub(super) built: Built,
-    pub(super) worker_log: String,
+pub(crate) struct Probe {
+    pub(crate) what: String,
+    pub(crate) built: Built,
+    pub(crate) worker_log: String,
     /// Jobs the worker finished for this build.
-    pub(super) jobs: usize,
-    pub(super) secs: f64,
+    pub(crate) jobs: usize,
+    pub(crate) secs: f64,
 }
 
 impl Lab {
     /// A lab whose worker kills a job after `timeout_secs`.
-    pub(super) fn new(timeout_secs: u64) -> Lab {
+    pub(crate) fn new(timeout_secs: u64) -> Lab {
+        Lab::with_worker_env(timeout_secs, &[])
+    }
+
+    /// As [`Lab::new`], with more env for the worker (its `[worker]` limits, say).
+    pub(crate) fn with_worker_env(timeout_secs: u64, env: &[(&str, &str)]) -> Lab {
         let tmp = tempfile::Builder::new()
             .prefix("jetcc-e2e-probes-")
             .tempdir()
@@ -61,13 +66,9 @@ impl Lab {
         );
         let nats = Nats::start(&root.join("nats"));
         let timeout = timeout_secs.to_string();
-        let worker = Worker::start_with(
-            &nats.url(),
-            &root.join("worker"),
-            1,
-            &[("JETCC_WORKER_TIMEOUT_SECS", &timeout)],
-            |_| {},
-        );
+        let mut worker_env = vec![("JETCC_WORKER_TIMEOUT_SECS", timeout.as_str())];
+        worker_env.extend_from_slice(env);
+        let worker = Worker::start_with(&nats.url(), &root.join("worker"), 1, &worker_env, |_| {});
         Lab {
             cache: root.join("cache"),
             _tmp: tmp,
@@ -80,13 +81,13 @@ impl Lab {
     }
 
     /// The victim's out-dir (where rustc writes its rlib).
-    pub(super) fn out_dir(&self) -> PathBuf {
+    pub(crate) fn out_dir(&self) -> PathBuf {
         self.ws.join("target/debug/deps")
     }
 
     /// Builds the workspace with the victim calling `probe!(what, targets…)`. Each build's
     /// source differs, so each is a miss that goes to the farm.
-    pub(super) fn probe(&mut self, what: &str, targets: &[String]) -> Probe {
+    pub(crate) fn probe(&mut self, what: &str, targets: &[String]) -> Probe {
         self.builds += 1;
         let mut call = format!("evil::probe!({what:?}");
         for t in targets {
@@ -123,7 +124,7 @@ impl Lab {
 
 impl Probe {
     /// The build's stderr and the client's and the worker's log tails, for a failure message.
-    pub(super) fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         format!(
             "--- cargo stderr (tail):\n{}\n--- client log (tail):\n{}\n--- worker log (tail):\n{}",
             tail(&self.built.stderr(), 15),
@@ -134,7 +135,7 @@ impl Probe {
 
     /// Checks what every probe must do: the build succeeds (locally if need be), the macro
     /// ran on the worker, and the worker is still up. Failures go to `failures`.
-    pub(super) fn check_common(&self, lab: &mut Lab, failures: &mut Vec<String>) {
+    pub(crate) fn check_common(&self, lab: &mut Lab, failures: &mut Vec<String>) {
         let what = &self.what;
         if !self.built.ok() {
             failures.push(format!("{what}: the build failed\n{}", self.context()));
@@ -152,7 +153,7 @@ impl Probe {
     }
 
     /// Checks that the probe ran on the worker and every attempt failed.
-    pub(super) fn check_blocked(&self, lab: &mut Lab, failures: &mut Vec<String>) {
+    pub(crate) fn check_blocked(&self, lab: &mut Lab, failures: &mut Vec<String>) {
         self.check_common(lab, failures);
         let what = &self.what;
         let log = &self.built.log;
@@ -170,7 +171,7 @@ impl Probe {
     }
 
     /// The probe's own line from the client log (its verdict and the errors it met).
-    pub(super) fn verdict(&self) -> String {
+    pub(crate) fn verdict(&self) -> String {
         let what = &self.what;
         let needle = format!("jetcc-probe {what}:");
         self.built
@@ -184,13 +185,13 @@ impl Probe {
     }
 }
 
-pub(super) fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).expect("mkdir");
     fs::write(path, text).expect("write");
 }
 
 /// The client log without async-nats' chatter.
-pub(super) fn client_lines(log: &str) -> String {
+pub(crate) fn client_lines(log: &str) -> String {
     const NOISE: &[&str] = &[
         "JetStream request",
         "received MESSAGE",
@@ -201,13 +202,13 @@ pub(super) fn client_lines(log: &str) -> String {
     log.lines().filter(keep).collect::<Vec<_>>().join("\n")
 }
 
-pub(super) fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Live processes (not zombies, whose cmdline is empty) whose argv is exactly `argv`.
-pub(super) fn processes(argv: &[&str]) -> Vec<u32> {
+pub(crate) fn processes(argv: &[&str]) -> Vec<u32> {
     let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -223,7 +224,7 @@ pub(super) fn processes(argv: &[&str]) -> Vec<u32> {
 }
 
 /// The process group of `pid`, from /proc.
-pub(super) fn process_group(pid: u32) -> u32 {
+pub(crate) fn process_group(pid: u32) -> u32 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the worker's stat");
     // After the command's closing paren: state, ppid, pgrp.
     let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
@@ -231,7 +232,7 @@ pub(super) fn process_group(pid: u32) -> u32 {
 }
 
 /// Waits up to `secs` for no process to run `argv`; returns those still running.
-pub(super) fn wait_gone(argv: &[&str], secs: u64) -> Vec<u32> {
+pub(crate) fn wait_gone(argv: &[&str], secs: u64) -> Vec<u32> {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         let left = processes(argv);
@@ -243,7 +244,7 @@ pub(super) fn wait_gone(argv: &[&str], secs: u64) -> Vec<u32> {
 }
 
 /// SIGKILLs processes this test caused to be started (by pid).
-pub(super) fn kill_all(pids: &[u32]) {
+pub(crate) fn kill_all(pids: &[u32]) {
     for pid in pids {
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
@@ -252,15 +253,15 @@ pub(super) fn kill_all(pids: &[u32]) {
 }
 
 /// A `sleep` duration unique to this test process, to find its sleepers in /proc.
-pub(super) fn sleep_marker(secs: u32) -> String {
+pub(crate) fn sleep_marker(secs: u32) -> String {
     format!("{secs}.{:06}", std::process::id() % 1_000_000)
 }
 
-pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(super) fn finish(failures: Vec<String>) {
+pub(crate) fn finish(failures: Vec<String>) {
     assert!(
         failures.is_empty(),
         "{} probe check(s) failed:\n\n{}",
