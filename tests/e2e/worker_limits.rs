@@ -448,13 +448,17 @@ fn a_root_worker_without_an_unprivileged_user_refuses_to_start() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&passwd, users).unwrap();
+    // Users from the file alone: nss-systemd would make up a `nobody`.
+    let nsswitch = tmp.path().join("nsswitch.conf");
+    std::fs::write(&nsswitch, "passwd: files\ngroup: files\n").unwrap();
     let (code, log) = failed_start(&tmp.path().join("c"), &[], |cmd| {
         let worker = cmd.get_program().to_owned();
         *cmd = std::process::Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg(format!(
-                "mount --bind {} /etc/passwd && exec \"$0\"",
-                passwd.display()
+                "mount --bind {} /etc/passwd && mount --bind {} /etc/nsswitch.conf && exec \"$0\"",
+                passwd.display(),
+                nsswitch.display()
             ))
             .arg(worker);
     });
