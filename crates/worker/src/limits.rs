@@ -117,7 +117,7 @@ pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let mut unit = 0;
     let mut n = bytes;
-    while n >= 1024 && n % 1024 == 0 && unit < UNITS.len() - 1 {
+    while n >= 1024 && n.is_multiple_of(1024) && unit < UNITS.len() - 1 {
         n /= 1024;
         unit += 1;
     }
