@@ -6,10 +6,15 @@
 //! write in the same tick as the stamp could otherwise go unseen (ccache's rule). Files jetcc
 //! wrote itself (restored or stored outputs) are the exception: their digest is known exactly
 //! when they are written.
+//!
+//! Only regular files are hashed ([`open_regular`]): a path a manifest or a dep file names may
+//! be a FIFO, a device (`/dev/zero`), a socket or a directory by now, and reading one would
+//! hang or never end. Such a path has no digest, so it never matches: a miss, never a hang.
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -166,6 +171,23 @@ impl FileDigests {
     }
 }
 
+/// Opens `path` for reading if it is a regular file (symlinks followed), else fails with
+/// `InvalidInput`. The open does not block (a FIFO with no writer would wait forever) and the
+/// kind is checked on the opened file, so a path swapped meanwhile cannot slip through.
+pub fn open_regular(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// Whether a directory under a package is left out of its listing: version control, a cargo
 /// target dir (it holds `CACHEDIR.TAG`) or another package (it has a `Cargo.toml`), as
 /// cargo leaves them out of a package's files.
@@ -236,6 +258,39 @@ mod tests {
         fs::write(dir.path().join("csrc/sub/b.h"), "").unwrap();
         assert_ne!(listing(), before);
         assert_eq!(FileDigests::new(dir.path(), None).digest("gone/"), None);
+    }
+
+    #[test]
+    fn only_regular_files_have_digests_and_none_blocks() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let _socket = UnixListener::bind(dir.path().join("sock")).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("big"), vec![7u8; 200 << 10]).unwrap();
+        // Each lookup runs on a thread: a hang fails the test instead of stalling it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut files = FileDigests::new(&root, None);
+            let want = Digest::of_bytes(b"");
+            let got: Vec<_> = ["fifo", "sock", "sub", "/dev/zero", "/dev/null"]
+                .iter()
+                .map(|p| (files.digest(p), files.matches(p, &want, None)))
+                .collect();
+            tx.send((got, files.digest("big"))).unwrap();
+        });
+        let (got, big) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("hashing a FIFO, socket, dir or device must not block");
+        assert!(got.iter().all(|g| *g == (None, false)), "{got:?}");
+        // A large regular file (memory-mapped) still hashes as its bytes.
+        assert_eq!(big, Some(Digest::of_bytes(&vec![7u8; 200 << 10])));
     }
 
     #[test]
