@@ -57,7 +57,10 @@ const RUSTC_VARS: &[&str] = &[
 
 /// Whether an env var goes into the invocation digest: the `CARGO_*` variables cargo sets for
 /// a compile (which proc-macros may read without rustc tracking it), and those rustc reads.
-/// Variables read with `env!`/`option_env!` are keyed through dep-info instead.
+/// Variables read with `env!`/`option_env!` are keyed through dep-info instead. Credentials
+/// (`environ::looks_secret`: `CARGO_REGISTRY_TOKEN`, a `CARGO_…_PASSWORD`) never are: their
+/// values would sit in `--explain`'s records, and a farm job, whose key covers its env, never
+/// carries them.
 pub fn is_keyed_env(name: &str) -> bool {
     if RUSTC_VARS.contains(&name) {
         return true;
@@ -69,7 +72,7 @@ pub fn is_keyed_env(name: &str) -> bool {
     name.starts_with("CARGO_")
         && !UNKEYED_CARGO_VARS.contains(&name)
         && !UNKEYED_CARGO_PREFIXES.iter().any(|p| name.starts_with(p))
-        && !name.contains("TOKEN")
+        && !crate::environ::looks_secret(name)
 }
 
 /// Everything the invocation digest is made of, gathered by the caller.

@@ -15,6 +15,8 @@
 //! - [`protocol`]: the farm's names in NATS and its wire messages; [`farm`]: the transport
 //!   (connection, JetStream resources, the CAS).
 //! - [`config`], [`stats`], [`toolchain`]: settings, shared counters, tool identities.
+//! - [`environ`]: the process env read without panics on non-UTF-8, and the allowlist a farm
+//!   job's env passes; [`redact`]: credentials out of URLs and messages before they are shown.
 //!
 //! One design choice shapes the rest: the key is split into an invocation digest (computable
 //! from the command line, env and `--extern` files alone) and a result key (adding the sources
@@ -29,6 +31,7 @@ pub mod classify;
 pub mod config;
 pub mod depinfo;
 pub mod digest;
+pub mod environ;
 pub mod exit;
 pub mod explain;
 pub mod farm;
@@ -40,6 +43,7 @@ pub mod logfilter;
 pub mod manifest;
 pub mod pathmap;
 pub mod protocol;
+pub mod redact;
 pub mod result;
 pub mod stats;
 pub mod toolchain;

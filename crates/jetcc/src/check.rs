@@ -7,19 +7,24 @@ use jetcc_common::cache::PathsMark;
 use jetcc_common::config::Config;
 use jetcc_common::exit::ExitCode;
 use jetcc_common::farm::{Farm, FarmError, Lifetime};
-use jetcc_common::fsutil;
+use jetcc_common::{fsutil, redact};
 
 use crate::tiers::ObjectSession;
 
 pub fn run(config: &Config) -> i32 {
     let mut failed = false;
-    let mut report = |tier: &str, what: &str, result: Result<&str, String>| match result {
-        Ok(done) => println!("ok    {tier:<10} {what}: {done}"),
-        Err(why) => {
-            failed = true;
-            match what {
-                "" => println!("FAIL  {tier:<10} {why}"),
-                _ => println!("FAIL  {tier:<10} {what}: {why}"),
+    // Endpoints and URLs are shown with their credentials masked.
+    let mut report = |tier: &str, what: &str, result: Result<&str, String>| {
+        let what = redact::credentials(what);
+        match result {
+            Ok(done) => println!("ok    {tier:<10} {what}: {done}"),
+            Err(why) => {
+                failed = true;
+                let why = redact::credentials(&why);
+                match what.as_str() {
+                    "" => println!("FAIL  {tier:<10} {why}"),
+                    _ => println!("FAIL  {tier:<10} {what}: {why}"),
+                }
             }
         }
     };
@@ -50,7 +55,7 @@ pub fn run(config: &Config) -> i32 {
         let mark = result.as_ref().ok().cloned().flatten();
         report(
             "jetstream",
-            &format!("NATS {}", dist.nats_url),
+            &format!("NATS {}", dist.display_url()),
             result.map(|_| done(ro)).map_err(|e| e.to_string()),
         );
         warn_other_mode("jetstream", config, mark);

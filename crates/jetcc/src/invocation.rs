@@ -15,7 +15,7 @@ use jetcc_common::key::{self, InvocationInputs};
 use jetcc_common::pathmap::{PathMap, Portable};
 use jetcc_common::result::CacheEntry;
 use jetcc_common::stats::ErrorKind;
-use jetcc_common::{explain, fsutil, toolchain, Digest};
+use jetcc_common::{environ, explain, fsutil, toolchain, Digest};
 
 use crate::tiers::{Action, TierFailure};
 
@@ -30,6 +30,8 @@ pub enum PrepareError {
     Key(#[from] key::KeyError),
     #[error("cannot read the current dir: {0}")]
     Cwd(std::io::Error),
+    #[error("{0}")]
+    Env(#[from] environ::NotUtf8),
 }
 
 impl PrepareError {
@@ -40,6 +42,7 @@ impl PrepareError {
             PrepareError::Toolchain(_) => ErrorKind::Toolchain,
             PrepareError::Key(_) => ErrorKind::Key,
             PrepareError::Cwd(_) => ErrorKind::Cwd,
+            PrepareError::Env(_) => ErrorKind::EnvNotUtf8,
         }
     }
 }
@@ -114,7 +117,7 @@ impl Invocation {
             &cwd,
             portable.as_ref(),
         );
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let env = environ::utf8_vars(key::is_keyed_env)?;
         let parts = key::invocation_parts(
             &InvocationInputs {
                 toolchain: &toolchain,

@@ -57,7 +57,7 @@ pub struct Missed<'a> {
 /// Says why `m` missed and appends it to the cache's miss log (`jetcc --explain`).
 pub fn explain(cache: &DiskCache, files: &mut FileDigests, m: &Missed<'_>) -> String {
     let lines = match m.manifest.entries.first() {
-        Some(newest) => explain::diff_sources(newest, files, &|n| std::env::var(n).ok(), m.map),
+        Some(newest) => explain::diff_sources(newest, files, &jetcc_common::environ::var, m.map),
         None => match cache.unit_parts(m.unit) {
             Some(old) => explain::diff_parts(&old, m.parts),
             None => {

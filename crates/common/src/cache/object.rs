@@ -90,10 +90,11 @@ impl TierErrorKind {
 }
 
 impl TierError {
+    /// An error shown as is: credentials in a URL it quotes (an endpoint's) are masked.
     pub fn new(kind: TierErrorKind, message: impl Into<String>) -> TierError {
         TierError {
             kind,
-            message: message.into(),
+            message: crate::redact::credentials(&message.into()),
         }
     }
 }

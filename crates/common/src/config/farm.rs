@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 /// How to reach the farm's NATS server (`[dist]`, or `JETCC_NATS_*`), shared by the wrapper,
 /// the worker and the monitor.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FarmConfig {
     /// `nats://host:4222` (several comma-separated for a cluster).
@@ -64,7 +64,34 @@ impl Default for CacheLimits {
     }
 }
 
+/// Shown without its credentials: the token and password masked, the URL's too.
+impl std::fmt::Debug for FarmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |s: &Option<String>| s.as_ref().map(|_| crate::redact::MASK);
+        f.debug_struct("FarmConfig")
+            .field("nats_url", &self.display_url())
+            .field("prefix", &self.prefix)
+            .field("token", &masked(&self.token))
+            .field("user", &self.user)
+            .field("password", &masked(&self.password))
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("start_timeout_ms", &self.start_timeout_ms)
+            .field("job_timeout_secs", &self.job_timeout_secs)
+            .field("local_slots", &self.local_slots)
+            .field("breaker_secs", &self.breaker_secs)
+            .field("cache_limits", &self.cache_limits)
+            .finish()
+    }
+}
+
 impl FarmConfig {
+    /// The server URL as logs and reports show it: `user:password@` masked.
+    pub fn display_url(&self) -> String {
+        crate::redact::credentials(&self.nats_url)
+    }
+
     /// Defaults for everything but the URL.
     pub fn with_url(nats_url: String) -> FarmConfig {
         FarmConfig {

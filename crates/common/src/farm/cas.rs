@@ -100,16 +100,30 @@ impl Cas {
     /// Fetches a blob and verifies it: a blob that does not hash to `digest` is an error,
     /// never returned.
     pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, FarmError> {
+        self.get_bounded(digest, None).await
+    }
+
+    /// [`Cas::get`] of a blob whose size the reader knows (a cache entry names it): one whose
+    /// metadata claims another size is refused before a byte of it is read or allocated.
+    pub async fn get_sized(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, FarmError> {
+        self.get_bounded(digest, Some(size)).await
+    }
+
+    async fn get_bounded(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>, FarmError> {
         let info = self.info(digest).await?.ok_or_else(|| {
             FarmError::new(
                 FarmErrorKind::NotFound,
                 format!("blob {digest} is not in the CAS"),
             )
         })?;
-        if info.size as u64 > MAX_BLOB {
+        if info.size as u64 > MAX_BLOB || size.is_some_and(|s| s != info.size as u64) {
             return Err(FarmError::new(
                 FarmErrorKind::Corrupt,
-                format!("blob {digest} claims {} bytes", info.size),
+                format!(
+                    "blob {digest} claims {} bytes (expected {})",
+                    info.size,
+                    size.map_or(format!("at most {MAX_BLOB}"), |s| s.to_string())
+                ),
             ));
         }
         let subject = format!("$O.{}.C.{}", self.bucket, info.nuid);

@@ -72,10 +72,12 @@ impl crate::stats::StatKind for FarmErrorKind {
 }
 
 impl FarmError {
+    /// An error whose message is shown as is: any credential in a URL it quotes (the
+    /// server's, or one in a client library's message) is masked first.
     pub fn new(kind: FarmErrorKind, message: impl Into<String>) -> FarmError {
         FarmError {
             kind,
-            message: message.into(),
+            message: crate::redact::credentials(&message.into()),
         }
     }
 
@@ -194,7 +196,7 @@ impl Farm {
             client,
             js,
             names,
-            url: cfg.nats_url.clone(),
+            url: cfg.display_url(),
             limits: cfg.cache_limits,
         })
     }

@@ -69,7 +69,10 @@ pub fn run(launcher: OsString, args: Vec<OsString>) -> i32 {
         Ok(c) if c.build_scripts => c,
         Ok(_) => return exec_real(&real, &args),
         Err(e) => {
-            eprintln!("jetcc: {e}; running the build script without the cache");
+            eprintln!(
+                "jetcc: {}; running the build script without the cache",
+                jetcc_common::redact::credentials(&e.to_string())
+            );
             return exec_real(&real, &args);
         }
     };
@@ -162,9 +165,8 @@ impl ScriptRun {
     ) -> Result<(ScriptRun, DiskCache, FileDigests), RunPassThrough> {
         let started = SystemTime::now();
         let clock = Instant::now();
-        let env: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        let env = jetcc_common::environ::utf8_vars(buildscript::is_keyed_env)
+            .map_err(|_| RunPassThrough::Error(ErrorKind::EnvNotUtf8))?;
         let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let out_dir = var("OUT_DIR")
             .map(PathBuf::from)
@@ -386,17 +388,18 @@ impl ScriptRun {
         let mut files = FileDigests::new(&self.cwd, Some(cache.stat_memo_dir()));
         let read = self.declared_files(&directives)?;
         let sources = sources_now(&mut files, &self.map, self.started, &read)?;
-        let env_deps: Vec<(String, Option<String>)> = directives
-            .rerun_if_env_changed
-            .iter()
-            .map(|name| {
-                let value = std::env::var(name).ok().map(|v| {
+        let mut env_deps: Vec<(String, Option<String>)> = Vec::new();
+        for name in &directives.rerun_if_env_changed {
+            let value = match std::env::var_os(name).map(OsString::into_string) {
+                None => None,
+                Some(Ok(v)) => Some(
                     self.map
-                        .key_path(&jetcc_common::depinfo::escape_env_value(&v))
-                });
-                (name.clone(), value)
-            })
-            .collect();
+                        .key_path(&jetcc_common::depinfo::escape_env_value(&v)),
+                ),
+                Some(Err(_)) => return Err(NotStoredReason::EnvNotUtf8.into()),
+            };
+            env_deps.push((name.clone(), value));
+        }
         let archive = self.staging.join(ARCHIVE);
         let local_roots = tree::pack(&self.out_dir, &archive, &self.map.roots()).map_err(|e| {
             tracing::debug!(unit = self.label, "cannot pack OUT_DIR: {e}");

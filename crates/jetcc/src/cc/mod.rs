@@ -75,17 +75,18 @@ const KEYED_ENV: &[&str] = &[
 ];
 
 /// The [`KEYED_ENV`] variables that are set, as this compile sees them (and a farm job is
-/// given).
-pub(crate) fn keyed_env() -> Vec<(String, String)> {
-    KEYED_ENV
-        .iter()
-        .filter_map(|k| {
-            Some((
-                k.to_string(),
-                std::env::var_os(k)?.to_string_lossy().into_owned(),
-            ))
-        })
-        .collect()
+/// given); `Err` if one is not UTF-8 (no key can name it: the compile runs plainly).
+pub(crate) fn keyed_env() -> Result<Vec<(String, String)>, jetcc_common::environ::NotUtf8> {
+    let mut env = Vec::new();
+    for k in KEYED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            let v = v
+                .into_string()
+                .map_err(|_| jetcc_common::environ::NotUtf8(k.to_string()))?;
+            env.push((k.to_string(), v));
+        }
+    }
+    Ok(env)
 }
 
 /// Where the dep file's target (the object's path, when no `-MT`/`-MQ` names it) stands in
@@ -121,7 +122,10 @@ pub fn run(name: &str, args: Vec<OsString>) -> i32 {
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("jetcc: {e}; compiling without the cache");
+            eprintln!(
+                "jetcc: {}; compiling without the cache",
+                jetcc_common::redact::credentials(&e.to_string())
+            );
             return exec_real(&real, &args, &child_env);
         }
     };
@@ -269,6 +273,7 @@ impl CCompile {
         }
         parts.extend(
             keyed_env()
+                .map_err(|_| err(ErrorKind::EnvNotUtf8))?
                 .into_iter()
                 .map(|(k, v)| (format!("env {k}"), v)),
         );

@@ -12,7 +12,7 @@ use jetcc_common::depinfo::{self, DepInfo};
 use jetcc_common::farm::Resources;
 use jetcc_common::key::is_keyed_env;
 use jetcc_common::protocol::job::{is_system_path, InputFile};
-use jetcc_common::{fsutil, Digest};
+use jetcc_common::{environ, fsutil, Digest};
 
 use super::{JobKind, RemoteCompile, RemoteError};
 
@@ -33,9 +33,11 @@ pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
     let (read, dirs, env) = match r.kind {
         JobKind::Rustc(inv) => {
             let (read, dirs, env_deps) = prepass(r, inv)?;
-            let env = std::env::vars()
-                .filter(|(k, _)| is_keyed_env(k) || k == "OUT_DIR" || env_deps.contains(k))
-                .collect();
+            // An allowlist: nothing else of this machine's env (its credentials) leaves it.
+            let vars =
+                environ::utf8_vars(is_keyed_env).map_err(|e| RemoteError::Env(e.to_string()))?;
+            let env = environ::job_env(&vars, is_keyed_env, &env_deps)
+                .map_err(|e| RemoteError::Env(e.to_string()))?;
             (read, dirs, env)
         }
         JobKind::C(args) => c_prepass(r, args)?,
@@ -90,7 +92,7 @@ fn c_prepass(
     r: &RemoteCompile<'_>,
     args: &CcArgs,
 ) -> Result<PrePass<(String, String)>, RemoteError> {
-    let env = crate::cc::keyed_env();
+    let env = crate::cc::keyed_env().map_err(|e| RemoteError::Env(e.to_string()))?;
     if !args.lang.preprocessed() {
         let source = normalize(&r.cwd.join(&args.source));
         return Ok((vec![source], Vec::new(), env));

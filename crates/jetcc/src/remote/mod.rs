@@ -65,6 +65,10 @@ pub enum RemoteError {
     Failed { exit_code: i32, first_error: String },
     #[error("{0}")]
     Local(String),
+    /// The compile's env cannot be shipped: it reads a credential, or a keyed variable is
+    /// not UTF-8 (see `common::environ`).
+    #[error("{0}")]
+    Env(String),
 }
 
 impl RemoteError {
@@ -75,6 +79,7 @@ impl RemoteError {
             self,
             RemoteError::PrePass(_)
                 | RemoteError::Local(_)
+                | RemoteError::Env(_)
                 | RemoteError::Failed { .. }
                 | RemoteError::Slow
                 | RemoteError::LocalFirst
@@ -94,6 +99,7 @@ impl RemoteError {
             RemoteError::Timeout(_) => RemoteSkip::Timeout,
             RemoteError::Failed { .. } => RemoteSkip::CompileFailed,
             RemoteError::Local(_) => RemoteSkip::LocalIo,
+            RemoteError::Env(_) => RemoteSkip::Env,
         }
     }
 }

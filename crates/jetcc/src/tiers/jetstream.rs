@@ -44,7 +44,8 @@ impl Tier for JetStreamTier {
 
     fn fetch(&self, out: &OutputFile, dir: &Path) -> Result<Option<PathBuf>, TierFailure> {
         let s = &self.session;
-        match s.rt.block_on(s.res.cas.get(&out.digest)) {
+        // The entry says how big the blob is: nothing larger is read.
+        match s.rt.block_on(s.res.cas.get_sized(&out.digest, out.size)) {
             Ok(bytes) => write_output(out, dir, &bytes).map(Some),
             Err(e) if e.kind == FarmErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),

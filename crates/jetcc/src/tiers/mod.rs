@@ -29,7 +29,7 @@ use jetcc_common::manifest::{Manifest, ManifestEntry};
 use jetcc_common::pathmap::PathMap;
 use jetcc_common::result::{CacheEntry, OutputFile};
 use jetcc_common::stats::{ErrorKind, StatKind, Stats};
-use jetcc_common::{fsutil, Digest};
+use jetcc_common::{environ, fsutil, Digest};
 
 use crate::breaker::Breaker;
 use crate::record;
@@ -197,8 +197,10 @@ pub fn restore(
     files: &mut FileDigests,
 ) -> Result<Restored, TierFailure> {
     let manifest = tier.manifest(action.digest())?;
-    let env = |n: &str| std::env::var(n).ok();
-    let Some(found) = manifest.find(files, &env, action.map()).cloned() else {
+    let Some(found) = manifest
+        .find(files, &jetcc_common::environ::var, action.map())
+        .cloned()
+    else {
         return Ok(Restored::Miss("no manifest entry matches"));
     };
     let Some(entry) = tier.entry(&found.key)? else {
@@ -465,6 +467,19 @@ impl SharedTiers {
         entry: &CacheEntry,
         on_farm: bool,
     ) {
+        // A manifest holds env-dep values as read: one whose compile read a credential
+        // (`option_env!("GITHUB_TOKEN")`) stays on this machine.
+        if let Some((name, _)) = found
+            .env_deps
+            .iter()
+            .find(|(n, _)| environ::looks_secret(n))
+        {
+            tracing::debug!(
+                unit = action.label(),
+                "not shared: it read {name}, a credential"
+            );
+            return;
+        }
         let shared = [
             self.jetstream.get().map(|t| t as &dyn Tier),
             self.object.get().map(|o| o as &dyn Tier),
