@@ -18,7 +18,7 @@ pub use object::{AzureConfig, Backend, GcsConfig, ObjectTierConfig, S3Config, S3
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 
 /// The settings jetcc runs with, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub cache_dir: PathBuf,
     pub cache_size: u64,
@@ -36,6 +36,10 @@ pub struct Config {
     /// Cache build-script runs (`[cache] build_scripts`, default true): jetcc leaves its
     /// launcher in place of each build script it compiles.
     pub build_scripts: bool,
+    /// The share of rustc hits compiled again and compared byte for byte with what the
+    /// cache restored (`[cache] verify_rate`, 0.0 to 1.0, default 0; `JETCC_VERIFY_RATE`, and
+    /// `JETCC_VERIFY=1` or `jetcc --verify CMD` for 1.0).
+    pub verify_rate: f64,
     /// The farm (`[dist]`); `None`: no farm, every miss compiles locally.
     pub farm: Option<FarmConfig>,
     /// The farm's shared cache is only read, never written (`[cache.jetstream] read_only =
@@ -86,6 +90,8 @@ pub enum ConfigError {
     Incremental(String),
     #[error("invalid cache.paths {0:?} (use \"portable\" or \"exact\")")]
     Paths(String),
+    #[error("invalid cache.verify_rate {0} (use a share from 0.0, never, to 1.0, every hit)")]
+    VerifyRate(f64),
     #[error("invalid {section}.rw_mode {value:?} (use \"READ_ONLY\" or \"READ_WRITE\")")]
     RwMode { section: String, value: String },
     #[error(
@@ -124,6 +130,7 @@ struct RawCache {
     incremental: Option<String>,
     paths: Option<String>,
     build_scripts: Option<bool>,
+    verify_rate: Option<f64>,
     #[serde(default)]
     jetstream: RawJetStream,
     s3: Option<object::S3Config>,
@@ -192,6 +199,7 @@ impl Config {
             .set_override_option("cache.incremental", env("JETCC_INCREMENTAL"))?
             .set_override_option("cache.paths", env("JETCC_PATHS"))?
             .set_override_option("cache.build_scripts", env("JETCC_BUILD_SCRIPTS"))?
+            .set_override_option("cache.verify_rate", env("JETCC_VERIFY_RATE"))?
             .set_override_option("cache.jetstream.rw_mode", env("JETCC_JETSTREAM_RW_MODE"))?
             .set_override_option("cache.jetstream.max_size", env("JETCC_JETSTREAM_MAX_SIZE"))?
             .set_override_option(
@@ -217,6 +225,10 @@ impl Config {
             .set_override_option("worker.disk_limit", env("JETCC_WORKER_DISK_LIMIT"))?;
         for (key, var) in object::ENV {
             b = b.set_override_option(*key, env(var))?;
+        }
+        // `JETCC_VERIFY=1` (what `jetcc --verify CMD` sets): every hit.
+        if env("JETCC_VERIFY").is_some_and(|v| !v.is_empty() && v != "0") {
+            b = b.set_override("cache.verify_rate", 1.0)?;
         }
         if let Some(dirs) = env("JETCC_BASE_DIRS") {
             let list: Vec<String> = std::env::split_paths(&dirs)
@@ -290,6 +302,10 @@ impl Config {
             Some("portable") => PathsMode::Portable,
             Some(other) => return Err(ConfigError::Paths(other.to_owned())),
         };
+        let verify_rate = raw.cache.verify_rate.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&verify_rate) {
+            return Err(ConfigError::VerifyRate(verify_rate));
+        }
         Ok(Config {
             cache_dir,
             cache_size,
@@ -298,6 +314,7 @@ impl Config {
             cache_incremental,
             paths,
             build_scripts: raw.cache.build_scripts.unwrap_or(true),
+            verify_rate,
             farm,
             jetstream_read_only,
             object,
@@ -367,6 +384,38 @@ mod tests {
         Config::load_from(&[&f], &|k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn verify_rate_from_file_env_and_the_verify_switch() {
+        assert_eq!(load("", &[]).unwrap().verify_rate, 0.0);
+        let c = load("[cache]\nverify_rate = 0.25\n", &[]).unwrap();
+        assert_eq!(c.verify_rate, 0.25);
+        let c = load("", &[("JETCC_VERIFY_RATE", "0.5")]).unwrap();
+        assert_eq!(c.verify_rate, 0.5);
+        let c = load("[cache]\nverify_rate = 0.1\n", &[("JETCC_VERIFY", "1")]).unwrap();
+        assert_eq!(c.verify_rate, 1.0);
+        let c = load("", &[("JETCC_VERIFY", "0")]).unwrap();
+        assert_eq!(c.verify_rate, 0.0);
+        assert!(matches!(
+            load("[cache]\nverify_rate = 2.0\n", &[]),
+            Err(ConfigError::VerifyRate(_))
+        ));
+    }
+
+    #[test]
+    fn credentials_never_show_in_the_config_debug_form() {
+        let c = load(
+            "[dist]\nnats_url = \"nats://ci:pw-in-url@h:4222\"\npassword = \"pw-key\"\n\
+             token = \"tok-key\"\n",
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["pw-in-url", "pw-key", "tok-key"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("nats://ci:***@h:4222"), "{shown}");
     }
 
     #[test]

@@ -44,6 +44,31 @@ pub struct Stats {
     /// C/C++ and assembler compiles through jetcc's compiler shims (started by build-script
     /// runs); pass-through reasons are `ccargs::CcPassThrough`.
     pub c_compiles: ActionStats,
+    /// rustc hits compiled again to check them (`[cache] verify_rate`), by outcome
+    /// ([`VerifyOutcome`]).
+    pub verified: BTreeMap<String, u64>,
+}
+
+/// What compiling a hit again showed (`Stats::verified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// Every output was byte-identical to the restored one.
+    Same,
+    /// An output differed: the entry was dropped from the local tier and the fresh outputs
+    /// used (a poisoned entry, or a non-deterministic compile).
+    Mismatch,
+    /// rustc failed where the cache held a success: dropped the same way.
+    CompileFailed,
+}
+
+impl StatKind for VerifyOutcome {
+    fn name(&self) -> &'static str {
+        match self {
+            VerifyOutcome::Same => "same",
+            VerifyOutcome::Mismatch => "mismatch",
+            VerifyOutcome::CompileFailed => "compile-failed",
+        }
+    }
 }
 
 /// The counts of one kind of action other than rustc invocations (build-script runs, C/C++
@@ -151,6 +176,8 @@ pub enum ErrorKind {
     DepInfoUnreadable,
     /// A result could not be written to the local cache.
     CacheWrite,
+    /// A keyed env var is not UTF-8: no key can name it, so the tool ran plainly.
+    EnvNotUtf8,
 }
 
 impl StatKind for ErrorKind {
@@ -164,6 +191,7 @@ impl StatKind for ErrorKind {
             ErrorKind::Spawn => "spawn",
             ErrorKind::DepInfoUnreadable => "dep-info-unreadable",
             ErrorKind::CacheWrite => "cache-write",
+            ErrorKind::EnvNotUtf8 => "env-not-utf8",
         }
     }
 }
@@ -198,6 +226,9 @@ pub enum NotStoredReason {
     /// The local cache is read-only (`[cache.disk] rw_mode = "READ_ONLY"`); writable shared
     /// tiers still got the result.
     LocalReadOnly,
+    /// A variable the run declared (`rerun-if-env-changed`) is not UTF-8: no entry could say
+    /// which value it was made with.
+    EnvNotUtf8,
 }
 
 impl StatKind for NotStoredReason {
@@ -215,6 +246,7 @@ impl StatKind for NotStoredReason {
             NotStoredReason::AsmInclude => "asm-include",
             NotStoredReason::DepFileUnexpected => "dep-file-unexpected",
             NotStoredReason::LocalReadOnly => "local-read-only",
+            NotStoredReason::EnvNotUtf8 => "env-not-utf8",
         }
     }
 }
@@ -238,6 +270,9 @@ pub enum RemoteSkip {
     CompileFailed,
     /// A local file could not be read or written.
     LocalIo,
+    /// The compile reads a variable that looks like a credential (never shipped), or a
+    /// keyed one that is not UTF-8.
+    Env,
 }
 
 impl StatKind for RemoteSkip {
@@ -253,6 +288,7 @@ impl StatKind for RemoteSkip {
             RemoteSkip::Timeout => "farm-timeout",
             RemoteSkip::CompileFailed => "farm-compile-failed",
             RemoteSkip::LocalIo => "farm-local-io",
+            RemoteSkip::Env => "farm-env",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `jetcc --show-stats [--json | --stats-format text|json]`, `jetcc --zero-stats`,
 //! `jetcc --explain [N]`, sccache's `--start-server`/`--stop-server` (no server: said so),
-//! `jetcc --dist-status`, `jetcc --check`, `jetcc --version`.
+//! `jetcc --dist-status`, `jetcc --check`, `jetcc --verify CMD…`, `jetcc --version`.
 
 use std::ffi::OsString;
 
@@ -51,6 +51,17 @@ struct Cli {
     /// wrong. Exits 1 if any fails.
     #[arg(long)]
     check: bool,
+    /// Run CMD (e.g. `cargo build`) with every cache hit compiled again and compared byte for
+    /// byte with the cached outputs (JETCC_VERIFY=1; `[cache] verify_rate` samples instead).
+    /// A mismatch is a warning, counted in --show-stats; the build uses the fresh outputs.
+    #[arg(
+        long,
+        value_name = "CMD",
+        num_args = 1..,
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(OsString)
+    )]
+    verify: Option<Vec<OsString>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,7 +73,8 @@ enum StatsFormat {
 /// `--help`'s last part: the environment, and what the exit code says.
 const AFTER_HELP: &str = "Environment: JETCC_DIR (cache dir), JETCC_CACHE_SIZE, JETCC_BASE_DIRS, \
 JETCC_INCREMENTAL, JETCC_NATS_URL (the farm), JETCC_CONFIG (config file), JETCC_LOG=debug, \
-JETCC_LOG_FILE, JETCC_DISABLE=1.\n\nAs RUSTC_WRAPPER, jetcc exits with rustc's own code.";
+JETCC_LOG_FILE, JETCC_DISABLE=1, JETCC_VERIFY=1 (compile every hit again and compare), \
+JETCC_VERIFY_RATE.\n\nAs RUSTC_WRAPPER, jetcc exits with rustc's own code.";
 
 fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command().after_help(format!("{AFTER_HELP} {}", exit::HELP))
@@ -86,12 +98,18 @@ pub fn run(args: &[OsString]) -> i32 {
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("jetcc: {e}");
+            eprintln!(
+                "jetcc: {}",
+                jetcc_common::redact::credentials(&e.to_string())
+            );
             return ExitCode::Usage.code();
         }
     };
     if cli.dist_status {
         return dist_status(&config);
+    }
+    if let Some(cmd) = &cli.verify {
+        return run_verifying(cmd);
     }
     if cli.check {
         return crate::check::run(&config);
@@ -198,6 +216,15 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
             row(&format!("  {k}"), v.to_string());
         }
     }
+    if !s.verified.is_empty() {
+        row(
+            "Hits verified by compiling",
+            s.verified.values().sum::<u64>().to_string(),
+        );
+        for (k, v) in &s.verified {
+            row(&format!("  {k}"), v.to_string());
+        }
+    }
     action_rows("Build-script runs", &s.build_script_runs);
     action_rows("C/C++ compiles", &s.c_compiles);
     print_tiers(s);
@@ -284,6 +311,17 @@ fn print_tiers(s: &Stats) {
     }
 }
 
+/// `--verify CMD…`: replaces this process with CMD, every hit of its jetcc runs verified.
+fn run_verifying(cmd: &[OsString]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("JETCC_VERIFY", "1")
+        .exec();
+    eprintln!("jetcc: cannot run {}: {err}", cmd[0].to_string_lossy());
+    ExitCode::Failed.code()
+}
+
 /// `--dist-status`: `{"SchedulerStatus":[URL,{"num_servers","num_cpus","in_progress",…}]}`,
 /// the shape sccache's users script against, plus per-worker rows and the queue depth.
 fn dist_status(config: &Config) -> i32 {
@@ -330,7 +368,7 @@ fn dist_status(config: &Config) -> i32 {
         .collect();
     let out = serde_json::json!({
         "SchedulerStatus": [
-            dist.nats_url,
+            dist.display_url(),
             {
                 "num_servers": status.workers.len(),
                 "num_cpus": status.workers.iter().map(|w| w.slots as u64).sum::<u64>(),
@@ -348,6 +386,19 @@ fn dist_status(config: &Config) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_takes_the_whole_command_flags_included() {
+        let cli = Cli::try_parse_from(["jetcc", "--verify", "cargo", "build", "--release", "-j4"])
+            .unwrap();
+        let cmd: Vec<String> = cli
+            .verify
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(cmd, ["cargo", "build", "--release", "-j4"]);
+    }
 
     #[test]
     fn usage_errors_exit_2() {

@@ -26,6 +26,7 @@ use crate::record;
 use crate::tiers::{Hit, LocalTier, SharedTiers};
 
 pub(crate) mod store;
+mod verify;
 
 use store::NotStored;
 
@@ -39,7 +40,10 @@ pub fn run(rustc: OsString, args: Vec<OsString>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             // Said once per invocation, loudly: the user must fix it, and the build goes on.
-            eprintln!("jetcc: {e}; running rustc without the cache");
+            eprintln!(
+                "jetcc: {}; running rustc without the cache",
+                jetcc_common::redact::credentials(&e.to_string())
+            );
             return exec_plain(&rustc, &args);
         }
     };
@@ -95,6 +99,8 @@ struct Wrapper {
     compile_time: Option<Duration>,
     /// `[cache] build_scripts`: leave the launcher in place of build scripts.
     build_scripts: bool,
+    /// `[cache] verify_rate`: the share of hits compiled again to check them.
+    verify_rate: f64,
 }
 
 impl Wrapper {
@@ -114,6 +120,7 @@ impl Wrapper {
             shared: SharedTiers::new(config),
             compile_time: None,
             build_scripts: config.build_scripts,
+            verify_rate: config.verify_rate,
         })
     }
 
@@ -134,6 +141,7 @@ impl Wrapper {
     fn serve(&mut self) -> i32 {
         let local = LocalTier(&self.cache);
         let code = match self.shared.look_up(&local, &self.inv, &mut self.files) {
+            Some(hit) if self.verify_due() => self.verify(hit),
             Some(hit) => self.hit(hit),
             None => self.miss(),
         };
