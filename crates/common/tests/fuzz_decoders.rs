@@ -339,7 +339,7 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
             let at = rng.below(len + 1);
             let n = 1 + rng.below(16);
             let bytes = rng.bytes(n);
-            data.splice(at..at, bytes);
+            insert(data, at, &bytes);
         }
         5 => {
             if len > 0 {
@@ -354,7 +354,7 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
                 let n = 1 + rng.below((len - at).min(64));
                 let chunk = data[at..at + n].to_vec();
                 for _ in 0..1 + rng.below(4) {
-                    data.splice(at..at, chunk.iter().copied());
+                    insert(data, at, &chunk);
                 }
             }
         }
@@ -365,7 +365,7 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
             let n = [u32::MAX, 1 << 31, 1 << 20, 70_000][rng.below(4)];
             let mut bytes = vec![marker];
             bytes.extend_from_slice(&n.to_be_bytes());
-            data.splice(at..at, bytes);
+            insert(data, at, &bytes);
         }
         8 => {
             if len > 0 {
@@ -379,6 +379,12 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
             *data = rng.bytes(n);
         }
     }
+}
+
+fn insert(data: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    let tail = data.split_off(at);
+    data.extend_from_slice(bytes);
+    data.extend_from_slice(&tail);
 }
 
 /// A random msgpack value, shallow, drawn towards what jetcc's messages hold: names of

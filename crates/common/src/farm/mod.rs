@@ -114,6 +114,20 @@ impl Farm {
         install_crypto_provider();
         let names = Names::new(&cfg.prefix)
             .map_err(|e| FarmError::new(FarmErrorKind::Other, e.to_string()))?;
+        // `nats://a:4222,nats://b:4222`: a cluster's servers, tried in turn.
+        let servers: Vec<async_nats::ServerAddr> = cfg
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                FarmError::new(
+                    FarmErrorKind::Other,
+                    format!("invalid NATS URL {:?}: {e} (set [dist] nats_url or JETCC_NATS_URL, e.g. nats://host:4222)", cfg.nats_url),
+                )
+            })?;
         let mut opts = match &cfg.creds {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
@@ -133,6 +147,16 @@ impl Farm {
         }
         if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
             opts = opts.user_and_password(user.clone(), pass.clone());
+        } else if let Some(addr) = servers
+            .iter()
+            .find(|a| a.has_user_pass())
+            .filter(|_| cfg.token.is_none() && cfg.creds.is_none())
+        {
+            // `nats://user:password@host`: the client library reads no credentials from it.
+            opts = opts.user_and_password(
+                addr.username().unwrap_or_default().to_owned(),
+                addr.password().unwrap_or_default().to_owned(),
+            );
         }
         if let Some(ca) = &cfg.tls_ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
@@ -165,20 +189,6 @@ impl Farm {
                 Lifetime::Wrapper => Some(3),
                 Lifetime::Service => None,
             });
-        // `nats://a:4222,nats://b:4222`: a cluster's servers, tried in turn.
-        let servers: Vec<async_nats::ServerAddr> = cfg
-            .nats_url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                FarmError::new(
-                    FarmErrorKind::Other,
-                    format!("invalid NATS URL {:?}: {e} (set [dist] nats_url or JETCC_NATS_URL, e.g. nats://host:4222)", cfg.nats_url),
-                )
-            })?;
         let client = tokio::time::timeout(timeout * 2, opts.connect(servers))
             .await
             .map_err(|_| {
