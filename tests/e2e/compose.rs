@@ -131,7 +131,19 @@ fn the_compose_file_has_what_up_and_scale_need() {
         }
     }
     let nats = &c["services"]["nats"];
-    assert!(strings(&nats["ports"], "ports").contains(&"4222:4222".to_owned()));
+    // Published on loopback unless JETCC_NATS_BIND says otherwise (compose's `${VAR:-default}`).
+    let ports = strings(&nats["ports"], "ports");
+    for port in ["4222", "8222"] {
+        let published = ports
+            .iter()
+            .find(|p| p.ends_with(&format!(":{port}:{port}")))
+            .unwrap_or_else(|| panic!("port {port} is not published: {ports:?}"));
+        assert_eq!(
+            published,
+            &format!("${{JETCC_NATS_BIND:-127.0.0.1}}:{port}:{port}"),
+            "NATS on loopback unless told otherwise"
+        );
+    }
     let conf = command_line(nats, Path::new("/unused"));
     assert!(
         conf.iter().any(|a| a.ends_with("nats/single.conf")),

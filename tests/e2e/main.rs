@@ -2,6 +2,7 @@
 
 mod build_scripts;
 mod caching;
+mod capacity;
 mod cc_cache;
 mod compose;
 mod farm;

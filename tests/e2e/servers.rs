@@ -39,6 +39,8 @@ pub struct Nats {
     pub port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
+    /// The server's working directory (a config's relative paths, e.g. `certs/…`).
+    cwd: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -50,6 +52,11 @@ impl Nats {
 
     /// A server with these extra arguments (`-js`, `--auth TOKEN`, …).
     pub fn start_with(dir: &Path, extra: &[&str]) -> Nats {
+        Nats::start_in(dir, None, extra)
+    }
+
+    /// As [`Nats::start_with`], running in `cwd`.
+    pub fn start_in(dir: &Path, cwd: Option<&Path>, extra: &[&str]) -> Nats {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "-a".into(),
@@ -64,6 +71,7 @@ impl Nats {
             port,
             dir: dir.to_path_buf(),
             args,
+            cwd: cwd.map(Path::to_path_buf),
             child: None,
         };
         n.restart();
@@ -88,7 +96,11 @@ impl Nats {
     pub fn restart(&mut self) {
         std::fs::create_dir_all(&self.dir).expect("nats dir");
         let log = std::fs::File::create(self.dir.join("nats.log")).expect("nats log");
-        let child = Command::new(nats_server_bin())
+        let mut cmd = Command::new(nats_server_bin());
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)

@@ -10,7 +10,8 @@ mod farm;
 mod object;
 
 pub use farm::{
-    CacheLimits, FarmConfig, WorkerConfig, DEFAULT_JETSTREAM_MAX_AGE_DAYS, DEFAULT_JETSTREAM_SIZE,
+    CacheLimits, FarmConfig, WorkerConfig, DEFAULT_AC_SIZE, DEFAULT_JETSTREAM_MAX_AGE_DAYS,
+    DEFAULT_JETSTREAM_SIZE, DEFAULT_JOBS_SIZE,
 };
 pub use object::{AzureConfig, Backend, GcsConfig, ObjectTierConfig, S3Config, S3Encryption};
 
@@ -102,6 +103,13 @@ pub enum ConfigError {
     RelativeCachePath(PathBuf),
     #[error("invalid [dist] prefix: {0}")]
     Prefix(#[from] crate::protocol::names::NameError),
+    #[error(
+        "invalid [cache.jetstream] gc_high_water {high} / gc_low_water {low}: give percentages \
+         with 0 < gc_low_water < gc_high_water <= 100 (default 75 and 90)"
+    )]
+    GcWater { high: u8, low: u8 },
+    #[error("[dist] tls_cert and tls_key go together (JETCC_NATS_TLS_CERT, JETCC_NATS_TLS_KEY): set both or neither")]
+    TlsClientPair,
     #[error("base_dirs entry {0:?} must be an absolute path")]
     RelativeBaseDir(PathBuf),
     #[error(
@@ -146,6 +154,11 @@ struct RawJetStream {
     rw_mode: Option<String>,
     max_size: Option<SizeValue>,
     max_age_days: Option<u64>,
+    ac_max_size: Option<SizeValue>,
+    jobs_max_size: Option<SizeValue>,
+    gc_high_water: Option<u8>,
+    gc_low_water: Option<u8>,
+    gc_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,7 +170,7 @@ struct RawDisk {
     rw_mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum SizeValue {
     Bytes(u64),
@@ -206,11 +219,34 @@ impl Config {
                 "cache.jetstream.max_age_days",
                 env("JETCC_JETSTREAM_MAX_AGE_DAYS"),
             )?
+            .set_override_option(
+                "cache.jetstream.ac_max_size",
+                env("JETCC_JETSTREAM_AC_MAX_SIZE"),
+            )?
+            .set_override_option(
+                "cache.jetstream.jobs_max_size",
+                env("JETCC_JETSTREAM_JOBS_MAX_SIZE"),
+            )?
+            .set_override_option(
+                "cache.jetstream.gc_high_water",
+                env("JETCC_JETSTREAM_GC_HIGH_WATER"),
+            )?
+            .set_override_option(
+                "cache.jetstream.gc_low_water",
+                env("JETCC_JETSTREAM_GC_LOW_WATER"),
+            )?
+            .set_override_option(
+                "cache.jetstream.gc_interval_secs",
+                env("JETCC_JETSTREAM_GC_INTERVAL_SECS"),
+            )?
             .set_override_option("dist.nats_url", env("JETCC_NATS_URL"))?
             .set_override_option("dist.token", env("JETCC_NATS_TOKEN"))?
             .set_override_option("dist.user", env("JETCC_NATS_USER"))?
             .set_override_option("dist.password", env("JETCC_NATS_PASSWORD"))?
             .set_override_option("dist.creds", env("JETCC_NATS_CREDS"))?
+            .set_override_option("dist.tls_ca", env("JETCC_NATS_TLS_CA"))?
+            .set_override_option("dist.tls_cert", env("JETCC_NATS_TLS_CERT"))?
+            .set_override_option("dist.tls_key", env("JETCC_NATS_TLS_KEY"))?
             .set_override_option("dist.prefix", env("JETCC_NATS_PREFIX"))?
             .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
             .set_override_option("dist.local_slots", env("JETCC_DIST_LOCAL_SLOTS"))?
@@ -239,21 +275,40 @@ impl Config {
         }
         let raw: Raw = b.build()?.try_deserialize()?;
         let cache_size = size_of("cache.disk.size", raw.cache.disk.size, DEFAULT_CACHE_SIZE)?;
+        let js = &raw.cache.jetstream;
+        let defaults = CacheLimits::default();
         let limits = CacheLimits {
             max_bytes: size_of(
                 "cache.jetstream.max_size",
-                raw.cache.jetstream.max_size,
+                js.max_size.clone(),
                 DEFAULT_JETSTREAM_SIZE,
             )?,
             max_age: std::time::Duration::from_secs(
-                raw.cache
-                    .jetstream
-                    .max_age_days
+                js.max_age_days
                     .unwrap_or(DEFAULT_JETSTREAM_MAX_AGE_DAYS)
                     .max(1)
                     * 86_400,
             ),
+            ac_max_bytes: size_of(
+                "cache.jetstream.ac_max_size",
+                js.ac_max_size.clone(),
+                DEFAULT_AC_SIZE,
+            )?,
+            jobs_max_bytes: size_of(
+                "cache.jetstream.jobs_max_size",
+                js.jobs_max_size.clone(),
+                DEFAULT_JOBS_SIZE,
+            )?,
+            gc_high_water: js.gc_high_water.unwrap_or(defaults.gc_high_water),
+            gc_low_water: js.gc_low_water.unwrap_or(defaults.gc_low_water),
+            gc_interval: js.gc_interval_secs.map_or(defaults.gc_interval, |s| {
+                std::time::Duration::from_secs(s.max(1))
+            }),
         };
+        let (high, low) = (limits.gc_high_water, limits.gc_low_water);
+        if !(0 < low && low < high && high <= 100) {
+            return Err(ConfigError::GcWater { high, low });
+        }
         let cache_dir = match raw.cache.disk.dir {
             Some(d) => d,
             None => dirs::cache_dir()
@@ -284,6 +339,9 @@ impl Config {
         .resolve()?;
         if let Some(d) = &raw.dist {
             crate::protocol::names::Names::new(&d.prefix)?;
+            if d.tls_cert.is_some() != d.tls_key.is_some() {
+                return Err(ConfigError::TlsClientPair);
+            }
         }
         if let Some(rel) = raw.base_dirs.iter().find(|p| !p.is_absolute()) {
             return Err(ConfigError::RelativeBaseDir(rel.clone()));
@@ -548,6 +606,49 @@ mod tests {
         .unwrap();
         assert_eq!(d.cache_limits.max_bytes, 2 << 30);
         assert_eq!(d.cache_limits.max_age.as_secs(), 3 * 86_400);
+        assert_eq!(d.cache_limits.ac_max_bytes, DEFAULT_AC_SIZE);
+        assert_eq!(d.cache_limits.jobs_max_bytes, DEFAULT_JOBS_SIZE);
+        assert_eq!(
+            (d.cache_limits.gc_high_water, d.cache_limits.gc_low_water),
+            (90, 75)
+        );
+        let d = load(
+            "[dist]\nnats_url = \"x\"\n[cache.jetstream]\nac_max_size = \"64M\"\n\
+             gc_high_water = 80\ngc_low_water = 50\ngc_interval_secs = 5\n",
+            &[("JETCC_JETSTREAM_JOBS_MAX_SIZE", "1K")],
+        )
+        .unwrap()
+        .farm
+        .unwrap();
+        let l = d.cache_limits;
+        assert_eq!((l.ac_max_bytes, l.jobs_max_bytes), (64 << 20, 1024));
+        assert_eq!((l.gc_high_water, l.gc_low_water), (80, 50));
+        assert_eq!(l.gc_interval.as_secs(), 5);
+        for bad in [
+            "gc_low_water = 95",
+            "gc_high_water = 101",
+            "gc_low_water = 0",
+        ] {
+            let e = load(&format!("[cache.jetstream]\n{bad}\n"), &[]).unwrap_err();
+            assert!(matches!(e, ConfigError::GcWater { .. }), "{bad}: {e}");
+        }
+        let d = load(
+            "[dist]\nnats_url = \"x\"\n",
+            &[
+                ("JETCC_NATS_TLS_CA", "/ca.pem"),
+                ("JETCC_NATS_TLS_CERT", "/c.pem"),
+                ("JETCC_NATS_TLS_KEY", "/k.pem"),
+            ],
+        )
+        .unwrap()
+        .farm
+        .unwrap();
+        assert_eq!(d.tls_ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(d.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        assert!(matches!(
+            load("[dist]\nnats_url = \"x\"\ntls_cert = \"/c.pem\"\n", &[]),
+            Err(ConfigError::TlsClientPair)
+        ));
         let e = load("[dist]\nnats_url = \"x\"\nprefix = \"A.B\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("prefix"), "{e}");
         assert!(load("[dist]\nnats_urll = \"x\"\n", &[]).is_err());

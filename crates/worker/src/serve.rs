@@ -1,5 +1,5 @@
 //! The worker's life: connect, create the farm's resources, pull jobs as slots free up,
-//! heartbeat, and stop cleanly on SIGTERM.
+//! heartbeat, collect the CAS's garbage (`farm::gc`), and stop cleanly on SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,6 +155,8 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         farm.url
     );
 
+    // The CAS's garbage collection: every worker looks, one at a time collects (farm::gc).
+    let _gc = ctx.res.spawn_gc(ctx.worker_id.clone());
     let pullers = start_pullers(&pool).await?;
     tokio::select! {
         _ = heartbeat.beat() => {}

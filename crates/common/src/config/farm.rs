@@ -22,6 +22,11 @@ pub struct FarmConfig {
     pub creds: Option<PathBuf>,
     /// A CA certificate to verify the server's TLS certificate with (enables TLS).
     pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a server that verifies clients (`verify: true` in its
+    /// `tls` block); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// How long the wrapper waits for a connection before compiling locally.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -42,24 +47,49 @@ pub struct FarmConfig {
     pub cache_limits: CacheLimits,
 }
 
-/// Size and age limits of the JetStream tier's buckets (`[cache.jetstream] max_size`,
-/// `max_age_days`), applied when the buckets are created. Past the size, the oldest blobs go.
+/// Size and age limits of the farm's streams and buckets (`[cache.jetstream]`), set by
+/// whoever creates them (the workers) and brought up to date by a worker that starts with
+/// other values. The CAS is kept under `max_bytes` by jetcc's garbage collection
+/// (`farm::gc`), which the workers run; the result bucket drops its oldest entries when
+/// full; a full jobs stream refuses new jobs (their clients compile locally).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
+    /// The CAS (`max_size`).
     pub max_bytes: u64,
+    /// Blobs and entries not written again within this expire (`max_age_days`).
     pub max_age: std::time::Duration,
+    /// The result bucket (`ac_max_size`).
+    pub ac_max_bytes: u64,
+    /// The jobs stream (`jobs_max_size`).
+    pub jobs_max_bytes: u64,
+    /// When the CAS holds more than this share of `max_bytes`, the GC starts
+    /// (`gc_high_water`, percent).
+    pub gc_high_water: u8,
+    /// ... and evicts the oldest blobs down to this share (`gc_low_water`, percent).
+    pub gc_low_water: u8,
+    /// How often each worker looks at the CAS's size (`gc_interval_secs`).
+    pub gc_interval: std::time::Duration,
 }
 
 /// The JetStream tier's default size: 10 GiB, as the local cache.
 pub const DEFAULT_JETSTREAM_SIZE: u64 = 10 << 30;
 /// Entries and blobs not written again within this expire.
 pub const DEFAULT_JETSTREAM_MAX_AGE_DAYS: u64 = 14;
+/// The result bucket's default size: entries and manifests are small (about 1 KiB each).
+pub const DEFAULT_AC_SIZE: u64 = 1 << 30;
+/// The jobs stream's default size: a job is a few KiB, and jobs leave it once taken.
+pub const DEFAULT_JOBS_SIZE: u64 = 256 << 20;
 
 impl Default for CacheLimits {
     fn default() -> CacheLimits {
         CacheLimits {
             max_bytes: DEFAULT_JETSTREAM_SIZE,
             max_age: std::time::Duration::from_secs(DEFAULT_JETSTREAM_MAX_AGE_DAYS * 86_400),
+            ac_max_bytes: DEFAULT_AC_SIZE,
+            jobs_max_bytes: DEFAULT_JOBS_SIZE,
+            gc_high_water: 90,
+            gc_low_water: 75,
+            gc_interval: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +132,8 @@ impl FarmConfig {
             password: None,
             creds: None,
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             start_timeout_ms: default_start_timeout_ms(),
             job_timeout_secs: default_job_timeout_secs(),

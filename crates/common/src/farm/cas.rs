@@ -12,6 +12,7 @@ use async_nats::jetstream::stream::Stream;
 
 use super::resources::CAS_CHUNK;
 use super::{Farm, FarmError, FarmErrorKind};
+use crate::protocol::names::Names;
 use crate::Digest;
 
 /// Largest blob the CAS takes (a debug rlib of a big crate is well below).
@@ -20,9 +21,9 @@ pub const MAX_BLOB: u64 = 2 << 30;
 #[derive(Clone)]
 pub struct Cas {
     store: ObjectStore,
-    /// The bucket's own stream, for direct gets.
-    stream: Stream,
-    bucket: String,
+    /// The bucket's own stream, for direct gets (and the GC's purges).
+    pub(super) stream: Stream,
+    names: Names,
 }
 
 impl Cas {
@@ -38,7 +39,7 @@ impl Cas {
         Cas {
             store,
             stream,
-            bucket: farm.names.cas_bucket(),
+            names: farm.names.clone(),
         }
     }
 
@@ -126,7 +127,7 @@ impl Cas {
                 ),
             ));
         }
-        let subject = format!("$O.{}.C.{}", self.bucket, info.nuid);
+        let subject = self.names.cas_chunk_subject(&info.nuid);
         let mut bytes = Vec::with_capacity(info.size);
         let mut seq = None;
         for _ in 0..info.chunks {
@@ -134,7 +135,8 @@ impl Cas {
                 .stream
                 .direct_get_next_for_subject(subject.as_str(), seq)
                 .await
-                // Chunks go only when the full bucket drops its oldest: evicted, a miss.
+                // Chunks go only when the full bucket drops its oldest messages (its discard
+                // policy, a burst the GC has not caught up with): evicted, a miss.
                 .map_err(|e| {
                     FarmError::new(
                         FarmErrorKind::NotFound,

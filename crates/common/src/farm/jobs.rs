@@ -52,12 +52,29 @@ impl Resources {
             .await
             .map_err(|e| FarmError::other("cannot publish the job", e))?
             .await
-            .map_err(|e| FarmError::other("the jobs stream did not take the job", e))?;
+            .map_err(refused_job)?;
         Ok(Submitted {
             duplicate: ack.duplicate,
             events,
             client: self.farm.client.clone(),
         })
+    }
+}
+
+/// Why the jobs stream did not take a job; a full one (`[cache.jetstream] jobs_max_size`)
+/// is [`FarmErrorKind::Full`].
+fn refused_job(e: impl std::fmt::Display) -> FarmError {
+    let text = e.to_string();
+    if text.contains("maximum bytes") || text.contains("maximum messages") {
+        FarmError::new(
+            FarmErrorKind::Full,
+            format!(
+                "the farm's job queue is full ({text}): this compile runs here; raise \
+                 [cache.jetstream] jobs_max_size on the workers, or add workers"
+            ),
+        )
+    } else {
+        FarmError::other("the jobs stream did not take the job", text)
     }
 }
 

@@ -11,7 +11,9 @@ pub mod ac;
 pub mod cas;
 pub mod delivery;
 pub mod events;
+pub mod gc;
 pub mod jobs;
+mod limits;
 pub mod resources;
 
 use std::time::Duration;
@@ -46,6 +48,8 @@ pub enum FarmErrorKind {
     Corrupt,
     /// The object is not there.
     NotFound,
+    /// A stream refused a message for its size limit (a full job queue).
+    Full,
     /// Anything else the server or client reported.
     Other,
 }
@@ -60,6 +64,7 @@ impl FarmErrorKind {
             FarmErrorKind::NotSetUp => "farm-not-set-up",
             FarmErrorKind::Corrupt => "farm-corrupt-blob",
             FarmErrorKind::NotFound => "farm-not-found",
+            FarmErrorKind::Full => "farm-full",
             FarmErrorKind::Other => "farm-error",
         }
     }
@@ -161,6 +166,11 @@ impl Farm {
         if let Some(ca) = &cfg.tls_ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
+        if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+            opts = opts
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
         let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let opts = opts
             .name(name)
@@ -200,7 +210,7 @@ impl Farm {
                     ),
                 )
             })?
-            .map_err(|e| connect_error(&cfg.nats_url, e))?;
+            .map_err(|e| connect_error(cfg, e))?;
         let js = async_nats::jetstream::new(client.clone());
         Ok(Farm {
             client,
@@ -239,8 +249,9 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn connect_error(url: &str, e: async_nats::ConnectError) -> FarmError {
+fn connect_error(cfg: &FarmConfig, e: async_nats::ConnectError) -> FarmError {
     use async_nats::ConnectErrorKind as K;
+    let url = &cfg.nats_url;
     match e.kind() {
         K::AuthorizationViolation | K::Authentication => FarmError::new(
             FarmErrorKind::Auth,
@@ -250,10 +261,49 @@ fn connect_error(url: &str, e: async_nats::ConnectError) -> FarmError {
                  JETCC_NATS_CREDS)"
             ),
         ),
-        _ => FarmError::new(
-            FarmErrorKind::Unreachable,
-            format!("cannot connect to the NATS server at {url}: {e}"),
-        ),
+        _ => match tls_hint(cfg, &e) {
+            Some(hint) => FarmError::new(
+                FarmErrorKind::Auth,
+                format!("cannot connect to the NATS server at {url} over TLS ({e}): {hint}"),
+            ),
+            None => FarmError::new(
+                FarmErrorKind::Unreachable,
+                format!("cannot connect to the NATS server at {url}: {e}"),
+            ),
+        },
+    }
+}
+
+/// What to set when a TLS handshake failed, by what the error says (rustls' and the
+/// server's words: async-nats gives the handshake's errors as I/O errors).
+fn tls_hint(cfg: &FarmConfig, e: &async_nats::ConnectError) -> Option<&'static str> {
+    let text = format!("{e} {e:?}");
+    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        Some(if cfg.tls_ca.is_none() {
+            "the server uses TLS with a certificate this machine does not trust: set [dist] \
+             tls_ca (JETCC_NATS_TLS_CA) to the CA that signed it (nats/make-certs.sh makes one)"
+        } else {
+            "the server's certificate is not signed by [dist] tls_ca, or does not name the \
+             host in nats_url: check both"
+        })
+    } else if text.contains("CertificateRequired")
+        || text.contains("certificate required")
+        || text.contains("HandshakeFailure")
+        || text.contains("BadCertificate")
+    {
+        Some(if cfg.tls_cert.is_none() {
+            "the server requires a client certificate: set [dist] tls_cert and tls_key \
+             (JETCC_NATS_TLS_CERT, JETCC_NATS_TLS_KEY)"
+        } else {
+            "the server refused our client certificate ([dist] tls_cert): it must be signed \
+             by the CA the server's tls block names (ca_file)"
+        })
+    } else if cfg.tls_ca.is_some() && e.kind() == async_nats::ConnectErrorKind::Tls {
+        Some("check [dist] tls_ca, tls_cert and tls_key: each must be a readable PEM file")
+    } else if cfg.tls_ca.is_some() && text.contains("InvalidContentType") {
+        Some("the server does not speak TLS: drop [dist] tls_ca, or enable TLS on the server")
+    } else {
+        None
     }
 }
 

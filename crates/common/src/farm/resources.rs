@@ -1,8 +1,9 @@
-//! The farm's JetStream resources: created (idempotently) by workers, opened by everyone else.
+//! The farm's JetStream resources: created (idempotently) by workers, with the limits of
+//! [`super::limits`], opened by everyone else.
 
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::{consumer, kv, object_store, stream};
+use async_nats::jetstream::{consumer, kv, stream};
 use bytes::Bytes;
 
 use super::{Cas, Farm, FarmError, FarmErrorKind};
@@ -34,10 +35,17 @@ impl Farm {
     /// Creates the stream and buckets if missing (workers do; safe when several start at once)
     /// and opens them.
     pub async fn ensure_resources(&self) -> Result<Resources, FarmError> {
+        use super::limits::{create_error, Wanted};
         self.check_jetstream().await?;
         let n = &self.names;
+        // Each is created with the limits of `[cache.jetstream]` (see `limits`), or, where
+        // it exists, brought up to them.
+        let jobs_limits = Wanted::jobs(&self.limits, JOB_MAX_AGE);
         let jobs = match self.js.get_stream(n.jobs_stream()).await {
-            Ok(s) => s,
+            Ok(s) => {
+                self.reconcile(&s, jobs_limits).await;
+                s
+            }
             Err(_) => self
                 .create_replicated("the jobs stream", |num_replicas| {
                     self.js.get_or_create_stream(stream::Config {
@@ -45,40 +53,53 @@ impl Farm {
                         subjects: vec![n.jobs_subjects()],
                         retention: stream::RetentionPolicy::WorkQueue,
                         max_age: JOB_MAX_AGE,
+                        max_bytes: jobs_limits.max_bytes,
+                        discard: jobs_limits.discard,
                         duplicate_window: DEDUP_WINDOW,
                         num_replicas,
                         ..Default::default()
                     })
                 })
                 .await
-                .map_err(|e| FarmError::other("cannot create the jobs stream", e))?,
+                .map_err(|e| create_error("the jobs stream", e))?,
         };
-        let store = match self.js.get_object_store(n.cas_bucket()).await {
-            Ok(s) => s,
+        let cas_stream = match self.js.get_stream(n.cas_stream()).await {
+            Ok(s) => {
+                self.reconcile(&s, Wanted::cas(&self.limits)).await;
+                s
+            }
             Err(_) => self
                 .create_replicated("the CAS bucket", |num_replicas| {
-                    self.js.create_object_store(object_store::Config {
-                        bucket: n.cas_bucket(),
-                        description: Some("jetcc blobs by BLAKE3 digest".into()),
-                        max_age: self.limits.max_age,
-                        // The oldest blobs go first when it is full (the discard policy).
-                        max_bytes: i64::try_from(self.limits.max_bytes).unwrap_or(i64::MAX),
-                        num_replicas,
-                        ..Default::default()
-                    })
+                    self.js
+                        .get_or_create_stream(self.cas_stream_config(num_replicas))
                 })
                 .await
-                .map_err(|e| FarmError::other("cannot create the CAS bucket", e))?,
+                .map_err(|e| create_error("the CAS bucket", e))?,
         };
+        let store = self
+            .js
+            .get_object_store(n.cas_bucket())
+            .await
+            .map_err(|e| FarmError::other("cannot open the CAS bucket", e))?;
+        let ac_stream = match self.js.get_stream(n.ac_stream()).await {
+            Ok(s) => {
+                self.reconcile(&s, Wanted::ac(&self.limits)).await;
+                s
+            }
+            Err(_) => self
+                .create_replicated("the result bucket", |num_replicas| {
+                    self.js
+                        .get_or_create_stream(self.ac_stream_config(num_replicas))
+                })
+                .await
+                .map_err(|e| create_error("the result bucket", e))?,
+        };
+        drop(ac_stream);
         let ac = self
-            .ensure_kv(kv::Config {
-                bucket: n.ac_bucket(),
-                description: "jetcc result entries and manifests".into(),
-                history: 1,
-                max_age: self.limits.max_age,
-                ..Default::default()
-            })
-            .await?;
+            .js
+            .get_key_value(n.ac_bucket())
+            .await
+            .map_err(|e| FarmError::other("cannot open the result bucket", e))?;
         let workers = self
             .ensure_kv(kv::Config {
                 bucket: n.workers_bucket(),
@@ -88,11 +109,6 @@ impl Farm {
                 ..Default::default()
             })
             .await?;
-        let cas_stream = self
-            .js
-            .get_stream(n.cas_stream())
-            .await
-            .map_err(|e| FarmError::other("cannot open the CAS stream", e))?;
         Ok(Resources {
             farm: self.clone(),
             jobs,

@@ -79,9 +79,35 @@ impl Names {
         format!("OBJ_{}", self.cas_bucket())
     }
 
+    /// Subjects of the CAS objects' metadata messages (the object store's naming): the last
+    /// message on each is one object's current metadata.
+    pub fn cas_meta_subjects(&self) -> String {
+        format!("$O.{}.M.>", self.cas_bucket())
+    }
+
+    /// Subjects of the CAS objects' chunks.
+    pub fn cas_chunk_subjects(&self) -> String {
+        format!("$O.{}.C.>", self.cas_bucket())
+    }
+
+    /// The subject of one object's chunks, named by the object's `nuid`.
+    pub fn cas_chunk_subject(&self, nuid: &str) -> String {
+        format!("$O.{}.C.{nuid}", self.cas_bucket())
+    }
+
     /// KV of result entries and manifests.
     pub fn ac_bucket(&self) -> String {
         format!("{}-ac", self.prefix)
+    }
+
+    /// The stream under the result bucket (the KV store's naming).
+    pub fn ac_stream(&self) -> String {
+        format!("KV_{}", self.ac_bucket())
+    }
+
+    /// The result bucket's subjects (the KV store's naming).
+    pub fn ac_subjects(&self) -> String {
+        format!("$KV.{}.>", self.ac_bucket())
     }
 
     /// KV of worker heartbeats (with a TTL).
@@ -165,6 +191,10 @@ impl fmt::Display for JobId {
         f.write_str(&self.0)
     }
 }
+
+/// The key in KV `jetcc-workers` held by whoever runs the CAS's garbage collection (one at
+/// a time); it expires with the bucket's TTL unless its holder refreshes it.
+pub const GC_LOCK_KEY: &str = "gc.lock";
 
 /// The key of an invocation's shared manifest in KV `jetcc-ac`.
 pub fn ac_manifest_key(invocation: &Digest) -> String {
