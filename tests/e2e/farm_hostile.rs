@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, Lifetime};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
-use jetcc_common::protocol::names::JobId;
+use jetcc_common::protocol::names::{JobId, Nonce};
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::{toolchain, Digest};
 use jetcc_e2e::servers::{Nats, Worker};
@@ -54,7 +54,10 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
             JobRequest {
                 version: PROTOCOL_VERSION,
                 job_id: id.to_string(),
-                reply_subject: farm.names.reply_subject("test", &id).unwrap(),
+                reply_subject: farm
+                    .names
+                    .reply_subject(&farm.user, &Nonce::from_bytes([n; 16]))
+                    .unwrap(),
                 crate_name: "hostile".into(),
                 deadline_unix_ms: (SystemTime::now() + Duration::from_secs(60))
                     .duration_since(UNIX_EPOCH)

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
-use jetcc_common::protocol::names::JobId;
+use jetcc_common::protocol::names::{JobId, Nonce};
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::stats::{RemoteSkip, StatKind};
 use jetcc_common::Digest;
@@ -127,7 +127,10 @@ fn job(
     let job = JobRequest {
         version: PROTOCOL_VERSION,
         job_id: id.to_string(),
-        reply_subject: farm.names.reply_subject("test", &id).unwrap(),
+        reply_subject: farm
+            .names
+            .reply_subject(&farm.user, &Nonce::from_bytes([n; 16]))
+            .unwrap(),
         crate_name: format!("q{n}"),
         deadline_unix_ms: deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
         toolchain: tc,

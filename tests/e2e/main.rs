@@ -15,6 +15,7 @@ mod monitor;
 mod mutations;
 mod native_faults;
 mod portable;
+mod replies;
 mod robustness;
 mod roles;
 mod s3;

@@ -12,63 +12,89 @@ use jetcc_e2e::*;
 use crate::farm::farm_build;
 use crate::farm_hostile::runtime;
 
-fn roles_conf() -> PathBuf {
+pub(crate) fn roles_conf() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/roles.conf")
 }
 
-/// The example password `nats/roles.conf` gives `user`.
-fn password(user: &str) -> String {
+/// The example password `nats/roles.conf` gives `user`, in the comment above its bcrypt hash
+/// (`# example password for <user>: …`).
+pub(crate) fn password(user: &str) -> String {
     let conf = std::fs::read_to_string(roles_conf()).unwrap();
-    let line = conf
-        .lines()
-        .find(|l| l.contains(&format!("user: {user},")))
-        .unwrap_or_else(|| panic!("no user {user} in roles.conf"));
-    line.split("password: \"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a quoted password")
+    let comment = format!("# example password for {user}: ");
+    conf.lines()
+        .find_map(|l| l.trim().strip_prefix(&comment))
+        .unwrap_or_else(|| panic!("no example password for {user} in roles.conf"))
+        .trim()
         .to_owned()
 }
 
-fn as_user(user: &str) -> [(String, String); 2] {
+pub(crate) fn as_user(user: &str) -> [(String, String); 2] {
     [
         ("JETCC_NATS_USER".into(), user.into()),
         ("JETCC_NATS_PASSWORD".into(), password(user)),
     ]
 }
 
+/// A raw connection as `user` (its inboxes under `_INBOX.<user>`, as jetcc names them), and
+/// the server's errors it is told of.
+pub(crate) async fn connect_as(
+    nats: &Nats,
+    user: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+        .custom_inbox_prefix(format!("_INBOX.{user}"))
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(s)) = e {
+                    let _ = tx.send(s);
+                }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot log in: {e}"));
+    (client, rx)
+}
+
+/// Whether the server's errors bring `want` within 2 s.
+async fn told(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(error)) = tokio::time::timeout_at(deadline, errors.recv()).await {
+        if error.contains(want) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether the server refuses `user` a publish on `subject` (its `-ERR 'Permissions
 /// Violation…'`, which async-nats hands to the event callback; the publish itself returns Ok).
-fn refused(nats: &Nats, user: &str, subject: &str) -> bool {
+pub(crate) fn refused(nats: &Nats, user: &str, subject: &str) -> bool {
     runtime().block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let client =
-            async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
-                .event_callback(move |e| {
-                    let tx = tx.clone();
-                    async move {
-                        if let async_nats::Event::ServerError(async_nats::ServerError::Other(s)) = e
-                        {
-                            let _ = tx.send(s);
-                        }
-                    }
-                })
-                .connect(nats.url())
-                .await
-                .unwrap_or_else(|e| panic!("{user} cannot log in: {e}"));
+        let (client, mut errors) = connect_as(nats, user).await;
         client
             .publish(subject.to_owned(), "x".into())
             .await
             .unwrap();
         client.flush().await.unwrap();
         let want = format!("Permissions Violation for Publish to \"{subject}\"");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Ok(Some(error)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            if error.contains(&want) {
-                return true;
-            }
-        }
-        false
+        told(&mut errors, &want).await
+    })
+}
+
+/// Whether the server refuses `user` a subscription to `subject`.
+pub(crate) fn refused_subscription(nats: &Nats, user: &str, subject: &str) -> bool {
+    runtime().block_on(async {
+        let (client, mut errors) = connect_as(nats, user).await;
+        let _sub = client.subscribe(subject.to_owned()).await.unwrap();
+        client.flush().await.unwrap();
+        let want = format!("Permissions Violation for Subscription to \"{subject}\"");
+        told(&mut errors, &want).await
     })
 }
 

@@ -33,6 +33,9 @@ pub struct Stats {
     pub remote_compiles: u64,
     /// Misses that could have gone to the farm but were compiled locally, by reason.
     pub remote_skipped: BTreeMap<String, u64>,
+    /// Events on our jobs' reply subjects that were dropped: another job's, from a worker
+    /// other than the one that started the job, or unreadable (forged or stray).
+    pub remote_events_dropped: u64,
     /// Bytes of outputs written to targets from the cache.
     pub bytes_restored: u64,
     /// Bytes of new cache files written.

@@ -215,6 +215,12 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         for (k, v) in &s.remote_skipped {
             row(&format!("  {k}"), v.to_string());
         }
+        if s.remote_events_dropped > 0 {
+            row(
+                "Farm events dropped (forged or stray)",
+                s.remote_events_dropped.to_string(),
+            );
+        }
     }
     if !s.verified.is_empty() {
         row(

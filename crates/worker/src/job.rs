@@ -151,10 +151,14 @@ async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> 
         Outcome::Refused
     })?;
     // Without a reply subject of ours there is nobody to tell why the job is dropped.
-    let reply = ctx.res.farm.reply_to(&job.reply_subject).map_err(|_| {
-        tracing::warn!("dropping a job with reply subject {:?}", job.reply_subject);
-        Outcome::Refused
-    })?;
+    let reply = ctx
+        .res
+        .farm
+        .reply_to(&job.reply_subject, &job.job_id, &ctx.worker_id)
+        .map_err(|_| {
+            tracing::warn!("dropping a job with reply subject {:?}", job.reply_subject);
+            Outcome::Refused
+        })?;
     if let Err(e) = job.validate() {
         tracing::warn!("refusing a hostile or malformed job: {e}");
         reply
@@ -180,7 +184,7 @@ async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> 
             .await;
         return Err(Outcome::Refused);
     }
-    if !still_wanted(ctx, &job, &reply).await {
+    if !still_wanted(&job, &reply).await {
         return Err(Outcome::Expired);
     }
     Ok(Admitted {
@@ -195,7 +199,7 @@ const REDELIVERED: &str = "the worker running this job stopped mid-job (the job 
     killed it): not retried on another worker";
 
 /// Whether the job's client still waits for it: not past its deadline, and answering.
-async fn still_wanted(ctx: &Context, job: &JobRequest, reply: &ReplyTo) -> bool {
+async fn still_wanted(job: &JobRequest, reply: &ReplyTo) -> bool {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -204,7 +208,7 @@ async fn still_wanted(ctx: &Context, job: &JobRequest, reply: &ReplyTo) -> bool 
         tracing::debug!(job = job.job_id, "past its deadline: dropped unrun");
         return false;
     }
-    if !reply.client_waits(&ctx.worker_id).await {
+    if !reply.client_waits().await {
         tracing::debug!(
             job = job.job_id,
             "its client no longer waits: dropped unrun"

@@ -104,8 +104,9 @@ impl Resources {
             .get(&key)
             .await
             .map_err(|e| FarmError::other("cannot read the AC bucket", e))?;
+        // A delete marker, not a purge: the bucket takes no rollups (see `Farm::seal`).
         self.ac
-            .purge(&key)
+            .delete(&key)
             .await
             .map_err(|e| FarmError::other("cannot delete from the AC bucket", e))?;
         if back != probe.as_bytes() || got.as_deref() != Some(probe.as_bytes()) {

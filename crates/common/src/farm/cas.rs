@@ -4,11 +4,20 @@
 //! Reads go around `ObjectStore::get` (one ordered consumer per read, and nats-server allows
 //! 1000 consumers per stream): the object's metadata and each of its chunks are fetched with
 //! direct gets, which open no consumer, so any number of concurrent readers is fine.
+//!
+//! Writes and deletes go around `ObjectStore::put` and `delete` too, which purge the old
+//! chunks of an object they replace or delete: purging the CAS stream is a right only
+//! workers and the admin have (`nats/roles.conf`), since a purge without a filter empties
+//! it. Here the metadata alone says what an object is; chunks no metadata names any more
+//! stay until they age out or the CAS is collected.
 
 use std::path::Path;
 
-use async_nats::jetstream::object_store::{ObjectInfo, ObjectMetadata, ObjectStore};
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions, ObjectStore};
 use async_nats::jetstream::stream::Stream;
+use async_nats::HeaderMap;
+use base64::Engine;
+use bytes::Bytes;
 
 use super::resources::CAS_CHUNK;
 use super::{Farm, FarmError, FarmErrorKind};
@@ -21,6 +30,7 @@ pub const MAX_BLOB: u64 = 2 << 30;
 #[derive(Clone)]
 pub struct Cas {
     store: ObjectStore,
+    js: async_nats::jetstream::Context,
     /// The bucket's own stream, for direct gets (and the GC's purges).
     pub(super) stream: Stream,
     names: Names,
@@ -38,6 +48,7 @@ impl Cas {
     pub(super) fn new(farm: &Farm, store: ObjectStore, stream: Stream) -> Cas {
         Cas {
             store,
+            js: farm.js.clone(),
             stream,
             names: farm.names.clone(),
         }
@@ -68,17 +79,55 @@ impl Cas {
         if self.contains(digest).await? {
             return Ok(false);
         }
-        let meta = ObjectMetadata {
+        let nuid = super::nonce()?.to_string();
+        let chunks = self.names.cas_chunk_subject(&nuid);
+        for chunk in bytes.chunks(CAS_CHUNK) {
+            self.js
+                .publish(chunks.clone(), Bytes::copy_from_slice(chunk))
+                .await
+                .map_err(|e| FarmError::other("cannot upload a blob", e))?
+                .await
+                .map_err(|e| FarmError::other("the CAS did not take a blob's chunk", e))?;
+        }
+        let info = ObjectInfo {
             name: Cas::name(digest),
-            chunk_size: Some(CAS_CHUNK),
-            ..Default::default()
+            description: None,
+            metadata: Default::default(),
+            headers: None,
+            options: Some(ObjectOptions {
+                link: None,
+                max_chunk_size: Some(CAS_CHUNK),
+            }),
+            bucket: self.names.cas_bucket(),
+            nuid,
+            size: bytes.len(),
+            chunks: bytes.len().div_ceil(CAS_CHUNK),
+            modified: None,
+            digest: None,
+            deleted: false,
         };
-        let mut reader = bytes;
-        self.store
-            .put(meta, &mut reader)
-            .await
-            .map_err(|e| FarmError::other("cannot upload a blob", e))?;
+        self.put_info(&info).await?;
         Ok(true)
+    }
+
+    /// Writes an object's metadata, replacing the name's earlier ones (a rollup of its
+    /// subject, as the object store does).
+    async fn put_info(&self, info: &ObjectInfo) -> Result<(), FarmError> {
+        let subject = format!(
+            "$O.{}.M.{}",
+            self.names.cas_bucket(),
+            base64::engine::general_purpose::URL_SAFE.encode(&info.name)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Rollup", "sub");
+        let json = serde_json::to_vec(info).map_err(|e| FarmError::other("blob metadata", e))?;
+        self.js
+            .publish_with_headers(subject, headers, json.into())
+            .await
+            .map_err(|e| FarmError::other("cannot write a blob's metadata", e))?
+            .await
+            .map_err(|e| FarmError::other("the CAS did not take a blob's metadata", e))?;
+        Ok(())
     }
 
     /// Reads a file, checks it still has `digest`, and stores it.
@@ -160,11 +209,16 @@ impl Cas {
         Ok(bytes)
     }
 
-    /// Removes a blob (a corrupt one, or `jetcc --check`'s probe).
+    /// Removes a blob (a corrupt one, or `jetcc --check`'s probe): its metadata says it is
+    /// deleted, so the next writer of these bytes stores them afresh. Its chunks stay until
+    /// they age out or the CAS is collected (no purge: see the module's doc).
     pub async fn delete(&self, digest: &Digest) -> Result<(), FarmError> {
-        self.store
-            .delete(Cas::name(digest))
-            .await
-            .map_err(|e| FarmError::other("cannot delete a blob", e))
+        let Some(mut info) = self.info(digest).await? else {
+            return Ok(());
+        };
+        info.deleted = true;
+        info.size = 0;
+        info.chunks = 0;
+        self.put_info(&info).await
     }
 }

@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 
 use super::{Farm, FarmError, FarmErrorKind, Resources};
-use crate::protocol::job::JobEvent;
+use crate::protocol::job::{JobEvent, JobReply};
 use crate::Digest;
 
 /// How long one pull request waits on the server for jobs.
@@ -128,55 +128,98 @@ impl Delivery {
     }
 }
 
-/// Where a job's events go: the reply subject its client listens on.
+/// Where a job's events go: the reply subject its client listens on, each event bound to
+/// the job and this worker ([`JobReply`]).
 #[derive(Clone)]
 pub struct ReplyTo {
-    client: async_nats::Client,
+    farm: Farm,
     subject: String,
+    job_id: String,
+    worker: String,
 }
 
 impl Farm {
-    /// A handle on `subject` for a job's events; refused unless it is one of this farm's
-    /// reply subjects (the subject comes from the job, so from anyone who may publish one).
-    pub fn reply_to(&self, subject: &str) -> Result<ReplyTo, FarmError> {
-        if !self.names.is_reply_subject(subject) {
+    /// A handle on `subject` for the events of job `job_id`, sent by `worker`; refused unless
+    /// it is one of this farm's reply subjects exactly (the subject comes from the job, so
+    /// from anyone who may publish one).
+    pub fn reply_to(
+        &self,
+        subject: &str,
+        job_id: &str,
+        worker: &str,
+    ) -> Result<ReplyTo, FarmError> {
+        if self.names.reply_subject_user(subject).is_none() {
             return Err(FarmError::new(
                 FarmErrorKind::Other,
                 format!("{subject:?} is not a reply subject"),
             ));
         }
         Ok(ReplyTo {
-            client: self.client.clone(),
+            farm: self.clone(),
             subject: subject.to_owned(),
+            job_id: job_id.to_owned(),
+            worker: worker.to_owned(),
         })
     }
 }
 
 impl ReplyTo {
-    /// Sends `Started` as a request: the client answers while it waits for the job. `false`
-    /// when no answer came in time.
-    pub async fn client_waits(&self, worker: &str) -> bool {
-        let started = JobEvent::Started {
-            worker: worker.to_owned(),
-        };
-        let request = self
+    /// Sends `Started` with an answer subject of this worker's own (never its inbox: a
+    /// client may publish answers, and nothing into a worker's inbox) and waits for the
+    /// client's answer. `false` when no answer came in time.
+    pub async fn client_waits(&self) -> bool {
+        match self.ask_client().await {
+            Ok(answered) => answered,
+            Err(e) => {
+                tracing::debug!("cannot ask the client whether it waits: {e}");
+                false
+            }
+        }
+    }
+
+    async fn ask_client(&self) -> Result<bool, FarmError> {
+        let farm = &self.farm;
+        let answer = farm
+            .names
+            .answer_subject(&farm.user, &super::nonce()?)
+            .map_err(|e| FarmError::other("cannot name an answer subject", e))?;
+        // Subscribed before the publish goes out on the same connection, so the server
+        // has the subscription when the answer comes.
+        let mut answers = farm
             .client
-            .request(self.subject.clone(), started.encode().into());
-        matches!(
-            tokio::time::timeout(CLIENT_ANSWER_WITHIN, request).await,
-            Ok(Ok(_))
-        )
+            .subscribe(answer.clone())
+            .await
+            .map_err(|e| FarmError::other("cannot subscribe for the client's answer", e))?;
+        farm.client
+            .publish_with_reply(
+                self.subject.clone(),
+                answer,
+                self.encode(&JobEvent::Started),
+            )
+            .await
+            .map_err(|e| FarmError::other("cannot send Started", e))?;
+        let answered = tokio::time::timeout(CLIENT_ANSWER_WITHIN, answers.next()).await;
+        let _ = answers.unsubscribe().await;
+        // With nobody subscribed to the reply subject (the client gave up or died), the
+        // server says so at once on the answer subject: a 503 status, no answer.
+        Ok(matches!(answered, Ok(Some(m)) if m.status.is_none_or(|s| s.is_success())))
     }
 
     /// Publishes `event` to the client, fire-and-forget: a client that is gone compiles
     /// locally anyway. Failures are logged.
     pub async fn send(&self, event: &JobEvent) {
+        let payload = self.encode(event);
         if let Err(e) = self
+            .farm
             .client
-            .publish(self.subject.clone(), event.encode().into())
+            .publish(self.subject.clone(), payload)
             .await
         {
             tracing::debug!("cannot reply: {e}");
         }
+    }
+
+    fn encode(&self, event: &JobEvent) -> bytes::Bytes {
+        JobReply::encode_parts(&self.job_id, &self.worker, event).into()
     }
 }

@@ -1,4 +1,6 @@
-//! Submitting a job and following its events (the client side of the work queue).
+//! Submitting a job and following its events (the client side of the work queue). Only
+//! events of our own job count, and after `Started` only those of the worker that sent it:
+//! anything else on the reply subject is dropped, logged and counted.
 
 use std::time::Duration;
 
@@ -6,7 +8,7 @@ use async_nats::jetstream::message::PublishMessage;
 use futures_util::StreamExt;
 
 use super::{FarmError, FarmErrorKind, Resources};
-use crate::protocol::job::{JobEvent, JobRequest};
+use crate::protocol::job::{JobEvent, JobReply, JobRequest};
 use crate::Digest;
 
 /// A published job: its events arrive on the reply subject, in order.
@@ -15,7 +17,17 @@ pub struct Submitted {
     /// was dropped and no events will come for it.
     pub duplicate: bool,
     events: async_nats::Subscriber,
-    client: async_nats::Client,
+    farm: super::Farm,
+    binding: Binding,
+}
+
+/// Which events on a reply subject are ours: see [`Binding::take`].
+#[derive(Debug)]
+struct Binding {
+    job_id: String,
+    /// The worker whose `Started` came last: the only one whose events count.
+    worker: Option<String>,
+    dropped: u64,
 }
 
 /// How long a waiting client tolerates a dropped connection before compiling locally.
@@ -56,7 +68,12 @@ impl Resources {
         Ok(Submitted {
             duplicate: ack.duplicate,
             events,
-            client: self.farm.client.clone(),
+            farm: self.farm.clone(),
+            binding: Binding {
+                job_id: job.job_id.clone(),
+                worker: None,
+                dropped: 0,
+            },
         })
     }
 }
@@ -87,21 +104,25 @@ impl Submitted {
         loop {
             let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
             match tokio::time::timeout_at(tick, self.events.next()).await {
-                Ok(next) => {
-                    // A worker asks whether we still wait before it starts (see `Started`).
-                    // Answer only to an inbox: whoever sent the request chose where our
-                    // answer goes, and it goes with our permissions (a `$JS.API…` subject
-                    // would have us delete a stream).
-                    let reply = next.as_ref().and_then(|m| m.reply.clone());
-                    if let Some(reply) = reply.filter(|r| r.starts_with("_INBOX.")) {
-                        let _ = self.client.publish(reply, bytes::Bytes::new()).await;
-                    }
-                    return Submitted::decode(next);
+                Ok(None) => {
+                    return Err(FarmError::new(
+                        FarmErrorKind::Unreachable,
+                        "the connection closed while waiting for the job",
+                    ))
                 }
+                Ok(Some(msg)) => match self.binding.take(&msg.payload) {
+                    Some(event) => {
+                        self.answer(&event, msg.reply.as_deref()).await;
+                        return Ok(Some(event));
+                    }
+                    // A stream of others' events must not keep us waiting past `wait`.
+                    None if tokio::time::Instant::now() >= deadline => return Ok(None),
+                    None => continue,
+                },
                 Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
                 Err(_) => {}
             }
-            if self.client.connection_state() == async_nats::connection::State::Connected {
+            if self.farm.client.connection_state() == async_nats::connection::State::Connected {
                 down_since = None;
             } else if down_since
                 .get_or_insert_with(tokio::time::Instant::now)
@@ -116,15 +137,123 @@ impl Submitted {
         }
     }
 
-    fn decode(next: Option<async_nats::Message>) -> Result<Option<JobEvent>, FarmError> {
-        match next {
-            None => Err(FarmError::new(
-                FarmErrorKind::Unreachable,
-                "the connection closed while waiting for the job",
-            )),
-            Some(msg) => JobEvent::decode(&msg.payload).map(Some).map_err(|e| {
-                FarmError::new(FarmErrorKind::Corrupt, format!("unreadable job event: {e}"))
-            }),
+    /// The worker that started the job (the last `Started`), if one has.
+    pub fn worker(&self) -> Option<&str> {
+        self.binding.worker.as_deref()
+    }
+
+    /// Events dropped so far: not of this job, not from its worker, or unreadable.
+    pub fn dropped(&self) -> u64 {
+        self.binding.dropped
+    }
+
+    /// A worker asks whether we still wait before it starts (see `Started`): answered only
+    /// on an answer subject, never an inbox or any other subject the sender chose (our
+    /// answer goes out with our permissions).
+    async fn answer(&self, event: &JobEvent, reply: Option<&str>) {
+        let Some(to) = reply.filter(|r| self.farm.names.is_answer_subject(r)) else {
+            return;
+        };
+        if matches!(event, JobEvent::Started) {
+            let _ = self
+                .farm
+                .client
+                .publish(to.to_owned(), bytes::Bytes::new())
+                .await;
         }
+    }
+}
+
+impl Binding {
+    /// The event `payload` carries if it is one of ours: this job's, and after `Started`
+    /// from the worker that sent it (a later `Started`, a redelivery to another worker after
+    /// the first died, moves that on). A `Refused` before any `Started` is the job refused
+    /// unrun. Anything else is dropped, logged and counted.
+    fn take(&mut self, payload: &[u8]) -> Option<JobEvent> {
+        let reply = match JobReply::decode(payload) {
+            Ok(reply) => reply,
+            Err(e) => return self.drop_event(&format!("unreadable: {e}")),
+        };
+        if reply.job_id != self.job_id {
+            return self.drop_event(&format!("of another job {:?}", reply.job_id));
+        }
+        match (&reply.event, &self.worker) {
+            (JobEvent::Started, _) => self.worker = Some(reply.worker),
+            (JobEvent::Refused { .. }, None) => {}
+            (_, Some(worker)) if *worker == reply.worker => {}
+            (_, started) => {
+                return self.drop_event(&format!(
+                    "from worker {:?}, not the one that started it ({started:?})",
+                    reply.worker
+                ))
+            }
+        }
+        Some(reply.event)
+    }
+
+    fn drop_event(&mut self, why: &str) -> Option<JobEvent> {
+        self.dropped += 1;
+        tracing::debug!(
+            job = self.job_id,
+            "dropped an event on the reply subject: {why}"
+        );
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(job_id: &str, worker: &str, event: JobEvent) -> Vec<u8> {
+        JobReply::encode_parts(job_id, worker, &event)
+    }
+
+    fn done() -> JobEvent {
+        JobEvent::Done {
+            exit_code: 0,
+            stdout: vec![],
+            outputs: vec![("liba.rlib".into(), Digest::of_bytes(b"evil"))],
+            compile_ms: 1,
+        }
+    }
+
+    #[test]
+    fn only_our_jobs_events_from_its_worker_count() {
+        let ours = "a".repeat(32);
+        let theirs = "b".repeat(32);
+        let mut b = Binding {
+            job_id: ours.clone(),
+            worker: None,
+            dropped: 0,
+        };
+        // Before Started: nothing but a refusal of our job.
+        assert_eq!(b.take(&reply(&ours, "w1", done())), None);
+        assert_eq!(b.take(&reply(&theirs, "w1", JobEvent::Started)), None);
+        assert_eq!(b.take(b"\xc1garbage"), None);
+        assert_eq!(b.dropped, 3);
+        let refused = JobEvent::Refused {
+            reason: "no".into(),
+        };
+        assert_eq!(b.take(&reply(&ours, "w9", refused.clone())), Some(refused));
+        // Started binds the worker; others' events, and other jobs', are dropped.
+        assert_eq!(
+            b.take(&reply(&ours, "w1", JobEvent::Started)),
+            Some(JobEvent::Started)
+        );
+        assert_eq!(b.take(&reply(&ours, "w2", done())), None);
+        assert_eq!(b.take(&reply(&theirs, "w1", done())), None);
+        let line = JobEvent::Stderr(b"warning".to_vec());
+        assert_eq!(b.take(&reply(&ours, "w2", line.clone())), None);
+        assert_eq!(b.take(&reply(&ours, "w1", line.clone())), Some(line));
+        assert_eq!(b.dropped, 6);
+        // A redelivery: the new worker's Started moves the binding on.
+        assert_eq!(
+            b.take(&reply(&ours, "w2", JobEvent::Started)),
+            Some(JobEvent::Started)
+        );
+        assert_eq!(b.take(&reply(&ours, "w1", done())), None);
+        assert_eq!(b.take(&reply(&ours, "w2", done())), Some(done()));
+        assert_eq!(b.dropped, 7);
     }
 }

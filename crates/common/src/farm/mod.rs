@@ -19,7 +19,7 @@ pub mod resources;
 use std::time::Duration;
 
 use crate::config::FarmConfig;
-use crate::protocol::names::Names;
+use crate::protocol::names::{self, Names, Nonce};
 
 pub use cas::Cas;
 pub use delivery::{Batch, Delivery, JobQueue, ReplyTo};
@@ -106,6 +106,9 @@ pub struct Farm {
     pub(crate) client: async_nats::Client,
     pub(crate) js: async_nats::jetstream::Context,
     pub names: Names,
+    /// The NATS user this connection logged in as, as subjects name it ([`names::NO_USER`]
+    /// without one): its inboxes, reply and answer subjects carry it.
+    pub user: String,
     pub url: String,
     /// The cache buckets' limits, for creating them.
     pub limits: crate::config::CacheLimits,
@@ -133,6 +136,22 @@ impl Farm {
                     format!("invalid NATS URL {:?}: {e} (set [dist] nats_url or JETCC_NATS_URL, e.g. nats://host:4222)", cfg.nats_url),
                 )
             })?;
+        let user = match cfg.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(user) => {
+                names::user_token(user).map_err(|e| {
+                    FarmError::new(
+                        FarmErrorKind::Auth,
+                        format!(
+                            "{e}: jetcc names its inboxes and reply subjects after the NATS \
+                             user ([dist] user, JETCC_NATS_USER), so the server can let each \
+                             user read only its own"
+                        ),
+                    )
+                })?;
+                user.to_owned()
+            }
+            None => names::NO_USER.to_owned(),
+        };
         let mut opts = match &cfg.creds {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
@@ -174,6 +193,8 @@ impl Farm {
         let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let opts = opts
             .name(name)
+            // Each user's inboxes under its name: the server lets it read only those.
+            .custom_inbox_prefix(names::inbox_prefix(&user))
             // A refused publish or subscribe is dropped by the server, which says so only in
             // this event; the request behind it then times out. Say what it was, once, here.
             .event_callback(|event| async move {
@@ -216,6 +237,7 @@ impl Farm {
             client,
             js,
             names,
+            user,
             url: cfg.display_url(),
             limits: cfg.cache_limits,
         })
@@ -238,6 +260,17 @@ impl Farm {
             Err(_) => tracing::debug!("flushing to the NATS server took over {limit:?}"),
         }
     }
+}
+
+/// 128 bits from the kernel's random source, for a subject nobody may guess. An error,
+/// never a weak value: the caller goes without the farm.
+pub fn nonce() -> Result<Nonce, FarmError> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| FarmError::other("cannot read /dev/urandom", e))?;
+    Ok(Nonce::from_bytes(b))
 }
 
 /// The name this machine goes by in heartbeats and events.

@@ -57,6 +57,9 @@ impl Farm {
                         discard: jobs_limits.discard,
                         duplicate_window: DEDUP_WINDOW,
                         num_replicas,
+                        // Jobs leave by acks; nobody removes another's (see `seal`).
+                        deny_delete: true,
+                        deny_purge: true,
                         ..Default::default()
                     })
                 })
@@ -109,6 +112,9 @@ impl Farm {
                 ..Default::default()
             })
             .await?;
+        for stream in [&jobs, &ac.stream, &workers.stream] {
+            self.seal(stream).await;
+        }
         Ok(Resources {
             farm: self.clone(),
             jobs,
@@ -209,6 +215,37 @@ impl Farm {
                 .get_key_value(&bucket)
                 .await
                 .map_err(|e| FarmError::other(&format!("cannot create bucket {bucket}"), e)),
+        }
+    }
+
+    /// Makes `stream` refuse message deletes, purges and `Nats-Rollup` headers from anyone,
+    /// whatever their permissions (the server cannot take these back: to empty it, an admin
+    /// removes the stream and a worker creates it again). For the jobs stream and the KV
+    /// buckets; not the CAS, whose object deletes purge chunks and whose metadata writes are
+    /// rollups (roles.conf keeps purges to workers and the admin there). A worker without
+    /// the right to update it warns and serves on.
+    async fn seal(&self, stream: &stream::Stream) {
+        // Read afresh: `reconcile` may have just changed the limits of this stream.
+        let mut config = match stream.get_info().await {
+            Ok(info) => info.config,
+            Err(e) => {
+                tracing::warn!("cannot read a stream's config to seal it: {e}");
+                return;
+            }
+        };
+        if config.deny_delete && config.deny_purge && !config.allow_rollup {
+            return;
+        }
+        let name = config.name.clone();
+        config.deny_delete = true;
+        config.deny_purge = true;
+        config.allow_rollup = false;
+        match self.js.update_stream(&config).await {
+            Ok(_) => tracing::info!(stream = name, "sealed: no deletes, purges or rollups"),
+            Err(e) => tracing::warn!(
+                "cannot seal stream {name} against deletes, purges and rollups ({e}): let \
+                 the workers' NATS user publish $JS.API.STREAM.UPDATE.{name} (nats/roles.conf)"
+            ),
         }
     }
 

@@ -76,12 +76,55 @@ pub struct InputFile {
     pub mode: u32,
 }
 
-/// What a worker reports on a job's reply subject, in order.
+/// What travels on a job's reply subject: one [`JobEvent`], bound to the job it is about and
+/// the worker that sends it. A client takes only its own job's events, and after `Started`
+/// only from the worker that started it: anything else on its subject is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReply {
+    /// The job's [`JobRequest::job_id`]: known to its client and to the worker that pulled it.
+    pub job_id: String,
+    /// The sending worker's id (`WorkerStatus::id`).
+    pub worker: String,
+    pub event: JobEvent,
+}
+
+impl JobReply {
+    pub fn encode(&self) -> Vec<u8> {
+        JobReply::encode_parts(&self.job_id, &self.worker, &self.event)
+    }
+
+    /// The encoding of a `JobReply` of these parts, without copying the event.
+    pub fn encode_parts(job_id: &str, worker: &str, event: &JobEvent) -> Vec<u8> {
+        /// `JobReply`, borrowed: the same fields in the same order encode the same.
+        #[derive(Serialize)]
+        struct Parts<'a> {
+            job_id: &'a str,
+            worker: &'a str,
+            event: &'a JobEvent,
+        }
+        rmp_serde::to_vec(&Parts {
+            job_id,
+            worker,
+            event,
+        })
+        .expect("a reply always serializes")
+    }
+
+    /// Decodes untrusted bytes: bounded, output names checked.
+    pub fn decode(bytes: &[u8]) -> Result<JobReply, ProtocolError> {
+        let reply: JobReply = decode_bounded(bytes, MAX_EVENT_BYTES)?;
+        reply.event.check()?;
+        Ok(reply)
+    }
+}
+
+/// What a worker reports on a job's reply subject, in order (each in a [`JobReply`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEvent {
-    /// A worker took the job. Sent as a request: a client that no longer waits (it gave up
-    /// and compiled locally, or died) has no subscription, so the worker drops the job unrun.
-    Started { worker: String },
+    /// A worker took the job. Sent with an answer subject: a client that no longer waits (it
+    /// gave up and compiled locally, or died) has no subscription and does not answer, so the
+    /// worker drops the job unrun.
+    Started,
     /// One line rustc wrote to stderr.
     Stderr(Vec<u8>),
     /// rustc's notice that it wrote an output (`{"$message_type":"artifact",…}`): the file is
@@ -313,19 +356,14 @@ impl JobRequest {
 }
 
 impl JobEvent {
-    pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).expect("an event always serializes")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<JobEvent, ProtocolError> {
-        let event: JobEvent = decode_bounded(bytes, MAX_EVENT_BYTES)?;
-        let names: Vec<&String> = match &event {
+    /// Output names must be plain file names.
+    fn check(&self) -> Result<(), ProtocolError> {
+        let names: Vec<&String> = match self {
             JobEvent::Done { outputs, .. } => outputs.iter().map(|(n, _)| n).collect(),
             JobEvent::Artifact { name, .. } => vec![name],
             _ => vec![],
         };
-        plain_names(names.into_iter())?;
-        Ok(event)
+        plain_names(names.into_iter())
     }
 }
 
@@ -378,7 +416,7 @@ mod tests {
         JobRequest {
             version: PROTOCOL_VERSION,
             job_id: "0123456789abcdef0123456789abcdef".into(),
-            reply_subject: "jetcc.reply.c.0123456789abcdef0123456789abcdef".into(),
+            reply_subject: "jetcc.reply.publisher.0123456789abcdef0123456789abcdef".into(),
             crate_name: "leaf".into(),
             deadline_unix_ms: 1,
             toolchain: Digest::of_bytes(b"rustc 1.95"),
@@ -407,13 +445,17 @@ mod tests {
     fn round_trips() {
         let j = job();
         assert_eq!(JobRequest::decode(&j.encode()).unwrap(), j);
-        let e = JobEvent::Done {
-            exit_code: 0,
-            stdout: vec![],
-            outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(b"x"))],
-            compile_ms: 5,
+        let e = JobReply {
+            job_id: j.job_id.clone(),
+            worker: "worker-a.h-1-2".into(),
+            event: JobEvent::Done {
+                exit_code: 0,
+                stdout: vec![],
+                outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(b"x"))],
+                compile_ms: 5,
+            },
         };
-        assert_eq!(JobEvent::decode(&e.encode()).unwrap(), e);
+        assert_eq!(JobReply::decode(&e.encode()).unwrap(), e);
     }
 
     #[test]
@@ -582,15 +624,23 @@ mod tests {
             JobRequest::decode(&vec![0u8; MAX_JOB_BYTES + 1]),
             Err(ProtocolError::TooLarge(_))
         ));
-        let evil = JobEvent::Done {
-            exit_code: 0,
-            stdout: vec![],
-            outputs: vec![("../x".into(), Digest::of_bytes(b"x"))],
-            compile_ms: 0,
+        let evil = JobReply {
+            job_id: "0".repeat(32),
+            worker: "w".into(),
+            event: JobEvent::Done {
+                exit_code: 0,
+                stdout: vec![],
+                outputs: vec![("../x".into(), Digest::of_bytes(b"x"))],
+                compile_ms: 0,
+            },
         };
         assert!(matches!(
-            JobEvent::decode(&evil.encode()),
+            JobReply::decode(&evil.encode()),
             Err(ProtocolError::Invalid { .. })
+        ));
+        assert!(matches!(
+            JobReply::decode(&vec![0u8; MAX_EVENT_BYTES + 1]),
+            Err(ProtocolError::TooLarge(_))
         ));
     }
 }

@@ -14,11 +14,18 @@ pub struct Names {
 
 /// Why a name part was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} {value:?}: use lowercase letters, digits, '-' and '_' (at most 32)")]
+#[error("invalid {what} {value:?}: {rule}")]
 pub struct NameError {
     pub what: &'static str,
     pub value: String,
+    /// What a valid one looks like.
+    pub rule: &'static str,
 }
+
+const TOKEN_RULE: &str = "use lowercase letters, digits, '-' and '_' (at most 32)";
+const HEX_RULE: &str = "32 lowercase hex digits";
+const USER_RULE: &str = "a user named in NATS subjects has letters, digits, '-' and '_' only \
+                         (at most 64)";
 
 impl Default for Names {
     fn default() -> Names {
@@ -120,20 +127,45 @@ impl Names {
         format!("{}-toolchains", self.prefix)
     }
 
-    /// Where a worker reports progress and the result of one job.
-    pub fn reply_subject(&self, client: &str, job: &JobId) -> Result<String, NameError> {
-        token(client, "client id", 64)?;
-        Ok(format!("{}.reply.{client}.{job}", self.prefix))
+    /// Where a worker reports progress and the result of one job:
+    /// `jetcc.reply.<user>.<token>`, with the client's NATS user (see [`user_token`]) and
+    /// 128 random bits (see [`Nonce`]). A server lets each user read only its own
+    /// `jetcc.reply.<user>.>`, and nobody can guess another client's.
+    pub fn reply_subject(&self, user: &str, token: &Nonce) -> Result<String, NameError> {
+        user_token(user)?;
+        Ok(format!("{}.reply.{user}.{token}", self.prefix))
     }
 
-    /// Whether `subject` may be a job's reply subject here: under this prefix's `reply.`, one
-    /// concrete subject (no wildcard) without spaces. Workers publish where a job says, so
-    /// they check it first.
-    pub fn is_reply_subject(&self, subject: &str) -> bool {
-        subject
-            .strip_prefix(self.prefix.as_str())
-            .is_some_and(|rest| rest.starts_with(".reply."))
-            && !subject.contains(['*', '>', ' '])
+    /// The user a job's reply subject names, if `subject` is one of this prefix's reply
+    /// subjects exactly as [`Names::reply_subject`] spells them. Workers publish where a job
+    /// says, so they check it first.
+    pub fn reply_subject_user<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        self.user_and_nonce(subject, ".reply.")
+    }
+
+    /// Where a client answers a worker's `Started` (it still waits for the job):
+    /// `jetcc.answer.<worker user>.<token>`. Only that worker user may read it, and clients
+    /// may publish there but into nobody's inbox.
+    pub fn answer_subject(&self, user: &str, token: &Nonce) -> Result<String, NameError> {
+        user_token(user)?;
+        Ok(format!("{}.answer.{user}.{token}", self.prefix))
+    }
+
+    /// Whether `subject` is one of this prefix's answer subjects, exactly as
+    /// [`Names::answer_subject`] spells them: the only place a client sends an answer to.
+    pub fn is_answer_subject(&self, subject: &str) -> bool {
+        self.user_and_nonce(subject, ".answer.").is_some()
+    }
+
+    /// `<prefix><kind><user>.<nonce>`'s user, or `None` if `subject` is not that.
+    fn user_and_nonce<'a>(&self, subject: &'a str, kind: &str) -> Option<&'a str> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(kind)?;
+        let (user, nonce) = rest.split_once('.')?;
+        user_token(user).ok()?;
+        Nonce::parse(nonce).ok()?;
+        Some(user)
     }
 
     /// Fire-and-forget events for the monitor: `jetcc.events.<kind>`.
@@ -172,6 +204,7 @@ impl JobId {
             Err(NameError {
                 what: "job id",
                 value: s.to_owned(),
+                rule: HEX_RULE,
             })
         }
     }
@@ -195,6 +228,69 @@ impl fmt::Display for JobId {
 /// The key in KV `jetcc-workers` held by whoever runs the CAS's garbage collection (one at
 /// a time); it expires with the bucket's TTL unless its holder refreshes it.
 pub const GC_LOCK_KEY: &str = "gc.lock";
+
+/// 128 random bits as 32 lowercase hex digits: what makes a reply or answer subject
+/// unguessable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Nonce(String);
+
+impl Nonce {
+    pub fn from_bytes(bytes: [u8; 16]) -> Nonce {
+        Nonce(JobId::from_bytes(bytes).0)
+    }
+
+    pub fn parse(s: &str) -> Result<Nonce, NameError> {
+        JobId::parse(s)
+            .map(|id| Nonce(id.0))
+            .map_err(|e| NameError { what: "nonce", ..e })
+    }
+}
+
+impl From<Nonce> for JobId {
+    /// A job id is 128 random bits too.
+    fn from(nonce: Nonce) -> JobId {
+        JobId(nonce.0)
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a connection without a user name (anonymous, a token, creds alone) puts where
+/// subjects name the user.
+pub const NO_USER: &str = "_";
+
+/// A NATS user name as one subject token (in inbox, reply and answer subjects): letters,
+/// digits, `-` and `_`, at most 64. A server's permissions name the user exactly, so it is
+/// refused rather than changed.
+pub fn user_token(user: &str) -> Result<(), NameError> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            what: "NATS user name",
+            value: user.to_owned(),
+            rule: USER_RULE,
+        })
+    }
+}
+
+/// The inbox prefix of a connection as `user` (see [`user_token`]): `_INBOX.<user>`, so a
+/// server can let each user read only its own inboxes; `_INBOX` without a user.
+pub fn inbox_prefix(user: &str) -> String {
+    match user {
+        NO_USER => "_INBOX".to_owned(),
+        user => format!("_INBOX.{user}"),
+    }
+}
 
 /// The key of an invocation's shared manifest in KV `jetcc-ac`.
 pub fn ac_manifest_key(invocation: &Digest) -> String {
@@ -229,6 +325,7 @@ fn token(value: &str, what: &'static str, max: usize) -> Result<(), NameError> {
         Err(NameError {
             what,
             value: value.to_owned(),
+            rule: TOKEN_RULE,
         })
     }
 }
@@ -253,11 +350,17 @@ mod tests {
         assert_eq!(n.ac_bucket(), "jetcc-ac");
         assert_eq!(n.workers_bucket(), "jetcc-workers");
         assert_eq!(n.toolchains_bucket(), "jetcc-toolchains");
-        let job = JobId::from_bytes([0xab; 16]);
+        let nonce = Nonce::from_bytes([0xab; 16]);
         assert_eq!(
-            n.reply_subject("laptop-1", &job).unwrap(),
-            format!("jetcc.reply.laptop-1.{job}")
+            n.reply_subject("publisher", &nonce).unwrap(),
+            format!("jetcc.reply.publisher.{nonce}")
         );
+        assert_eq!(
+            n.answer_subject("worker-a", &nonce).unwrap(),
+            format!("jetcc.answer.worker-a.{nonce}")
+        );
+        assert_eq!(inbox_prefix("publisher"), "_INBOX.publisher");
+        assert_eq!(inbox_prefix(NO_USER), "_INBOX");
         assert_eq!(n.events_subjects(), "jetcc.events.>");
         assert_eq!(n.event_kind("jetcc.events.unit"), Some("unit"));
         for other in [
@@ -281,21 +384,39 @@ mod tests {
         assert!(n
             .jobs_subject("x86_64.evil", &Digest::of_bytes(b""))
             .is_err());
-        assert!(n.reply_subject("a.>", &JobId::from_bytes([0; 16])).is_err());
-        let reply = n
-            .reply_subject("laptop-1", &JobId::from_bytes([1; 16]))
-            .unwrap();
-        assert!(n.is_reply_subject(&reply));
+        let nonce = Nonce::from_bytes([1; 16]);
+        for bad_user in ["a.>", "a b", "*", "", &"u".repeat(65)] {
+            assert!(n.reply_subject(bad_user, &nonce).is_err(), "{bad_user:?}");
+            assert!(user_token(bad_user).is_err(), "{bad_user:?}");
+        }
+        let reply = n.reply_subject("CI_agent-1", &nonce).unwrap();
+        assert_eq!(n.reply_subject_user(&reply), Some("CI_agent-1"));
+        assert!(!n.is_answer_subject(&reply));
+        let answer = n.answer_subject("worker-a", &nonce).unwrap();
+        assert!(n.is_answer_subject(&answer));
+        assert_eq!(n.reply_subject_user(&answer), None);
         for bad in [
-            "jetcc.reply.a.b",
+            "jetcc.reply.a.0101010101010101010101010101010",
+            "team-a.reply.a.b",
             "team-a.jobs.x",
             "team-a.replyx",
             "team-a.reply.>",
-            "team-a.reply.*.x",
-            "team-a.reply.a b",
+            "team-a.reply.*.01010101010101010101010101010101",
+            "team-a.reply.a b.01010101010101010101010101010101",
+            "team-a.reply.a.b.01010101010101010101010101010101",
+            "team-a.reply.a.01010101010101010101010101010101.x",
+            "team-a.reply.a.0101010101010101010101010101010g",
+            "team-a.reply.a.0101010101010101010101010101010",
+            "team-a.reply.a.01010101010101010101010101010101 ",
+            "team-a.reply..01010101010101010101010101010101",
         ] {
-            assert!(!n.is_reply_subject(bad), "{bad:?}");
+            assert_eq!(n.reply_subject_user(bad), None, "{bad:?}");
+            assert!(!n.is_answer_subject(bad), "{bad:?}");
         }
+        assert_eq!(
+            n.reply_subject_user("team-a.reply.a.01010101010101010101010101010101"),
+            Some("a")
+        );
         assert!(JobId::parse("not-hex").is_err());
         assert!(JobId::parse(&"0".repeat(32)).is_ok());
     }

@@ -3,10 +3,11 @@
 //! where rustc would have. An identical job already queued is followed instead of run twice.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
-use jetcc_common::farm::{Resources, Submitted};
+use jetcc_common::farm::{self, Resources, Submitted};
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
@@ -16,10 +17,12 @@ use super::{inputs, RemoteCompile, RemoteError};
 use crate::compile::Compiled;
 use crate::placement::overhead_prior;
 
-/// Compiles `r` on the farm: see [`Session::compile`](super::Session::compile).
+/// Compiles `r` on the farm: see [`Session::compile`](super::Session::compile). Events
+/// dropped on the reply subject (another job's, another worker's) are added to `dropped`.
 pub(super) async fn compile(
     res: &Resources,
     mut r: RemoteCompile<'_>,
+    dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
     let start = Instant::now();
     worth_sending(res, &r, start).await?;
@@ -34,7 +37,7 @@ pub(super) async fn compile(
         drop(sub);
         return follow_identical(res, r, &dedup, start).await;
     }
-    follow(res, r, sub, start, prepared).await
+    follow(res, r, sub, start, prepared, dropped).await
 }
 
 /// Whether a live worker serves this toolchain and sending beats waiting for a local slot.
@@ -60,11 +63,12 @@ fn job_request(
     r: &RemoteCompile<'_>,
     listed: inputs::Listed,
 ) -> Result<JobRequest, RemoteError> {
-    let job_id = JobId::from_bytes(random16());
+    let job_id = JobId::from(farm::nonce()?);
+    // Our user's, under a nonce: only we may read it, and nobody can guess it.
     let reply_subject = res
         .farm
         .names
-        .reply_subject(&client_id(), &job_id)
+        .reply_subject(&res.farm.user, &farm::nonce()?)
         .map_err(|e| RemoteError::Local(e.to_string()))?;
     let deadline = SystemTime::now() + Duration::from_millis(r.farm.start_timeout_ms);
     Ok(JobRequest {
@@ -96,8 +100,22 @@ fn job_request(
 /// (and its artifact line forwarded) as soon as it is announced, so cargo goes on.
 async fn follow(
     res: &Resources,
-    mut r: RemoteCompile<'_>,
+    r: RemoteCompile<'_>,
     mut sub: Submitted,
+    start: Instant,
+    prepared: Duration,
+    dropped: &AtomicU64,
+) -> Result<(Compiled, Duration), RemoteError> {
+    let result = follow_events(res, r, &mut sub, start, prepared).await;
+    dropped.fetch_add(sub.dropped(), Ordering::Relaxed);
+    result
+}
+
+/// [`follow`], with the events counted in `sub`.
+async fn follow_events(
+    res: &Resources,
+    mut r: RemoteCompile<'_>,
+    sub: &mut Submitted,
     start: Instant,
     prepared: Duration,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -114,11 +132,15 @@ async fn follow(
                 .next(job_timeout)
                 .await?
                 .ok_or(RemoteError::Timeout(job_timeout))?,
-            false => next_while_queued(&mut sub, &r, queued).await?,
+            false => next_while_queued(sub, &r, queued).await?,
         };
         match event {
-            JobEvent::Started { worker } => {
-                tracing::debug!(%worker, queued_ms = (start.elapsed() - prepared).as_millis() as u64, "job started");
+            JobEvent::Started => {
+                tracing::debug!(
+                    worker = sub.worker().unwrap_or_default(),
+                    queued_ms = (start.elapsed() - prepared).as_millis() as u64,
+                    "job started"
+                );
                 started = true;
             }
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
@@ -305,35 +327,4 @@ fn first_error(diagnostics: &[u8]) -> String {
         })
         .or_else(|| text.lines().next().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// This client's name in reply subjects: host and pid, as subject-safe tokens.
-fn client_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    format!(
-        "{}-{}",
-        if host.is_empty() { "client" } else { &host },
-        std::process::id()
-    )
-}
-
-fn random16() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    b
 }

@@ -152,6 +152,10 @@ pub fn try_remote(
     let is_c = matches!(job.kind, JobKind::C(_));
     let result = session.compile(job);
     let cache_dir = cache.root();
+    let dropped = session.take_dropped_events();
+    if dropped > 0 {
+        record(cache_dir, |s| s.remote_events_dropped += dropped);
+    }
     match result {
         Ok((compiled, on_worker)) => {
             placement.record_remote(compiled.duration, on_worker);

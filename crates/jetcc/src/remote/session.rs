@@ -2,6 +2,7 @@
 //! runtime, opened on the process's first need and used for the JetStream tier, remote
 //! compiles and the monitor event.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jetcc_common::config::FarmConfig;
@@ -19,6 +20,8 @@ pub struct Session {
     /// Its requests run here, blocking: a wrapper process serves one invocation.
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) res: Resources,
+    /// Events dropped on our jobs' reply subjects, not yet counted in the stats.
+    dropped_events: AtomicU64,
 }
 
 impl Session {
@@ -33,14 +36,28 @@ impl Session {
             // worker would, idempotently); where this client may not, it stays an error.
             farm.open_or_set_up().await
         })?;
-        Ok(Session { rt, res })
+        Ok(Session {
+            rt,
+            res,
+            dropped_events: AtomicU64::new(0),
+        })
     }
 
     /// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and
     /// stdout/stderr were forwarded (and are returned for the cache), with how long rustc
     /// ran on the worker.
     pub fn compile(&self, remote: RemoteCompile<'_>) -> Result<(Compiled, Duration), RemoteError> {
-        self.rt.block_on(super::compile::compile(&self.res, remote))
+        self.rt.block_on(super::compile::compile(
+            &self.res,
+            remote,
+            &self.dropped_events,
+        ))
+    }
+
+    /// Events dropped on reply subjects (not our job's, or not from the worker that
+    /// started it) since the last call.
+    pub fn take_dropped_events(&self) -> u64 {
+        self.dropped_events.swap(0, Ordering::Relaxed)
     }
 
     /// Publishes this process's monitor event, waiting at most 100 ms to hand it to the
