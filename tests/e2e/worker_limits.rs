@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, Lifetime, Resources};
 use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
-use jetcc_common::protocol::names::JobId;
+use jetcc_common::protocol::names::{JobId, Nonce};
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::Digest;
 use jetcc_e2e::servers::{Nats, Worker};
@@ -58,7 +58,11 @@ impl Client {
         JobRequest {
             version: PROTOCOL_VERSION,
             job_id: id.to_string(),
-            reply_subject: self.farm.names.reply_subject("test", &id).unwrap(),
+            reply_subject: self
+                .farm
+                .names
+                .reply_subject(&self.farm.user, &Nonce::from_bytes([n; 16]))
+                .unwrap(),
             crate_name: "probe".into(),
             deadline_unix_ms: (SystemTime::now() + Duration::from_secs(120))
                 .duration_since(UNIX_EPOCH)

@@ -21,7 +21,7 @@ use jetcc_common::depinfo::DepInfo;
 use jetcc_common::digest::{seal, unseal};
 use jetcc_common::manifest::{Manifest, ManifestEntry, Source};
 use jetcc_common::protocol::events::{JobDone, UnitEvent};
-use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest, JobState};
+use jetcc_common::protocol::job::{InputFile, JobEvent, JobReply, JobRequest, JobState};
 use jetcc_common::protocol::worker::WorkerStatus;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::result::{CacheEntry, OutputFile, FORMAT_VERSION};
@@ -94,9 +94,7 @@ fn job() -> JobRequest {
 
 fn events() -> Vec<Vec<u8>> {
     [
-        JobEvent::Started {
-            worker: "worker-a.host-1-0000beef".into(),
-        },
+        JobEvent::Started,
         JobEvent::Stderr(b"warning: unused\n".to_vec()),
         JobEvent::Artifact {
             name: "libleaf.rmeta".into(),
@@ -114,7 +112,13 @@ fn events() -> Vec<Vec<u8>> {
         },
     ]
     .iter()
-    .map(JobEvent::encode)
+    .map(|event| {
+        JobReply::encode_parts(
+            "00112233445566778899aabbccddeeff",
+            "worker-a.host-1-0000beef",
+            event,
+        )
+    })
     .collect()
 }
 
@@ -206,7 +210,7 @@ fn decoders() -> Vec<Decoder> {
             seeds: events(),
             sealed: false,
             decode: |b| {
-                let _ = JobEvent::decode(b).map(|e| format!("{e:?}"));
+                let _ = JobReply::decode(b).map(|e| format!("{e:?}"));
             },
         },
         Decoder {
@@ -536,7 +540,7 @@ fn decoders_survive_a_million_inputs_each() {
 #[test]
 fn the_seeds_are_valid_encodings() {
     assert!(JobRequest::decode(&job().encode()).is_ok());
-    assert!(events().iter().all(|e| JobEvent::decode(e).is_ok()));
+    assert!(events().iter().all(|e| JobReply::decode(e).is_ok()));
     assert!(states().iter().all(|s| JobState::decode(s).is_ok()));
     assert!(WorkerStatus::decode(&status().encode()).is_ok());
     assert_eq!(CacheEntry::decode(&entry().encode()), Some(entry()));
@@ -555,7 +559,7 @@ fn oversized_messages_are_refused_unread() {
     use jetcc_common::protocol::job::{ProtocolError, MAX_EVENT_BYTES, MAX_JOB_BYTES};
     let big = |n: usize| vec![0x90u8; n + 1];
     let too_large = |r: Result<(), ProtocolError>| matches!(r, Err(ProtocolError::TooLarge(_)));
-    assert!(too_large(JobEvent::decode(&big(MAX_EVENT_BYTES)).map(drop)));
+    assert!(too_large(JobReply::decode(&big(MAX_EVENT_BYTES)).map(drop)));
     assert!(too_large(JobState::decode(&big(MAX_EVENT_BYTES)).map(drop)));
     assert!(too_large(JobRequest::decode(&big(MAX_JOB_BYTES)).map(drop)));
     assert!(too_large(WorkerStatus::decode(&big(64 << 10)).map(drop)));

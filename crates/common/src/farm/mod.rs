@@ -136,22 +136,6 @@ impl Farm {
                     format!("invalid NATS URL {:?}: {e} (set [dist] nats_url or JETCC_NATS_URL, e.g. nats://host:4222)", cfg.nats_url),
                 )
             })?;
-        let user = match cfg.user.as_deref().filter(|u| !u.is_empty()) {
-            Some(user) => {
-                names::user_token(user).map_err(|e| {
-                    FarmError::new(
-                        FarmErrorKind::Auth,
-                        format!(
-                            "{e}: jetcc names its inboxes and reply subjects after the NATS \
-                             user ([dist] user, JETCC_NATS_USER), so the server can let each \
-                             user read only its own"
-                        ),
-                    )
-                })?;
-                user.to_owned()
-            }
-            None => names::NO_USER.to_owned(),
-        };
         let mut opts = match &cfg.creds {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
@@ -169,18 +153,41 @@ impl Farm {
         if let Some(token) = &cfg.token {
             opts = opts.token(token.clone());
         }
-        if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
-            opts = opts.user_and_password(user.clone(), pass.clone());
-        } else if let Some(addr) = servers
+        // `nats://user:password@host`: the client library reads no credentials from it.
+        let url_login = servers
             .iter()
             .find(|a| a.has_user_pass())
             .filter(|_| cfg.token.is_none() && cfg.creds.is_none())
+            .map(|a| {
+                let user = a.username().unwrap_or_default().to_owned();
+                (user, a.password().unwrap_or_default().to_owned())
+            });
+        let login = match (&cfg.user, &cfg.password) {
+            (Some(user), Some(pass)) => Some((user.clone(), pass.clone())),
+            _ => url_login,
+        };
+        let user = match login
+            .as_ref()
+            .map(|(u, _)| u.as_str())
+            .or(cfg.user.as_deref())
         {
-            // `nats://user:password@host`: the client library reads no credentials from it.
-            opts = opts.user_and_password(
-                addr.username().unwrap_or_default().to_owned(),
-                addr.password().unwrap_or_default().to_owned(),
-            );
+            Some(user) if !user.is_empty() => {
+                names::user_token(user).map_err(|e| {
+                    FarmError::new(
+                        FarmErrorKind::Auth,
+                        format!(
+                            "{e}: jetcc names its inboxes and reply subjects after the NATS \
+                             user ([dist] user, JETCC_NATS_USER), so the server can let each \
+                             user read only its own"
+                        ),
+                    )
+                })?;
+                user.to_owned()
+            }
+            _ => names::NO_USER.to_owned(),
+        };
+        if let Some((user, pass)) = login {
+            opts = opts.user_and_password(user, pass);
         }
         if let Some(ca) = &cfg.tls_ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
