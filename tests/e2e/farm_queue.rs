@@ -160,6 +160,7 @@ fn job(
         dirs: vec![],
         out_dir: "/q/out".into(),
         outputs: vec![format!("libq{n}.rlib")],
+        key_paths: Default::default(),
     };
     let key = job.dedup_key();
     (job, key)

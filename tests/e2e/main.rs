@@ -23,4 +23,5 @@ mod sandbox_probes;
 mod secrets;
 mod shared;
 mod streaming;
+mod trust;
 mod worker_limits;

@@ -391,6 +391,7 @@ fn hostile_job(n: u8, reply_subject: &str, tc: Digest) -> JobRequest {
             size: src.len() as u64,
             mode: 0o644,
         }],
+        key_paths: Default::default(),
         system_inputs: vec![],
         dirs: vec![],
         out_dir: "/x/out".into(),

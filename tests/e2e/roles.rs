@@ -1,7 +1,8 @@
 //! The least-privilege roles of `nats/roles.conf`, against a real nats-server started with
 //! that very file: each role does its job through the real binaries (a worker-a that serves,
-//! a publisher build on the farm, a read-only laptop that hits, a monitor that reads), and
+//! a writer's build on the farm, a read-only laptop that hits, a monitor that reads), and
 //! is refused what it must not do, seen as the server's "Permissions Violation" error.
+//! What an untrusted publisher may and may not write is `trust.rs`'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -115,25 +116,26 @@ fn each_role_does_its_job_and_is_refused_the_rest() {
         .collect();
     let worker = Worker::start_with(&nats.url(), &root.join("worker-a"), 2, &env, |_| {});
 
-    // The publisher (a CI agent) builds on the farm and fills the cache.
+    // The writer (trusted CI) builds on the farm and fills the cache: the worker records
+    // the rustc jobs it ran, the writer what it compiled itself (and the C job's result).
     let ci = root.join("ci");
     let mut build = farm_build(&ci, &nats);
-    for (k, v) in as_user("publisher") {
+    for (k, v) in as_user("writer") {
         build = build.env(&k, &v);
     }
     let built = p.build_ok(&build);
     built.assert_each(FIXTURE_UNITS, Outcome::Miss);
-    assert_same_artifacts(&want, &artifacts(&p.target()), "publisher's farm build");
+    assert_same_artifacts(&want, &artifacts(&p.target()), "writer's farm build");
     let s = stats(&ci);
-    assert!(
-        s["remote_compiles"].as_u64().unwrap() > 0,
-        "{s}\n{}",
-        worker.log()
-    );
+    let remote = s["remote_compiles"].as_u64().unwrap();
+    assert!(remote > 0, "{s}\n{}", worker.log());
     assert_eq!(
-        s["tiers"]["jetstream"]["writes"], FIXTURE_COLD_WRITES,
+        s["tiers"]["jetstream"]["writes"],
+        FIXTURE_COLD_WRITES as u64 - remote,
         "{s}"
     );
+    let jobs = remote as usize + FIXTURE_C_COMPILES;
+    crate::farm::wait_until(10, "the worker's jobs", || worker.jobs_done() == jobs);
     assert_eq!(
         s["tiers"]["jetstream"]["errors"],
         serde_json::json!({}),
@@ -208,10 +210,23 @@ fn each_role_does_its_job_and_is_refused_the_rest() {
             "the read-only client wrote {write}"
         );
         assert!(
-            !refused(&nats, "publisher", write),
-            "a publisher may write {write}"
+            !refused(&nats, "writer", write),
+            "a writer may write {write}"
         );
     }
+    // Results come from workers and writers only; a publisher uploads job inputs.
+    assert!(
+        refused(&nats, "publisher", "$KV.jetcc-ac.e.forged"),
+        "a publisher wrote a result"
+    );
+    assert!(
+        !refused(&nats, "publisher", "$O.jetcc-cas.C.forged"),
+        "a publisher may upload job inputs"
+    );
+    assert!(
+        !refused(&nats, "worker-a", "$KV.jetcc-ac.e.probe"),
+        "a worker may record results"
+    );
     assert!(
         refused(&nats, "monitor", jobs),
         "the monitor published a job"

@@ -52,8 +52,9 @@ pub const NOT_UTF8: &str = "\0jetcc:not-utf-8";
 
 /// Variables cargo documents as set for a compile ("Environment variables Cargo sets for
 /// crates") and those rustc reads itself. `CARGO_PKG_*` and `CARGO_BIN_EXE_*` are prefixes.
+/// Not `CARGO` (cargo's own path): no key names it, so a worker could not vouch for a result
+/// it had shaped; a compile that reads it with `env!` lists it as an env dep, and gets it.
 const DOCUMENTED: &[&str] = &[
-    "CARGO",
     "CARGO_MANIFEST_DIR",
     "CARGO_MANIFEST_PATH",
     "CARGO_CRATE_NAME",

@@ -63,3 +63,19 @@ pub fn with_lock<T>(lock_path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::
     let _ = file.unlock();
     out
 }
+
+/// Resolves `.` and `..` lexically (`leaf/src/../data/x` → `leaf/data/x`): farm jobs carry
+/// only clean absolute paths, and rustc read the same file through either spelling.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -8,6 +8,11 @@
 //!
 //! Paths that only say where things live (`--out-dir`, `-L`, `--extern` paths) stay out;
 //! paths rustc writes into outputs (the cwd, source paths) stay in, mapped by `base_dirs`.
+//!
+//! File contents come through a [`DigestSource`]: the wrapper's is the disk
+//! ([`FileDigests`], memoized by stat), a worker's the digests of the inputs a farm job laid
+//! out (verified against the CAS as they were fetched). One recipe, two sources of digests,
+//! so a worker computes the very key a client would.
 
 use std::fs;
 use std::io;
@@ -87,6 +92,46 @@ pub struct InvocationInputs<'a> {
     pub linker: Option<&'a Digest>,
 }
 
+/// Where the invocation digest's file contents come from.
+pub trait DigestSource {
+    /// The content digest of `path` (relative to the invocation's cwd, or absolute);
+    /// `None` if there is no such file.
+    fn digest(&mut self, path: &str) -> Option<Digest>;
+    /// The static and shared libraries (`*.a`, `*.so`) in native search dir `dir`
+    /// (absolute), by file name, sorted, with their digests; empty if the dir is missing.
+    fn native_libs(&mut self, dir: &Path) -> io::Result<Vec<(String, Digest)>>;
+}
+
+/// Whether a native search dir's file is a library rustc may bundle or link: keyed by content.
+pub fn is_native_lib(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "a" || x == "so")
+}
+
+impl DigestSource for FileDigests {
+    fn digest(&mut self, path: &str) -> Option<Digest> {
+        FileDigests::digest(self, path)
+    }
+
+    fn native_libs(&mut self, dir: &Path) -> io::Result<Vec<(String, Digest)>> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut libs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_native_lib(p))
+            .collect();
+        libs.sort();
+        libs.into_iter()
+            .map(|lib| {
+                let name = lib.file_name().unwrap_or_default().to_string_lossy();
+                Ok((name.into_owned(), Digest::of_file(&lib)?))
+            })
+            .collect()
+    }
+}
+
 /// Why the invocation digest could not be computed (the invocation then runs plainly).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -101,7 +146,7 @@ pub enum KeyError {
 /// say which part changed between two compiles of a unit.
 pub fn invocation_parts(
     i: &InvocationInputs<'_>,
-    files: &mut FileDigests,
+    files: &mut dyn DigestSource,
 ) -> Result<Vec<(String, String)>, KeyError> {
     let mut parts = vec![
         ("format".to_owned(), FORMAT_VERSION.to_string()),
@@ -134,7 +179,7 @@ pub fn invocation_parts(
         };
         parts.push((format!("extern {}", ext.spec), content));
     }
-    native_libs(&mut parts, i)?;
+    native_libs(&mut parts, i, files)?;
     let mut env: Vec<_> = i.env.iter().filter(|(k, _)| is_keyed_env(k)).collect();
     env.sort();
     for (k, v) in env {
@@ -158,33 +203,20 @@ pub fn invocation_digest(parts: &[(String, String)]) -> Digest {
 fn native_libs(
     parts: &mut Vec<(String, String)>,
     i: &InvocationInputs<'_>,
+    files: &mut dyn DigestSource,
 ) -> Result<(), KeyError> {
     for sp in &i.inv.search_paths {
         if !matches!(sp.kind, SearchKind::Native | SearchKind::All) {
             continue;
         }
         let dir = i.cwd.join(&sp.path);
-        let err = |source| KeyError::NativeDir {
-            path: dir.clone(),
-            source,
-        };
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(err(e)),
-        };
-        let mut libs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "a" || x == "so"))
-            .collect();
-        libs.sort();
-        for lib in libs {
-            let d = Digest::of_file(&lib).map_err(err)?;
-            let name = lib
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+        let libs = files
+            .native_libs(&dir)
+            .map_err(|source| KeyError::NativeDir {
+                path: dir.clone(),
+                source,
+            })?;
+        for (name, d) in libs {
             parts.push((format!("native {name}"), d.to_string()));
         }
     }

@@ -43,7 +43,10 @@ impl CacheEntry {
     pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
         let entry: CacheEntry = rmp_serde::from_slice(unseal(bytes)?).ok()?;
         (entry.version == FORMAT_VERSION
-            && entry.outputs.iter().all(|o| is_plain_name(&o.name))
+            && entry
+                .outputs
+                .iter()
+                .all(|o| is_plain_name(&o.name) && is_plain_mode(o.mode))
             && entry.dep_info.iter().all(|(name, _)| is_plain_name(name)))
         .then_some(entry)
     }
@@ -51,6 +54,12 @@ impl CacheEntry {
     pub fn total_output_bytes(&self) -> u64 {
         self.outputs.iter().map(|o| o.size).sum()
     }
+}
+
+/// Permission bits only: no setuid, setgid or sticky bit, no file type. Outputs are stored
+/// with `mode & 0o777`; anything else in an entry was not written by jetcc.
+pub fn is_plain_mode(mode: u32) -> bool {
+    mode & !0o777 == 0
 }
 
 /// A file name with no directory part: entries can never write outside the out-dir.
@@ -97,8 +106,13 @@ mod tests {
     }
 
     #[test]
-    fn traversal_and_garbage_are_refused() {
+    fn traversal_special_modes_and_garbage_are_refused() {
         assert_eq!(CacheEntry::decode(&entry("../evil").encode()), None);
+        for mode in [0o4755, 0o2755, 0o1777, 0o100644] {
+            let mut e = entry("build-script-build");
+            e.outputs[0].mode = mode;
+            assert_eq!(CacheEntry::decode(&e.encode()), None, "{mode:o}");
+        }
         assert_eq!(CacheEntry::decode(b"\x93garbage"), None);
     }
 }

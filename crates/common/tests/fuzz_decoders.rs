@@ -21,7 +21,7 @@ use jetcc_common::depinfo::DepInfo;
 use jetcc_common::digest::{seal, unseal};
 use jetcc_common::manifest::{Manifest, ManifestEntry, Source};
 use jetcc_common::protocol::events::{JobDone, UnitEvent};
-use jetcc_common::protocol::job::{InputFile, JobEvent, JobReply, JobRequest, JobState};
+use jetcc_common::protocol::job::{InputFile, JobEvent, JobReply, JobRequest, JobState, KeyPaths};
 use jetcc_common::protocol::worker::WorkerStatus;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::result::{CacheEntry, OutputFile, FORMAT_VERSION};
@@ -67,7 +67,7 @@ fn job() -> JobRequest {
     JobRequest {
         version: PROTOCOL_VERSION,
         job_id: "0123456789abcdef0123456789abcdef".into(),
-        reply_subject: "jetcc.reply.host-1.0123456789abcdef0123456789abcdef".into(),
+        reply_subject: "jetcc.reply.ci.0123456789abcdef0123456789abcdef".into(),
         crate_name: "leaf".into(),
         deadline_unix_ms: 1_700_000_000_000,
         toolchain: digest(1),
@@ -89,6 +89,12 @@ fn job() -> JobRequest {
         dirs: vec!["/w/leaf/src".into()],
         out_dir: "/w/target/debug/deps".into(),
         outputs: vec!["libleaf.rlib".into(), "leaf.d".into()],
+        key_paths: KeyPaths {
+            portable: true,
+            base_dirs: vec!["/w".into()],
+            cargo_home: Some("/home/ci/.cargo".into()),
+            home: Some("/home/ci".into()),
+        },
     }
 }
 

@@ -40,6 +40,12 @@ impl Breaker {
         now_secs() < until
     }
 
+    /// Opens it now, whatever the count: a failure that will not go away by retrying.
+    pub fn trip(&self) {
+        let until = now_secs() + self.open_for.as_secs();
+        let _ = fsutil::write_atomic(&self.file, format!("0 {until}").as_bytes());
+    }
+
     pub fn record(&self, ok: bool) {
         let (fails, until) = self.read();
         let next = if ok {

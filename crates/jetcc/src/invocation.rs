@@ -55,6 +55,10 @@ pub struct Invocation {
     pub outputs: Outputs,
     pub cwd: PathBuf,
     pub map: PathMap,
+    /// What `map` was built from besides the invocation itself: `base_dirs`, and the
+    /// portable roots (`None`: exact paths). A farm job carries them (see `remote`).
+    pub base_dirs: Vec<PathBuf>,
+    pub portable: Option<Portable>,
     /// The invocation digest: what a manifest is filed under.
     pub digest: Digest,
     /// What the digest is made of, and the unit it belongs to (for `--explain`).
@@ -137,6 +141,8 @@ impl Invocation {
             args,
             cwd,
             map,
+            base_dirs: config.base_dirs.clone(),
+            portable,
             digest,
             parts,
             unit,
@@ -193,6 +199,11 @@ impl Action for Invocation {
 
     fn label(&self) -> &str {
         self.crate_name()
+    }
+
+    /// A worker records a rustc compile it ran (`jetcc-worker`'s `share`).
+    fn recorded_by_worker(&self) -> bool {
+        true
     }
 
     /// Writes the dep-info with this build's paths.

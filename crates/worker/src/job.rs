@@ -454,6 +454,20 @@ async fn run(
         .await;
     let mut all_outputs = ran.sent;
     all_outputs.extend(outputs);
+    // After the client has its answer, while the outputs are still here.
+    if ran.exit_code == 0 {
+        let done = crate::share::Ran {
+            job,
+            toolchain: tc,
+            out_dir: &layout.out_in_root,
+            outputs: &all_outputs,
+            stdout: &ran.stdout,
+            stderr: &ran.stderr,
+            compile_ms,
+            disk_limit: ctx.disk_limit,
+        };
+        crate::share::record(&ctx.res, done).await;
+    }
     Ok(Finished {
         exit_code: ran.exit_code,
         stdout: ran.stdout,
@@ -770,7 +784,7 @@ async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, Jo
 /// (the job could point one at any file on this machine), and only a regular file (a FIFO
 /// would block). The out-dir's parents belong to the worker, so only the last component can
 /// be the job's. A file over `max` bytes is not read (`FileTooLarge`).
-fn read_output(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_output(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::File::options()

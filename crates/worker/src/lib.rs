@@ -9,6 +9,8 @@
 //!   [`selftest`]: the jail tried once at start.
 //! - [`cgroup`]: each job's memory and process limits; [`limits`]: its output and disk
 //!   limits.
+//! - [`share`]: recording a job's result in the farm's shared cache, under a key computed
+//!   from the job.
 //! - [`blobs`]: the worker's bounded cache of input blobs; [`toolchains`]: the rustcs it offers.
 //!
 //! Design choice: a job sees its inputs at the client's absolute paths (a chroot in a private
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod sandbox;
 pub mod selftest;
 pub mod serve;
+pub mod share;
 pub mod toolchains;
 
 use std::ffi::OsString;

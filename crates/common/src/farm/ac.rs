@@ -36,8 +36,21 @@ impl Resources {
 
     /// Records a result: the entry first, then the manifest that points at it, so a reader
     /// never finds a manifest entry whose result is missing. The entry's output blobs must
-    /// already be in the CAS.
+    /// already be in the CAS. A user whose role may not write results gets a `Permission`
+    /// error as soon as the server refuses it.
     pub async fn put_result(
+        &self,
+        invocation: &Digest,
+        found: ManifestEntry,
+        entry: &CacheEntry,
+    ) -> Result<(), FarmError> {
+        let prefix = self.farm.names.ac_write_prefix();
+        self.farm
+            .unless_refused(&prefix, self.put_result_unchecked(invocation, found, entry))
+            .await
+    }
+
+    async fn put_result_unchecked(
         &self,
         invocation: &Digest,
         found: ManifestEntry,
@@ -61,11 +74,15 @@ impl Resources {
 impl Resources {
     /// Leaves this writer's paths mark (see [`crate::cache::mark`]).
     pub async fn put_paths_mark(&self, mode: PathsMode, mark: &PathsMark) -> Result<(), FarmError> {
-        self.ac
-            .put(mark_name(mode), Bytes::from(mark.encode()))
-            .await
-            .map(|_| ())
-            .map_err(|e| FarmError::other("cannot write the paths mark", e))
+        let put = async {
+            self.ac
+                .put(mark_name(mode), Bytes::from(mark.encode()))
+                .await
+                .map(|_| ())
+                .map_err(|e| FarmError::other("cannot write the paths mark", e))
+        };
+        let prefix = self.farm.names.ac_write_prefix();
+        self.farm.unless_refused(&prefix, put).await
     }
 
     /// The last mark left by a writer in `mode`, if any.

@@ -16,6 +16,8 @@ pub mod jobs;
 mod limits;
 pub mod resources;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::FarmConfig;
@@ -50,6 +52,8 @@ pub enum FarmErrorKind {
     NotFound,
     /// A stream refused a message for its size limit (a full job queue).
     Full,
+    /// The server refused this user the operation (`nats/roles.conf`: its role may not).
+    Permission,
     /// Anything else the server or client reported.
     Other,
 }
@@ -65,6 +69,7 @@ impl FarmErrorKind {
             FarmErrorKind::Corrupt => "farm-corrupt-blob",
             FarmErrorKind::NotFound => "farm-not-found",
             FarmErrorKind::Full => "farm-full",
+            FarmErrorKind::Permission => "farm-permission",
             FarmErrorKind::Other => "farm-error",
         }
     }
@@ -112,6 +117,8 @@ pub struct Farm {
     pub url: String,
     /// The cache buckets' limits, for creating them.
     pub limits: crate::config::CacheLimits,
+    /// The last subject the server refused this user a publish to (see [`Farm::unless_refused`]).
+    refused: Arc<tokio::sync::watch::Sender<String>>,
 }
 
 impl Farm {
@@ -198,25 +205,34 @@ impl Farm {
                 .require_tls(true);
         }
         let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let refused = Arc::new(tokio::sync::watch::Sender::new(String::new()));
+        let tell = refused.clone();
         let opts = opts
             .name(name)
             // Each user's inboxes under its name: the server lets it read only those.
             .custom_inbox_prefix(names::inbox_prefix(&user))
             // A refused publish or subscribe is dropped by the server, which says so only in
-            // this event; the request behind it then times out. Say what it was, once, here.
-            .event_callback(|event| async move {
-                use async_nats::{Event, ServerError};
-                match event {
-                    Event::ServerError(ServerError::Other(e))
-                        if e.contains("Permissions Violation") =>
-                    {
-                        tracing::warn!(
+            // this event; the request behind it then times out. Say what it was, once, here,
+            // and tell whoever waits on that subject ([`Farm::unless_refused`]).
+            .event_callback(move |event| {
+                let tell = tell.clone();
+                async move {
+                    use async_nats::{Event, ServerError};
+                    match event {
+                        Event::ServerError(ServerError::Other(e))
+                            if e.contains("Permissions Violation") =>
+                        {
+                            tracing::warn!(
                             "the NATS server refused this user: {e} (nats/roles.conf lists what \
                              each jetcc binary needs)"
-                        )
+                        );
+                            if let Some(subject) = e.split('"').nth(1) {
+                                tell.send_replace(subject.to_owned());
+                            }
+                        }
+                        Event::ServerError(e) => tracing::warn!("NATS server error: {e}"),
+                        other => tracing::debug!("NATS connection: {other}"),
                     }
-                    Event::ServerError(e) => tracing::warn!("NATS server error: {e}"),
-                    other => tracing::debug!("NATS connection: {other}"),
                 }
             })
             .connection_timeout(timeout)
@@ -247,11 +263,45 @@ impl Farm {
             user,
             url: cfg.display_url(),
             limits: cfg.cache_limits,
+            refused,
         })
     }
 }
 
 impl Farm {
+    /// Runs `op`, a publish on a subject starting with `prefix`, unless the server refuses
+    /// this user such a subject first: a refused publish gets no answer and would wait out
+    /// the request timeout (5 s), where the refusal arrives in one round trip.
+    pub(crate) async fn unless_refused<T>(
+        &self,
+        prefix: &str,
+        op: impl Future<Output = Result<T, FarmError>>,
+    ) -> Result<T, FarmError> {
+        let mut seen = self.refused.subscribe();
+        seen.mark_unchanged();
+        let refusal = async {
+            loop {
+                if seen.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let subject = seen.borrow_and_update().clone();
+                if subject.starts_with(prefix) {
+                    return subject;
+                }
+            }
+        };
+        tokio::select! {
+            r = op => r,
+            subject = refusal => Err(FarmError::new(
+                FarmErrorKind::Permission,
+                format!(
+                    "the NATS server refused this user a write to {subject}: its role may not \
+                     write there (nats/roles.conf); set what it may do in jetcc's config"
+                ),
+            )),
+        }
+    }
+
     /// Whether the connection is up now. A short-lived client whose server went away uses it
     /// to skip work that would only wait out a request timeout.
     pub fn is_connected(&self) -> bool {

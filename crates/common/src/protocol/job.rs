@@ -57,6 +57,26 @@ pub struct JobRequest {
     /// The client's absolute out-dir, and the file names rustc will write there.
     pub out_dir: String,
     pub outputs: Vec<String>,
+    /// How the client names paths in its keys, for the worker that records the result.
+    pub key_paths: KeyPaths,
+}
+
+/// What a client's `PathMap` was built from that a worker cannot read off the job (its
+/// `[cache] paths` mode, `base_dirs`, and the portable roots its env does not carry), so the
+/// worker that ran the job computes the very key the client would for its result. These only
+/// say how paths are *named* in the key (which prefix becomes which placeholder, and which
+/// `--remap-path-prefix` arguments the job must carry), never which content is keyed: every
+/// file's digest comes from the job's own inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPaths {
+    /// Paths were portable (`[cache] paths = "portable"`, and no remaps of the
+    /// invocation's own).
+    pub portable: bool,
+    /// `base_dirs`, absolute.
+    pub base_dirs: Vec<String>,
+    /// `CARGO_HOME` and `$HOME` as the client's portable roots saw them.
+    pub cargo_home: Option<String>,
+    pub home: Option<String>,
 }
 
 /// The directories every worker binds read-only into each job from its own system, where a
@@ -256,6 +276,15 @@ impl JobRequest {
         for o in &self.outputs {
             h.str(o);
         }
+        let k = &self.key_paths;
+        h.str(if k.portable { "portable" } else { "exact" });
+        count(&mut h, k.base_dirs.len());
+        for b in &k.base_dirs {
+            h.str(b);
+        }
+        for root in [&k.cargo_home, &k.home] {
+            h.str(root.as_deref().unwrap_or(""));
+        }
         h.finish()
     }
 
@@ -302,6 +331,14 @@ impl JobRequest {
         }
         for dir in &self.dirs {
             absolute_clean(dir).map_err(|why| invalid("dirs", &why))?;
+        }
+        let k = &self.key_paths;
+        if k.base_dirs.len() > MAX_ARGS {
+            return Err(invalid("key_paths", "too many base dirs"));
+        }
+        let roots = k.base_dirs.iter().chain(&k.cargo_home).chain(&k.home);
+        for root in roots {
+            absolute_clean(root).map_err(|why| invalid("key_paths", &why))?;
         }
         if let Some(bad) = self.outputs.iter().find(|o| !is_plain_name(o)) {
             return Err(invalid(
@@ -438,6 +475,12 @@ mod tests {
             dirs: vec!["/home/a/p/src/gen".into()],
             out_dir: "/home/a/p/target/debug/deps".into(),
             outputs: vec!["libleaf-1.rlib".into(), "libleaf-1.rmeta".into()],
+            key_paths: KeyPaths {
+                portable: true,
+                base_dirs: vec![],
+                cargo_home: Some("/home/a/.cargo".into()),
+                home: Some("/home/a".into()),
+            },
         }
     }
 
@@ -471,7 +514,9 @@ mod tests {
             "id, reply and deadline do not count"
         );
         type Mutation = fn(&mut JobRequest);
-        let changes: [Mutation; 6] = [
+        let changes: [Mutation; 8] = [
+            |j| j.key_paths.portable = false,
+            |j| j.key_paths.cargo_home = Some("/home/b/.cargo".into()),
             |j| j.system_inputs[0].digest = Digest::of_bytes(b"int puts();"),
             |j| j.args.push("-O".into()),
             |j| j.env[0].1 = "other".into(),
@@ -517,6 +562,11 @@ mod tests {
             (|j| j.cwd = "cwd".into(), "cwd"),
             (|j| j.dirs.push("/home/a/../../etc".into()), "dirs"),
             (|j| j.job_id = "x".into(), "job_id"),
+            (|j| j.key_paths.home = Some("home".into()), "key_paths"),
+            (
+                |j| j.key_paths.base_dirs.push("/a/../b".into()),
+                "key_paths",
+            ),
             (|j| j.args.push("a\0b".into()), "args/env"),
             (
                 |j| j.system_inputs[0].path = "/etc/shadow".into(),

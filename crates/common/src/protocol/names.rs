@@ -117,6 +117,12 @@ impl Names {
         format!("$KV.{}.>", self.ac_bucket())
     }
 
+    /// What every write to the AC bucket publishes under (`$KV.<bucket>.<key>`): the subject
+    /// a permission error names when this user may not write results.
+    pub fn ac_write_prefix(&self) -> String {
+        format!("$KV.{}.", self.ac_bucket())
+    }
+
     /// KV of worker heartbeats (with a TTL).
     pub fn workers_bucket(&self) -> String {
         format!("{}-workers", self.prefix)

@@ -150,6 +150,11 @@ impl Action for ScriptRun {
         &self.label
     }
 
+    /// A run may declare only env vars (`rerun-if-env-changed`), which are not sources.
+    fn reads_sources(&self) -> bool {
+        false
+    }
+
     /// Swaps the fetched tree in as `OUT_DIR`, whole.
     fn finish_restore(&self, _entry: &CacheEntry) -> Result<(), TierFailure> {
         tree::unpack(&self.staging.join(ARCHIVE), &self.out_dir)

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{self, Resources, Submitted};
-use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState};
+use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, KeyPaths};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::Digest;
 
-use super::{inputs, RemoteCompile, RemoteError};
+use super::{inputs, JobKind, RemoteCompile, RemoteError};
 use crate::compile::Compiled;
 use crate::placement::overhead_prior;
 
@@ -93,7 +93,24 @@ fn job_request(
             .collect(),
         out_dir: r.out_dir.to_string_lossy().into_owned(),
         outputs: r.outputs.to_vec(),
+        key_paths: key_paths(r.kind),
     })
+}
+
+/// How a rustc job's client names paths in keys, so the worker records its result under the
+/// key this client computes (C compiles are not recorded by workers).
+fn key_paths(kind: JobKind<'_>) -> KeyPaths {
+    let JobKind::Rustc(inv) = kind else {
+        return KeyPaths::default();
+    };
+    let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let roots = inv.portable.as_ref();
+    KeyPaths {
+        portable: roots.is_some(),
+        base_dirs: inv.base_dirs.iter().map(|b| text(b)).collect(),
+        cargo_home: roots.and_then(|p| p.cargo_home.as_deref()).map(text),
+        home: roots.and_then(|p| p.home.as_deref()).map(text),
+    }
 }
 
 /// Follows our job's events on its reply subject until its result: the rmeta is written

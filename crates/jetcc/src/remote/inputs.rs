@@ -10,7 +10,8 @@ use jetcc_common::args::{RustcArgs, SearchKind};
 use jetcc_common::ccargs::CcArgs;
 use jetcc_common::depinfo::{self, DepInfo};
 use jetcc_common::farm::Resources;
-use jetcc_common::key::is_keyed_env;
+use jetcc_common::fsutil::normalize;
+use jetcc_common::key::{is_keyed_env, is_native_lib};
 use jetcc_common::protocol::job::{is_system_path, InputFile};
 use jetcc_common::{environ, fsutil, Digest};
 
@@ -32,7 +33,7 @@ pub(super) struct Listed {
 pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
     let (read, dirs, env) = match r.kind {
         JobKind::Rustc(inv) => {
-            let (read, dirs, env_deps) = prepass(r, inv)?;
+            let (read, dirs, env_deps) = prepass(r, &inv.args)?;
             // An allowlist: nothing else of this machine's env (its credentials) leaves it.
             let vars =
                 environ::utf8_vars(is_keyed_env).map_err(|e| RemoteError::Env(e.to_string()))?;
@@ -136,15 +137,11 @@ fn prepass(r: &RemoteCompile<'_>, inv: &RustcArgs) -> Result<PrePass<String>, Re
     let dep = DepInfo::parse(&run_prepass(cmd, &dep_file, "rustc")?);
     let sources = dep.sources.iter().filter(|p| !p.contains("/lib/rustlib/"));
     let (mut files, dirs) = files_and_dirs(r.cwd, sources);
-    // Native static libraries a bundling rlib reads (not in dep-info).
+    // Native libraries a bundling rlib reads (not in dep-info), as the key lists them.
     for sp in &inv.search_paths {
         if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
             if let Ok(rd) = std::fs::read_dir(r.cwd.join(&sp.path)) {
-                files.extend(
-                    rd.flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|x| x == "a")),
-                );
+                files.extend(rd.flatten().map(|e| e.path()).filter(|p| is_native_lib(p)));
             }
         }
     }
@@ -204,22 +201,6 @@ fn walked_dirs(path: &Path) -> Vec<PathBuf> {
         prefix.push(c);
     }
     dirs
-}
-
-/// Resolves `.` and `..` lexically (`leaf/src/../data/x` → `leaf/data/x`): jobs carry only
-/// clean absolute paths, and rustc read the same file through either spelling.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Puts every input the CAS lacks, concurrently.

@@ -17,7 +17,6 @@ mod session;
 use std::path::Path;
 use std::time::Duration;
 
-use jetcc_common::args::RustcArgs;
 use jetcc_common::ccargs::CcArgs;
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::FarmError;
@@ -108,7 +107,7 @@ impl RemoteError {
 #[derive(Clone, Copy)]
 pub enum JobKind<'a> {
     /// A rustc invocation: rustc's dep-info pre-pass lists what it reads.
-    Rustc(&'a RustcArgs),
+    Rustc(&'a Invocation),
     /// A C/C++ compile of a build script: the compiler's `-M` pre-pass lists it.
     C(&'a CcArgs),
 }
@@ -195,7 +194,7 @@ pub fn try_remote_rustc(
     let job = RemoteCompile {
         farm: &farm,
         program: Path::new(&inv.rustc),
-        kind: JobKind::Rustc(&inv.args),
+        kind: JobKind::Rustc(inv),
         args: words,
         cwd: &inv.cwd,
         out_dir: &inv.outputs.out_dir,

@@ -45,6 +45,10 @@ const MARK_EVERY: Duration = Duration::from_secs(86_400);
 /// How long a failing object-store tier is skipped.
 const TIER_BREAKER: Duration = Duration::from_secs(60);
 
+/// How long a tier that refused this user a write is not written again: a role changes
+/// rarely, and each refused write would cost a round trip.
+const REFUSED_WRITES_FOR: Duration = Duration::from_secs(3600);
+
 /// Why a tier operation failed, by kind (its name in the tier's stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -105,7 +109,8 @@ impl From<FarmError> for TierFailure {
     fn from(e: FarmError) -> TierFailure {
         TierFailure {
             kind: FailureKind::Farm(e.kind),
-            down: true,
+            // A refused write says what this user may do, not that the server is down.
+            down: e.kind != FarmErrorKind::Permission,
             message: e.message,
         }
     }
@@ -156,8 +161,21 @@ pub trait Tier {
     fn forget(&self, _key: &Digest, _blobs: &[OutputFile]) {}
 }
 
-/// Writes a fetched blob atomically at `dir/<name>` with its mode.
+/// Writes a fetched blob (verified against its digest) atomically at `dir/<name>` with its
+/// mode; a blob of another size than the entry says is refused as corrupt.
 fn write_output(out: &OutputFile, dir: &Path, bytes: &[u8]) -> Result<PathBuf, TierFailure> {
+    if bytes.len() as u64 != out.size {
+        return Err(TierError {
+            kind: TierErrorKind::Corrupt,
+            message: format!(
+                "output {} is {} bytes, its entry says {}",
+                out.name,
+                bytes.len(),
+                out.size
+            ),
+        }
+        .into());
+    }
     let dest = dir.join(&out.name);
     fsutil::write_atomic(&dest, bytes).map_err(|e| TierFailure::local_io(&dest, e))?;
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(out.mode))
@@ -186,6 +204,16 @@ pub trait Action {
     fn label(&self) -> &str;
     /// Completes a restore once every output is fetched (writes dep-info, unpacks a tree).
     fn finish_restore(&self, entry: &CacheEntry) -> Result<(), TierFailure>;
+    /// Whether the worker that compiles it on the farm records the result in the farm's
+    /// cache itself (under a key it computed from the job): the client then never does.
+    fn recorded_by_worker(&self) -> bool {
+        false
+    }
+    /// Whether a stored result always lists the files it read: a shared entry listing none
+    /// would match any lookup, so one is refused (a compile always reads its crate root).
+    fn reads_sources(&self) -> bool {
+        true
+    }
 }
 
 /// Finds an action's result in `tier` (direct mode: the manifest entry whose files all
@@ -196,7 +224,10 @@ pub fn restore(
     action: &dyn Action,
     files: &mut FileDigests,
 ) -> Result<Restored, TierFailure> {
-    let manifest = tier.manifest(action.digest())?;
+    let mut manifest = tier.manifest(action.digest())?;
+    if action.reads_sources() {
+        manifest.entries.retain(|e| !e.sources.is_empty());
+    }
     let Some(found) = manifest
         .find(files, &jetcc_common::environ::var, action.map())
         .cloned()
@@ -459,7 +490,9 @@ impl SharedTiers {
 
     /// Writes what a compile stored locally to every shared tier this client may write, so
     /// one developer's compile is the team's hit. `on_farm`: its outputs are in the
-    /// JetStream CAS already. Only tiers the lookup opened: none means a server is down.
+    /// JetStream CAS already, and if its worker records it there ([`Action::recorded_by_worker`])
+    /// the client leaves that tier alone. Only tiers the lookup opened: none means a server
+    /// is down.
     pub fn share(
         &self,
         action: &dyn Action,
@@ -480,13 +513,28 @@ impl SharedTiers {
             );
             return;
         }
+        let worker_recorded = on_farm && action.recorded_by_worker();
         let shared = [
-            self.jetstream.get().map(|t| t as &dyn Tier),
+            self.jetstream
+                .get()
+                .filter(|_| !worker_recorded)
+                .map(|t| t as &dyn Tier),
             self.object.get().map(|o| o as &dyn Tier),
         ];
         for tier in shared.into_iter().flatten().filter(|t| t.writable()) {
             self.write_to(tier, action, found, entry, on_farm);
         }
+    }
+
+    /// Writes to a tier are skipped a while after it refused this user one (see
+    /// [`FarmErrorKind::Permission`]): the role decides, not the moment.
+    fn refused_writes(&self, tier: &str) -> Breaker {
+        Breaker::new(
+            &self.cache_dir,
+            &format!("{tier}-writes"),
+            &format!("writes to the {tier} cache tier"),
+            REFUSED_WRITES_FOR,
+        )
     }
 
     fn write_to(
@@ -500,6 +548,10 @@ impl SharedTiers {
         let name = tier.name();
         // A tier that just failed a lookup as a whole would only fail again.
         if self.down.borrow().contains(&name) {
+            return;
+        }
+        if name != local::NAME && self.refused_writes(name).is_open() {
+            tracing::debug!(tier = name, "not written: it refused this user's writes");
             return;
         }
         let t0 = Instant::now();
@@ -521,7 +573,18 @@ impl SharedTiers {
                 });
                 self.mark_paths_if_due(tier);
             }
-            Err(e) => self.failed(name, &e, t0.elapsed()),
+            Err(e) => {
+                if e.kind == FailureKind::Farm(FarmErrorKind::Permission) {
+                    tracing::warn!(
+                        tier = name,
+                        "the {name} cache tier refused this user's write: not writing it for \
+                         {REFUSED_WRITES_FOR:?} (a client whose role may not write results \
+                         sets [cache.jetstream] rw_mode = \"READ_ONLY\")"
+                    );
+                    self.refused_writes(name).trip();
+                }
+                self.failed(name, &e, t0.elapsed())
+            }
         }
     }
 
