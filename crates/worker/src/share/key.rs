@@ -27,6 +27,9 @@ use jetcc_common::Digest;
 
 use super::NotRecorded;
 
+/// `env!` dependencies as a manifest entry holds them: names, values in key form.
+pub type EnvDeps = Vec<(String, Option<String>)>;
+
 /// The invocation of a rustc job as its client keyed it.
 /// A manifest entry's env deps: each name with the value the compile read (key form).
 type EnvDeps = Vec<(String, Option<String>)>;
