@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A `--crate-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -222,6 +222,22 @@ const SHORT_WITH_VALUE: &[&str] = &["-C", "-L", "-l", "-o", "-Z", "-A", "-W", "-
 const KNOWN_SWITCHES: &[&str] = &["-g", "-O", "-v", "--verbose"];
 
 impl RustcArgs {
+    /// The dirs rustc looks for crates in (`-L dependency=`, `crate=`, bare `-L`), against
+    /// `cwd`: what a `PathMap` maps to the deps placeholder. One rule for the wrapper and a
+    /// worker computing the same key.
+    pub fn crate_dirs(&self, cwd: &Path) -> Vec<PathBuf> {
+        self.search_paths
+            .iter()
+            .filter(|sp| {
+                matches!(
+                    sp.kind,
+                    SearchKind::Dependency | SearchKind::Crate | SearchKind::All
+                )
+            })
+            .map(|sp| cwd.join(&sp.path))
+            .collect()
+    }
+
     /// Parses the arguments after the rustc path. `@file` arguments are expanded first, as
     /// rustc does (one argument per line).
     pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<RustcArgs, ArgsError> {

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use jetcc_common::args::{RustcArgs, SearchKind};
+use jetcc_common::args::RustcArgs;
 use jetcc_common::cache::{CacheError, DiskCache};
 use jetcc_common::classify::Outputs;
 use jetcc_common::config::{Config, PathsMode};
@@ -98,17 +98,7 @@ impl Invocation {
             false => None,
         };
         let out_dir = cwd.join(&outputs.out_dir);
-        let dep_dirs: Vec<PathBuf> = args
-            .search_paths
-            .iter()
-            .filter(|sp| {
-                matches!(
-                    sp.kind,
-                    SearchKind::Dependency | SearchKind::Crate | SearchKind::All
-                )
-            })
-            .map(|sp| cwd.join(&sp.path))
-            .collect();
+        let dep_dirs = args.crate_dirs(&cwd);
         // Portable unless the invocation maps paths itself: its own remaps must stand.
         let own_remaps = args.words().any(|w| w.starts_with("--remap-path-"));
         let portable = (config.paths == PathsMode::Portable && !own_remaps).then(|| {

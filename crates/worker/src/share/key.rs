@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use jetcc_common::args::{RustcArgs, SearchKind};
+use jetcc_common::args::RustcArgs;
 use jetcc_common::classify::{classify, Outputs, Policy};
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::fsutil::normalize;
@@ -31,9 +31,6 @@ use super::NotRecorded;
 pub type EnvDeps = Vec<(String, Option<String>)>;
 
 /// The invocation of a rustc job as its client keyed it.
-/// A manifest entry's env deps: each name with the value the compile read (key form).
-type EnvDeps = Vec<(String, Option<String>)>;
-
 pub struct JobKey {
     pub map: PathMap,
     pub outputs: Outputs,
@@ -75,17 +72,7 @@ impl JobKey {
             .key_paths
             .portable
             .then(|| Portable::from_env(&env, &out_dir, all.target.as_deref()));
-        let dep_dirs: Vec<PathBuf> = all
-            .search_paths
-            .iter()
-            .filter(|sp| {
-                matches!(
-                    sp.kind,
-                    SearchKind::Dependency | SearchKind::Crate | SearchKind::All
-                )
-            })
-            .map(|sp| cwd.join(&sp.path))
-            .collect();
+        let dep_dirs = all.crate_dirs(&cwd);
         let base_dirs: Vec<PathBuf> = job.key_paths.base_dirs.iter().map(PathBuf::from).collect();
         let map = PathMap::new(&out_dir, &dep_dirs, &base_dirs, &cwd, portable.as_ref());
         let remaps = map.remap_args();
