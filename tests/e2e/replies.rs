@@ -143,8 +143,9 @@ fn nobody_reads_anothers_replies_and_only_the_admin_purges() {
         assert!(res.cas.put(&Digest::of_bytes(gone), gone).await.unwrap());
         assert_eq!(res.cas.get(&Digest::of_bytes(gone)).await.unwrap(), gone);
 
-        // A rollup header from an AC writer is refused by the stream.
-        let (client, _) = connect_as(&nats, "publisher").await;
+        // A rollup header from an AC writer (a trusted `writer`: a publisher may not write
+        // results at all) is refused by the stream.
+        let (client, _) = connect_as(&nats, "writer").await;
         let js = async_nats::jetstream::new(client);
         js.publish("$KV.jetcc-ac.e.kept", "kept".into())
             .await

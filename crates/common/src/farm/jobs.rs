@@ -167,8 +167,9 @@ impl Submitted {
 impl Binding {
     /// The event `payload` carries if it is one of ours: this job's, and after `Started`
     /// from the worker that sent it (a later `Started`, a redelivery to another worker after
-    /// the first died, moves that on). A `Refused` before any `Started` is the job refused
-    /// unrun. Anything else is dropped, logged and counted.
+    /// the first died, moves that on). A `Refused` is taken from any worker holding the job
+    /// (one refused unrun, or redelivered after its first worker died): it can only make us
+    /// compile locally. Anything else is dropped, logged and counted.
     fn take(&mut self, payload: &[u8]) -> Option<JobEvent> {
         let reply = match JobReply::decode(payload) {
             Ok(reply) => reply,
@@ -179,7 +180,7 @@ impl Binding {
         }
         match (&reply.event, &self.worker) {
             (JobEvent::Started, _) => self.worker = Some(reply.worker),
-            (JobEvent::Refused { .. }, None) => {}
+            (JobEvent::Refused { .. }, _) => {}
             (_, Some(worker)) if *worker == reply.worker => {}
             (_, started) => {
                 return self.drop_event(&format!(
@@ -235,7 +236,10 @@ mod tests {
         let refused = JobEvent::Refused {
             reason: "no".into(),
         };
-        assert_eq!(b.take(&reply(&ours, "w9", refused.clone())), Some(refused));
+        assert_eq!(
+            b.take(&reply(&ours, "w9", refused.clone())),
+            Some(refused.clone())
+        );
         // Started binds the worker; others' events, and other jobs', are dropped.
         assert_eq!(
             b.take(&reply(&ours, "w1", JobEvent::Started)),
@@ -255,5 +259,15 @@ mod tests {
         assert_eq!(b.take(&reply(&ours, "w1", done())), None);
         assert_eq!(b.take(&reply(&ours, "w2", done())), Some(done()));
         assert_eq!(b.dropped, 7);
+        // The next worker refuses our job redelivered after w2 died: taken, we compile here.
+        assert_eq!(b.take(&reply(&ours, "w3", refused.clone())), Some(refused));
+        assert_eq!(
+            b.take(&reply(
+                &theirs,
+                "w3",
+                JobEvent::Refused { reason: "x".into() }
+            )),
+            None
+        );
     }
 }
