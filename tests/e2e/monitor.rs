@@ -1,7 +1,8 @@
 //! `jetcc-monitor` against a live farm: `status --json` while a build waits in the queue and
 //! drains it, `/metrics` as Prometheus text whose counters only grow, and `watch` in a real
 //! terminal (tmux) that shows the workers, redraws on resize and Ctrl-L, and leaves cleanly
-//! on `q` and on Ctrl-C.
+//! on `q` and on Ctrl-C; after a build through the farm it shows the trends (jobs/s with a
+//! non-zero maximum) and each worker's gauge, and survives a tiny terminal.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -333,14 +334,9 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let nats = Nats::start(&root.join("nats"));
-    let worker = Worker::start(&nats.url(), &root.join("w1"), 1);
-    let id = worker
-        .log()
-        .split("id=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("the worker logs its id")
-        .to_owned();
+    let _worker = Worker::start(&nats.url(), &root.join("w1"), 1);
+    // An unnamed worker's gauge is labelled with its host.
+    let host = jetcc_common::farm::hostname();
     let tmux = Tmux::new(root);
     for (key, name) in [("q", "q"), ("C-c", "Ctrl-C")] {
         let exit = root.join(format!("exit-{name}"));
@@ -364,7 +360,7 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
             &cmd,
         ]);
         let screen = tmux.wait_screen(30, "the worker on screen", |s| {
-            s.contains(&id) && s.contains("1 workers")
+            s.contains(&host) && s.contains("1 workers")
         });
         assert!(screen.contains("rustc "), "{screen}");
         // A resize redraws at the new size.
@@ -380,7 +376,7 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
         tmux.wait_screen(5, "the stray output", |s| s.contains("STRAY-OUTPUT"));
         tmux.run(&["send-keys", "-t", "watch", "C-l"]);
         tmux.wait_screen(5, "a full redraw", |s| {
-            !s.contains("STRAY-OUTPUT") && s.contains(&id)
+            !s.contains("STRAY-OUTPUT") && s.contains(&host)
         });
         tmux.run(&["send-keys", "-t", "watch", key]);
         wait_until(10, &format!("watch to exit on {name}"), || exit.exists());
@@ -393,4 +389,83 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
         let screen = tmux.screen();
         assert!(!screen.contains("jetcc farm at"), "{name}: {screen}");
     }
+}
+
+/// The jobs/s panel's maximum, from its title (` jobs/s 0.4 · max 3 `).
+fn jobs_max(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.contains(" jobs/s "))?;
+    let title = &line[line.find(" jobs/s ")?..];
+    let max = title.split("max ").nth(1)?;
+    let digits: String = max.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn watch_draws_the_trends_of_a_build_and_survives_a_tiny_terminal() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start(&root.join("nats"));
+    let named = [("JETCC_WORKER_NAME", "trend-worker")];
+    let _worker = Worker::start_with(&nats.url(), &root.join("w1"), 2, &named, |_| {});
+    let tmux = Tmux::new(&root);
+    let exit = root.join("exit");
+    let cmd = format!(
+        "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {}; sleep 60",
+        nats.url(),
+        monitor_bin().display(),
+        exit.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    // The worker's gauge: its name and its busy slots out of two.
+    tmux.wait_screen(30, "the worker's gauge", |s| {
+        s.lines()
+            .any(|l| l.contains("trend-worker") && l.contains("/2"))
+    });
+    let before = tmux.screen();
+    assert_eq!(jobs_max(&before), Some(0), "no jobs yet:\n{before}");
+
+    let cache = root.join("cache");
+    p.build_ok(&farm_build(&cache, &nats));
+    assert!(stats(&cache)["remote_compiles"].as_u64().unwrap() > 0);
+    let screen = tmux.wait_screen(20, "a non-zero jobs/s maximum", |s| {
+        jobs_max(s).is_some_and(|m| m > 0)
+    });
+    for title in [
+        " hit rate ",
+        " queued ",
+        " local compiles/s ",
+        "workers: busy slots",
+    ] {
+        assert!(screen.contains(title), "{title}:\n{screen}");
+    }
+    assert!(screen.contains("since start: "), "{screen}");
+
+    // A terminal too small for anything but the headline, then a usual one: no crash.
+    tmux.run(&["resize-window", "-t", "watch", "-x", "20", "-y", "5"]);
+    tmux.wait_screen(10, "a redraw at 20 columns", |s| {
+        s.lines()
+            .any(|l| l.chars().count() == 20 && l.ends_with('┐'))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!exit.exists(), "watch left at 20x5:\n{}", tmux.screen());
+    tmux.run(&["resize-window", "-t", "watch", "-x", "100", "-y", "30"]);
+    tmux.wait_screen(10, "the trends and the gauge at 100 columns", |s| {
+        jobs_max(s).is_some_and(|m| m > 0) && s.contains("trend-worker")
+    });
+
+    tmux.run(&["send-keys", "-t", "watch", "q"]);
+    wait_until(10, "watch to exit on q", || exit.exists());
+    assert_eq!(std::fs::read_to_string(&exit).unwrap().trim(), "0");
+    let screen = tmux.screen();
+    assert!(!screen.contains("jetcc farm at"), "{screen}");
 }

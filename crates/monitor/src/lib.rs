@@ -5,8 +5,10 @@
 //!   or JSON.
 //! - [`live`]: the same state kept fresh, plus the [`tally`] of the events wrappers and
 //!   workers publish on `jetcc.events.>` (hits and misses by tier, compiles local and
-//!   remote, fallbacks, jobs, durations).
-//! - [`watch`]: a live terminal view of [`live`]; [`metrics`]: the same as Prometheus text.
+//!   remote, fallbacks, jobs, durations), and their [`trend`] second by second over the last
+//!   minutes.
+//! - [`watch`]: a live terminal view of [`live`] (trends as sparklines, workers' busy slots
+//!   as gauges); [`metrics`]: the same as Prometheus text.
 //!
 //! Design choice: the monitor keeps no state of its own on the server and nothing waits for
 //! it. Its gauges come from stream, consumer and heartbeat reads any client may make; its
@@ -21,6 +23,7 @@ pub mod live;
 pub mod metrics;
 pub mod status;
 pub mod tally;
+pub mod trend;
 pub mod watch;
 
 use std::ffi::OsString;
@@ -60,7 +63,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A live view that refreshes in place (q, Esc or Ctrl-C to leave).
+    /// A live view that refreshes in place: the last five minutes' jobs/s, hit rate and
+    /// queue, each worker's busy slots (q, Esc or Ctrl-C to leave).
     Watch {
         /// Seconds between reads of the farm's state.
         #[arg(long, default_value_t = 1.0)]

@@ -1,5 +1,6 @@
 //! The monitor's view of the farm, kept fresh for `watch` and `serve`: the latest
-//! [`FarmStatus`], read every few seconds, and the [`Tally`] of events, behind one lock.
+//! [`FarmStatus`], read every few seconds, the [`Tally`] of events, and their [`Trend`]
+//! over the last minutes, behind one lock.
 //!
 //! A server that goes away leaves the last status in place with the error beside it; the
 //! connection (a service's) reconnects by itself, and the next read clears the error.
@@ -13,6 +14,7 @@ use jetcc_common::farm::resources::FarmStatus;
 use jetcc_common::farm::{Farm, Resources};
 
 use crate::tally::Tally;
+use crate::trend::Trend;
 
 /// What the views show.
 #[derive(Debug, Default)]
@@ -24,6 +26,8 @@ pub struct Live {
     /// Why the last read failed, if it did.
     pub error: Option<String>,
     pub tally: Tally,
+    /// Jobs, lookups, compiles and the queue, second by second.
+    pub trend: Trend,
 }
 
 pub type Shared = Arc<Mutex<Live>>;
@@ -53,7 +57,7 @@ async fn poll_status(farm: Farm, every: Duration, live: Shared) {
                 Ok(Some(r)) => res = Some(r),
                 // Nothing to read until a worker (or a client) sets the farm up.
                 Ok(None) => update(&live, Ok(FarmStatus::default())),
-                Err(e) => set_error(&live, e.to_string()),
+                Err(e) => update(&live, Err(e.to_string())),
             }
         }
         if let Some(r) = &res {
@@ -69,14 +73,20 @@ async fn poll_status(farm: Farm, every: Duration, live: Shared) {
 }
 
 fn update(live: &Shared, status: Result<FarmStatus, String>) {
+    let now = Instant::now();
     let mut l = live.lock().expect("the view's lock");
     match status {
         Ok(s) => {
+            l.trend.queued(Some(s.queued), now);
             l.status = Some(s);
-            l.read_at = Some(Instant::now());
+            l.read_at = Some(now);
             l.error = None;
         }
-        Err(e) => l.error = Some(e),
+        Err(e) => {
+            // The last status stays on screen with the error; the trend does not guess.
+            l.trend.queued(None, now);
+            l.error = Some(e);
+        }
     }
 }
 
@@ -89,8 +99,14 @@ async fn count_events(mut events: impl Stream<Item = FarmEvent> + Unpin, live: S
         let now = Instant::now();
         let mut l = live.lock().expect("the view's lock");
         match event {
-            FarmEvent::Unit(e) => l.tally.unit(&e, now),
-            FarmEvent::Job(e) => l.tally.job(&e, now),
+            FarmEvent::Unit(e) => {
+                l.tally.unit(&e, now);
+                l.trend.unit(&e, now);
+            }
+            FarmEvent::Job(e) => {
+                l.tally.job(&e, now);
+                l.trend.job_finished(now);
+            }
             // A kind this monitor does not know (a newer jetcc): not an error.
             FarmEvent::Unknown { .. } => {}
             FarmEvent::Undecodable { subject, error } => {

@@ -1,8 +1,8 @@
 //! Counts of the events wrappers and workers published since this monitor started: hits and
 //! misses by tier, compiles local and remote, fallbacks, jobs, durations, recent failures.
 //!
-//! Only ever grows (a Prometheus counter must never go down); rates come from a short window
-//! of recent timestamps instead.
+//! Only ever grows (a Prometheus counter must never go down); rates over time are the
+//! [`trend`](crate::trend)'s.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,8 +15,6 @@ use jetcc_common::protocol::events::{
 pub const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
 ];
-/// Window of the rates (jobs/s, hit rate).
-pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// Failures kept for the live view.
 const RECENT_FAILURES: usize = 8;
 
@@ -80,8 +78,6 @@ pub struct Tally {
     pub unit_seconds: BTreeMap<&'static str, Histogram>,
     /// Events that did not decode (a newer or foreign jetcc).
     pub malformed: u64,
-    recent_jobs: VecDeque<Instant>,
-    recent_units: VecDeque<(Instant, bool)>,
     pub failures: VecDeque<Failure>,
 }
 
@@ -124,11 +120,6 @@ impl Tally {
         if let Some(why) = &e.fallback {
             *self.fallbacks.entry(why.clone()).or_default() += 1;
         }
-        if e.outcome != UnitOutcome::PassThrough {
-            self.recent_units
-                .push_back((now, e.outcome == UnitOutcome::Hit));
-        }
-        self.expire(now);
     }
 
     pub fn job(&mut self, e: &JobDone, now: Instant) {
@@ -142,8 +133,6 @@ impl Tally {
             let why = e.error.as_deref().unwrap_or("failed");
             self.failed(now, format!("{}: job {} {why}", e.worker, e.crate_name));
         }
-        self.recent_jobs.push_back(now);
-        self.expire(now);
     }
 
     fn failed(&mut self, at: Instant, text: String) {
@@ -151,30 +140,6 @@ impl Tally {
             self.failures.pop_front();
         }
         self.failures.push_back(Failure { at, text });
-    }
-
-    fn expire(&mut self, now: Instant) {
-        let old = |t: &Instant| now.duration_since(*t) > RATE_WINDOW;
-        while self.recent_jobs.front().is_some_and(old) {
-            self.recent_jobs.pop_front();
-        }
-        while self.recent_units.front().is_some_and(|(t, _)| old(t)) {
-            self.recent_units.pop_front();
-        }
-    }
-
-    /// Jobs finished per second over the last [`RATE_WINDOW`].
-    pub fn jobs_per_sec(&mut self, now: Instant) -> f64 {
-        self.expire(now);
-        self.recent_jobs.len() as f64 / RATE_WINDOW.as_secs_f64()
-    }
-
-    /// Hits among cacheable invocations over the last [`RATE_WINDOW`], if there were any.
-    pub fn recent_hit_rate(&mut self, now: Instant) -> Option<f64> {
-        self.expire(now);
-        let n = self.recent_units.len();
-        let hits = self.recent_units.iter().filter(|(_, hit)| *hit).count();
-        (n > 0).then(|| hits as f64 / n as f64)
     }
 
     /// Hits among cacheable invocations since the monitor started.
@@ -207,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn events_add_up_and_rates_forget() {
+    fn events_add_up() {
         let mut t = Tally::default();
         let t0 = Instant::now();
         let hit = TierCounts {
@@ -236,11 +201,8 @@ mod tests {
         t.job(&job, t0);
         assert_eq!(t.jobs["failed"], 1);
         assert!(t.failures.back().unwrap().text.contains("rustc exited 1"));
-        assert_eq!(t.jobs_per_sec(t0), 0.1);
-        let later = t0 + RATE_WINDOW + Duration::from_secs(1);
-        assert_eq!(t.jobs_per_sec(later), 0.0);
-        assert_eq!(t.recent_hit_rate(later), None);
-        assert_eq!(t.hit_rate(), Some(0.5), "totals never forget");
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(t.hit_rate(), Some(0.5));
 
         // A C compile on the farm and a build-script run: counted apart from rustc's units,
         // their tiers with everyone's.

@@ -1,9 +1,19 @@
 //! `jetcc-monitor watch`: a live terminal view of the farm, redrawn every second and on
 //! resize; `q`, Esc or Ctrl-C leave it and restore the terminal, Ctrl-L redraws all of it.
 //!
+//! Top to bottom: the headline (the farm now, totals since start), the trends of the last
+//! minutes ([`trends`]: jobs/s, hit rate, queue, local compiles), each worker's busy slots
+//! ([`workers`]), recent failures (only when there are some), the cache tiers. [`layout`]
+//! decides who gets the rows of a small terminal.
+//!
 //! The view is drawn on this thread from the [`Live`] state that the runtime's tasks keep
 //! up to date, so a slow server never freezes the keyboard.
 
+mod layout;
+mod trends;
+mod workers;
+
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -54,32 +64,51 @@ pub fn run(live: Shared) -> std::io::Result<()> {
 /// One frame: the layout, then each area in turn, top to bottom.
 fn draw(f: &mut Frame, live: &mut Live) {
     let now = Instant::now();
+    // Quiet seconds are samples too: the trends scroll on without events.
+    live.trend.advance(now);
     let report = live.status.as_ref().map(|s| Report::new(&live.server, s));
-    let workers = report.as_ref().map_or(0, |r| r.workers.len());
-    let tiers = live.tally.tiers.len();
-    let failures = live.tally.failures.len();
-    // Each table as tall as its rows (plus borders and header); failures take what is left.
-    let [head, rates, workers_area, tiers_area, failures_area, foot] = Layout::vertical([
-        Constraint::Length(3),
-        Constraint::Length(3),
-        Constraint::Length(workers as u16 + 3),
-        Constraint::Length(tiers as u16 + 3),
-        Constraint::Min(failures as u16 + 2),
-        Constraint::Length(1),
+    let h = layout::heights(
+        f.area().height,
+        report.as_ref().map_or(0, |r| r.workers.len()),
+        live.tally.tiers.len(),
+        live.tally.failures.len(),
+    );
+    let [head, trends_area, workers_area, failures_area, tiers_area, foot] = Layout::vertical([
+        Constraint::Length(h.head),
+        Constraint::Length(h.trends),
+        Constraint::Length(h.workers),
+        Constraint::Length(h.failures),
+        Constraint::Length(h.tiers),
+        Constraint::Length(h.foot),
     ])
     .areas(f.area());
-    draw_headline(f, head, live, report.as_ref(), now);
-    draw_rates(f, rates, &mut live.tally, now);
-    draw_workers(f, workers_area, report.as_ref());
-    draw_tiers(f, tiers_area, &live.tally);
-    draw_failures(f, failures_area, &live.tally, now);
-    f.render_widget(
-        Paragraph::new("q quit · Ctrl-L redraw").style(Style::new().fg(Color::DarkGray)),
-        foot,
-    );
+    // An area without rows is not drawn at all.
+    let shown = |a: Rect| !a.is_empty();
+    if shown(head) {
+        draw_headline(f, head, live, report.as_ref(), now);
+    }
+    if shown(trends_area) {
+        trends::draw(f, trends_area, &live.trend);
+    }
+    if shown(workers_area) {
+        workers::draw(f, workers_area, report.as_ref());
+    }
+    if shown(failures_area) {
+        draw_failures(f, failures_area, &live.tally, now);
+    }
+    if shown(tiers_area) {
+        draw_tiers(f, tiers_area, &live.tally);
+    }
+    if shown(foot) {
+        f.render_widget(
+            Paragraph::new("q quit · Ctrl-L redraw").style(Style::new().fg(Color::DarkGray)),
+            foot,
+        );
+    }
 }
 
-/// The farm's totals and queue, and how fresh they are (or why the last read failed).
+/// The farm's totals and queue and how fresh they are (or why the last read failed); then
+/// what the events said since the monitor started.
 fn draw_headline(f: &mut Frame, area: Rect, live: &Live, report: Option<&Report>, now: Instant) {
     let mut headline = vec![Span::raw(
         report.map_or_else(|| "reading the farm's state…".into(), Report::headline),
@@ -98,74 +127,47 @@ fn draw_headline(f: &mut Frame, area: Rect, live: &Live, report: Option<&Report>
     }
     let title = format!(" jetcc farm at {} ", live.server);
     f.render_widget(
-        Paragraph::new(Line::from(headline)).block(Block::bordered().title(title)),
+        Paragraph::new(vec![Line::from(headline), since_start(&live.tally)])
+            .block(Block::bordered().title(title)),
         area,
     );
 }
 
-/// Rates and totals from the events. `&mut`: reading a rate forgets what left its window.
-fn draw_rates(f: &mut Frame, area: Rect, t: &mut Tally, now: Instant) {
-    let pct = |r: Option<f64>| r.map_or("–".into(), |r| format!("{:.0}%", r * 100.0));
-    let count =
-        |m: &std::collections::BTreeMap<&'static str, u64>, k| m.get(k).copied().unwrap_or(0);
-    let rate_line = format!(
-        "{:.1} jobs/s · hit rate {} (last 10 s), {} since start · compiles: {} local, {} remote · {} fallbacks · jobs failed: {}",
-        t.jobs_per_sec(now),
-        pct(t.recent_hit_rate(now)),
-        pct(t.hit_rate()),
+/// Totals since the monitor started, from the events.
+fn since_start(t: &Tally) -> Line<'static> {
+    let count = |m: &BTreeMap<&'static str, u64>, k| m.get(k).copied().unwrap_or(0);
+    let hit_rate = t
+        .hit_rate()
+        .map_or("–".into(), |r| format!("{:.0}%", r * 100.0));
+    Line::from(format!(
+        "since start: {} jobs ({} failed) · hit rate {hit_rate} · compiles {} local, {} remote · {} fallbacks",
+        t.jobs.values().sum::<u64>(),
+        count(&t.jobs, "failed"),
         count(&t.compiles, "local"),
         count(&t.compiles, "remote"),
         t.fallbacks.values().sum::<u64>(),
-        count(&t.jobs, "failed"),
-    );
-    f.render_widget(
-        Paragraph::new(rate_line).block(Block::bordered().title(" throughput ")),
-        area,
-    );
+    ))
+    .style(Style::new().fg(Color::Gray))
 }
 
-/// One row per live worker, from its heartbeat.
-fn draw_workers(f: &mut Frame, area: Rect, report: Option<&Report>) {
-    let rows = report.iter().flat_map(|r| &r.workers).map(|w| {
-        Row::new(vec![
-            w.host.clone(),
-            w.id.clone(),
-            w.cores.to_string(),
-            format!("{}/{}", w.busy_slots(), w.slots),
-            w.jobs_done.to_string(),
-            w.jobs_failed.to_string(),
-            format!("{:.1}s", w.last_seen_ms_ago as f64 / 1000.0),
-            w.toolchains.join(", "),
-        ])
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(16),
-            Constraint::Length(36),
-            Constraint::Length(5),
-            Constraint::Length(5),
-            Constraint::Length(7),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(
-        Row::new([
-            "HOST",
-            "WORKER",
-            "CORES",
-            "BUSY",
-            "DONE",
-            "FAILED",
-            "SEEN",
-            "TOOLCHAIN",
-        ])
-        .style(BOLD),
-    )
-    .block(Block::bordered().title(" workers "));
-    f.render_widget(table, area);
+/// The last failures, newest first.
+fn draw_failures(f: &mut Frame, area: Rect, t: &Tally, now: Instant) {
+    let lines: Vec<Line> = t
+        .failures
+        .iter()
+        .rev()
+        .map(|x| {
+            Line::from(format!(
+                "{:>4}s ago  {}",
+                now.duration_since(x.at).as_secs(),
+                x.text
+            ))
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" recent failures ")),
+        area,
+    );
 }
 
 /// One row per cache tier the events named, summed since the monitor started.
@@ -201,22 +203,5 @@ fn draw_tiers(f: &mut Frame, area: Rect, t: &Tally) {
     f.render_widget(table, area);
 }
 
-/// The last failures, newest first.
-fn draw_failures(f: &mut Frame, area: Rect, t: &Tally, now: Instant) {
-    let lines: Vec<Line> = t
-        .failures
-        .iter()
-        .rev()
-        .map(|x| {
-            Line::from(format!(
-                "{:>4}s ago  {}",
-                now.duration_since(x.at).as_secs(),
-                x.text
-            ))
-        })
-        .collect();
-    f.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" recent failures ")),
-        area,
-    );
-}
+#[cfg(test)]
+mod tests;
