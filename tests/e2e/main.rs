@@ -19,6 +19,7 @@ mod replies;
 mod robustness;
 mod roles;
 mod s3;
+mod s3_credentials;
 mod sandbox_probes;
 mod secrets;
 mod shared;

@@ -20,13 +20,16 @@ use bytes::Bytes;
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
-use crate::config::{Backend, ObjectTierConfig, S3Config, S3Encryption};
+use crate::config::{Backend, ObjectTierConfig};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::result::CacheEntry;
 use crate::Digest;
 
-pub mod aws;
+mod aws;
+mod azure;
+mod credential_process;
 mod diagnose;
+mod s3;
 
 /// Largest blob read back (a debug rlib of a big crate is well below).
 pub const MAX_BLOB: u64 = 2 << 30;
@@ -143,14 +146,15 @@ fn retry() -> RetryConfig {
 }
 
 impl ObjectTier {
-    /// Opens the tier (no request is made yet); `env` is the process environment.
+    /// Opens the tier (no request is made yet); `env` must be the process environment, which
+    /// the S3, GCS and Azure clients also read themselves (object_store's `from_env`).
     pub fn open(
         cfg: &ObjectTierConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ObjectTier, TierError> {
         crate::farm::install_crypto_provider();
         let (store, place): (Arc<dyn ObjectStore>, Place) = match &cfg.backend {
-            Backend::S3(s3) => open_s3(s3, env)?,
+            Backend::S3(c) => s3::open(c, env)?,
             Backend::Gcs(g) => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(&g.bucket)
@@ -170,40 +174,7 @@ impl ObjectTier {
                 };
                 (Arc::new(store), place)
             }
-            Backend::Azure(a) => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&a.container)
-                    .with_retry(retry());
-                let mut allow_http = false;
-                for (k, v) in a
-                    .connection_string
-                    .as_deref()
-                    .unwrap_or("")
-                    .split(';')
-                    .filter_map(|kv| kv.split_once('='))
-                {
-                    match k.trim() {
-                        "AccountName" => b = b.with_account(v),
-                        "AccountKey" => b = b.with_access_key(v),
-                        "BlobEndpoint" => {
-                            allow_http = v.starts_with("http://");
-                            b = b.with_endpoint(v.to_owned());
-                        }
-                        "UseDevelopmentStorage" => b = b.with_use_emulator(v == "true"),
-                        _ => {}
-                    }
-                }
-                let store = b
-                    .with_client_options(client_options(allow_http))
-                    .build()
-                    .map_err(|e| config_error("cache.azure", e))?;
-                let place = Place {
-                    what: format!("azure container {}", a.container),
-                    endpoint: None,
-                    credentials: "connection_string or the AZURE_STORAGE_* environment".into(),
-                };
-                (Arc::new(store), place)
-            }
+            Backend::Azure(a) => azure::open(a)?,
             Backend::Path(dir) => {
                 // Never created here: a share that is not mounted must not quietly become a
                 // local dir.
@@ -436,140 +407,6 @@ fn config_error(section: &str, e: object_store::Error) -> TierError {
     )
 }
 
-/// `endpoint`, with the scheme `use_ssl` picks when it has none: http unless `use_ssl = true`,
-/// as sccache reads the same block. With `enable_virtual_host_style`, the bucket is put in
-/// front of the host (`http://cache.s3.lan:9000`) unless it is there already: object_store
-/// expects it in the endpoint, where sccache's users give the server's own name.
-fn endpoint_url(s3: &S3Config) -> Option<String> {
-    let ep = s3.endpoint.as_deref()?.trim();
-    if ep.is_empty() {
-        return None;
-    }
-    let (scheme, rest) = match ep.split_once("://") {
-        Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
-        _ if s3.use_ssl.unwrap_or(false) => ("https", ep),
-        _ => ("http", ep),
-    };
-    let bucket_prefix = format!("{}.", s3.bucket);
-    if s3.enable_virtual_host_style && !rest.starts_with(&bucket_prefix) {
-        return Some(format!("{scheme}://{bucket_prefix}{rest}"));
-    }
-    Some(format!("{scheme}://{rest}"))
-}
-
-fn open_s3(
-    s3: &S3Config,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Arc<dyn ObjectStore>, Place), TierError> {
-    use object_store::aws::AmazonS3Builder;
-    let var = |n: &str| env(n).filter(|v| !v.is_empty());
-    let endpoint = endpoint_url(s3);
-    let allow_http = endpoint
-        .as_deref()
-        .is_some_and(|e| e.starts_with("http://"));
-    let mut b = AmazonS3Builder::new()
-        .with_bucket_name(&s3.bucket)
-        // Signing the payload hashed every uploaded byte with SHA-256 (86% of a big miss's
-        // instructions, callgrind); blobs are verified by their BLAKE3 digest on every read,
-        // so a body altered in transit is caught there, and TLS covers https.
-        .with_unsigned_payload(true)
-        .with_virtual_hosted_style_request(s3.enable_virtual_host_style)
-        .with_client_options(client_options(allow_http))
-        .with_retry(retry());
-    // Web identity and container credentials, as AWS tools read them.
-    for (var_name, key) in [
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", "aws_web_identity_token_file"),
-        ("AWS_ROLE_ARN", "aws_role_arn"),
-        ("AWS_ROLE_SESSION_NAME", "aws_role_session_name"),
-        (
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "aws_container_credentials_relative_uri",
-        ),
-    ] {
-        if let (Some(v), Ok(k)) = (var(var_name), key.parse()) {
-            b = b.with_config(k, v);
-        }
-    }
-    if let Some(ep) = &endpoint {
-        b = b.with_endpoint(ep);
-    }
-    b = with_encryption(b, s3.encryption());
-    let found = match s3.no_credentials {
-        true => aws::Found::default(),
-        false => aws::find(s3.profile.as_deref(), env)?,
-    };
-    let region = s3
-        .region
-        .clone()
-        .or_else(|| var("AWS_REGION"))
-        .or_else(|| var("AWS_DEFAULT_REGION"))
-        .or(found.region)
-        .unwrap_or_else(|| "us-east-1".to_owned());
-    b = b.with_region(region);
-    let credentials = match found.keys {
-        _ if s3.no_credentials => {
-            b = b.with_skip_signature(true);
-            "none (no_credentials = true)".to_owned()
-        }
-        Some(k) => {
-            b = b
-                .with_access_key_id(&k.key_id)
-                .with_secret_access_key(&k.secret);
-            if let Some(t) = &k.token {
-                b = b.with_token(t);
-            }
-            format!("access key {} from {}", k.key_id, k.source)
-        }
-        None if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v == "true")
-            && var("AWS_WEB_IDENTITY_TOKEN_FILE").is_none()
-            && var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_none() =>
-        {
-            return Err(TierError::new(
-                TierErrorKind::Credentials,
-                no_credentials_hint(&s3.bucket),
-            ));
-        }
-        None => "instance or container credentials (none in env or ~/.aws)".to_owned(),
-    };
-    let store = b.build().map_err(|e| config_error("cache.s3", e))?;
-    let place = Place {
-        what: format!(
-            "s3 bucket {} at {}",
-            s3.bucket,
-            endpoint.as_deref().unwrap_or("AWS")
-        ),
-        endpoint,
-        credentials,
-    };
-    Ok((Arc::new(store), place))
-}
-
-/// Asks object_store to send the encryption headers on every write (it adds them to puts and
-/// multipart starts; reads need none for SSE-S3 and SSE-KMS).
-fn with_encryption(
-    b: object_store::aws::AmazonS3Builder,
-    enc: Option<S3Encryption>,
-) -> object_store::aws::AmazonS3Builder {
-    // The key's enum is not exported; its name is object_store's documented spelling.
-    let kind: object_store::aws::AmazonS3ConfigKey = "aws_server_side_encryption"
-        .parse()
-        .expect("a key object_store knows");
-    match enc {
-        None => b,
-        Some(S3Encryption::S3Managed) => b.with_config(kind, "AES256"),
-        Some(S3Encryption::Kms { key_id: None }) => b.with_config(kind, "aws:kms"),
-        Some(S3Encryption::Kms { key_id: Some(k) }) => b.with_sse_kms_encryption(k),
-    }
-}
-
-pub(crate) fn no_credentials_hint(bucket: &str) -> String {
-    format!(
-        "no AWS credentials for s3 bucket {bucket}: set AWS_ACCESS_KEY_ID and \
-         AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile in ~/.aws/credentials, or \
-         no_credentials = true in [cache.s3] for anonymous reads"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,62 +447,6 @@ mod tests {
             assert_eq!(t.get_blob(&d).await.unwrap(), None, "and then is a miss");
             t.check().await.unwrap();
         });
-    }
-
-    #[test]
-    fn endpoints_as_sccache_reads_them() {
-        let s3 = |endpoint: &str, use_ssl: Option<bool>, vhost: bool| {
-            let json = serde_json::json!({
-                "bucket": "cache",
-                "endpoint": endpoint,
-                "use_ssl": use_ssl,
-                "enable_virtual_host_style": vhost,
-            });
-            serde_json::from_value::<S3Config>(json).unwrap()
-        };
-        let url = |c: S3Config| endpoint_url(&c).unwrap();
-        assert_eq!(url(s3("s3.lan:9000", None, false)), "http://s3.lan:9000");
-        assert_eq!(url(s3("s3.lan", Some(true), false)), "https://s3.lan");
-        assert_eq!(url(s3("https://s3.lan/", None, false)), "https://s3.lan/");
-        assert_eq!(
-            url(s3("s3.lan:9000", None, true)),
-            "http://cache.s3.lan:9000"
-        );
-        assert_eq!(
-            url(s3("https://s3.lan", None, true)),
-            "https://cache.s3.lan"
-        );
-        assert_eq!(
-            url(s3("https://cache.s3.lan", None, true)),
-            "https://cache.s3.lan",
-            "already there"
-        );
-    }
-
-    #[test]
-    fn encryption_settings_reach_the_s3_client() {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-        let kind: AmazonS3ConfigKey = "aws_server_side_encryption".parse().unwrap();
-        let key: AmazonS3ConfigKey = "aws_sse_kms_key_id".parse().unwrap();
-        let set = |enc| {
-            let b = with_encryption(AmazonS3Builder::new(), enc);
-            (b.get_config_value(&kind), b.get_config_value(&key))
-        };
-        assert_eq!(set(None), (None, None));
-        assert_eq!(
-            set(Some(S3Encryption::S3Managed)),
-            (Some("AES256".into()), None)
-        );
-        assert_eq!(
-            set(Some(S3Encryption::Kms { key_id: None })),
-            (Some("aws:kms".into()), None)
-        );
-        assert_eq!(
-            set(Some(S3Encryption::Kms {
-                key_id: Some("arn:k".into())
-            })),
-            (Some("aws:kms".into()), Some("arn:k".into()))
-        );
     }
 
     #[test]

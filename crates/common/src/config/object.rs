@@ -40,12 +40,16 @@ impl Backend {
 }
 
 /// `[cache.s3]`: an S3 bucket or an S3-compatible server (MinIO, SeaweedFS, Ceph, R2).
-/// Credentials are not configured here: they come from where AWS tools find them.
+/// Credentials are not configured here: they come from where AWS tools find them (the
+/// `AWS_*` environment, the profile's keys or `credential_process`, web identity, container
+/// or instance credentials; `cache::object`'s `s3` module). Each key set here wins over the
+/// environment's equivalent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub bucket: String,
-    /// `https://my.minio.lan/`, or a bare host whose scheme `use_ssl` picks; `None`: AWS.
+    /// `https://my.minio.lan/`, or a bare host whose scheme `use_ssl` picks; `None`:
+    /// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS.
     pub endpoint: Option<String>,
     /// Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's region, `us-east-1`.
     pub region: Option<String>,
@@ -60,7 +64,9 @@ pub struct S3Config {
     /// want, is the default with an endpoint).
     #[serde(default, alias = "virtual_host_style")]
     pub enable_virtual_host_style: bool,
-    /// The AWS profile to read credentials from (default: `AWS_PROFILE`, then `default`).
+    /// The AWS profile to read credentials and region from (default: `AWS_PROFILE`, then
+    /// `default`): its keys, its `credential_process`, or its `role_arn` with
+    /// `web_identity_token_file`.
     pub profile: Option<String>,
     /// sccache's three server-side encryption keys; see [`S3Config::encryption`].
     #[serde(default)]

@@ -4,6 +4,7 @@
 //! most precise signal; transport errors are told apart by their text, the only thing
 //! `object_store` exposes of them.
 
+use super::credential_process::ProcessError;
 use super::{Place, TierError, TierErrorKind};
 
 /// The whole error chain, lowercased, for matching.
@@ -46,7 +47,29 @@ fn detail(e: &(dyn std::error::Error + 'static), full: &str) -> String {
     inner.to_string()
 }
 
+/// The credential_process failure under object_store's error, if that is what it is.
+fn process_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProcessError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(p) = err.downcast_ref::<ProcessError>() {
+            return Some(p);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> TierError {
+    if let Some(p) = process_error(e) {
+        return TierError::new(
+            TierErrorKind::Credentials,
+            format!(
+                "{}: cannot {op}: {p}: run it by hand to see what it prints and fix it, or \
+                 export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                place.what
+            ),
+        );
+    }
     let full = chain(e);
     let lower = full.to_ascii_lowercase();
     let has = |s: &str| lower.contains(&s.to_ascii_lowercase());
@@ -74,7 +97,11 @@ pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> Tier
     } else if has("SignatureDoesNotMatch") {
         (
             Credentials,
-            format!("the secret key does not match the {creds}: fix AWS_SECRET_ACCESS_KEY or the profile's aws_secret_access_key"),
+            format!(
+                "the secret key does not match the {creds}: fix it there \
+                 (AWS_SECRET_ACCESS_KEY, the profile's aws_secret_access_key, or what its \
+                 credential_process prints)"
+            ),
         )
     } else if has("InvalidAccessKeyId") {
         (
@@ -87,7 +114,7 @@ pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> Tier
     {
         (
             Credentials,
-            super::no_credentials_hint(what.split_whitespace().nth(2).unwrap_or("")),
+            super::s3::no_credentials_hint(what.split_whitespace().nth(2).unwrap_or("")),
         )
     } else if matches!(e, object_store::Error::PermissionDenied { .. })
         || matches!(e, object_store::Error::Unauthenticated { .. })
