@@ -16,6 +16,14 @@ use jetcc_common::protocol::timing::ACK_WAIT;
 use jetcc_common::Digest;
 use tokio::io::{AsyncReadExt, BufReader};
 
+mod layout;
+mod outputs;
+
+pub(crate) use outputs::read_output;
+
+use layout::{create_dirs, fetch_inputs, place_inputs, Layout};
+use outputs::{artifact_name, upload, upload_rest};
+
 use crate::blobs::BlobCache;
 use crate::cgroup::{Cgroups, JobCgroup};
 use crate::jail::{self, Plan};
@@ -340,48 +348,6 @@ impl Finished {
     }
 }
 
-/// Where one job's files are on this worker.
-struct Layout {
-    /// The job root: `/` in the jail.
-    root: PathBuf,
-    /// The client's out-dir, the one dir rustc writes (a path in the jail).
-    out_dir: PathBuf,
-    /// The out-dir on the worker's disk.
-    out_in_root: PathBuf,
-    /// The dirs the job may write (paths in the jail): the out-dir and its tmp dir.
-    writable: Vec<PathBuf>,
-    /// Bytes of outputs taken so far, against the disk limit.
-    uploaded: AtomicU64,
-}
-
-impl Layout {
-    fn new(job_dir: &Path, job: &JobRequest) -> Layout {
-        let root = job_dir.join("root");
-        let out_dir = PathBuf::from(&job.out_dir);
-        let out_in_root = jail::inside(&root, &out_dir);
-        Layout {
-            root,
-            writable: vec![out_dir.clone(), PathBuf::from(jail::JAIL_TMP)],
-            out_dir,
-            out_in_root,
-            uploaded: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether the job may write at `path` (in the jail).
-    fn is_writable(&self, path: &Path) -> bool {
-        self.writable.iter().any(|w| path.starts_with(w))
-    }
-
-    /// The writable dirs on the worker's disk.
-    fn writable_in_root(&self) -> Vec<PathBuf> {
-        self.writable
-            .iter()
-            .map(|w| jail::inside(&self.root, w))
-            .collect()
-    }
-}
-
 /// What the jailed rustc did.
 struct Ran {
     exit_code: i32,
@@ -501,79 +467,6 @@ fn check_system_inputs(ctx: &Context, job: &JobRequest) -> Result<(), JobError> 
         Some(differs) => Err(JobError::SystemFileDiffers(differs.path.clone())),
         None => Ok(()),
     }
-}
-
-/// The job root's dirs: the out-dir, the cwd and every dir the job lists.
-fn create_dirs(job: &JobRequest, layout: &Layout) -> Result<(), JobError> {
-    std::fs::create_dir_all(&layout.out_in_root).map_err(io("create the out-dir"))?;
-    std::fs::create_dir_all(jail::inside(&layout.root, Path::new(&job.cwd)))
-        .map_err(io("create the cwd"))?;
-    for dir in &job.dirs {
-        std::fs::create_dir_all(jail::inside(&layout.root, Path::new(dir)))
-            .map_err(io("create a directory on an input's path"))?;
-    }
-    Ok(())
-}
-
-/// The local path of each input's blob, in the job's order.
-async fn fetch_inputs(ctx: &Context, job: &JobRequest) -> Result<Vec<PathBuf>, JobError> {
-    // Fetch the blobs this worker lacks concurrently: on a distant link each costs a round
-    // trip.
-    let mut blobs: Vec<PathBuf> = Vec::with_capacity(job.inputs.len());
-    for chunk in job.inputs.chunks(16) {
-        let fetches = chunk
-            .iter()
-            .map(|input| ctx.blobs.fetch(&ctx.res.cas, &input.digest));
-        blobs.extend(futures_util::future::try_join_all(fetches).await?);
-    }
-    Ok(blobs)
-}
-
-/// Puts each input at its client path in the job root; returns the dirs rustc may read.
-///
-/// A cached blob is hard-linked only where the job can never write to it: when the job runs
-/// as another user than the worker (`other_uid`: the blob is the worker's and read-only)
-/// and outside the job's writable dirs. Anywhere else it is copied, into a file created
-/// here: never written through an existing one (the job's paths are checked to lay out as
-/// a tree, and this holds even if they did not).
-fn place_inputs(
-    job: &JobRequest,
-    layout: &Layout,
-    blobs: Vec<PathBuf>,
-    other_uid: bool,
-) -> Result<Vec<PathBuf>, JobError> {
-    let mut readable = Vec::new();
-    for (input, blob) in job.inputs.iter().zip(blobs) {
-        let path = Path::new(&input.path);
-        let dest = jail::inside(&layout.root, path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(io("lay out inputs"))?;
-        }
-        let link = other_uid && !layout.is_writable(path);
-        if !link || std::fs::hard_link(&blob, &dest).is_err() {
-            copy_new(&blob, &dest).map_err(io("lay out inputs"))?;
-        }
-        if let Some(parent) = path.parent() {
-            if !readable.iter().any(|r: &PathBuf| parent.starts_with(r)) {
-                readable.push(parent.to_owned());
-            }
-        }
-    }
-    readable.push(PathBuf::from(&job.cwd));
-    Ok(readable)
-}
-
-/// Copies `blob` to a new file `dest` (never through an existing one, nor a symlink).
-fn copy_new(blob: &Path, dest: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut from = std::fs::File::open(blob)?;
-    let mut to = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(dest)?;
-    std::io::copy(&mut from, &mut to)?;
-    Ok(())
 }
 
 /// Writes the launcher's [`Plan`] into the job dir; returns its path.
@@ -733,104 +626,4 @@ async fn take_line(
         None => reply.send(&JobEvent::Stderr(line)).await,
     }
     Ok(())
-}
-
-/// Uploads the outputs rustc did not announce while it ran.
-async fn upload_rest(
-    ctx: &Context,
-    job: &JobRequest,
-    layout: &Layout,
-    sent: &[(String, Digest)],
-) -> Result<Vec<(String, Digest)>, JobError> {
-    let mut outputs = Vec::new();
-    for name in job
-        .outputs
-        .iter()
-        .filter(|n| !sent.iter().any(|(s, _)| s == *n))
-    {
-        let digest = upload(ctx, layout, name).await?;
-        outputs.push((name.clone(), digest));
-    }
-    Ok(outputs)
-}
-
-/// Reads an output, refuses it if it names the job root or the job's outputs together pass
-/// the disk limit, and puts it in the CAS.
-async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, JobError> {
-    let path = layout.out_in_root.join(name);
-    let room = ctx
-        .disk_limit
-        .saturating_sub(layout.uploaded.load(Ordering::Relaxed));
-    let bytes = tokio::task::spawn_blocking(move || read_output(&path, room))
-        .await
-        .map_err(|e| JobError::Io(e.to_string()))?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::FileTooLarge => JobError::OutputsTooLarge(ctx.disk_limit),
-            _ => JobError::Io(format!("cannot take output {name}: {e}")),
-        })?;
-    layout
-        .uploaded
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    let root_bytes = layout.root.as_os_str().as_encoded_bytes();
-    if bytes.windows(root_bytes.len()).any(|w| w == root_bytes) {
-        return Err(JobError::NotHermetic(name.to_owned()));
-    }
-    let digest = Digest::of_bytes(&bytes);
-    ctx.res.cas.put(&digest, &bytes).await?;
-    Ok(digest)
-}
-
-/// Reads an output the job wrote, as the worker (outside the jail): never through a symlink
-/// (the job could point one at any file on this machine), and only a regular file (a FIFO
-/// would block). The out-dir's parents belong to the worker, so only the last component can
-/// be the job's. A file over `max` bytes is not read (`FileTooLarge`).
-pub(crate) fn read_output(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > max {
-        return Err(std::io::ErrorKind::FileTooLarge.into());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // The job may still be writing to it: never more than `max`.
-    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(std::io::ErrorKind::FileTooLarge.into());
-    }
-    Ok(bytes)
-}
-
-/// The file name of an artifact notice (`{"$message_type":"artifact","artifact":PATH,…}`) for
-/// a file in the out-dir; `None` for any other line.
-fn artifact_name(line: &[u8], out_dir: &Path) -> Option<String> {
-    if !line.starts_with(br#"{"$message_type":"artifact""#) {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let path = Path::new(v.get("artifact")?.as_str()?);
-    let name = path.file_name()?.to_str()?;
-    (path.parent()? == out_dir).then(|| name.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn artifact_lines() {
-        let out = Path::new("/p/target/debug/deps");
-        let line = br#"{"$message_type":"artifact","artifact":"/p/target/debug/deps/liba-1.rmeta","emit":"metadata"}"#;
-        assert_eq!(artifact_name(line, out).as_deref(), Some("liba-1.rmeta"));
-        let elsewhere =
-            br#"{"$message_type":"artifact","artifact":"/etc/passwd","emit":"metadata"}"#;
-        assert_eq!(artifact_name(elsewhere, out), None);
-        assert_eq!(artifact_name(b"warning: x", out), None);
-    }
 }

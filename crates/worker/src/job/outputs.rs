@@ -1,0 +1,111 @@
+//! What a job wrote: outputs read back as the worker (never through a symlink, bounded by
+//! the disk limit), refused if they name the job root, and put in the CAS.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use jetcc_common::protocol::job::JobRequest;
+use jetcc_common::Digest;
+
+use super::layout::Layout;
+use super::{Context, JobError};
+
+/// Uploads the outputs rustc did not announce while it ran.
+pub(super) async fn upload_rest(
+    ctx: &Context,
+    job: &JobRequest,
+    layout: &Layout,
+    sent: &[(String, Digest)],
+) -> Result<Vec<(String, Digest)>, JobError> {
+    let mut outputs = Vec::new();
+    for name in job
+        .outputs
+        .iter()
+        .filter(|n| !sent.iter().any(|(s, _)| s == *n))
+    {
+        let digest = upload(ctx, layout, name).await?;
+        outputs.push((name.clone(), digest));
+    }
+    Ok(outputs)
+}
+
+/// Reads an output, refuses it if it names the job root or the job's outputs together pass
+/// the disk limit, and puts it in the CAS.
+pub(super) async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, JobError> {
+    let path = layout.out_in_root.join(name);
+    let room = ctx
+        .disk_limit
+        .saturating_sub(layout.uploaded.load(Ordering::Relaxed));
+    let bytes = tokio::task::spawn_blocking(move || read_output(&path, room))
+        .await
+        .map_err(|e| JobError::Io(e.to_string()))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => JobError::OutputsTooLarge(ctx.disk_limit),
+            _ => JobError::Io(format!("cannot take output {name}: {e}")),
+        })?;
+    layout
+        .uploaded
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    let root_bytes = layout.root.as_os_str().as_encoded_bytes();
+    if bytes.windows(root_bytes.len()).any(|w| w == root_bytes) {
+        return Err(JobError::NotHermetic(name.to_owned()));
+    }
+    let digest = Digest::of_bytes(&bytes);
+    ctx.res.cas.put(&digest, &bytes).await?;
+    Ok(digest)
+}
+
+/// Reads an output the job wrote, as the worker (outside the jail): never through a symlink
+/// (the job could point one at any file on this machine), and only a regular file (a FIFO
+/// would block). The out-dir's parents belong to the worker, so only the last component can
+/// be the job's. A file over `max` bytes is not read (`FileTooLarge`).
+pub(crate) fn read_output(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The job may still be writing to it: never more than `max`.
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
+    Ok(bytes)
+}
+
+/// The file name of an artifact notice (`{"$message_type":"artifact","artifact":PATH,…}`) for
+/// a file in the out-dir; `None` for any other line.
+pub(super) fn artifact_name(line: &[u8], out_dir: &Path) -> Option<String> {
+    if !line.starts_with(br#"{"$message_type":"artifact""#) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let path = Path::new(v.get("artifact")?.as_str()?);
+    let name = path.file_name()?.to_str()?;
+    (path.parent()? == out_dir).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_lines() {
+        let out = Path::new("/p/target/debug/deps");
+        let line = br#"{"$message_type":"artifact","artifact":"/p/target/debug/deps/liba-1.rmeta","emit":"metadata"}"#;
+        assert_eq!(artifact_name(line, out).as_deref(), Some("liba-1.rmeta"));
+        let elsewhere =
+            br#"{"$message_type":"artifact","artifact":"/etc/passwd","emit":"metadata"}"#;
+        assert_eq!(artifact_name(elsewhere, out), None);
+        assert_eq!(artifact_name(b"warning: x", out), None);
+    }
+}
