@@ -172,7 +172,7 @@ pub struct WorkerConfig {
     /// cannot make cgroups, each process's RLIMIT_DATA). `"4G"` or bytes.
     #[serde(
         default = "default_memory_limit",
-        deserialize_with = "super::deserialize_size"
+        deserialize_with = "super::size::deserialize_size"
     )]
     pub memory_limit: u64,
     /// Processes and threads of one job together (a cgroup's `pids.max`).
@@ -182,7 +182,7 @@ pub struct WorkerConfig {
     /// its tmp dir) together, and of its outputs together. `"4G"` or bytes.
     #[serde(
         default = "default_disk_limit",
-        deserialize_with = "super::deserialize_size"
+        deserialize_with = "super::size::deserialize_size"
     )]
     pub disk_limit: u64,
 }
