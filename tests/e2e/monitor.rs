@@ -280,16 +280,47 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-/// A tmux server of the test's own (`-L`), so tests and the user's tmux never meet.
+/// A tmux server of the test's own (`-S`), so tests and the user's tmux never meet.
 struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn new(dir: &Path) -> Tmux {
+    /// A server on a socket of its own: a server whose last session was just killed may
+    /// still be exiting, and a `new-session` on its socket then fails (seen in CI).
+    fn new(dir: &Path, name: &str) -> Tmux {
         Tmux {
-            socket: dir.join("tmux.sock").to_string_lossy().into_owned(),
+            socket: dir
+                .join(format!("{name}.sock"))
+                .to_string_lossy()
+                .into_owned(),
         }
+    }
+
+    /// Starts the session `watch` running `cmd` on a `cols`×`rows` terminal.
+    fn start(&self, cols: u32, rows: u32, cmd: &str) {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "watch",
+                "-x",
+                &cols,
+                "-y",
+                &rows,
+                cmd,
+            ])
+            .output()
+            .expect("tmux is installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn run(&self, args: &[&str]) -> String {
@@ -337,8 +368,8 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
     let _worker = Worker::start(&nats.url(), &root.join("w1"), 1);
     // An unnamed worker's gauge is labelled with its host.
     let host = jetcc_common::farm::hostname();
-    let tmux = Tmux::new(root);
     for (key, name) in [("q", "q"), ("C-c", "Ctrl-C")] {
+        let tmux = Tmux::new(root, &format!("tmux-{name}"));
         let exit = root.join(format!("exit-{name}"));
         let _ = std::fs::remove_file(&exit);
         let cmd = format!(
@@ -347,18 +378,7 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
             monitor_bin().display(),
             exit.display()
         );
-        tmux.run(&["kill-session", "-t", "watch"]);
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "watch",
-            "-x",
-            "150",
-            "-y",
-            "40",
-            &cmd,
-        ]);
+        tmux.start(150, 40, &cmd);
         let screen = tmux.wait_screen(30, "the worker on screen", |s| {
             s.contains(&host) && s.contains("1 workers")
         });
@@ -407,7 +427,7 @@ fn watch_draws_the_trends_of_a_build_and_survives_a_tiny_terminal() {
     let nats = Nats::start(&root.join("nats"));
     let named = [("JETCC_WORKER_NAME", "trend-worker")];
     let _worker = Worker::start_with(&nats.url(), &root.join("w1"), 2, &named, |_| {});
-    let tmux = Tmux::new(&root);
+    let tmux = Tmux::new(&root, "tmux");
     let exit = root.join("exit");
     let cmd = format!(
         "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {}; sleep 60",
@@ -415,17 +435,7 @@ fn watch_draws_the_trends_of_a_build_and_survives_a_tiny_terminal() {
         monitor_bin().display(),
         exit.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "watch",
-        "-x",
-        "150",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    tmux.start(150, 40, &cmd);
     // The worker's gauge: its name and its busy slots out of two.
     tmux.wait_screen(30, "the worker's gauge", |s| {
         s.lines()
