@@ -1,8 +1,9 @@
 //! S3 credentials and endpoints found the way AWS tools find them, against a real S3 server
 //! (SeaweedFS's `weed mini`, which refuses unsigned requests, unknown keys and wrong secrets):
 //! env keys with the endpoint from `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_S3` over it), a
-//! profile whose `credential_process` prints the keys, and profiles that cannot give working
-//! keys, which `jetcc --check` names while builds still compile.
+//! profile whose `credential_process` prints the keys, a profile that assumes a role through
+//! SeaweedFS's own STS (`AssumeRole`, signed with its source profile's keys), and profiles that
+//! cannot give working keys, which `jetcc --check` names while builds still compile.
 
 use std::path::{Path, PathBuf};
 
@@ -64,11 +65,25 @@ impl Home {
 
     /// `jetcc --check` with this HOME and `AWS_PROFILE=profile`: exit code and stdout.
     fn check(&self, cache: &Path, config: &Path, profile: &str) -> (Option<i32>, String) {
+        self.check_with(cache, config, profile, &[])
+    }
+
+    /// As [`Home::check`], with more environment variables.
+    fn check_with(
+        &self,
+        cache: &Path,
+        config: &Path,
+        profile: &str,
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String) {
         let mut cmd = jetcc(cache);
         cmd.arg("--check")
             .env("JETCC_CONFIG", config)
             .env("AWS_PROFILE", profile);
         for (k, v) in self.vars() {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
@@ -219,8 +234,7 @@ fn profiles_without_working_keys_are_diagnosed_and_builds_compile() {
              exit 1\n\
              [profile wrong]\ncredential_process = {}\n\
              [profile role]\nrole_arn = arn:aws:iam::123456789012:role/ci\n\
-             source_profile = base\n\
-             [profile base]\nregion = auto\n",
+             credential_source = Ec2InstanceMetadata\n",
             wrong.display()
         ),
     );
@@ -245,7 +259,7 @@ fn profiles_without_working_keys_are_diagnosed_and_builds_compile() {
 
     let (code, text) = home.check(&cache, &config, "role");
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("sets role_arn"), "{text}");
+    assert!(text.contains("sets credential_source"), "{text}");
     assert!(
         text.contains("aws configure export-credentials --profile role --format process"),
         "{text}"
@@ -270,6 +284,173 @@ fn profiles_without_working_keys_are_diagnosed_and_builds_compile() {
             .as_str()
             .unwrap()
             .contains("the SSO session has expired"),
+        "{t}"
+    );
+}
+
+/// The identity whose keys may only assume a role (on S3 itself it may do nothing).
+const BUILDER_KEY_ID: &str = "jetcc-builder";
+const BUILDER_SECRET: &str = "jetcc-builder-secret";
+
+/// SeaweedFS with its STS on (`-s3.iam.config`): the admin, and `builder`, who may do nothing
+/// on S3 but assume the role `cache-writer` (which may do anything on S3); the role `locked`
+/// trusts someone else.
+fn sts_server(root: &Path) -> S3 {
+    let dir = root.join("sts-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let identities = serde_json::json!({ "identities": [
+        { "name": "admin", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+          "credentials": [{ "accessKey": S3_KEY_ID, "secretKey": S3_SECRET }] },
+        { "name": "builder", "actions": [],
+          "credentials": [{ "accessKey": BUILDER_KEY_ID, "secretKey": BUILDER_SECRET }] },
+    ]});
+    let trust = |principal: &str| {
+        serde_json::json!({ "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": { "AWS": principal }, "Action": ["sts:AssumeRole"]
+        }]})
+    };
+    let iam = serde_json::json!({
+        "sts": {
+            "tokenDuration": 3_600_000_000_000u64,
+            "maxSessionLength": 43_200_000_000_000u64,
+            "issuer": "seaweedfs-sts",
+            "signingKey": "amV0Y2MtZTJlLXN0cy1zaWduaW5nLWtleS0zMi1ieXRlcw=="
+        },
+        "policy": { "defaultEffect": "Deny", "storeType": "memory" },
+        "roles": [
+            { "roleName": "cache-writer", "roleArn": "arn:aws:iam::role/cache-writer",
+              "trustPolicy": trust("arn:aws:iam::000000000000:user/builder"),
+              "attachedPolicies": ["S3Cache"] },
+            { "roleName": "locked", "roleArn": "arn:aws:iam::role/locked",
+              "trustPolicy": trust("arn:aws:iam::000000000000:user/someone-else"),
+              "attachedPolicies": ["S3Cache"] },
+        ],
+        "policies": [{ "name": "S3Cache", "document": { "Version": "2012-10-17", "Statement": [
+            { "Effect": "Allow", "Action": "s3:*", "Resource": "*" },
+            { "Effect": "Allow", "Action": "sts:ValidateSession", "Resource": "*" },
+        ]}}],
+    });
+    let s3_json = dir.join("s3.json");
+    let iam_json = dir.join("iam.json");
+    std::fs::write(&s3_json, identities.to_string()).unwrap();
+    std::fs::write(&iam_json, iam.to_string()).unwrap();
+    S3::start_with(
+        &root.join("s3"),
+        &[
+            &format!("-s3.config={}", s3_json.display()),
+            &format!("-s3.iam.config={}", iam_json.display()),
+        ],
+    )
+}
+
+/// A laptop's profile assumes a role with another profile's keys, through SeaweedFS's real
+/// STS (`AssumeRole`, SigV4 for `sts`, temporary keys with a session token), and reads what CI
+/// wrote: every unit hits. The source's own keys may not read (so the role's did); a role the
+/// source may not assume, and a profile with `credential_source = Environment`, are named by
+/// `jetcc --check`; a build with the refused role compiles everything.
+#[test]
+fn a_profile_assumes_a_role_through_sts_and_hits() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let s3 = sts_server(&root);
+    let endpoint = s3.endpoint();
+    let config = config(&root, "endpoint", Some(&endpoint));
+    p.build_ok(
+        &Build::jetcc(&root.join("cache-ci"))
+            .env("JETCC_CONFIG", &config.to_string_lossy())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+    );
+    assert_eq!(tier(&root.join("cache-ci"))["writes"], FIXTURE_COLD_WRITES);
+    let want = artifacts(&p.target());
+
+    let home = Home::new(
+        &root,
+        &format!(
+            "[profile builder]\naws_access_key_id = {BUILDER_KEY_ID}\n\
+             aws_secret_access_key = {BUILDER_SECRET}\n\
+             [profile cache]\nrole_arn = arn:aws:iam::role/cache-writer\nsource_profile = builder\n\
+             endpoint_url = {endpoint}\n\
+             [profile locked]\nrole_arn = arn:aws:iam::role/locked\nsource_profile = builder\n\
+             endpoint_url = {endpoint}\n\
+             [profile envrole]\nrole_arn = arn:aws:iam::role/cache-writer\n\
+             credential_source = Environment\n"
+        ),
+    );
+    let laptop = |cache: &str, profile: &str| {
+        home.build(
+            Build::jetcc(&root.join(cache))
+                .env("JETCC_CONFIG", &config.to_string_lossy())
+                .env("AWS_PROFILE", profile),
+        )
+    };
+    p.clean();
+    let built = p.build_ok(&laptop("cache-laptop", "cache"));
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&want, &artifacts(&p.target()), "hits with an assumed role");
+    let t = tier(&root.join("cache-laptop"));
+    assert_eq!(t["hits"], FIXTURE_WARM_HITS, "{t}");
+    assert_eq!(t["errors"], serde_json::json!({}), "{t}");
+
+    let check = root.join("cache-check");
+    let (code, text) = home.check(&check, &config, "cache");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "credentials: role arn:aws:iam::role/cache-writer assumed through STS at {endpoint} \
+             with access key {BUILDER_KEY_ID} from profile builder in"
+        )),
+        "{text}"
+    );
+    // The source's own keys may not even read: the role's temporary keys did the work.
+    let (code, text) = home.check(&check, &config, "builder");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("access key {BUILDER_KEY_ID} from profile builder")),
+        "{text}"
+    );
+
+    // The environment's keys assume the role when the profile says so (and STS is where
+    // AWS_ENDPOINT_URL_STS says).
+    let (code, text) = home.check_with(
+        &check,
+        &config,
+        "envrole",
+        &[
+            ("AWS_ACCESS_KEY_ID", BUILDER_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", BUILDER_SECRET),
+            ("AWS_ENDPOINT_URL_STS", &endpoint),
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("(credential_source = Environment)"), "{text}");
+
+    // A role the source may not assume: STS's refusal, and what to do.
+    let (code, text) = home.check(&check, &config, "locked");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL  s3"), "{text}");
+    assert!(
+        text.contains("role arn:aws:iam::role/locked of AWS profile locked"),
+        "{text}"
+    );
+    assert!(text.contains("403 AccessDenied"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "let access key {BUILDER_KEY_ID} from profile builder in"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(BUILDER_SECRET), "{text}");
+
+    let locked = root.join("cache-locked");
+    p.clean();
+    let built = p.build_ok(&laptop("cache-locked", "locked"));
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    let t = tier(&locked);
+    assert!(t["errors"]["credentials"].as_u64().unwrap_or(0) >= 1, "{t}");
+    assert_eq!(
+        (t["hits"].as_u64(), t["writes"].as_u64()),
+        (Some(0), Some(0)),
         "{t}"
     );
 }

@@ -64,13 +64,20 @@ pub fn run(config: &Config) -> i32 {
         let name = cfg.backend.name();
         match ObjectSession::open(cfg) {
             // The diagnosis names the place itself.
+            // Each line names the credential source used (never a secret).
             Ok(o) => match o.check() {
                 Ok(()) => {
-                    report(name, o.describe(), Ok(done(o.read_only())));
+                    let done =
+                        format!("{} (credentials: {})", done(o.read_only()), o.credentials());
+                    report(name, o.describe(), Ok(&done));
                     let mark = o.paths_mark(config.paths.other()).ok().flatten();
                     warn_other_mode(name, config, mark);
                 }
-                Err(e) => report(name, "", Err(e.message)),
+                Err(e) => report(
+                    name,
+                    "",
+                    Err(format!("{} (credentials: {})", e.message, o.credentials())),
+                ),
             },
             Err(e) => report(name, "", Err(e.message)),
         }

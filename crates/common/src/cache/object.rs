@@ -27,9 +27,14 @@ use crate::Digest;
 
 mod aws;
 mod azure;
+mod chain;
 mod credential_process;
 mod diagnose;
+mod refresh;
 mod s3;
+mod service;
+mod sso;
+mod sts;
 
 /// Largest blob read back (a debug rlib of a big crate is well below).
 pub const MAX_BLOB: u64 = 2 << 30;
@@ -217,6 +222,12 @@ impl ObjectTier {
     /// Where it is, in words.
     pub fn describe(&self) -> &str {
         &self.place.what
+    }
+
+    /// Where its credentials come from, in words (no secret): `role … assumed through STS at
+    /// … with access key … from profile …`, `SSO role …`, `instance credentials …`.
+    pub fn credentials(&self) -> &str {
+        &self.place.credentials
     }
 
     pub fn read_only(&self) -> bool {

@@ -49,6 +49,11 @@ impl ObjectSession {
     pub fn describe(&self) -> &str {
         self.tier.describe()
     }
+
+    /// Where the credentials come from (for `--check`).
+    pub fn credentials(&self) -> &str {
+        self.tier.credentials()
+    }
 }
 
 impl Tier for ObjectSession {

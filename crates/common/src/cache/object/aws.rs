@@ -1,16 +1,24 @@
 //! The AWS profile an S3 tier reads, as AWS tools find it: `profile` in `[cache.s3]`, else
 //! `AWS_PROFILE`, else `default`, in `~/.aws/credentials` (`AWS_SHARED_CREDENTIALS_FILE`) and
 //! `~/.aws/config` (`AWS_CONFIG_FILE`). It gives a region and, when the environment has no
-//! keys, credentials: static keys, a `credential_process`, or `role_arn` with
-//! `web_identity_token_file`. Profiles that assume a role from another profile or use SSO are
-//! named with what to do instead, never silently skipped. Env credentials, web identity,
-//! container and instance credentials are object_store's own (see `super::s3`).
+//! keys, credentials: static keys, a `credential_process`, `role_arn` with
+//! `web_identity_token_file`, `role_arn` with `source_profile` (any of these, or another role:
+//! a chain) or `credential_source = Environment`, or IAM Identity Center (`sso_session` with
+//! its `[sso-session]`, or the legacy `sso_start_url`). What jetcc does not resolve (an MFA
+//! code, a role from instance metadata) is named with what to do instead, never silently
+//! skipped. Env credentials, web identity, container and instance credentials are
+//! object_store's own (see `super::s3`); `super::chain` turns what is read here into
+//! providers.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ini::{Ini, Properties};
 
 use super::credential_process::CredentialProcess;
+use super::sso::SsoProfile;
+use super::sts::{RoleParams, StsEndpoint};
 use super::{TierError, TierErrorKind};
 
 /// A static key pair, with its session token.
@@ -40,6 +48,29 @@ pub enum ProfileCredentials {
         token_file: String,
         session_name: Option<String>,
     },
+    /// `role_arn` with `source_profile` or `credential_source`: STS AssumeRole.
+    AssumeRole(Box<RoleProfile>),
+    /// `sso_session` or `sso_start_url`: the SSO portal, with the AWS CLI's cached token.
+    Sso(SsoProfile),
+}
+
+/// A role to assume, and the credentials that assume it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleProfile {
+    /// The profile that names the role.
+    pub profile: String,
+    pub role: RoleParams,
+    pub sts: StsEndpoint,
+    pub source: RoleSource,
+}
+
+/// What signs the AssumeRole call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleSource {
+    /// `source_profile`: that profile's credentials (or, when it names itself, its keys).
+    Profile(FromProfile),
+    /// `credential_source = Environment`: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    Environment(StaticKeys),
 }
 
 /// Credentials a profile gave, and where they were found (for diagnoses).
@@ -51,33 +82,90 @@ pub struct FromProfile {
 }
 
 /// One file's section for the profile.
+#[derive(Clone)]
 struct Section {
     props: Properties,
     file: PathBuf,
 }
+
+/// Both files, read once.
+struct Files {
+    /// `~/.aws/credentials` first: its keys win, as in the AWS CLI.
+    creds: Option<(Ini, PathBuf)>,
+    config: Option<(Ini, PathBuf)>,
+    creds_file: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+}
+
+impl Files {
+    /// The named profile's sections: `[name]` in the credentials file, `[profile name]` (or
+    /// `[default]`) in the config file.
+    fn sections(&self, name: &str) -> Vec<Section> {
+        let mut sections = Vec::new();
+        if let Some((ini, file)) = &self.creds {
+            if let Some(s) = ini.section(Some(name)) {
+                sections.push(Section {
+                    props: s.clone(),
+                    file: file.clone(),
+                });
+            }
+        }
+        if let Some((ini, file)) = &self.config {
+            let titled = format!("profile {name}");
+            let s = ini.section(Some(titled.as_str())).or_else(|| {
+                (name == "default")
+                    .then(|| ini.section(Some("default")))
+                    .flatten()
+            });
+            if let Some(s) = s {
+                sections.push(Section {
+                    props: s.clone(),
+                    file: file.clone(),
+                });
+            }
+        }
+        sections
+    }
+
+    /// A `[kind name]` section of the config file (`sso-session`).
+    fn config_section(&self, kind: &str, name: &str) -> Option<Section> {
+        let (ini, file) = self.config.as_ref()?;
+        let props = ini.section(Some(format!("{kind} {name}").as_str()))?;
+        Some(Section {
+            props: props.clone(),
+            file: file.clone(),
+        })
+    }
+}
+
+/// The environment variables a profile's resolution reads (besides the files' names).
+const ENV: &[&str] = &[
+    "HOME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_SSO",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// How many roles a chain may assume one after the other.
+const MAX_CHAIN: usize = 5;
 
 /// The profile's sections in both files, read once.
 pub struct Profile {
     name: String,
     /// Named in config or `AWS_PROFILE` (a missing one is an error, a missing `default` not).
     explicit: bool,
-    /// `~/.aws/credentials` first: its keys win, as in the AWS CLI.
     sections: Vec<Section>,
-    creds_file: Option<PathBuf>,
-    config_file: Option<PathBuf>,
+    files: Arc<Files>,
+    /// The variables of [`ENV`] that are set and not empty.
+    env: BTreeMap<&'static str, String>,
 }
-
-/// Profile keys jetcc does not resolve itself, with the feature they belong to.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    ("source_profile", "assuming a role from another profile"),
-    (
-        "credential_source",
-        "assuming a role from a credential source",
-    ),
-    ("sso_session", "IAM Identity Center (SSO)"),
-    ("sso_start_url", "IAM Identity Center (SSO)"),
-    ("sso_account_id", "IAM Identity Center (SSO)"),
-];
 
 impl Profile {
     /// Reads the profile's sections; `env` is the process environment (a parameter for tests).
@@ -85,7 +173,7 @@ impl Profile {
         profile: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Profile, TierError> {
-        let var = |n: &str| env(n).filter(|v| !v.is_empty());
+        let var = |n: &str| env(n).filter(|v| !v.trim().is_empty());
         let explicit = profile
             .map(str::to_owned)
             .filter(|p| !p.is_empty())
@@ -98,38 +186,38 @@ impl Profile {
         let config_file = var("AWS_CONFIG_FILE")
             .map(PathBuf::from)
             .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
-        let mut sections = Vec::new();
-        // ~/.aws/credentials names sections `[name]`; ~/.aws/config, `[profile name]` (and
-        // `[default]`).
-        if let Some((ini, file)) = load_opt(&creds_file)? {
-            if let Some(s) = ini.section(Some(name.as_str())) {
-                sections.push(Section {
-                    props: s.clone(),
-                    file,
-                });
-            }
-        }
-        if let Some((ini, file)) = load_opt(&config_file)? {
-            let titled = format!("profile {name}");
-            let s = ini.section(Some(titled.as_str())).or_else(|| {
-                (name == "default")
-                    .then(|| ini.section(Some("default")))
-                    .flatten()
-            });
-            if let Some(s) = s {
-                sections.push(Section {
-                    props: s.clone(),
-                    file,
-                });
-            }
-        }
-        Ok(Profile {
-            name,
-            explicit: explicit.is_some(),
-            sections,
+        let files = Arc::new(Files {
+            creds: load_opt(&creds_file)?,
+            config: load_opt(&config_file)?,
             creds_file,
             config_file,
+        });
+        let env = ENV
+            .iter()
+            .filter_map(|&k| Some((k, var(k)?.trim().to_owned())))
+            .collect();
+        Ok(Profile {
+            sections: files.sections(&name),
+            name,
+            explicit: explicit.is_some(),
+            files,
+            env,
         })
+    }
+
+    /// Another profile of the same files (a `source_profile`).
+    fn other(&self, name: &str) -> Profile {
+        Profile {
+            name: name.to_owned(),
+            explicit: true,
+            sections: self.files.sections(name),
+            files: self.files.clone(),
+            env: self.env.clone(),
+        }
+    }
+
+    fn env(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
     }
 
     /// A key's value (trimmed, not empty) and the file it is in.
@@ -153,25 +241,38 @@ impl Profile {
         format!("profile {} in {}", self.name, file.display())
     }
 
+    /// Whether the profile assumes a role with the keys in the environment: then those keys
+    /// sign its AssumeRole rather than the S3 requests themselves.
+    pub fn assumes_role_from_env(&self) -> bool {
+        self.get("role_arn").is_some()
+            && self
+                .value("credential_source")
+                .is_some_and(|s| s.eq_ignore_ascii_case("Environment"))
+    }
+
     /// The credentials the profile names, in the AWS SDKs' order: a role (with a web identity
-    /// token), then a `credential_process`, then static keys. `None`: it names none (the next
-    /// sources are object_store's). A profile that needs what jetcc does not do is an error
-    /// saying what to use instead.
+    /// token, a source profile or a credential source), then SSO, then a
+    /// `credential_process`, then static keys. `None`: it names none (the next sources are
+    /// object_store's). A profile that needs what jetcc does not do is an error saying what to
+    /// use instead.
     pub fn credentials(&self) -> Result<Option<FromProfile>, TierError> {
         if self.explicit && self.sections.is_empty() {
-            return Err(TierError::new(
-                TierErrorKind::Credentials,
-                format!(
-                    "AWS profile {:?} is neither in {} nor in {}: add it, or unset AWS_PROFILE \
-                     (or [cache.s3] profile)",
-                    self.name,
-                    show(&self.creds_file),
-                    show(&self.config_file)
-                ),
-            ));
+            return Err(self.missing("or unset AWS_PROFILE (or [cache.s3] profile)"));
         }
+        self.resolve(&mut vec![])
+    }
+
+    /// `chain`: the role profiles being resolved, outermost first (a cycle is an error).
+    fn resolve(&self, chain: &mut Vec<String>) -> Result<Option<FromProfile>, TierError> {
         if let Some((role_arn, file)) = self.get("role_arn") {
             if let Some(token_file) = self.value("web_identity_token_file") {
+                if !chain.is_empty() {
+                    return Err(self.unsupported(
+                        "web_identity_token_file",
+                        "a web identity role as the source of another role",
+                        file,
+                    ));
+                }
                 return Ok(Some(FromProfile {
                     credentials: ProfileCredentials::WebIdentity {
                         role_arn: role_arn.to_owned(),
@@ -181,12 +282,20 @@ impl Profile {
                     source: self.source(file),
                 }));
             }
-            return Err(self.unsupported("role_arn", "assuming a role", file));
+            let role = self.role(role_arn.to_owned(), file, chain)?;
+            return Ok(Some(FromProfile {
+                credentials: ProfileCredentials::AssumeRole(Box::new(role)),
+                source: self.source(file),
+            }));
         }
-        for (key, feature) in UNSUPPORTED {
-            if let Some((_, file)) = self.get(key) {
-                return Err(self.unsupported(key, feature, file));
-            }
+        if let Some((_, file)) = self
+            .get("sso_session")
+            .or_else(|| self.get("sso_start_url"))
+        {
+            return Ok(Some(FromProfile {
+                credentials: ProfileCredentials::Sso(self.sso()?),
+                source: self.source(file),
+            }));
         }
         if let Some((command, file)) = self.get("credential_process") {
             return Ok(Some(FromProfile {
@@ -197,7 +306,12 @@ impl Profile {
                 source: self.source(file),
             }));
         }
-        // Both keys from the same file, as the AWS CLI pairs them.
+        self.static_keys()
+    }
+
+    /// `aws_access_key_id` and `aws_secret_access_key`, both from the same file, as the AWS CLI
+    /// pairs them.
+    fn static_keys(&self) -> Result<Option<FromProfile>, TierError> {
         for s in &self.sections {
             let get = |k: &str| s.props.get(k).map(str::trim).filter(|v| !v.is_empty());
             match (get("aws_access_key_id"), get("aws_secret_access_key")) {
@@ -227,6 +341,315 @@ impl Profile {
         Ok(None)
     }
 
+    /// The role `role_arn` names, with what assumes it.
+    fn role(
+        &self,
+        role_arn: String,
+        file: &Path,
+        chain: &mut Vec<String>,
+    ) -> Result<RoleProfile, TierError> {
+        if self.get("mfa_serial").is_some() {
+            return Err(self.unsupported("mfa_serial", "an MFA code for every session", file));
+        }
+        let duration_seconds = match self.value("duration_seconds") {
+            None => None,
+            Some(d) => Some(d.parse::<u32>().map_err(|_| {
+                self.error(
+                    file,
+                    format!("sets duration_seconds = {d}, not a number of seconds: fix it"),
+                )
+            })?),
+        };
+        let role = RoleParams {
+            role_arn,
+            session_name: self.value("role_session_name"),
+            external_id: self.value("external_id"),
+            duration_seconds,
+        };
+        let source = match (
+            self.value("source_profile"),
+            self.value("credential_source"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    file,
+                    "sets both source_profile and credential_source: keep one".to_owned(),
+                ))
+            }
+            (Some(src), None) if src == self.name => {
+                // A profile that is its own source assumes the role with its own keys.
+                let keys = self.static_keys()?.ok_or_else(|| {
+                    self.error(
+                        file,
+                        "names itself as source_profile but has no aws_access_key_id and \
+                         aws_secret_access_key: add them, or name another profile"
+                            .to_owned(),
+                    )
+                })?;
+                RoleSource::Profile(keys)
+            }
+            (Some(src), None) => RoleSource::Profile(self.source_profile(&src, file, chain)?),
+            (None, Some(cs)) if cs.eq_ignore_ascii_case("Environment") => {
+                RoleSource::Environment(self.env_keys(file)?)
+            }
+            (None, Some(cs))
+                if cs.eq_ignore_ascii_case("Ec2InstanceMetadata")
+                    || cs.eq_ignore_ascii_case("EcsContainer") =>
+            {
+                return Err(self.unsupported(
+                    "credential_source",
+                    &format!("assuming a role with the {cs} credentials"),
+                    file,
+                ))
+            }
+            (None, Some(cs)) => {
+                return Err(self.error(
+                    file,
+                    format!(
+                        "sets credential_source = {cs}, which AWS does not define: use \
+                         Environment, Ec2InstanceMetadata or EcsContainer"
+                    ),
+                ))
+            }
+            (None, None) => {
+                return Err(self.error(
+                    file,
+                    "sets role_arn without source_profile, credential_source or \
+                     web_identity_token_file: add the one that gives the credentials to \
+                     assume it with"
+                        .to_owned(),
+                ))
+            }
+        };
+        Ok(RoleProfile {
+            profile: self.name.clone(),
+            role,
+            sts: self.sts_endpoint(),
+            source,
+        })
+    }
+
+    /// The credentials of `source_profile = name`.
+    fn source_profile(
+        &self,
+        name: &str,
+        file: &Path,
+        chain: &mut Vec<String>,
+    ) -> Result<FromProfile, TierError> {
+        chain.push(self.name.clone());
+        if chain.iter().any(|p| p == name) {
+            return Err(self.error(
+                file,
+                format!(
+                    "is in a source_profile loop ({} -> {name}): end it at a profile with \
+                     credentials",
+                    chain.join(" -> ")
+                ),
+            ));
+        }
+        if chain.len() > MAX_CHAIN {
+            return Err(self.error(
+                file,
+                format!("chains more than {MAX_CHAIN} roles through source_profile: shorten it"),
+            ));
+        }
+        let source = self.other(name);
+        if source.sections.is_empty() {
+            return Err(source.missing(&format!("or fix source_profile in {}", file.display())));
+        }
+        let found = source.resolve(chain)?;
+        chain.pop();
+        found.ok_or_else(|| {
+            self.error(
+                file,
+                format!(
+                    "names source_profile = {name}, which gives no credentials: add keys, a \
+                     credential_process or a role to it"
+                ),
+            )
+        })
+    }
+
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, for `credential_source = Environment`.
+    fn env_keys(&self, file: &Path) -> Result<StaticKeys, TierError> {
+        match (
+            self.env("AWS_ACCESS_KEY_ID"),
+            self.env("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(key_id), Some(secret)) => Ok(StaticKeys {
+                key_id: key_id.to_owned(),
+                secret: secret.to_owned(),
+                token: self.env("AWS_SESSION_TOKEN").map(str::to_owned),
+            }),
+            _ => Err(self.error(
+                file,
+                "sets credential_source = Environment, but AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY are not both set: export them"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Where STS is for this profile: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, the
+    /// profile's `endpoint_url` (unless configured endpoints are ignored), else AWS's regional
+    /// endpoint (the global one with `sts_regional_endpoints = legacy`). The region signs the
+    /// call: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's, else `us-east-1`.
+    fn sts_endpoint(&self) -> StsEndpoint {
+        let region = self
+            .env("AWS_REGION")
+            .or_else(|| self.env("AWS_DEFAULT_REGION"))
+            .map(str::to_owned)
+            .or_else(|| self.region())
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let configured = self
+            .configured_endpoint("AWS_ENDPOINT_URL_STS")
+            .map(|u| u.trim_end_matches('/').to_owned());
+        let legacy = self
+            .env("AWS_STS_REGIONAL_ENDPOINTS")
+            .map(str::to_owned)
+            .or_else(|| self.value("sts_regional_endpoints"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("legacy"));
+        match configured {
+            Some(url) => StsEndpoint { url, region },
+            None if legacy => StsEndpoint {
+                url: "https://sts.amazonaws.com".to_owned(),
+                region: "us-east-1".to_owned(),
+            },
+            None => StsEndpoint {
+                url: format!("https://sts.{region}.{}", aws_domain(&region)),
+                region,
+            },
+        }
+    }
+
+    /// `service_var` (`AWS_ENDPOINT_URL_STS`), else `AWS_ENDPOINT_URL`, else the profile's
+    /// `endpoint_url`; none when `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` or the profile's
+    /// `ignore_configured_endpoint_urls` is true.
+    fn configured_endpoint(&self, service_var: &str) -> Option<String> {
+        let ignore = self
+            .env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .map(str::to_owned)
+            .or_else(|| self.value("ignore_configured_endpoint_urls"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if ignore {
+            return None;
+        }
+        self.env(service_var)
+            .or_else(|| self.env("AWS_ENDPOINT_URL"))
+            .map(str::to_owned)
+            .or_else(|| self.value("endpoint_url"))
+    }
+
+    /// The profile's SSO settings: from its `[sso-session]` (`sso_session`), or the legacy
+    /// keys on the profile itself (`sso_start_url`, `sso_region`).
+    fn sso(&self) -> Result<SsoProfile, TierError> {
+        let (session, start_url, region, file) = match self.get("sso_session") {
+            Some((session, file)) => {
+                let section = self.files.config_section("sso-session", session);
+                let Some(section) = section else {
+                    return Err(self.error(
+                        file,
+                        format!(
+                            "sets sso_session = {session}, but there is no [sso-session \
+                             {session}] in {}: run `aws configure sso --profile {}`",
+                            show(&self.files.config_file),
+                            self.name
+                        ),
+                    ));
+                };
+                let get = |k: &str| {
+                    section
+                        .props
+                        .get(k)
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                };
+                let start_url = get("sso_start_url");
+                let region = get("sso_region");
+                (Some(session.to_owned()), start_url, region, file)
+            }
+            None => {
+                let (url, file) = self.get("sso_start_url").expect("checked by the caller");
+                (None, Some(url.to_owned()), self.value("sso_region"), file)
+            }
+        };
+        let account_id = self.value("sso_account_id");
+        let role_name = self.value("sso_role_name");
+        let missing: Vec<&str> = [
+            ("sso_start_url", start_url.is_none()),
+            ("sso_region", region.is_none()),
+            ("sso_account_id", account_id.is_none()),
+            ("sso_role_name", role_name.is_none()),
+        ]
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(k, _)| *k)
+        .collect();
+        if !missing.is_empty() {
+            return Err(self.error(
+                file,
+                format!(
+                    "uses IAM Identity Center (SSO) without {}: run `aws configure sso \
+                     --profile {}`",
+                    missing.join(", "),
+                    self.name
+                ),
+            ));
+        }
+        let region = region.expect("checked above");
+        // Only the SSO-specific variable moves the portal: the bearer token is an AWS sign-in,
+        // never to be sent to the S3-compatible server AWS_ENDPOINT_URL often names.
+        let ignore = self
+            .env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let portal = self
+            .env("AWS_ENDPOINT_URL_SSO")
+            .filter(|_| !ignore)
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("https://portal.sso.{region}.{}", aws_domain(&region)));
+        let cache_dir = self
+            .env("HOME")
+            .map(|h| Path::new(h).join(".aws/sso/cache"))
+            .ok_or_else(|| {
+                self.error(
+                    file,
+                    "uses SSO, whose token is under ~/.aws/sso/cache, but HOME is not set: \
+                     set it"
+                        .to_owned(),
+                )
+            })?;
+        Ok(SsoProfile {
+            profile: self.name.clone(),
+            session,
+            start_url: start_url.expect("checked above"),
+            region,
+            account_id: account_id.expect("checked above"),
+            role_name: role_name.expect("checked above"),
+            portal,
+            cache_dir,
+        })
+    }
+
+    fn missing(&self, or: &str) -> TierError {
+        TierError::new(
+            TierErrorKind::Credentials,
+            format!(
+                "AWS profile {:?} is neither in {} nor in {}: add it, {or}",
+                self.name,
+                show(&self.files.creds_file),
+                show(&self.files.config_file)
+            ),
+        )
+    }
+
+    fn error(&self, file: &Path, why: String) -> TierError {
+        TierError::new(
+            TierErrorKind::Credentials,
+            format!("{} {why}", self.source(file)),
+        )
+    }
+
     fn unsupported(&self, key: &str, feature: &str, file: &Path) -> TierError {
         let name = &self.name;
         TierError::new(
@@ -240,6 +663,14 @@ impl Profile {
                 self.source(file)
             ),
         )
+    }
+}
+
+/// The domain of AWS's endpoints in a region (China's partition has its own).
+fn aws_domain(region: &str) -> &'static str {
+    match region.starts_with("cn-") {
+        true => "amazonaws.com.cn",
+        false => "amazonaws.com",
     }
 }
 
@@ -282,149 +713,5 @@ fn load(path: &Path) -> Result<Option<Ini>, TierError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env_of(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-    }
-
-    fn home_with(credentials: &str, config: &str) -> tempfile::TempDir {
-        let home = tempfile::tempdir().unwrap();
-        let aws = home.path().join(".aws");
-        std::fs::create_dir_all(&aws).unwrap();
-        std::fs::write(aws.join("credentials"), credentials).unwrap();
-        std::fs::write(aws.join("config"), config).unwrap();
-        home
-    }
-
-    fn creds(
-        profile: Option<&str>,
-        home: &tempfile::TempDir,
-    ) -> Result<Option<FromProfile>, TierError> {
-        let h = home.path().display().to_string();
-        Profile::find(profile, &env_of(vec![("HOME", h)]))?.credentials()
-    }
-
-    #[test]
-    fn static_keys_and_regions_from_both_files() {
-        let home = home_with(
-            "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n\n\
-             [ci]\naws_access_key_id=C\naws_secret_access_key=CS\naws_session_token=T\n",
-            "[default]\nregion = eu-west-1\n[profile ci]\nregion = auto\n\
-             [profile cfgonly]\naws_access_key_id = X\naws_secret_access_key = XS\n",
-        );
-        let h = home.path().display().to_string();
-        let p = Profile::find(None, &env_of(vec![("HOME", h.clone())])).unwrap();
-        assert_eq!(p.region().as_deref(), Some("eu-west-1"));
-        let got = p.credentials().unwrap().unwrap();
-        let ProfileCredentials::Static(k) = got.credentials else {
-            panic!("not static keys")
-        };
-        assert_eq!(k.key_id, "D");
-        assert!(got.source.contains("profile default in"), "{}", got.source);
-
-        let p = Profile::find(
-            None,
-            &env_of(vec![("HOME", h.clone()), ("AWS_PROFILE", "ci".into())]),
-        )
-        .unwrap();
-        assert_eq!(p.region().as_deref(), Some("auto"));
-        let Some(FromProfile {
-            credentials: ProfileCredentials::Static(k),
-            ..
-        }) = p.credentials().unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!((k.key_id.as_str(), k.token.as_deref()), ("C", Some("T")));
-
-        // [cache.s3] profile wins over AWS_PROFILE.
-        let p = Profile::find(
-            Some("cfgonly"),
-            &env_of(vec![("HOME", h.clone()), ("AWS_PROFILE", "ci".into())]),
-        )
-        .unwrap();
-        let Some(FromProfile {
-            credentials: ProfileCredentials::Static(k),
-            ..
-        }) = p.credentials().unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(k.key_id, "X");
-    }
-
-    #[test]
-    fn a_missing_profile_is_an_error_only_when_named() {
-        let home = home_with("", "");
-        let e = creds(Some("nope"), &home).unwrap_err();
-        assert!(e.to_string().contains("\"nope\""), "{e}");
-        // No files, no env: nothing found, no error (object_store's own chain follows).
-        let empty = tempfile::tempdir().unwrap();
-        assert_eq!(creds(None, &empty).unwrap(), None);
-        // A profile with only a region names no credentials.
-        let home = home_with("", "[profile r]\nregion = x\n");
-        assert_eq!(creds(Some("r"), &home).unwrap(), None);
-        // Half a key pair is an error.
-        let home = home_with("[h]\naws_access_key_id = A\n", "");
-        let e = creds(Some("h"), &home).unwrap_err();
-        assert!(e.to_string().contains("only one of"), "{e}");
-    }
-
-    #[test]
-    fn credential_process_and_web_identity_profiles() {
-        let home = home_with(
-            "[p]\naws_access_key_id = A\naws_secret_access_key = S\n",
-            "[profile p]\ncredential_process = /usr/bin/get-creds --x \"a b\"\n\
-             [profile w]\nrole_arn = arn:aws:iam::1:role/r\nweb_identity_token_file = /t\n\
-             role_session_name = s\n",
-        );
-        let got = creds(Some("p"), &home).unwrap().unwrap();
-        assert_eq!(
-            got.credentials,
-            ProfileCredentials::Process(CredentialProcess {
-                command: "/usr/bin/get-creds --x \"a b\"".into(),
-                profile: "p".into(),
-            }),
-            "credential_process before static keys, as in the AWS SDKs"
-        );
-        assert!(got.source.ends_with(".aws/config"), "{}", got.source);
-        let got = creds(Some("w"), &home).unwrap().unwrap();
-        assert_eq!(
-            got.credentials,
-            ProfileCredentials::WebIdentity {
-                role_arn: "arn:aws:iam::1:role/r".into(),
-                token_file: "/t".into(),
-                session_name: Some("s".into()),
-            }
-        );
-    }
-
-    #[test]
-    fn profiles_jetcc_cannot_resolve_say_what_to_do() {
-        let home = home_with(
-            "",
-            "[profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = base\n\
-             [profile sso]\nsso_session = corp\nsso_account_id = 1\nsso_role_name = dev\n\
-             [profile src]\ncredential_source = Ec2InstanceMetadata\n",
-        );
-        for (profile, key) in [
-            ("role", "role_arn"),
-            ("sso", "sso_session"),
-            ("src", "credential_source"),
-        ] {
-            let e = creds(Some(profile), &home).unwrap_err();
-            assert_eq!(e.kind, TierErrorKind::Credentials);
-            let text = e.to_string();
-            assert!(text.contains(&format!("sets {key}")), "{text}");
-            assert!(
-                text.contains(&format!(
-                    "aws configure export-credentials --profile {profile} --format process"
-                )),
-                "{text}"
-            );
-            assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
-        }
-    }
-}
+#[path = "aws_tests.rs"]
+mod tests;

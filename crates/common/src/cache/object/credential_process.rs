@@ -1,22 +1,20 @@
 //! An AWS profile's `credential_process`, as the AWS SDKs run it: the command (through
 //! `sh -c`) prints `{"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken",
-//! "Expiration"}` on stdout. As an object_store `CredentialProvider`, it runs at the first
-//! request that needs it (a local hit makes none), once per process until the credentials
-//! come within a minute of their `Expiration`. A failure is kept for the process: a command
-//! that failed is not run again for every request of the same compile.
+//! "Expiration"}` on stdout. It runs behind `refresh::Refreshing`: at the first request that
+//! needs it, once per process until the credentials come within a minute of their
+//! `Expiration`, and a failure is kept for the process.
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use object_store::aws::AwsCredential;
-use object_store::CredentialProvider;
 use serde_json::Value;
+
+use super::refresh::{parse_expiration, Fetch, Fetched, Refreshing};
 
 /// Longest a credential_process may take: a build waits on it.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// Credentials this close to their expiration are fetched again.
-const MARGIN: Duration = Duration::from_secs(60);
 /// How much of the command's stderr a diagnosis quotes.
 const STDERR_TAIL: usize = 400;
 
@@ -37,66 +35,23 @@ pub struct ProcessError {
     pub why: String,
 }
 
-/// Credentials as the command printed them, with their expiration.
-struct Fetched {
-    credential: Arc<AwsCredential>,
-    expires: Option<SystemTime>,
-}
-
-impl Fetched {
-    fn fresh(&self, now: SystemTime) -> bool {
-        self.expires.is_none_or(|e| e > now + MARGIN)
-    }
-}
-
 /// The provider object_store asks before each request.
-pub struct ProcessProvider {
-    process: CredentialProcess,
-    last: tokio::sync::Mutex<Option<Result<Fetched, ProcessError>>>,
-}
+pub type ProcessProvider = Refreshing<CredentialProcess>;
 
-impl std::fmt::Debug for ProcessProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProcessProvider({:?})", self.process.command)
-    }
-}
+#[async_trait::async_trait]
+impl Fetch for CredentialProcess {
+    type Error = ProcessError;
 
-impl ProcessProvider {
-    pub fn new(process: CredentialProcess) -> ProcessProvider {
-        ProcessProvider {
-            process,
-            last: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// The credentials, from this process's last run while they are fresh.
-    pub async fn credential(&self) -> Result<Arc<AwsCredential>, ProcessError> {
-        // Held across the run: concurrent requests wait for one run, not start their own.
-        let mut last = self.last.lock().await;
-        match last.as_ref() {
-            Some(Ok(f)) if f.fresh(SystemTime::now()) => return Ok(f.credential.clone()),
-            Some(Err(e)) => return Err(e.clone()),
-            _ => {}
-        }
-        let got = self.run().await;
-        let result = got
-            .as_ref()
-            .map(|f| f.credential.clone())
-            .map_err(Clone::clone);
-        *last = Some(got);
-        result
-    }
-
-    async fn run(&self) -> Result<Fetched, ProcessError> {
+    async fn fetch(&self) -> Result<Fetched, ProcessError> {
         let fail = |why: String| ProcessError {
-            profile: self.process.profile.clone(),
-            command: self.process.command.clone(),
+            profile: self.profile.clone(),
+            command: self.command.clone(),
             why,
         };
-        tracing::debug!(profile = %self.process.profile, "running credential_process");
+        tracing::debug!(profile = %self.profile, "running credential_process");
         let child = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(&self.process.command)
+            .arg(&self.command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -121,20 +76,6 @@ impl ProcessProvider {
             )));
         }
         parse(&out.stdout, SystemTime::now()).map_err(fail)
-    }
-}
-
-#[async_trait::async_trait]
-impl CredentialProvider for ProcessProvider {
-    type Credential = AwsCredential;
-
-    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        self.credential()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })
     }
 }
 
@@ -179,16 +120,7 @@ fn parse(stdout: &[u8], now: SystemTime) -> Result<Fetched, String> {
     let token = text("SessionToken")?;
     let expires = match text("Expiration")? {
         None => None,
-        Some(t) => {
-            let at = chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| {
-                format!("printed an Expiration that is not an RFC 3339 time ({t:?}: {e})")
-            })?;
-            let at = SystemTime::from(at);
-            if at <= now {
-                return Err(format!("printed credentials that expired at {t}"));
-            }
-            Some(at)
-        }
+        Some(t) => Some(parse_expiration(&t, now).map_err(|e| format!("printed {e}"))?),
     };
     Ok(Fetched {
         credential: Arc::new(AwsCredential {
@@ -203,6 +135,7 @@ fn parse(stdout: &[u8], now: SystemTime) -> Result<Fetched, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::CredentialProvider;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()

@@ -5,6 +5,7 @@
 //! `object_store` exposes of them.
 
 use super::credential_process::ProcessError;
+use super::refresh::CredentialError;
 use super::{Place, TierError, TierErrorKind};
 
 /// The whole error chain, lowercased, for matching.
@@ -47,11 +48,13 @@ fn detail(e: &(dyn std::error::Error + 'static), full: &str) -> String {
     inner.to_string()
 }
 
-/// The credential_process failure under object_store's error, if that is what it is.
-fn process_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProcessError> {
+/// Our own credential source's failure under object_store's error, if that is what it is.
+fn ours<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(p) = err.downcast_ref::<ProcessError>() {
+        if let Some(p) = err.downcast_ref::<T>() {
             return Some(p);
         }
         cur = err.source();
@@ -60,7 +63,14 @@ fn process_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Pro
 }
 
 pub(super) fn diagnose(place: &Place, op: &str, e: &object_store::Error) -> TierError {
-    if let Some(p) = process_error(e) {
+    if let Some(c) = ours::<CredentialError>(e) {
+        // A role or an SSO sign-in: the error says what failed and what to do.
+        return TierError::new(
+            TierErrorKind::Credentials,
+            format!("{}: cannot {op}: {c}", place.what),
+        );
+    }
+    if let Some(p) = ours::<ProcessError>(e) {
         return TierError::new(
             TierErrorKind::Credentials,
             format!(

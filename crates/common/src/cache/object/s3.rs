@@ -2,18 +2,17 @@
 //! `AmazonS3Builder::from_env()` first (every `AWS_*` variable it knows: keys, region,
 //! `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_S3`, web identity, ECS and EKS Pod Identity
 //! container credentials, the instance metadata service), then the `[cache.s3]` keys on top,
-//! so what the config says wins. Credentials: env keys, else the AWS profile's (`super::aws`),
-//! else object_store's own chain. Nothing here makes a request: credentials are fetched at
+//! so what the config says wins. Credentials: env keys, else the AWS profile's (`super::aws`,
+//! made providers by `super::chain`), else object_store's own chain. Nothing here makes a request: credentials are fetched at
 //! the first request, and only a local miss makes one.
 
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key, AwsCredential};
-use object_store::{ClientConfigKey, ObjectStore, StaticCredentialProvider};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key};
+use object_store::{ClientConfigKey, ObjectStore};
 
 use super::aws::{Profile, ProfileCredentials};
-use super::credential_process::ProcessProvider;
-use super::{config_error, retry, Place, TierError, TierErrorKind};
+use super::{chain, config_error, retry, Place, TierError, TierErrorKind};
 use crate::config::{S3Config, S3Encryption};
 
 /// Opens the S3 client (no request is made); `env` must be the environment `from_env` read.
@@ -120,10 +119,13 @@ pub(super) fn configure(
     let env_keys_set = set_at_all(&b, Key::AccessKeyId) || set_at_all(&b, Key::SecretAccessKey);
     let env_key = nonempty(b.get_config_value(&Key::AccessKeyId));
     let env_secret = nonempty(b.get_config_value(&Key::SecretAccessKey));
+    // A profile that assumes a role with the environment's keys uses them for that, not for
+    // S3 itself (otherwise env keys come first, as in the AWS SDKs).
+    let role_from_env = profile.as_ref().is_some_and(Profile::assumes_role_from_env);
     let credentials = if s3.no_credentials {
         b = b.with_skip_signature(true);
         "none (no_credentials = true)".to_owned()
-    } else if env_key.is_some() || env_secret.is_some() {
+    } else if !role_from_env && (env_key.is_some() || env_secret.is_some()) {
         match (env_key, env_secret) {
             (Some(k), Some(_)) => {
                 format!("access key {k} from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
@@ -143,30 +145,22 @@ pub(super) fn configure(
             .transpose()?
             .flatten();
         match found {
-            Some(found) => match found.credentials {
-                ProfileCredentials::Static(k) => {
-                    let desc = format!("access key {} from {}", k.key_id, found.source);
-                    // A provider, not the builder's keys: a stray AWS_SESSION_TOKEN must not
-                    // join the profile's keys.
-                    b = b.with_credentials(Arc::new(StaticCredentialProvider::new(
-                        AwsCredential {
-                            key_id: k.key_id,
-                            secret_key: k.secret,
-                            token: k.token,
-                        },
-                    )));
+            // A provider, not the builder's keys: a stray AWS_SESSION_TOKEN must not join a
+            // profile's keys, and env keys that assume a role must not sign S3 requests.
+            Some(found) => match chain::provider(&found) {
+                Some((provider, desc)) => {
+                    b = b.with_credentials(provider);
                     desc
                 }
-                ProfileCredentials::Process(p) => {
-                    let desc = format!("credential_process of {}", found.source);
-                    b = b.with_credentials(Arc::new(ProcessProvider::new(p)));
-                    desc
-                }
-                ProfileCredentials::WebIdentity {
-                    role_arn,
-                    token_file,
-                    session_name,
-                } => {
+                None => {
+                    let ProfileCredentials::WebIdentity {
+                        role_arn,
+                        token_file,
+                        session_name,
+                    } = found.credentials
+                    else {
+                        unreachable!("chain::provider covers every other kind")
+                    };
                     if env_keys_set {
                         return Err(empty_env_keys());
                     }

@@ -269,6 +269,72 @@ fn credentials_come_from_env_keys_then_the_profile_then_object_store() {
     assert!(e.message.contains("credential_process"), "{e}");
 }
 
+/// Roles and SSO are named by what they are and what signs them; env keys that a profile
+/// says assume a role sign only the AssumeRole, while other profiles leave env keys first.
+#[test]
+fn roles_and_sso_profiles_are_named_and_env_keys_assume_a_role_when_told() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/config"),
+        "[profile base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = BS\n\
+         [profile ci]\nrole_arn = arn:aws:iam::1:role/ci\nsource_profile = base\n\
+         region = eu-west-1\n\
+         [profile envrole]\nrole_arn = arn:aws:iam::1:role/env\ncredential_source = Environment\n\
+         [profile dev]\nsso_session = corp\nsso_account_id = 123456789012\n\
+         sso_role_name = Developer\n\
+         [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = eu-west-1\n",
+    )
+    .unwrap();
+    let h = home.path().display().to_string();
+    let none = s3(serde_json::json!({}));
+    let creds = |pairs: &[(&str, &str)]| configured(&none, pairs).unwrap().1.credentials;
+    let home_only = ("HOME", h.as_str());
+    let c = creds(&[home_only, ("AWS_PROFILE", "ci")]);
+    assert!(
+        c.starts_with(
+            "role arn:aws:iam::1:role/ci assumed through STS at https://sts.eu-west-1.amazonaws.com \
+             with access key AKIDBASE from profile base in"
+        ),
+        "{c}"
+    );
+    let c = creds(&[home_only, ("AWS_PROFILE", "dev")]);
+    assert!(
+        c.starts_with("SSO role Developer in account 123456789012 (profile dev in"),
+        "{c}"
+    );
+    let env_keys = [
+        home_only,
+        ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+        ("AWS_SECRET_ACCESS_KEY", "ES"),
+    ];
+    let mut envrole = env_keys.to_vec();
+    envrole.push(("AWS_PROFILE", "envrole"));
+    let (b, place) = configured(&none, &envrole).unwrap();
+    assert!(
+        place
+            .credentials
+            .starts_with("role arn:aws:iam::1:role/env assumed through STS")
+            && place.credentials.contains("access key AKIDENV")
+            && place
+                .credentials
+                .ends_with("(credential_source = Environment)"),
+        "{}",
+        place.credentials
+    );
+    // The env keys stay on the builder, but the role's provider is what signs.
+    let store = b.with_bucket_name("cache").build().unwrap();
+    assert!(
+        format!("{:?}", store.credentials()).contains("AssumeRole(arn:aws:iam::1:role/env"),
+        "{:?}",
+        store.credentials()
+    );
+    // Any other profile: env keys first, as in the AWS SDKs.
+    let mut ci = env_keys.to_vec();
+    ci.push(("AWS_PROFILE", "ci"));
+    assert!(creds(&ci).starts_with("access key AKIDENV from AWS_ACCESS_KEY_ID"));
+}
+
 #[test]
 fn encryption_settings_reach_the_s3_client() {
     let kind: Key = "aws_server_side_encryption".parse().unwrap();
