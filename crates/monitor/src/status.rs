@@ -49,11 +49,37 @@ pub struct WorkerRow {
     pub slots: u32,
     pub free_slots: u32,
     pub toolchains: Vec<String>,
+    /// Toolchains clients shipped that it holds unpacked.
+    pub shipped_toolchains: Vec<String>,
+    /// Host triples it takes shipped toolchains for.
+    pub ships_for: Vec<String>,
     pub jobs_done: u64,
     pub jobs_failed: u64,
     pub version: String,
     pub last_seen_ms_ago: u64,
     pub rtt_us: u64,
+}
+
+impl WorkerRow {
+    /// Its own toolchains, then the shipped ones it holds (or that it takes them).
+    pub fn toolchain_list(&self) -> String {
+        let mut list = self.toolchains.join(", ");
+        let shipped = match (
+            self.ships_for.is_empty(),
+            self.shipped_toolchains.is_empty(),
+        ) {
+            (true, _) => String::new(),
+            (false, true) => "takes shipped".to_owned(),
+            (false, false) => format!("shipped: {}", self.shipped_toolchains.join(", ")),
+        };
+        if !shipped.is_empty() {
+            if !list.is_empty() {
+                list.push_str("; ");
+            }
+            list.push_str(&shipped);
+        }
+        list
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +134,8 @@ impl Report {
                     slots: w.slots,
                     free_slots: w.free_slots,
                     toolchains: w.toolchain_names.clone(),
+                    shipped_toolchains: w.shipped_names.clone(),
+                    ships_for: w.ships_for.clone(),
                     jobs_done: w.jobs_done,
                     jobs_failed: w.jobs_failed,
                     version: w.version.clone(),
@@ -156,7 +184,7 @@ impl Report {
                 w.jobs_done,
                 w.jobs_failed,
                 w.last_seen_ms_ago as f64 / 1000.0,
-                w.toolchains.join(", ")
+                w.toolchain_list()
             ));
         }
         lines
@@ -221,6 +249,9 @@ mod tests {
             unix_ms: 0,
             rtt_us: 0,
             name: String::new(),
+            ships_for: vec![],
+            shipped: vec![],
+            shipped_names: vec![],
         };
         let status = FarmStatus {
             workers: vec![worker("a", 8, 4, 1), worker("b", 2, 2, 2)],
