@@ -234,6 +234,45 @@ mod tests {
     use jetcc_common::protocol::worker::WorkerStatus;
 
     #[test]
+    fn shipped_toolchains_are_listed_after_the_workers_own() {
+        let row = |own: &[&str], ships: bool, shipped: &[&str]| WorkerRow {
+            id: "w".into(),
+            name: "w".into(),
+            host: "box".into(),
+            cores: 1,
+            slots: 1,
+            free_slots: 1,
+            toolchains: own.iter().map(|s| s.to_string()).collect(),
+            shipped_toolchains: shipped.iter().map(|s| s.to_string()).collect(),
+            ships_for: match ships {
+                true => vec!["x86_64-unknown-linux-gnu".into()],
+                false => vec![],
+            },
+            jobs_done: 0,
+            jobs_failed: 0,
+            version: String::new(),
+            last_seen_ms_ago: 0,
+            rtt_us: 0,
+        };
+        assert_eq!(
+            row(&["rustc 1.95.0"], false, &[]).toolchain_list(),
+            "rustc 1.95.0"
+        );
+        assert_eq!(
+            row(&["rustc 1.95.0"], true, &[]).toolchain_list(),
+            "rustc 1.95.0; takes shipped"
+        );
+        assert_eq!(
+            row(&["cc"], true, &["rustc 1.96.0", "rustc 1.97.0"]).toolchain_list(),
+            "cc; shipped: rustc 1.96.0, rustc 1.97.0"
+        );
+        assert_eq!(
+            row(&[], true, &["rustc 1.96.0"]).toolchain_list(),
+            "shipped: rustc 1.96.0"
+        );
+    }
+
+    #[test]
     fn totals_add_up_the_workers() {
         let worker = |id: &str, cores, slots, free| WorkerStatus {
             id: id.into(),

@@ -294,7 +294,9 @@ impl ShippedCache {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let pack: Digest = name.strip_suffix(".pack")?.parse().ok()?;
+                // Named by the bare hex form; a digest parses from its labelled form.
+                let hex = name.strip_suffix(".pack")?;
+                let pack: Digest = format!("blake3:{hex}").parse().ok()?;
                 let used = e.metadata().ok()?.modified().ok()?;
                 let p = self.read_pack(&pack)?;
                 Some((used, pack, p.size()))
