@@ -16,7 +16,6 @@ use jetcc_common::farm::{FarmError, FarmErrorKind, Resources};
 use jetcc_common::fsutil::{with_lock, write_atomic_mkdir};
 use jetcc_common::protocol::pack::{PackFile, ToolchainPack, PACK_VERSION};
 use jetcc_common::Digest;
-use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
@@ -31,13 +30,6 @@ pub struct Packed {
     pub digest: Digest,
     pub pack: ToolchainPack,
     sysroot: PathBuf,
-}
-
-/// What the memo holds: the pack and the sysroot it was made from.
-#[derive(Serialize, Deserialize)]
-struct Memo {
-    sysroot: String,
-    pack: ToolchainPack,
 }
 
 fn memo_path(memo_dir: &Path, identity: &Digest) -> PathBuf {
@@ -71,15 +63,19 @@ pub fn pack(
     }
 }
 
+/// The memo: the sysroot's path, a newline, the pack's encoding (a digest has no JSON form).
 fn read_memo(memo: &Path) -> Option<Packed> {
-    let m: Memo = serde_json::from_slice(&std::fs::read(memo).ok()?).ok()?;
-    if m.pack.validate().is_err() || !Path::new(&m.sysroot).join("bin/rustc").is_file() {
+    let bytes = std::fs::read(memo).ok()?;
+    let newline = bytes.iter().position(|&b| b == b'\n')?;
+    let sysroot = PathBuf::from(std::str::from_utf8(&bytes[..newline]).ok()?);
+    let pack = ToolchainPack::decode(&bytes[newline + 1..]).ok()?;
+    if !sysroot.join("bin/rustc").is_file() {
         return None;
     }
     Some(Packed {
-        digest: m.pack.digest(),
-        pack: m.pack,
-        sysroot: PathBuf::from(m.sysroot),
+        digest: pack.digest(),
+        pack,
+        sysroot,
     })
 }
 
@@ -87,25 +83,23 @@ fn make_memo(rustc: &Path, host: &str, memo: &Path) -> Result<Packed, PackError>
     let started = Instant::now();
     let sysroot = sysroot_of(rustc)?;
     let pack = make(&sysroot, host, &version_line(rustc))?;
-    let m = Memo {
-        sysroot: sysroot.to_string_lossy().into_owned(),
-        pack,
-    };
-    if let Ok(bytes) = serde_json::to_vec(&m) {
+    if let Some(path) = sysroot.to_str().filter(|p| !p.contains('\n')) {
+        let mut bytes = format!("{path}\n").into_bytes();
+        bytes.extend_from_slice(&pack.encode());
         // The memo only saves time: failing to write it is not an error.
         let _ = write_atomic_mkdir(memo, &bytes);
     }
-    let digest = m.pack.digest();
+    let digest = pack.digest();
     tracing::info!(
         pack = %digest,
-        files = m.pack.files.len(),
-        bytes = m.pack.size(),
+        files = pack.files.len(),
+        bytes = pack.size(),
         took_ms = started.elapsed().as_millis() as u64,
         "toolchain packed"
     );
     Ok(Packed {
         digest,
-        pack: m.pack,
+        pack,
         sysroot,
     })
 }
@@ -330,5 +324,18 @@ mod tests {
             .unwrap();
         assert!(copy.success());
         assert_eq!(make(other.path(), host, "rustc 1.95.0").unwrap(), pack);
+
+        // The memo gives back the same pack and sysroot without hashing again.
+        let memo_dir = tempfile::tempdir().unwrap();
+        let identity = Digest::of_bytes(b"rustc 1.95.0");
+        let memo = memo_path(memo_dir.path(), &identity);
+        assert!(read_memo(&memo).is_none());
+        let bytes = [format!("{}\n", s.display()).into_bytes(), pack.encode()].concat();
+        write_atomic_mkdir(&memo, &bytes).unwrap();
+        let read = read_memo(&memo).expect("the memo reads back");
+        assert_eq!(
+            (read.pack, read.sysroot, read.digest),
+            (pack.clone(), s.to_path_buf(), pack.digest())
+        );
     }
 }
