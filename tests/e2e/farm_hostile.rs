@@ -78,6 +78,7 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
                 out_dir: "/x/out".into(),
                 outputs: vec!["libhostile.rlib".into()],
                 key_paths: Default::default(),
+                shipped: None,
             }
         };
         // Each case: a job, and what the refusal must name.

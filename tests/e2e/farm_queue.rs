@@ -161,6 +161,7 @@ fn job(
         out_dir: "/q/out".into(),
         outputs: vec![format!("libq{n}.rlib")],
         key_paths: Default::default(),
+        shipped: None,
     };
     let key = job.dedup_key();
     (job, key)

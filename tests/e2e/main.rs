@@ -24,5 +24,6 @@ mod sandbox_probes;
 mod secrets;
 mod shared;
 mod streaming;
+mod toolchains;
 mod trust;
 mod worker_limits;

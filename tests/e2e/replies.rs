@@ -393,6 +393,7 @@ fn hostile_job(n: u8, reply_subject: &str, tc: Digest) -> JobRequest {
             mode: 0o644,
         }],
         key_paths: Default::default(),
+        shipped: None,
         system_inputs: vec![],
         dirs: vec![],
         out_dir: "/x/out".into(),

@@ -78,6 +78,7 @@ impl Client {
             out_dir: "/x/out".into(),
             outputs: vec!["libprobe.rlib".into()],
             key_paths: Default::default(),
+            shipped: None,
         }
     }
 

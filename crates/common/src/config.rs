@@ -246,6 +246,7 @@ impl Config {
             .set_override_option("dist.prefix", env("JETCC_NATS_PREFIX"))?
             .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
             .set_override_option("dist.local_slots", env("JETCC_DIST_LOCAL_SLOTS"))?
+            .set_override_option("dist.ship_toolchain", env("JETCC_DIST_SHIP_TOOLCHAIN"))?
             .set_override_option("dist.start_timeout_ms", env("JETCC_DIST_START_TIMEOUT_MS"))?
             .set_override_option("worker.name", env("JETCC_WORKER_NAME"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?
@@ -254,7 +255,11 @@ impl Config {
             .set_override_option("worker.run_as", env("JETCC_WORKER_RUN_AS"))?
             .set_override_option("worker.memory_limit", env("JETCC_WORKER_MEMORY_LIMIT"))?
             .set_override_option("worker.pids_limit", env("JETCC_WORKER_PIDS_LIMIT"))?
-            .set_override_option("worker.disk_limit", env("JETCC_WORKER_DISK_LIMIT"))?;
+            .set_override_option("worker.disk_limit", env("JETCC_WORKER_DISK_LIMIT"))?
+            .set_override_option(
+                "worker.toolchain_cache_size",
+                env("JETCC_WORKER_TOOLCHAIN_CACHE_SIZE"),
+            )?;
         for (key, var) in object::ENV {
             b = b.set_override_option(*key, env(var))?;
         }

@@ -95,6 +95,7 @@ fn job() -> JobRequest {
             cargo_home: Some("/home/ci/.cargo".into()),
             home: Some("/home/ci".into()),
         },
+        shipped: None,
     }
 }
 
@@ -160,6 +161,9 @@ fn status() -> WorkerStatus {
         unix_ms: 1,
         rtt_us: 300,
         name: "host".into(),
+        ships_for: vec![],
+        shipped: vec![],
+        shipped_names: vec![],
     }
 }
 

@@ -365,6 +365,8 @@ fn dist_status(config: &Config) -> i32 {
                 "slots": w.slots,
                 "free_slots": w.free_slots,
                 "toolchains": w.toolchain_names,
+                "shipped_toolchains": w.shipped_names,
+                "ships_for": w.ships_for,
                 "jobs_done": w.jobs_done,
                 "jobs_failed": w.jobs_failed,
                 "version": w.version,

@@ -49,11 +49,37 @@ pub struct WorkerRow {
     pub slots: u32,
     pub free_slots: u32,
     pub toolchains: Vec<String>,
+    /// Toolchains clients shipped that it holds unpacked.
+    pub shipped_toolchains: Vec<String>,
+    /// Host triples it takes shipped toolchains for.
+    pub ships_for: Vec<String>,
     pub jobs_done: u64,
     pub jobs_failed: u64,
     pub version: String,
     pub last_seen_ms_ago: u64,
     pub rtt_us: u64,
+}
+
+impl WorkerRow {
+    /// Its own toolchains, then the shipped ones it holds (or that it takes them).
+    pub fn toolchain_list(&self) -> String {
+        let mut list = self.toolchains.join(", ");
+        let shipped = match (
+            self.ships_for.is_empty(),
+            self.shipped_toolchains.is_empty(),
+        ) {
+            (true, _) => String::new(),
+            (false, true) => "takes shipped".to_owned(),
+            (false, false) => format!("shipped: {}", self.shipped_toolchains.join(", ")),
+        };
+        if !shipped.is_empty() {
+            if !list.is_empty() {
+                list.push_str("; ");
+            }
+            list.push_str(&shipped);
+        }
+        list
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +134,8 @@ impl Report {
                     slots: w.slots,
                     free_slots: w.free_slots,
                     toolchains: w.toolchain_names.clone(),
+                    shipped_toolchains: w.shipped_names.clone(),
+                    ships_for: w.ships_for.clone(),
                     jobs_done: w.jobs_done,
                     jobs_failed: w.jobs_failed,
                     version: w.version.clone(),
@@ -156,7 +184,7 @@ impl Report {
                 w.jobs_done,
                 w.jobs_failed,
                 w.last_seen_ms_ago as f64 / 1000.0,
-                w.toolchains.join(", ")
+                w.toolchain_list()
             ));
         }
         lines
@@ -206,6 +234,45 @@ mod tests {
     use jetcc_common::protocol::worker::WorkerStatus;
 
     #[test]
+    fn shipped_toolchains_are_listed_after_the_workers_own() {
+        let row = |own: &[&str], ships: bool, shipped: &[&str]| WorkerRow {
+            id: "w".into(),
+            name: "w".into(),
+            host: "box".into(),
+            cores: 1,
+            slots: 1,
+            free_slots: 1,
+            toolchains: own.iter().map(|s| s.to_string()).collect(),
+            shipped_toolchains: shipped.iter().map(|s| s.to_string()).collect(),
+            ships_for: match ships {
+                true => vec!["x86_64-unknown-linux-gnu".into()],
+                false => vec![],
+            },
+            jobs_done: 0,
+            jobs_failed: 0,
+            version: String::new(),
+            last_seen_ms_ago: 0,
+            rtt_us: 0,
+        };
+        assert_eq!(
+            row(&["rustc 1.95.0"], false, &[]).toolchain_list(),
+            "rustc 1.95.0"
+        );
+        assert_eq!(
+            row(&["rustc 1.95.0"], true, &[]).toolchain_list(),
+            "rustc 1.95.0; takes shipped"
+        );
+        assert_eq!(
+            row(&["cc"], true, &["rustc 1.96.0", "rustc 1.97.0"]).toolchain_list(),
+            "cc; shipped: rustc 1.96.0, rustc 1.97.0"
+        );
+        assert_eq!(
+            row(&[], true, &["rustc 1.96.0"]).toolchain_list(),
+            "shipped: rustc 1.96.0"
+        );
+    }
+
+    #[test]
     fn totals_add_up_the_workers() {
         let worker = |id: &str, cores, slots, free| WorkerStatus {
             id: id.into(),
@@ -221,6 +288,9 @@ mod tests {
             unix_ms: 0,
             rtt_us: 0,
             name: String::new(),
+            ships_for: vec![],
+            shipped: vec![],
+            shipped_names: vec![],
         };
         let status = FarmStatus {
             workers: vec![worker("a", 8, 4, 1), worker("b", 2, 2, 2)],

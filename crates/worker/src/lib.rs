@@ -11,7 +11,8 @@
 //!   limits.
 //! - [`share`]: recording a job's result in the farm's shared cache, under a key computed
 //!   from the job.
-//! - [`blobs`]: the worker's bounded cache of input blobs; [`toolchains`]: the rustcs it offers.
+//! - [`blobs`]: the worker's bounded cache of input blobs; [`toolchains`]: the rustcs it offers;
+//!   [`shipped`]: the toolchains clients ship, unpacked and bounded.
 //!
 //! Design choice: a job sees its inputs at the client's absolute paths (a chroot in a private
 //! mount namespace) instead of under a remapped prefix, because remapping changes rustc's
@@ -30,6 +31,7 @@ pub mod sandbox;
 pub mod selftest;
 pub mod serve;
 pub mod share;
+pub mod shipped;
 pub mod toolchains;
 
 use std::ffi::OsString;

@@ -1,21 +1,24 @@
 //! The worker's life: connect, create the farm's resources, pull jobs as slots free up,
 //! heartbeat, collect the CAS's garbage (`farm::gc`), and stop cleanly on SIGTERM.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::{Config, FarmConfig};
-use jetcc_common::farm::{Delivery, Farm, FarmError, JobQueue, Lifetime};
+use jetcc_common::farm::{Delivery, Farm, FarmError, Filing, JobQueue, Lifetime};
 use jetcc_common::protocol::timing::{ACK_WAIT, HEARTBEAT_EVERY};
 use jetcc_common::protocol::worker::WorkerStatus;
+use jetcc_common::Digest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::blobs::BlobCache;
 use crate::cgroup::{CgroupLimits, Cgroups};
 use crate::job::{self, Context, Outcome};
+use crate::shipped::ShippedCache;
 use crate::{selftest, toolchains};
 
 /// Command-line overrides of `[worker]`.
@@ -90,12 +93,18 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         cgroups: cgroups.as_ref(),
     })
     .map_err(ServeError::SelfTest)?;
+    let ships = config.worker.toolchain_cache_size > 0;
     let toolchains = toolchains::discover(
         &config.worker.toolchains,
         config.worker.c_compilers.as_deref(),
         &dir.join("toolchains"),
+        ships,
     )
     .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let shipped = match ships {
+        true => Some(shipped_cache(&dir, &config, &toolchains)?),
+        false => None,
+    };
     let host = jetcc_common::farm::hostname();
     let id = worker_id(&dist, &host);
 
@@ -109,6 +118,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         res,
         blobs,
         toolchains,
+        shipped,
         jobs_dir,
         self_exe,
         enforce,
@@ -126,6 +136,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         slots: Arc::new(Semaphore::new(slots)),
         counters: Arc::new(Counters::default()),
         stopping: Arc::new(tokio::sync::Notify::new()),
+        held: Arc::default(),
     };
     let mut heartbeat = Heartbeat {
         ctx: ctx.clone(),
@@ -151,6 +162,7 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         run_as = ?ctx.run_as,
         cgroups = ?ctx.cgroups.as_ref().map(Cgroups::describe),
         toolchains = ?ctx.toolchains.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        ships_for = ?ctx.shipped.as_ref().map(|c| c.host()),
         "jetcc-worker serving {}",
         farm.url
     );
@@ -160,10 +172,31 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     let pullers = start_pullers(&pool).await?;
     tokio::select! {
         _ = heartbeat.beat() => {}
+        _ = follow_held(pool.clone()) => {}
         _ = stop_requested => {}
     }
     stop(&pool, pullers, slots).await;
     Ok(())
+}
+
+/// The cache of shipped toolchains, for the host of this worker's own rustc (else the
+/// host it was built for).
+fn shipped_cache(
+    dir: &std::path::Path,
+    config: &Config,
+    own: &[toolchains::Toolchain],
+) -> Result<ShippedCache, ServeError> {
+    let host = own
+        .iter()
+        .find(|t| t.sysroot.is_some())
+        .map(|t| t.host.clone())
+        .unwrap_or_else(crate::shipped::this_host);
+    ShippedCache::open(
+        dir.join("shipped"),
+        config.worker.toolchain_cache_size,
+        host,
+    )
+    .map_err(|e| ServeError::Setup(format!("cannot open the shipped toolchains' cache: {e}")))
 }
 
 /// Whether jobs run under Landlock: yes where the kernel enforces it all; elsewhere only
@@ -227,6 +260,8 @@ struct Heartbeat {
 impl Heartbeat {
     fn status(&self, free_slots: usize) -> WorkerStatus {
         let toolchains = &self.ctx.toolchains;
+        let shipped = self.ctx.shipped.as_ref();
+        let held = shipped.map(ShippedCache::held).unwrap_or_default();
         WorkerStatus {
             id: self.ctx.worker_id.clone(),
             host: self.host.clone(),
@@ -244,6 +279,9 @@ impl Heartbeat {
                 .as_millis() as u64,
             rtt_us: self.rtt.as_micros() as u64,
             name: self.name.clone(),
+            ships_for: shipped.map(|c| c.host().to_owned()).into_iter().collect(),
+            shipped: held.iter().map(|(pack, _)| *pack).collect(),
+            shipped_names: held.into_iter().map(|(_, name)| name).collect(),
         }
     }
 
@@ -279,17 +317,71 @@ struct Pool {
     counters: Arc<Counters>,
     /// Notified on a clean stop, for a puller waiting to retry a failed fetch.
     stopping: Arc<tokio::sync::Notify>,
+    /// The pullers of the shipped toolchains held unpacked, by pack (see [`follow_held`]).
+    held: Arc<std::sync::Mutex<HashMap<Digest, JoinHandle<()>>>>,
 }
 
-/// One puller per toolchain, each on the queue of its jobs.
+/// One puller per toolchain, each on the queue of its jobs, and one on the queue of jobs
+/// that ship their toolchain if this worker takes them.
 async fn start_pullers(pool: &Pool) -> Result<Vec<JoinHandle<()>>, FarmError> {
     let mut pullers = Vec::new();
-    let alone = pool.ctx.toolchains.len() == 1;
-    for tc in &pool.ctx.toolchains {
-        let queue = pool.ctx.res.job_queue(&tc.host, &tc.identity).await?;
+    let ctx = &pool.ctx;
+    let alone = ctx.toolchains.len() == 1 && ctx.shipped.is_none();
+    for tc in &ctx.toolchains {
+        let queue = ctx
+            .res
+            .job_queue(&tc.host, Filing::Toolchain(tc.identity))
+            .await?;
         pullers.push(tokio::spawn(pull(queue, pool.clone(), alone)));
     }
+    if let Some(cache) = &ctx.shipped {
+        let queue = ctx.res.job_queue(cache.host(), Filing::Shipped).await?;
+        pullers.push(tokio::spawn(pull(queue, pool.clone(), false)));
+    }
     Ok(pullers)
+}
+
+/// Keeps one puller on the queue of each shipped toolchain held unpacked, where clients that
+/// see it in the heartbeat send their jobs (so they come here, not to a worker that would
+/// fetch it again); stops the puller of one evicted. Never returns.
+async fn follow_held(pool: Pool) {
+    let Some(cache) = &pool.ctx.shipped else {
+        return std::future::pending().await;
+    };
+    loop {
+        let held: Vec<Digest> = cache.held().into_iter().map(|(pack, _)| pack).collect();
+        let new: Vec<Digest> = {
+            let mut running = pool.held.lock().unwrap_or_else(|e| e.into_inner());
+            running.retain(|pack, puller| {
+                let keep = held.contains(pack);
+                if !keep {
+                    puller.abort();
+                }
+                keep
+            });
+            held.into_iter()
+                .filter(|p| !running.contains_key(p))
+                .collect()
+        };
+        for pack in new {
+            match pool
+                .ctx
+                .res
+                .job_queue(cache.host(), Filing::Toolchain(pack))
+                .await
+            {
+                Ok(queue) => {
+                    let puller = tokio::spawn(pull(queue, pool.clone(), false));
+                    pool.held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(pack, puller);
+                }
+                Err(e) => tracing::warn!(%pack, "cannot pull the shipped toolchain's jobs: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Pulls jobs while a slot is free and runs each in its own task.
@@ -368,6 +460,9 @@ async fn stop(pool: &Pool, pullers: Vec<JoinHandle<()>>, slots: usize) {
     tracing::info!("stopping: finishing running jobs");
     pool.stopping.notify_waiters();
     for p in pullers {
+        p.abort();
+    }
+    for (_, p) in pool.held.lock().unwrap_or_else(|e| e.into_inner()).drain() {
         p.abort();
     }
     let _ = tokio::time::timeout(pool.ctx.timeout, pool.slots.acquire_many(slots as u32)).await;

@@ -22,6 +22,9 @@ pub struct Toolchain {
     /// A rustc's sysroot, bound read-only into each job; a C compiler lives in the system
     /// dirs every job sees.
     pub sysroot: Option<PathBuf>,
+    /// The pack digest of a toolchain a client shipped (`shipped`), unpacked under the
+    /// worker's dir; `None` for the worker's own.
+    pub shipped: Option<Digest>,
 }
 
 /// The C/C++ compilers a worker offers by default, where `PATH` has them: the names a
@@ -36,22 +39,29 @@ pub enum ToolchainError {
 
 /// Resolves each configured rustc (default: `rustc` on PATH) and C compiler (default:
 /// [`DEFAULT_C_COMPILERS`] found on PATH). A configured one that does not run is an error; a
-/// default C compiler that is missing is left out.
+/// default C compiler that is missing is left out, and so is the default rustc when
+/// `ships` (the worker takes shipped toolchains: it may serve those alone).
 pub fn discover(
     configured: &[PathBuf],
     c_compilers: Option<&[PathBuf]>,
     memo_dir: &Path,
+    ships: bool,
 ) -> Result<Vec<Toolchain>, ToolchainError> {
-    let defaults = [PathBuf::from("rustc")];
-    let list = if configured.is_empty() {
-        &defaults[..]
+    let mut found: Vec<Toolchain> = if configured.is_empty() {
+        match resolve(Path::new("rustc"), memo_dir) {
+            Ok(tc) => vec![tc],
+            Err(e) if ships => {
+                tracing::info!("no rustc of its own ({e}): serving shipped toolchains only");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         configured
+            .iter()
+            .map(|rustc| resolve(rustc, memo_dir))
+            .collect::<Result<_, _>>()?
     };
-    let mut found: Vec<Toolchain> = list
-        .iter()
-        .map(|rustc| resolve(rustc, memo_dir))
-        .collect::<Result<_, _>>()?;
     match c_compilers {
         Some(list) => {
             for cc in list {
@@ -93,6 +103,7 @@ fn resolve_c(cc: &Path, memo_dir: &Path) -> Result<Toolchain, ToolchainError> {
         host: c.machine,
         program,
         sysroot: None,
+        shipped: None,
     })
 }
 
@@ -132,5 +143,6 @@ fn resolve(rustc: &Path, memo_dir: &Path) -> Result<Toolchain, ToolchainError> {
         host,
         sysroot: Some(sysroot),
         program: real,
+        shipped: None,
     })
 }

@@ -42,6 +42,10 @@ pub struct FarmConfig {
     /// After 3 farm failures in a row, compile locally for this long.
     #[serde(default = "default_breaker_secs")]
     pub breaker_secs: u64,
+    /// When no live worker has this rustc, ship it (packed once, uploaded once per farm) to
+    /// a worker that takes shipped toolchains; `false`: such compiles stay local.
+    #[serde(default = "default_ship_toolchain")]
+    pub ship_toolchain: bool,
     /// The JetStream tier's bucket limits (`[cache.jetstream]`), used by whoever creates them.
     #[serde(skip)]
     pub cache_limits: CacheLimits,
@@ -111,6 +115,7 @@ impl std::fmt::Debug for FarmConfig {
             .field("job_timeout_secs", &self.job_timeout_secs)
             .field("local_slots", &self.local_slots)
             .field("breaker_secs", &self.breaker_secs)
+            .field("ship_toolchain", &self.ship_toolchain)
             .field("cache_limits", &self.cache_limits)
             .finish()
     }
@@ -138,6 +143,7 @@ impl FarmConfig {
             start_timeout_ms: default_start_timeout_ms(),
             job_timeout_secs: default_job_timeout_secs(),
             breaker_secs: default_breaker_secs(),
+            ship_toolchain: default_ship_toolchain(),
             local_slots: None,
             cache_limits: CacheLimits::default(),
         }
@@ -185,6 +191,13 @@ pub struct WorkerConfig {
         deserialize_with = "super::size::deserialize_size"
     )]
     pub disk_limit: u64,
+    /// Disk for toolchains clients ship (unpacked, least recently used evicted first);
+    /// `0`: take no shipped toolchains, run only this worker's own. `"4G"` or bytes.
+    #[serde(
+        default = "default_toolchain_cache_size",
+        deserialize_with = "super::size::deserialize_size"
+    )]
+    pub toolchain_cache_size: u64,
 }
 
 /// `[worker] memory_limit`'s default.
@@ -193,6 +206,8 @@ pub const DEFAULT_WORKER_MEMORY_LIMIT: u64 = 8 << 30;
 pub const DEFAULT_WORKER_PIDS_LIMIT: u64 = 512;
 /// `[worker] disk_limit`'s default.
 pub const DEFAULT_WORKER_DISK_LIMIT: u64 = 8 << 30;
+/// `[worker] toolchain_cache_size`'s default: a few shipped toolchains (about 0.5 GB each).
+pub const DEFAULT_TOOLCHAIN_CACHE_SIZE: u64 = 4 << 30;
 
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
@@ -207,6 +222,7 @@ impl Default for WorkerConfig {
             memory_limit: default_memory_limit(),
             pids_limit: default_pids_limit(),
             disk_limit: default_disk_limit(),
+            toolchain_cache_size: default_toolchain_cache_size(),
         }
     }
 }
@@ -226,6 +242,9 @@ fn default_job_timeout_secs() -> u64 {
 fn default_breaker_secs() -> u64 {
     60
 }
+fn default_ship_toolchain() -> bool {
+    true
+}
 fn default_worker_timeout_secs() -> u64 {
     600
 }
@@ -237,4 +256,7 @@ fn default_pids_limit() -> u64 {
 }
 fn default_disk_limit() -> u64 {
     DEFAULT_WORKER_DISK_LIMIT
+}
+fn default_toolchain_cache_size() -> u64 {
+    DEFAULT_TOOLCHAIN_CACHE_SIZE
 }

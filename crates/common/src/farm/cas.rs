@@ -159,6 +159,25 @@ impl Cas {
         self.get_bounded(digest, Some(size)).await
     }
 
+    /// [`Cas::get`] of a blob the reader takes only up to `max` bytes of (a toolchain pack):
+    /// a larger one is refused before a byte of it is read.
+    pub async fn get_at_most(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, FarmError> {
+        let size = match self.info(digest).await? {
+            Some(info) if info.size as u64 > max => {
+                return Err(FarmError::new(
+                    FarmErrorKind::Corrupt,
+                    format!(
+                        "blob {digest} claims {} bytes, at most {max} taken",
+                        info.size
+                    ),
+                ))
+            }
+            Some(info) => Some(info.size as u64),
+            None => None,
+        };
+        self.get_bounded(digest, size).await
+    }
+
     async fn get_bounded(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>, FarmError> {
         let info = self.info(digest).await?.ok_or_else(|| {
             FarmError::new(

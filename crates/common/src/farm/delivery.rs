@@ -32,14 +32,25 @@ pub struct JobQueue {
     consumer: PullConsumer,
 }
 
+/// Which queue a job is filed in, for one host triple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filing {
+    /// The queue of one toolchain: a worker's own rustc or C compiler (its identity), or a
+    /// shipped toolchain a worker holds unpacked (its pack's digest).
+    Toolchain(Digest),
+    /// The queue of jobs that ship their toolchain, pulled by every worker that takes them.
+    Shipped,
+}
+
 impl Resources {
-    /// The queue of jobs for `host_triple` and `toolchain`; its consumer is created if missing.
+    /// The queue of jobs for `host_triple` filed as `filing`; its consumer is created if
+    /// missing.
     pub async fn job_queue(
         &self,
         host_triple: &str,
-        toolchain: &Digest,
+        filing: Filing,
     ) -> Result<JobQueue, FarmError> {
-        let consumer = self.workers_consumer(host_triple, toolchain).await?;
+        let consumer = self.workers_consumer(host_triple, filing).await?;
         Ok(JobQueue { consumer })
     }
 }

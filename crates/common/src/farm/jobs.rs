@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use futures_util::StreamExt;
 
-use super::{FarmError, FarmErrorKind, Resources};
+use super::{FarmError, FarmErrorKind, Filing, Resources};
 use crate::protocol::job::{JobEvent, JobReply, JobRequest};
 use crate::Digest;
 
@@ -42,10 +42,25 @@ impl Resources {
         host_triple: &str,
         dedup: &Digest,
     ) -> Result<Submitted, FarmError> {
+        self.submit_to(job, host_triple, Filing::Toolchain(job.toolchain), dedup)
+            .await
+    }
+
+    /// [`Resources::submit`] into the queue `filing` names.
+    pub async fn submit_to(
+        &self,
+        job: &JobRequest,
+        host_triple: &str,
+        filing: Filing,
+        dedup: &Digest,
+    ) -> Result<Submitted, FarmError> {
         let names = &self.farm.names;
-        let subject = names
-            .jobs_subject(host_triple, &job.toolchain)
-            .map_err(|e| FarmError::other("bad host triple", e))?;
+        let bad = |e| FarmError::other("bad host triple", e);
+        let subject = match filing {
+            Filing::Toolchain(toolchain) => names.jobs_subject(host_triple, &toolchain),
+            Filing::Shipped => names.shipped_subject(host_triple),
+        }
+        .map_err(bad)?;
         let events = self
             .farm
             .client

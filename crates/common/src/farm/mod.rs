@@ -24,7 +24,7 @@ use crate::config::FarmConfig;
 use crate::protocol::names::{self, Names, Nonce};
 
 pub use cas::Cas;
-pub use delivery::{Batch, Delivery, JobQueue, ReplyTo};
+pub use delivery::{Batch, Delivery, Filing, JobQueue, ReplyTo};
 pub use jobs::Submitted;
 pub use resources::Resources;
 

@@ -307,18 +307,26 @@ impl Farm {
 }
 
 impl Resources {
-    /// The durable pull consumer the workers with `toolchain` share; created if missing.
+    /// The durable pull consumer the workers of one [`Filing`](super::Filing) share;
+    /// created if missing.
     /// Workers reach it as a [`super::JobQueue`].
     pub(crate) async fn workers_consumer(
         &self,
         host_triple: &str,
-        toolchain: &Digest,
+        filing: super::Filing,
     ) -> Result<consumer::PullConsumer, FarmError> {
         let n = &self.farm.names;
-        let name = n.workers_consumer(toolchain);
-        let subject = n
-            .jobs_subject(host_triple, toolchain)
-            .map_err(|e| FarmError::other("bad host triple", e))?;
+        let bad = |e| FarmError::other("bad host triple", e);
+        let (name, subject) = match filing {
+            super::Filing::Toolchain(toolchain) => (
+                n.workers_consumer(&toolchain),
+                n.jobs_subject(host_triple, &toolchain).map_err(bad)?,
+            ),
+            super::Filing::Shipped => (
+                n.shipped_consumer(host_triple).map_err(bad)?,
+                n.shipped_subject(host_triple).map_err(bad)?,
+            ),
+        };
         self.jobs
             .get_or_create_consumer(
                 &name,
@@ -340,7 +348,17 @@ impl Resources {
     /// round trip of one write.
     pub async fn put_heartbeat(&self, status: &WorkerStatus) -> Result<Duration, FarmError> {
         let bytes = Bytes::from(status.encode());
-        let keys = status.toolchains.iter().map(WorkerStatus::toolchain_key);
+        let keys = status
+            .toolchains
+            .iter()
+            .chain(&status.shipped)
+            .map(WorkerStatus::toolchain_key)
+            .chain(
+                status
+                    .ships_for
+                    .iter()
+                    .map(|h| WorkerStatus::shipped_key(h)),
+            );
         let mut rtt = None;
         for key in keys.chain([WorkerStatus::key(&status.id)]) {
             let start = std::time::Instant::now();
@@ -389,6 +407,22 @@ impl Resources {
         let entry = self
             .workers
             .get(WorkerStatus::toolchain_key(toolchain))
+            .await
+            .map_err(|e| FarmError::other("cannot read heartbeats", e))?;
+        Ok(entry
+            .and_then(|b| WorkerStatus::decode(&b).ok())
+            .filter(|s| s.is_fresh(SystemTime::now())))
+    }
+
+    /// A live worker that takes shipped toolchains for `host_triple` (the latest to say so),
+    /// if any: one direct get.
+    pub async fn shipping_worker(
+        &self,
+        host_triple: &str,
+    ) -> Result<Option<WorkerStatus>, FarmError> {
+        let entry = self
+            .workers
+            .get(WorkerStatus::shipped_key(host_triple))
             .await
             .map_err(|e| FarmError::other("cannot read heartbeats", e))?;
         Ok(entry

@@ -59,6 +59,11 @@ pub struct JobRequest {
     pub outputs: Vec<String>,
     /// How the client names paths in its keys, for the worker that records the result.
     pub key_paths: KeyPaths,
+    /// The client's own toolchain, shipped: the digest of its
+    /// [`ToolchainPack`](super::pack::ToolchainPack) in the CAS. A worker without
+    /// [`JobRequest::toolchain`] of its own fetches and unpacks it and runs the job with it;
+    /// such a job's result is not recorded in the shared cache (see docs/security.md).
+    pub shipped: Option<Digest>,
 }
 
 /// What a client's `PathMap` was built from that a worker cannot read off the job (its
@@ -250,6 +255,9 @@ impl JobRequest {
             h.field(&(n as u64).to_le_bytes());
         };
         h.digest(&self.toolchain).str(&self.cwd).str(&self.out_dir);
+        if let Some(pack) = &self.shipped {
+            h.str("shipped").digest(pack);
+        }
         count(&mut h, self.args.len());
         for arg in &self.args {
             h.str(arg);
@@ -481,6 +489,7 @@ mod tests {
                 cargo_home: Some("/home/a/.cargo".into()),
                 home: Some("/home/a".into()),
             },
+            shipped: None,
         }
     }
 
@@ -514,7 +523,8 @@ mod tests {
             "id, reply and deadline do not count"
         );
         type Mutation = fn(&mut JobRequest);
-        let changes: [Mutation; 8] = [
+        let changes: [Mutation; 9] = [
+            |j| j.shipped = Some(Digest::of_bytes(b"pack")),
             |j| j.key_paths.portable = false,
             |j| j.key_paths.cargo_home = Some("/home/b/.cargo".into()),
             |j| j.system_inputs[0].digest = Digest::of_bytes(b"int puts();"),

@@ -66,6 +66,21 @@ impl Names {
         ))
     }
 
+    /// The subject of jobs that ship their toolchain, for one host triple:
+    /// `jetcc.jobs.<triple>.shipped`. Every worker willing to unpack a client's toolchain
+    /// pulls it (a toolchain's own subject ends in 16 hex digits, never `shipped`).
+    pub fn shipped_subject(&self, host_triple: &str) -> Result<String, NameError> {
+        token(host_triple, "host triple", 64)?;
+        Ok(format!("{}.jobs.{host_triple}.{SHIPPED}", self.prefix))
+    }
+
+    /// The durable pull consumer of [`Names::shipped_subject`], shared by the workers that
+    /// take shipped toolchains for `host_triple`: `shipped-<triple>`.
+    pub fn shipped_consumer(&self, host_triple: &str) -> Result<String, NameError> {
+        token(host_triple, "host triple", 64)?;
+        Ok(format!("{SHIPPED}-{host_triple}"))
+    }
+
     /// Every jobs subject, for the stream's subject filter.
     pub fn jobs_subjects(&self) -> String {
         format!("{}.jobs.>", self.prefix)
@@ -309,6 +324,9 @@ pub fn ac_entry_key(key: &Digest) -> String {
 }
 
 /// A toolchain identity as a name token (64 bits of its digest: plenty to tell toolchains apart).
+/// The last token of [`Names::shipped_subject`].
+const SHIPPED: &str = "shipped";
+
 fn toolchain_token(toolchain: &Digest) -> String {
     toolchain.hex()[..16].to_owned()
 }
@@ -352,6 +370,15 @@ mod tests {
         );
         assert_eq!(n.jobs_subjects(), "jetcc.jobs.>");
         assert_eq!(n.workers_consumer(&tc), format!("workers-{tc16}"));
+        assert_eq!(
+            n.shipped_subject("x86_64-unknown-linux-gnu").unwrap(),
+            "jetcc.jobs.x86_64-unknown-linux-gnu.shipped"
+        );
+        assert_eq!(
+            n.shipped_consumer("x86_64-unknown-linux-gnu").unwrap(),
+            "shipped-x86_64-unknown-linux-gnu"
+        );
+        assert!(n.shipped_subject("a.>").is_err());
         assert_eq!(n.cas_bucket(), "jetcc-cas");
         assert_eq!(n.ac_bucket(), "jetcc-ac");
         assert_eq!(n.workers_bucket(), "jetcc-workers");

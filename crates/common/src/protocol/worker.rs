@@ -33,6 +33,17 @@ pub struct WorkerStatus {
     /// `worker` label of its metrics. Empty from workers older than the field.
     #[serde(default)]
     pub name: String,
+    /// Host triples it takes jobs that ship their toolchain for (empty: it runs only its
+    /// own toolchains).
+    #[serde(default)]
+    pub ships_for: Vec<String>,
+    /// Shipped toolchains it holds unpacked, by pack digest (`ToolchainPack::digest`): a
+    /// client with one of these sends its jobs to this pack's own subject.
+    #[serde(default)]
+    pub shipped: Vec<Digest>,
+    /// `rustc -vV`'s first line per shipped toolchain, as its client said (for people).
+    #[serde(default)]
+    pub shipped_names: Vec<String>,
 }
 
 /// `s` as one KV key token: lowercase letters, digits, `-` and `_`, at most 40 characters.
@@ -83,6 +94,12 @@ impl WorkerStatus {
     /// The key a client reads to learn whether any live worker serves `toolchain`.
     pub fn toolchain_key(toolchain: &Digest) -> String {
         format!("tc.{}", &toolchain.hex()[..32])
+    }
+
+    /// The key a client reads to learn whether any live worker takes shipped toolchains for
+    /// `host_triple`.
+    pub fn shipped_key(host_triple: &str) -> String {
+        format!("ship.{}", key_token(host_triple))
     }
 
     /// Written within the TTL (the bucket expires older entries, but lazily).

@@ -484,6 +484,7 @@ impl CCompile {
                     label: &self.label,
                     files,
                     placement: pl,
+                    ship_memo: None,
                 },
             )
         };

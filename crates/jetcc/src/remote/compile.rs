@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
-use jetcc_common::farm::{self, Resources, Submitted};
+use jetcc_common::farm::{self, Filing, Resources, Submitted};
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, KeyPaths};
 use jetcc_common::protocol::names::JobId;
+use jetcc_common::protocol::worker::WorkerStatus;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::Digest;
 
-use super::{inputs, JobKind, RemoteCompile, RemoteError};
+use super::{inputs, ship, JobKind, RemoteCompile, RemoteError};
 use crate::compile::Compiled;
 use crate::placement::overhead_prior;
 
@@ -25,14 +26,21 @@ pub(super) async fn compile(
     dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
     let start = Instant::now();
-    worth_sending(res, &r, start).await?;
+    let route = worth_sending(res, &r, start).await?;
     let listed = inputs::list(&mut r)?;
     inputs::upload(res, &listed.inputs).await?;
+    if let (Some(packed), Some(memo)) = (&route.shipped, r.ship_memo) {
+        if let Err(e) = ship::upload(res, packed, memo).await {
+            ship::forget(memo, r.toolchain, &e);
+            return Err(e.into());
+        }
+    }
     let prepared = start.elapsed();
-    let job = job_request(res, &r, listed)?;
+    let mut job = job_request(res, &r, listed)?;
+    job.shipped = route.shipped.as_ref().map(|p| p.digest);
     // Identical jobs in flight run once: the queue drops this one if it holds the same key.
     let dedup = job.dedup_key();
-    let sub = res.submit(&job, r.host, &dedup).await?;
+    let sub = res.submit_to(&job, r.host, route.filing, &dedup).await?;
     if sub.duplicate {
         drop(sub);
         return follow_identical(res, r, &dedup, start).await;
@@ -40,21 +48,60 @@ pub(super) async fn compile(
     follow(res, r, sub, start, prepared, dropped).await
 }
 
-/// Whether a live worker serves this toolchain and sending beats waiting for a local slot.
+/// Where a job goes, and the toolchain it ships if it does.
+struct Route {
+    filing: Filing,
+    shipped: Option<ship::Packed>,
+}
+
+/// Whether a live worker serves this toolchain (its own, or shipped and held unpacked, else
+/// any that takes shipped toolchains) and sending beats waiting for a local slot.
 async fn worth_sending(
     res: &Resources,
     r: &RemoteCompile<'_>,
     start: Instant,
-) -> Result<(), RemoteError> {
-    let Some(worker) = res.serving_worker(r.toolchain).await? else {
-        return Err(RemoteError::NoWorker);
+) -> Result<Route, RemoteError> {
+    let (worker, route) = match res.serving_worker(r.toolchain).await? {
+        Some(w) => (
+            w,
+            Route {
+                filing: Filing::Toolchain(*r.toolchain),
+                shipped: None,
+            },
+        ),
+        None => shipping_route(res, r).await?,
     };
     // That read was one round trip of ours; the worker's is in its heartbeat.
     let prior = overhead_prior(Duration::from_micros(worker.rtt_us), start.elapsed());
     match r.placement.farm_is_worth_it(prior) {
-        true => Ok(()),
+        true => Ok(route),
         false => Err(RemoteError::Slow),
     }
+}
+
+/// No worker has this toolchain of its own: ship it, to a worker that holds it unpacked
+/// already if one does (its pack's own queue), else to any that takes shipped toolchains.
+async fn shipping_route(
+    res: &Resources,
+    r: &RemoteCompile<'_>,
+) -> Result<(WorkerStatus, Route), RemoteError> {
+    let Some(memo) = r.ship_memo.filter(|_| r.farm.ship_toolchain) else {
+        return Err(RemoteError::NoWorker);
+    };
+    let Some(taker) = res.shipping_worker(r.host).await? else {
+        return Err(RemoteError::NoWorker);
+    };
+    let packed = ship::pack(r.program, r.toolchain, r.host, memo)
+        .map_err(|e| RemoteError::Local(e.to_string()))?;
+    let (worker, filing) = match res.serving_worker(&packed.digest).await? {
+        Some(holder) => (holder, Filing::Toolchain(packed.digest)),
+        None => (taker, Filing::Shipped),
+    };
+    let route = Route {
+        filing,
+        shipped: Some(packed),
+    };
+    Ok((worker, route))
 }
 
 /// The job for `r`, with a fresh id and reply subject, and the env rustc may read.
@@ -94,6 +141,7 @@ fn job_request(
         out_dir: r.out_dir.to_string_lossy().into_owned(),
         outputs: r.outputs.to_vec(),
         key_paths: key_paths(r.kind),
+        shipped: None,
     })
 }
 

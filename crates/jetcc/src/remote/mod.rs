@@ -5,6 +5,8 @@
 //! - [`compile`]: one remote compile, from publishing the job to the outputs on disk, or
 //!   following an identical job that is already queued.
 //! - [`inputs`]: what a job reads (the dep-info pre-pass) and putting it in the CAS.
+//! - [`ship`]: this client's toolchain packed (once per toolchain) and put in the CAS (once
+//!   per farm), for workers that lack it.
 //!
 //! Any failure before the job's result arrives is a [`RemoteError`]: the caller compiles
 //! locally, so the farm can cost time but never a build. A compile *error* on the farm is an
@@ -13,6 +15,7 @@
 mod compile;
 mod inputs;
 mod session;
+mod ship;
 
 use std::path::Path;
 use std::time::Duration;
@@ -135,6 +138,10 @@ pub struct RemoteCompile<'a> {
     pub files: &'a mut FileDigests,
     /// Whether sending is worth it, and whether a local slot frees up first.
     pub placement: &'a Placement,
+    /// For a rustc job, where its toolchain's pack is memoized (`ship`): with
+    /// `[dist] ship_toolchain`, a toolchain no worker has is shipped. `None`: never shipped
+    /// (a C compiler).
+    pub ship_memo: Option<&'a Path>,
 }
 
 /// Compiles `job` on the farm when one is configured and has been healthy; `None`: compile
@@ -190,7 +197,8 @@ pub fn try_remote_rustc(
     placement: &Placement,
 ) -> Option<Compiled> {
     let farm = shared.farm()?.clone();
-    let host = toolchain::host_triple(Path::new(&inv.rustc), &cache.toolchain_memo_dir()).ok()?;
+    let memo = cache.toolchain_memo_dir();
+    let host = toolchain::host_triple(Path::new(&inv.rustc), &memo).ok()?;
     let job = RemoteCompile {
         farm: &farm,
         program: Path::new(&inv.rustc),
@@ -204,6 +212,7 @@ pub fn try_remote_rustc(
         label: inv.crate_name(),
         files,
         placement,
+        ship_memo: Some(&memo),
     };
     try_remote(shared, cache, job)
 }

@@ -28,6 +28,9 @@ fn worker(id: &str, name: &str, slots: u32, free_slots: u32) -> WorkerStatus {
         unix_ms: 0,
         rtt_us: 0,
         name: name.into(),
+        ships_for: vec![],
+        shipped: vec![],
+        shipped_names: vec![],
     }
 }
 

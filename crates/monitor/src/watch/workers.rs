@@ -156,6 +156,8 @@ mod tests {
             slots: 2,
             free_slots: 1,
             toolchains: vec![],
+            shipped_toolchains: vec![],
+            ships_for: vec![],
             jobs_done: 0,
             jobs_failed: 0,
             version: "0.1.0".into(),

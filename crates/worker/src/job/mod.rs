@@ -28,6 +28,7 @@ use crate::blobs::BlobCache;
 use crate::cgroup::{Cgroups, JobCgroup};
 use crate::jail::{self, Plan};
 use crate::limits::{self, human, Lines, OUTPUT_LIMIT};
+use crate::shipped::{Held, ShipError, ShippedCache};
 use crate::toolchains::Toolchain;
 
 /// What every job on this worker shares.
@@ -35,6 +36,8 @@ pub struct Context {
     pub res: Resources,
     pub blobs: BlobCache,
     pub toolchains: Vec<Toolchain>,
+    /// Toolchains clients ship, unpacked; `None` with `[worker] toolchain_cache_size = 0`.
+    pub shipped: Option<ShippedCache>,
     pub jobs_dir: PathBuf,
     pub self_exe: PathBuf,
     pub enforce: bool,
@@ -74,6 +77,8 @@ enum JobError {
     Timeout(Duration),
     #[error("no toolchain {0} here")]
     NoToolchain(Digest),
+    #[error("{0}")]
+    Shipped(#[from] ShipError),
     #[error("this worker's {0} differs from the client's (another system, another object)")]
     SystemFileDiffers(String),
     #[error(
@@ -368,7 +373,8 @@ async fn run(
     job_dir: &Path,
     reply: &ReplyTo,
 ) -> Result<Finished, JobError> {
-    let tc = toolchain(ctx, job)?;
+    let using = toolchain(ctx, job).await?;
+    let tc = using.toolchain();
     check_system_inputs(ctx, job)?;
     let layout = Layout::new(job_dir, job);
     create_dirs(job, &layout)?;
@@ -443,12 +449,36 @@ async fn run(
     })
 }
 
-/// The toolchain the job names; the queue only hands out jobs for ours, so this is a check.
-fn toolchain<'a>(ctx: &'a Context, job: &JobRequest) -> Result<&'a Toolchain, JobError> {
-    ctx.toolchains
-        .iter()
-        .find(|t| t.identity == job.toolchain)
-        .ok_or(JobError::NoToolchain(job.toolchain))
+/// The toolchain a job runs with.
+enum Using<'a> {
+    /// The worker's own.
+    Own(&'a Toolchain),
+    /// One its client shipped, held unpacked while the job runs.
+    Shipped(Held),
+}
+
+impl Using<'_> {
+    fn toolchain(&self) -> &Toolchain {
+        match self {
+            Using::Own(tc) => tc,
+            Using::Shipped(held) => &held.toolchain,
+        }
+    }
+}
+
+/// The toolchain the job names: the worker's own if it has it (the queue only hands out
+/// jobs for ours, or shipped ones), else the one the job ships, unpacked (fetched first if
+/// not here yet).
+async fn toolchain<'a>(ctx: &'a Context, job: &JobRequest) -> Result<Using<'a>, JobError> {
+    if let Some(own) = ctx.toolchains.iter().find(|t| t.identity == job.toolchain) {
+        return Ok(Using::Own(own));
+    }
+    match (&ctx.shipped, job.shipped) {
+        (Some(cache), Some(pack)) => Ok(Using::Shipped(
+            cache.get(&ctx.res.cas, pack, job.toolchain).await?,
+        )),
+        _ => Err(JobError::NoToolchain(job.toolchain)),
+    }
 }
 
 /// Whether this worker's own system files are the ones the client's compile reads (a C

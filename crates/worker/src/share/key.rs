@@ -399,6 +399,7 @@ mod tests {
                     cargo_home: None,
                     home: Some(self.path("home")),
                 },
+                shipped: None,
             }
         }
 

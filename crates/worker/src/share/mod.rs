@@ -30,6 +30,10 @@ pub enum NotRecorded {
     /// A C compile: its client shares it, where it may.
     #[error("not a rustc job")]
     NotRustc,
+    /// Compiled with a toolchain its client shipped: the identity the job names is the
+    /// client's word, so its result is not shared (docs/security.md).
+    #[error("it ran with a shipped toolchain")]
+    Shipped,
     #[error("an argument file ({0}) would be read outside the jail")]
     ArgFile(String),
     #[error("the arguments do not parse: {0}")]
@@ -114,6 +118,9 @@ struct Taken {
 async fn result_of(ran: Ran<'_>) -> Result<(Digest, ManifestEntry, CacheEntry), NotRecorded> {
     if ran.toolchain.sysroot.is_none() {
         return Err(NotRecorded::NotRustc);
+    }
+    if ran.toolchain.shipped.is_some() {
+        return Err(NotRecorded::Shipped);
     }
     let job = ran.job;
     let k = JobKey::of(job, &ran.toolchain.identity)?;
