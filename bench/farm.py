@@ -6,8 +6,11 @@
 - overhead: one rustc invocation (the tiniest and the biggest library of the workload, cargo's
   exact command and env replayed), plain rustc vs the same compile sent to a farm of one
   worker (`JETCC_DIST_LOCAL_SLOTS=0`, fresh local cache). Each repetition adds its own
-  `--cfg` to both, so every farm run is a real miss, also in the shared cache. The first farm
-  run uploads the crate's inputs and fills the worker's blob cache; it is shown apart.
+  `--cfg` to all, so every farm run is a real miss, also in the shared cache. The first farm
+  run uploads the crate's inputs and fills the worker's blob cache; it is shown apart. Later
+  farm runs list their inputs from the unit's remembered listing (a unit sent before: an
+  edit loop), "farm, pre-pass" forgets it before each run (a unit's first job) to show what
+  the dep-info pre-pass costs.
 - dispatch: jobs/s through a farm of two workers (one slot each) for trivial jobs (an
   almost empty library each), 8 clients at a time, against the same compiles run locally.
 - workload: cold builds of ../shared/bench/workload: jetcc local-only (cargo's default -j) vs
@@ -126,37 +129,46 @@ def overhead(args, tmp):
         print("overhead of one remote compile (plain rustc vs the same compile on a farm of one worker)")
         for label, (size, name, inv) in {"tiny": sized[0], "big": sized[-1]}.items():
             _, outs = hit_cost.outputs(inv)
-            plain, remote, first = [], [], None
+            plain, remote, prepassed, first = [], [], [], None
             for i in range(args.reps + 1):
                 extra = ["--cfg", f"jetcc_bench_{i}"]
                 cmd = [inv["rustc"]] + inv["args"] + extra
                 # One warm local cache per crate (tool identities memoized, as in real use);
                 # the --cfg makes every run a miss.
                 cache = tmp / f"ov-{name}"
-                runs = [("plain", cmd, inv["env"]),
-                        ("farm", [str(JETCC)] + cmd, {**inv["env"], "JETCC_DIR": str(cache),
-                                                     "JETCC_NATS_URL": farm.url, "JETCC_DIST_LOCAL_SLOTS": "0"})]
-                if i % 2:
-                    runs.reverse()
+                farm_env = {**inv["env"], "JETCC_DIR": str(cache), "JETCC_NATS_URL": farm.url,
+                            "JETCC_DIST_LOCAL_SLOTS": "0"}
+                runs = [("plain", cmd, inv["env"]), ("farm", [str(JETCC)] + cmd, farm_env)]
+                if i > 0:
+                    runs.append(("prepass", [str(JETCC)] + cmd + ["--cfg", "jetcc_bench_pp"], farm_env))
+                runs = runs[i % len(runs):] + runs[:i % len(runs)]
                 for kind, c, env in runs:
                     for o in outs:
                         o.unlink(missing_ok=True)
+                    if kind == "prepass":
+                        shutil.rmtree(cache / "listings", ignore_errors=True)
+                    done_before = remote_count(cache)[0]
                     t = timed(c, env, inv["cwd"])
                     if kind == "plain":
                         plain.append(t)
                         continue
                     # Every farm run must really have compiled on the farm.
-                    assert remote_count(cache)[0] == i + 1, remote_count(cache)
+                    assert remote_count(cache)[0] == done_before + 1, remote_count(cache)
                     if i == 0:
                         first = t
-                    else:
+                    elif kind == "farm":
                         remote.append(t)
+                    else:
+                        prepassed.append(t)
             ratios = [r / p for r, p in zip(remote, plain[1:])]
             p, r = statistics.median(plain[1:]), statistics.median(remote)
             print(f"  {label}: {name} ({size / 1e6:.2f} MB rlib), {args.reps} reps")
             print(f"    plain rustc {p * 1000:8.1f} ms")
             print(f"    farm        {r * 1000:8.1f} ms   +{(r - p) * 1000:.1f} ms, "
                   f"{statistics.median(ratios):.3f} x plain (median of paired ratios)")
+            pp = statistics.median(prepassed)
+            print(f"    farm, pre-pass {pp * 1000:8.1f} ms   +{(pp - p) * 1000:.1f} ms "
+                  "(the unit's listing forgotten: its first job)")
             print(f"    farm, first run (uploads inputs, cold worker blob cache) {first * 1000:.1f} ms")
     finally:
         farm.stop()

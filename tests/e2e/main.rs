@@ -7,6 +7,7 @@ mod cc_cache;
 mod compose;
 mod farm;
 mod farm_hostile;
+mod farm_listing;
 mod farm_netns;
 mod farm_queue;
 mod hardening;

@@ -8,6 +8,8 @@
 //!   libraries) and mapping build paths to and from the cache.
 //! - [`cache`]: cache tiers (the local disk cache so far); [`result`]: the entry format.
 //! - [`explain`]: why a unit missed.
+//! - [`listing`]: a farm job's input listing, remembered per unit so the next job skips the
+//!   dep-info pre-pass, and the check of what a job from a reused listing read.
 //! - [`buildscript`]: what keys a build-script run (cargo's variables, toolchain variables and
 //!   tools, the directives of its previous run) and its `OUT_DIR` as one blob.
 //! - [`ccargs`]: a typed model of gcc's and clang's command lines: which C/C++ compiles are
@@ -39,6 +41,7 @@ pub mod files;
 pub mod fsutil;
 pub mod key;
 pub mod linkargs;
+pub mod listing;
 pub mod logfilter;
 pub mod manifest;
 pub mod pathmap;

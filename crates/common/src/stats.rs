@@ -33,6 +33,11 @@ pub struct Stats {
     pub remote_compiles: u64,
     /// Misses that could have gone to the farm but were compiled locally, by reason.
     pub remote_skipped: BTreeMap<String, u64>,
+    /// Farm jobs whose inputs a dep-info pre-pass listed.
+    pub remote_prepasses: u64,
+    /// Farm jobs sent with the unit's remembered input listing, without a pre-pass
+    /// (`common::listing`).
+    pub remote_listings_reused: u64,
     /// Events on our jobs' reply subjects that were dropped: another job's, from a worker
     /// other than the one that started the job, or unreadable (forged or stray).
     pub remote_events_dropped: u64,
@@ -276,6 +281,9 @@ pub enum RemoteSkip {
     /// The compile reads a variable that looks like a credential (never shipped), or a
     /// keyed one that is not UTF-8.
     Env,
+    /// A job sent with a reused input listing read what a local compile would not (an env
+    /// dep with another value here, an ambiguous module file): its result was discarded.
+    StaleListing,
 }
 
 impl StatKind for RemoteSkip {
@@ -292,6 +300,7 @@ impl StatKind for RemoteSkip {
             RemoteSkip::CompileFailed => "farm-compile-failed",
             RemoteSkip::LocalIo => "farm-local-io",
             RemoteSkip::Env => "farm-env",
+            RemoteSkip::StaleListing => "farm-stale-listing",
         }
     }
 }

@@ -215,6 +215,16 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         for (k, v) in &s.remote_skipped {
             row(&format!("  {k}"), v.to_string());
         }
+        if s.remote_listings_reused > 0 {
+            row(
+                "Farm jobs listed without a pre-pass",
+                format!(
+                    "{} of {}",
+                    s.remote_listings_reused,
+                    s.remote_listings_reused + s.remote_prepasses
+                ),
+            );
+        }
         if s.remote_events_dropped > 0 {
             row(
                 "Farm events dropped (forged or stray)",

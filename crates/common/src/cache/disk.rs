@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use crate::digest::{Digest, VerifyError};
 use crate::fsutil::{temp_path_for, with_lock, write_atomic_mkdir};
+use crate::listing::Listing;
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::result::{CacheEntry, OutputFile};
 
@@ -276,6 +277,29 @@ impl DiskCache {
         let _ = fs::remove_file(self.path("cas", digest));
     }
 
+    // ---- farm job listings ----
+
+    /// The input listing of the unit's last farm job (see [`crate::listing`]); `None` if
+    /// there is none or it is damaged.
+    pub fn listing(&self, unit: &Digest) -> Option<Listing> {
+        Listing::decode(&fs::read(self.path("listings", unit)).ok()?)
+    }
+
+    pub fn put_listing(&self, unit: &Digest, listing: &Listing) {
+        if self.read_only {
+            return;
+        }
+        let bytes = listing.encode();
+        if write_atomic_mkdir(&self.path("listings", unit), &bytes).is_ok() {
+            self.pending.set(self.pending.get() + bytes.len() as u64);
+        }
+    }
+
+    /// Forgets a listing that turned out stale: the unit's next job pre-passes.
+    pub fn remove_listing(&self, unit: &Digest) {
+        let _ = fs::remove_file(self.path("listings", unit));
+    }
+
     // ---- explanations ----
 
     /// The invocation parts recorded at the last compile of a unit (see [`crate::explain`]).
@@ -362,7 +386,7 @@ impl DiskCache {
     /// returns the new size.
     fn evict(&self, target: u64) -> io::Result<u64> {
         let mut files = Vec::new();
-        for kind in ["cas", "ac", "mf", "units"] {
+        for kind in ["cas", "ac", "mf", "units", "listings"] {
             let Ok(shards) = fs::read_dir(self.root.join(kind)) else {
                 continue;
             };

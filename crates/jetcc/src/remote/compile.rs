@@ -14,7 +14,12 @@ use jetcc_common::protocol::worker::WorkerStatus;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::Digest;
 
-use super::{inputs, ship, JobKind, RemoteCompile, RemoteError};
+use jetcc_common::cache::DiskCache;
+use jetcc_common::depinfo::DepInfo;
+use jetcc_common::{environ, listing};
+
+use super::inputs::{self, Reused};
+use super::{ship, JobKind, RemoteCompile, RemoteError};
 use crate::compile::Compiled;
 use crate::placement::overhead_prior;
 
@@ -23,11 +28,34 @@ use crate::placement::overhead_prior;
 pub(super) async fn compile(
     res: &Resources,
     mut r: RemoteCompile<'_>,
+    cache: &DiskCache,
     dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
     let start = Instant::now();
     let route = worth_sending(res, &r, start).await?;
-    let listed = inputs::list(&mut r)?;
+    let mut listed = inputs::list(&mut r, cache)?;
+    let reused = listed.reused.take();
+    let result = send(res, r, route, listed, reused.as_ref(), start, dropped).await;
+    if let (Some(reused), Err(e)) = (&reused, &result) {
+        // A file the job lacked, or a read the listing did not carry: list afresh next time.
+        if matches!(e, RemoteError::Failed { .. } | RemoteError::StaleListing(_)) {
+            cache.remove_listing(&reused.unit);
+        }
+    }
+    result
+}
+
+/// Uploads what the CAS lacks, publishes the job and follows it (or the identical job the
+/// queue already holds) to its result.
+async fn send(
+    res: &Resources,
+    r: RemoteCompile<'_>,
+    route: Route,
+    listed: inputs::Listed,
+    reused: Option<&Reused>,
+    start: Instant,
+    dropped: &AtomicU64,
+) -> Result<(Compiled, Duration), RemoteError> {
     inputs::upload(res, &listed.inputs).await?;
     if let (Some(packed), Some(memo)) = (&route.shipped, r.ship_memo) {
         if let Err(e) = ship::upload(res, packed, memo).await {
@@ -43,9 +71,9 @@ pub(super) async fn compile(
     let sub = res.submit_to(&job, r.host, route.filing, &dedup).await?;
     if sub.duplicate {
         drop(sub);
-        return follow_identical(res, r, &dedup, start).await;
+        return follow_identical(res, r, &dedup, reused, start).await;
     }
-    follow(res, r, sub, start, prepared, dropped).await
+    follow(res, r, sub, reused, start, prepared, dropped).await
 }
 
 /// Where a job goes, and the toolchain it ships if it does.
@@ -167,11 +195,12 @@ async fn follow(
     res: &Resources,
     r: RemoteCompile<'_>,
     mut sub: Submitted,
+    reused: Option<&Reused>,
     start: Instant,
     prepared: Duration,
     dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
-    let result = follow_events(res, r, &mut sub, start, prepared).await;
+    let result = follow_events(res, r, &mut sub, reused, start, prepared).await;
     dropped.fetch_add(sub.dropped(), Ordering::Relaxed);
     result
 }
@@ -181,6 +210,7 @@ async fn follow_events(
     res: &Resources,
     mut r: RemoteCompile<'_>,
     sub: &mut Submitted,
+    reused: Option<&Reused>,
     start: Instant,
     prepared: Duration,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -190,6 +220,9 @@ async fn follow_events(
     // remote compile is confirmed locally, and its diagnostics must not be shown twice.
     let mut shown = Vec::new();
     let mut diagnostics = Vec::new();
+    // A job from a reused listing announces nothing before its dep-info is checked.
+    let mut unchecked = reused;
+    let mut held = Vec::new();
     let queued = Instant::now();
     loop {
         let event = match started {
@@ -211,9 +244,17 @@ async fn follow_events(
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
             JobEvent::Artifact { name, digest, line } => {
                 take_output(res, &mut r, &name, &digest).await?;
+                held.extend_from_slice(&line);
+                if let Some(reused) = unchecked {
+                    if !is_dep_info(&r, &name) {
+                        continue;
+                    }
+                    check_reads(&r, reused)?;
+                    unchecked = None;
+                }
                 let mut stderr = std::io::stderr();
-                let _ = stderr.write_all(&line).and_then(|_| stderr.flush());
-                shown.extend_from_slice(&line);
+                let _ = stderr.write_all(&held).and_then(|_| stderr.flush());
+                shown.append(&mut held);
             }
             JobEvent::Done {
                 exit_code,
@@ -227,8 +268,9 @@ async fn follow_events(
                     outputs,
                     compile_ms,
                 };
+                shown.append(&mut held);
                 let streams = (shown, diagnostics);
-                return finish(res, r, result, streams, Some(prepared), start).await;
+                return finish(res, r, result, streams, unchecked, Some(prepared), start).await;
             }
             JobEvent::Refused { reason } => return Err(RemoteError::Refused(reason)),
         }
@@ -265,14 +307,16 @@ struct Finished {
 }
 
 /// Writes a finished job's outputs and replays rustc as if it ran here: of `(shown,
-/// pending)` stderr, the first was forwarded already. A failure is handed back for a local
-/// compile to confirm. `prepared`: how long listing and uploading the inputs took (`None`:
-/// we followed an identical job).
+/// pending)` stderr, the first was forwarded already, except artifact lines held back for
+/// `unchecked` (a reused listing whose reads are still to be checked). A failure is handed
+/// back for a local compile to confirm. `prepared`: how long listing and uploading the inputs
+/// took (`None`: we followed an identical job).
 async fn finish(
     res: &Resources,
     mut r: RemoteCompile<'_>,
     done: Finished,
-    (mut shown, pending): (Vec<u8>, Vec<u8>),
+    (mut shown, mut pending): (Vec<u8>, Vec<u8>),
+    unchecked: Option<&Reused>,
     prepared: Option<Duration>,
     start: Instant,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -284,6 +328,13 @@ async fn finish(
     }
     for (name, digest) in &done.outputs {
         take_output(res, &mut r, name, digest).await?;
+    }
+    if let Some(reused) = unchecked {
+        check_reads(&r, reused)?;
+        // The held artifact lines go out first, as rustc wrote them.
+        let diagnostics = std::mem::take(&mut pending);
+        pending = std::mem::take(&mut shown);
+        pending.extend_from_slice(&diagnostics);
     }
     let mut stderr = std::io::stderr();
     let _ = stderr.write_all(&pending).and_then(|_| stderr.flush());
@@ -303,6 +354,27 @@ async fn finish(
         duration: start.elapsed(),
     };
     Ok((compiled, Duration::from_millis(done.compile_ms)))
+}
+
+/// Whether `name` is the dep-info file of a rustc job.
+fn is_dep_info(r: &RemoteCompile<'_>, name: &str) -> bool {
+    matches!(r.kind, JobKind::Rustc(inv) if inv.outputs.dep_info == name)
+}
+
+/// Checks that a job sent with a reused listing read what a local compile would, from the
+/// dep-info it wrote (already in the out-dir): see `common::listing::stale`.
+fn check_reads(r: &RemoteCompile<'_>, reused: &Reused) -> Result<(), RemoteError> {
+    let JobKind::Rustc(inv) = r.kind else {
+        return Ok(());
+    };
+    let path = r.out_dir.join(&inv.outputs.dep_info);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| RemoteError::Local(format!("cannot read {}: {e}", path.display())))?;
+    let dep = DepInfo::parse(&text);
+    match listing::stale(&dep, r.cwd, &reused.files, &environ::var) {
+        Some(why) => Err(RemoteError::StaleListing(why)),
+        None => Ok(()),
+    }
 }
 
 /// Writes one output a worker reported (fetched and verified) into the out-dir; a name this
@@ -342,6 +414,7 @@ async fn follow_identical(
     res: &Resources,
     r: RemoteCompile<'_>,
     dedup: &Digest,
+    reused: Option<&Reused>,
     start: Instant,
 ) -> Result<(Compiled, Duration), RemoteError> {
     tracing::debug!("an identical job is in the queue: following it");
@@ -369,7 +442,8 @@ async fn follow_identical(
                     outputs,
                     compile_ms,
                 };
-                return finish(res, r, result, (Vec::new(), stderr), None, start).await;
+                let streams = (Vec::new(), stderr);
+                return finish(res, r, result, streams, reused, None, start).await;
             }
             None if seen.elapsed() > start_wait => return Err(RemoteError::NotStarted(start_wait)),
             None => {}

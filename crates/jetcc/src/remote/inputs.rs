@@ -1,5 +1,6 @@
 //! What a job reads, and getting it to the workers: the pre-passes that list every file the
-//! compile reads (rustc's dep-info, transitive crates included; a C compiler's `-M`), and
+//! compile reads (rustc's dep-info, transitive crates included; a C compiler's `-M`), the
+//! unit's remembered listing that spares a rustc job its pre-pass (`common::listing`), and
 //! the CAS uploads and downloads.
 
 use std::os::unix::fs::PermissionsExt;
@@ -7,15 +8,19 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use jetcc_common::args::{RustcArgs, SearchKind};
+use jetcc_common::cache::DiskCache;
 use jetcc_common::ccargs::CcArgs;
 use jetcc_common::depinfo::{self, DepInfo};
 use jetcc_common::farm::Resources;
 use jetcc_common::fsutil::normalize;
 use jetcc_common::key::{is_keyed_env, is_native_lib};
+use jetcc_common::listing::{self, Listing};
 use jetcc_common::protocol::job::{is_system_path, InputFile};
 use jetcc_common::{environ, fsutil, Digest};
 
 use super::{JobKind, RemoteCompile, RemoteError};
+use crate::invocation::Invocation;
+use crate::record;
 
 /// What a job reads, listed for the worker.
 pub(super) struct Listed {
@@ -26,14 +31,36 @@ pub(super) struct Listed {
     pub dirs: Vec<PathBuf>,
     /// The env the compiler is to see on the worker.
     pub env: Vec<(String, String)>,
+    /// Listed from the unit's last job, not by a pre-pass: what the compile read must be
+    /// checked against its dep-info before its result is used ([`listing::stale`]).
+    pub reused: Option<Reused>,
+}
+
+/// A job listed from the unit's remembered listing.
+pub(super) struct Reused {
+    /// Where the listing is filed, to forget it if it turns out stale.
+    pub unit: Digest,
+    /// The files it listed.
+    pub files: Vec<PathBuf>,
 }
 
 /// Lists every file the compile reads (the pre-passes below), with digests, sizes and
 /// modes, and the env it needs.
-pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
+pub(super) fn list(r: &mut RemoteCompile<'_>, cache: &DiskCache) -> Result<Listed, RemoteError> {
+    let mut reused = None;
     let (read, dirs, env) = match r.kind {
         JobKind::Rustc(inv) => {
-            let (read, dirs, env_deps) = prepass(r, &inv.args)?;
+            let ((mut read, dirs, env_deps), from) = rustc_listing(r, inv, cache)?;
+            if let Some(unit) = from {
+                reused = Some(Reused {
+                    unit,
+                    files: read.clone(),
+                });
+            }
+            // Native libraries a bundling rlib reads (not in dep-info), as the key lists them.
+            read.extend(native_libs(r.cwd, &inv.args));
+            read.sort();
+            read.dedup();
             // An allowlist: nothing else of this machine's env (its credentials) leaves it.
             let vars =
                 environ::utf8_vars(is_keyed_env).map_err(|e| RemoteError::Env(e.to_string()))?;
@@ -49,6 +76,7 @@ pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
         system_inputs: Vec::new(),
         dirs,
         env,
+        reused,
     };
     for path in read {
         let meta = std::fs::metadata(&path)
@@ -72,6 +100,42 @@ pub(super) fn list(r: &mut RemoteCompile<'_>) -> Result<Listed, RemoteError> {
         }
     }
     Ok(listed)
+}
+
+/// A rustc job's files, dirs and env deps: the unit's remembered listing when it has one
+/// whose files all still exist (`Some(unit)`: where it is filed), else a dep-info pre-pass,
+/// whose listing is remembered for the unit's next job. The listing is only reused where the
+/// job writes dep-info, which shows what it read.
+fn rustc_listing(
+    r: &RemoteCompile<'_>,
+    inv: &Invocation,
+    cache: &DiskCache,
+) -> Result<(PrePass<String>, Option<Digest>), RemoteError> {
+    let unit = listing::listing_key(&inv.unit, &inv.args);
+    let writes_dep_info = inv.outputs.files.contains(&inv.outputs.dep_info);
+    if let Some(listing) = cache.listing(&unit).filter(|_| writes_dep_info) {
+        let (files, dirs) = listing.local(&inv.map);
+        // A listed file gone means the compile changed: list afresh.
+        if files.iter().all(|f| f.is_file()) {
+            tracing::debug!(
+                files = files.len(),
+                "inputs listed from the unit's last job: no pre-pass"
+            );
+            record(cache.root(), |s| s.remote_listings_reused += 1);
+            return Ok(((files, dirs, listing.env_deps), Some(unit)));
+        }
+    }
+    let listed = prepass(r, &inv.args)?;
+    tracing::debug!(
+        files = listed.0.len(),
+        "inputs listed by a dep-info pre-pass"
+    );
+    record(cache.root(), |s| s.remote_prepasses += 1);
+    cache.put_listing(
+        &unit,
+        &Listing::new(&listed.0, &listed.1, &listed.2, &inv.map),
+    );
+    Ok((listed, None))
 }
 
 /// The dirs whose files are the build's own even under a system dir (a `CARGO_HOME` of
@@ -136,19 +200,23 @@ fn prepass(r: &RemoteCompile<'_>, inv: &RustcArgs) -> Result<PrePass<String>, Re
         .env_remove("CARGO_MAKEFLAGS");
     let dep = DepInfo::parse(&run_prepass(cmd, &dep_file, "rustc")?);
     let sources = dep.sources.iter().filter(|p| !p.contains("/lib/rustlib/"));
-    let (mut files, dirs) = files_and_dirs(r.cwd, sources);
-    // Native libraries a bundling rlib reads (not in dep-info), as the key lists them.
+    let (files, dirs) = files_and_dirs(r.cwd, sources);
+    let env_deps = dep.env_deps.into_iter().map(|(name, _)| name).collect();
+    Ok((files, dirs, env_deps))
+}
+
+/// The libraries in the invocation's native search dirs (a bundling rlib reads them; not in
+/// dep-info), as the key lists them: listed afresh for every job.
+fn native_libs(cwd: &Path, inv: &RustcArgs) -> Vec<PathBuf> {
+    let mut libs = Vec::new();
     for sp in &inv.search_paths {
         if sp.kind == SearchKind::Native || sp.kind == SearchKind::All {
-            if let Ok(rd) = std::fs::read_dir(r.cwd.join(&sp.path)) {
-                files.extend(rd.flatten().map(|e| e.path()).filter(|p| is_native_lib(p)));
+            if let Ok(rd) = std::fs::read_dir(cwd.join(&sp.path)) {
+                libs.extend(rd.flatten().map(|e| e.path()).filter(|p| is_native_lib(p)));
             }
         }
     }
-    files.sort();
-    files.dedup();
-    let env_deps = dep.env_deps.into_iter().map(|(name, _)| name).collect();
-    Ok((files, dirs, env_deps))
+    libs
 }
 
 /// Runs a pre-pass that writes the dep file `dep_file` (removed after); returns its text.

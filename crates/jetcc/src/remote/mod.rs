@@ -4,7 +4,8 @@
 //!   the JetStream cache tier's (see `crate::tiers::jetstream`).
 //! - [`compile`]: one remote compile, from publishing the job to the outputs on disk, or
 //!   following an identical job that is already queued.
-//! - [`inputs`]: what a job reads (the dep-info pre-pass) and putting it in the CAS.
+//! - [`inputs`]: what a job reads (the dep-info pre-pass, or the unit's remembered listing)
+//!   and putting it in the CAS.
 //! - [`ship`]: this client's toolchain packed (once per toolchain) and put in the CAS (once
 //!   per farm), for workers that lack it.
 //!
@@ -71,6 +72,10 @@ pub enum RemoteError {
     /// not UTF-8 (see `common::environ`).
     #[error("{0}")]
     Env(String),
+    /// The job was sent with the unit's remembered input listing, and its dep-info shows a
+    /// read a local compile would see otherwise (see `common::listing`).
+    #[error("the job's reused input listing was stale ({0}); compiling locally")]
+    StaleListing(String),
 }
 
 impl RemoteError {
@@ -82,6 +87,7 @@ impl RemoteError {
             RemoteError::PrePass(_)
                 | RemoteError::Local(_)
                 | RemoteError::Env(_)
+                | RemoteError::StaleListing(_)
                 | RemoteError::Failed { .. }
                 | RemoteError::Slow
                 | RemoteError::LocalFirst
@@ -102,6 +108,7 @@ impl RemoteError {
             RemoteError::Failed { .. } => RemoteSkip::CompileFailed,
             RemoteError::Local(_) => RemoteSkip::LocalIo,
             RemoteError::Env(_) => RemoteSkip::Env,
+            RemoteError::StaleListing(_) => RemoteSkip::StaleListing,
         }
     }
 }
@@ -156,7 +163,7 @@ pub fn try_remote(
     let label = job.label.to_owned();
     let placement = job.placement;
     let is_c = matches!(job.kind, JobKind::C(_));
-    let result = session.compile(job);
+    let result = session.compile(job, cache);
     let cache_dir = cache.root();
     let dropped = session.take_dropped_events();
     if dropped > 0 {

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use jetcc_common::cache::DiskCache;
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, Lifetime, Resources};
 use jetcc_common::protocol::events::{self, UnitEvent};
@@ -46,10 +47,15 @@ impl Session {
     /// Compiles on the farm. On `Ok`, the outputs are written in the out-dir, and
     /// stdout/stderr were forwarded (and are returned for the cache), with how long rustc
     /// ran on the worker.
-    pub fn compile(&self, remote: RemoteCompile<'_>) -> Result<(Compiled, Duration), RemoteError> {
+    pub fn compile(
+        &self,
+        remote: RemoteCompile<'_>,
+        cache: &DiskCache,
+    ) -> Result<(Compiled, Duration), RemoteError> {
         self.rt.block_on(super::compile::compile(
             &self.res,
             remote,
+            cache,
             &self.dropped_events,
         ))
     }
