@@ -12,7 +12,8 @@ the wrapper may send to the farm), in three variants:
     first     jetcc with the farm, empty JETCC_DIR (farm-perf.json starts empty: first
               contact with the slow farm)
     learned   jetcc with the farm, one JETCC_DIR per -j kept across repetitions with
-              everything but farm-perf.json and farm-breaker removed before each build
+              everything but farm-perf.json, farm-history.json and farm-breaker removed
+              before each build
               (seeded by one untimed build before the first repetition)
 
 Every farm build gets a fresh NATS prefix (JETCC_NATS_PREFIX) and a freshly started worker
@@ -276,7 +277,7 @@ def forget_cache(cache):
     if not cache.exists():
         return
     for p in cache.iterdir():
-        if p.name in ("farm-perf.json", "farm-breaker"):
+        if p.name in ("farm-perf.json", "farm-history.json", "farm-breaker"):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)

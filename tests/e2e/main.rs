@@ -14,6 +14,7 @@ mod jail_nonroot;
 mod monitor;
 mod mutations;
 mod native_faults;
+mod placement;
 mod portable;
 mod replies;
 mod robustness;
