@@ -1,8 +1,9 @@
 //! What occupies this machine's compile capacity: the local slots (flocks in `slots/<i>`,
-//! shared by all wrappers and C compiles) and the board of placed compiles (`placed/<pid>`):
+//! shared by all wrappers and C compiles) and the board of placed compiles (`placed/`):
 //! each wrapper process says there where its compile is (holding a local slot, waiting for
 //! one, or on the farm), since when, and how long it is expected to take, so the next
 //! overflow decision can tell when a local slot frees up and how long the farm's queue is.
+//! (`placed/<pid>-<n>`: one entry per placement; a wrapper process places one compile.)
 //!
 //! A board file is written atomically and flocked by its process while it lives: a reader
 //! that can lock one has found a dead process's, and removes it.
@@ -11,6 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -119,20 +121,25 @@ pub fn now_ms() -> u64 {
 /// The board of placed compiles of one cache dir, and this process's entry on it.
 pub struct Board {
     dir: PathBuf,
+    /// Our entry's name: `<pid>-<n>` (a process places one compile, tests several).
+    name: String,
     /// Our entry's file, flocked while it is there.
     mine: Mutex<Option<File>>,
 }
 
 impl Board {
     pub fn new(cache_dir: &Path) -> Board {
+        static BOARDS: AtomicU64 = AtomicU64::new(0);
+        let n = BOARDS.fetch_add(1, Ordering::Relaxed);
         Board {
             dir: cache_dir.join("placed"),
+            name: format!("{}-{n}", std::process::id()),
             mine: Mutex::new(None),
         }
     }
 
     fn own_path(&self) -> PathBuf {
-        self.dir.join(std::process::id().to_string())
+        self.dir.join(&self.name)
     }
 
     /// Says where this process's compile is now (replacing what it said before). A board
@@ -181,7 +188,6 @@ impl Board {
 
     /// Every other live process's entry. Entries of dead processes are removed.
     pub fn others(&self) -> Vec<Placed> {
-        let own = std::process::id().to_string();
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -189,7 +195,8 @@ impl Board {
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) && name != own
+                // Temp files (being written) start with a dot.
+                !name.is_empty() && !name.starts_with('.') && name != self.name.as_str()
             })
             .filter_map(|e| read_live(&e.path()))
             .collect()
