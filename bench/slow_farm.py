@@ -191,6 +191,9 @@ class Farm:
         config.write_text(f'[dist]\nnats_url = "nats://127.0.0.1:{self.proxy.port}"\n'
                           f'connect_timeout_ms = 10000\n')
         env = clean_env()
+        # Every build's fresh prefix reserves its buckets' sizes in the server's JetStream
+        # storage: the defaults (10G CAS, 1G results) ran it out on a fuller disk.
+        env.update(JETCC_JETSTREAM_MAX_SIZE="256M", JETCC_JETSTREAM_AC_MAX_SIZE="64M")
         env.update(JETCC_CONFIG=str(config), JETCC_DIR=str(self.worker_dir),
                    JETCC_NATS_PREFIX=prefix,
                    JETCC_NATS_URL=f"nats://127.0.0.1:{self.proxy.port}",
