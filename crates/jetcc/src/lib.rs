@@ -12,8 +12,8 @@
 //! - [`tiers`]: the cache tiers (local disk, JetStream, object store) behind one trait.
 //! - [`events`]: what this process did, as one event for monitors.
 //! - [`breaker`]: skips a failing farm or tier for a while, across wrapper processes.
-//! - [`placement`]: whether a miss compiles locally or on the farm (local slots, measured
-//!   remote overhead).
+//! - [`placement`]: whether a miss compiles locally or on the farm (local slots, each unit's
+//!   history, where it is expected to finish first).
 //! - [`cli`]: `--show-stats`, `--zero-stats`, `--explain`, `--dist-status`, `--version`;
 //!   [`check`]: `--check`, a write, read and delete on every cache tier.
 //!

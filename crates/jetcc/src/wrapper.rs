@@ -274,6 +274,7 @@ impl Wrapper {
         crate::placement::compile_placed(
             farm.as_ref(),
             cache.root(),
+            Some(crate::placement::unit_of_rustc(&inv.unit, &inv.args)),
             inv.distributable(),
             |pl| crate::remote::try_remote_rustc(shared, cache, inv, words, files, pl),
             || compile::run_streaming(&inv.rustc, words),

@@ -488,9 +488,15 @@ impl CCompile {
                 },
             )
         };
-        crate::placement::compile_placed(farm.as_ref(), cache.root(), distributable, remote, || {
-            compile::run_streaming_env(self.real.as_os_str(), words, child_env)
-        })
+        let unit = Some(self.unit);
+        crate::placement::compile_placed(
+            farm.as_ref(),
+            cache.root(),
+            unit,
+            distributable,
+            remote,
+            || compile::run_streaming_env(self.real.as_os_str(), words, child_env),
+        )
     }
 
     /// Stores a successful compile: the object, the user's dep file (its target as a

@@ -101,7 +101,7 @@ async fn worth_sending(
     };
     // That read was one round trip of ours; the worker's is in its heartbeat.
     let prior = overhead_prior(Duration::from_micros(worker.rtt_us), start.elapsed());
-    match r.placement.farm_is_worth_it(prior) {
+    match r.placement.farm_is_sooner(prior, worker.slots) {
         true => Ok(route),
         false => Err(RemoteError::Slow),
     }
@@ -234,6 +234,7 @@ async fn follow_events(
         };
         match event {
             JobEvent::Started => {
+                r.placement.record_queued(queued.elapsed());
                 tracing::debug!(
                     worker = sub.worker().unwrap_or_default(),
                     queued_ms = (start.elapsed() - prepared).as_millis() as u64,
@@ -290,6 +291,7 @@ async fn next_while_queued(
             return Ok(e);
         }
         if r.placement.local_free() {
+            r.placement.record_queued(queued.elapsed());
             return Err(RemoteError::LocalFirst);
         }
         if queued.elapsed() > start_wait {

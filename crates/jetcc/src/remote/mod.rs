@@ -47,7 +47,7 @@ pub enum RemoteError {
     Farm(#[from] FarmError),
     #[error("no live worker has this toolchain")]
     NoWorker,
-    /// Sending costs more than waiting for a local slot (see [`crate::placement`]).
+    /// It is expected to finish sooner in a local slot (see [`crate::placement`]).
     #[error("the farm is slower than a local slot right now")]
     Slow,
     /// A local slot freed up before any worker started the job.

@@ -1,0 +1,402 @@
+//! Where a miss compiles: locally or on the farm, decided per invocation by what the
+//! wrapper processes of this machine share through the cache dir.
+//!
+//! - **Local slots** (`[dist] local_slots`, default: this machine's cores): a compile that
+//!   finds a free slot runs here, so local cores never sit idle while jobs wait on the farm.
+//!   `0` sends everything the farm can take to the farm (a thin client).
+//!   cargo's `-j` bounds all compiles; with `-j` above the cores, the overflow is what the
+//!   farm gets (`cargo build -j <cores + farm slots>`).
+//! - **Where does the overflow finish first?** ([`decide`]) Each unit's compile times here
+//!   and on a worker and its remote overhead are remembered ([`history`]); each compile says
+//!   on a board where it is and when it is expected to end ([`slots`]). An overflow job goes
+//!   to the farm if its expected finish there (overhead + queue wait + worker compile) is
+//!   before its expected finish here (when a local slot frees + local compile). Unknown units
+//!   use the machine's running averages (`farm-perf.json`). A slow or busy farm is thus
+//!   skipped; one job in [`PROBE_EVERY`] still goes, so a farm that recovers is noticed.
+//! - **Before the first remote compile** the overhead is guessed from round trips
+//!   ([`overhead_prior`]): the worker's to the server (in its heartbeat) and ours, so a first
+//!   contact with a distant farm does not put a slow job on the build's critical path.
+//! - **A queued job is taken back** when a local slot frees up before any worker started it
+//!   ([`Placement::local_free`]): an overloaded farm costs no more than waiting for a slot.
+//!   How long jobs waited beyond what this machine's own jobs explain is learned as the
+//!   queue wait of other clients' jobs.
+
+pub mod decide;
+pub mod history;
+pub mod slots;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use jetcc_common::config::FarmConfig;
+use jetcc_common::fsutil::{with_lock, write_atomic};
+
+use crate::compile::Compiled;
+use decide::{Cost, Outlook};
+use history::{History, Unit, UnitRecord};
+use slots::{now_ms, Board, Slots, Where};
+
+pub use history::unit_of_rustc;
+pub use slots::Slot;
+
+/// One overflow job in this many goes to the farm even when it looks slow.
+pub const PROBE_EVERY: u64 = 16;
+/// Weight of the newest sample in the running averages.
+const ALPHA: f64 = 0.3;
+/// A local compile's duration until one has been measured.
+const DEFAULT_LOCAL_COMPILE_MS: f64 = 500.0;
+
+/// What a remote compile is guessed to add before one has been measured: the round trips
+/// it makes. A worker gets the job, asks whether its client still waits, fetches inputs
+/// (metadata, then chunks) and puts outputs (chunks, then metadata), and reports done: about
+/// six of its own round trips. The client publishes, checks for and uploads missing inputs
+/// and fetches outputs: about four of its own. Costs that do not grow with distance are left
+/// to the measured average.
+pub fn overhead_prior(worker_rtt: Duration, client_rtt: Duration) -> f64 {
+    (6.0 * worker_rtt.as_secs_f64() + 4.0 * client_rtt.as_secs_f64()) * 1000.0
+}
+
+/// The placement of one compile (a wrapper process compiles one).
+pub struct Placement {
+    dir: PathBuf,
+    slots: Slots,
+    board: Board,
+    history: History,
+    unit: Option<Unit>,
+    /// The queue wait the last decision to send assumed (for learning others' share).
+    assumed_wait_ms: Mutex<f64>,
+    /// How long our job waited for a worker (`None`: not seen start, e.g. a followed job).
+    queued: Mutex<Option<Duration>>,
+}
+
+/// Running averages shared by all wrappers on this machine (`farm-perf.json`): what an
+/// unknown unit is guessed to cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Perf {
+    /// What a remote compile adds over the worker's compile time and its queue wait, in ms.
+    pub remote_overhead_ms: Option<f64>,
+    /// A local compile's duration, in ms.
+    pub local_compile_ms: Option<f64>,
+    /// How much longer jobs waited in the queue than this machine's own jobs explain (other
+    /// clients' jobs), in ms.
+    pub extra_wait_ms: Option<f64>,
+    /// Overflow decisions so far (for probing).
+    pub decisions: u64,
+}
+
+impl Placement {
+    /// With a farm configured: `[dist] local_slots`, by default one per core. `unit`: what
+    /// is compiled, for its history (`None`: unknown, the averages stand for it).
+    pub fn for_farm(cache_dir: &Path, farm: &FarmConfig, unit: Option<Unit>) -> Placement {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Placement::new(cache_dir, farm.local_slots.unwrap_or(cores), unit)
+    }
+
+    pub fn new(cache_dir: &Path, slots: usize, unit: Option<Unit>) -> Placement {
+        Placement {
+            dir: cache_dir.to_path_buf(),
+            slots: Slots::new(cache_dir, slots),
+            board: Board::new(cache_dir),
+            history: History::new(cache_dir),
+            unit,
+            assumed_wait_ms: Mutex::new(0.0),
+            queued: Mutex::new(None),
+        }
+    }
+
+    /// A free local slot, if any.
+    pub fn try_slot(&self) -> Option<Slot> {
+        self.slots.try_take()
+    }
+
+    /// Waits for a local slot (`local_slots = 0`: none are kept, so none is waited for).
+    pub fn slot(&self) -> Option<Slot> {
+        self.slots.take()
+    }
+
+    /// A local slot is free now (it is not kept: the caller takes one with [`Placement::slot`]).
+    pub fn local_free(&self) -> bool {
+        self.try_slot().is_some()
+    }
+
+    fn record(&self) -> UnitRecord {
+        self.unit
+            .as_ref()
+            .and_then(|u| self.history.get(u))
+            .unwrap_or_default()
+    }
+
+    /// This unit's expected cost, from its history, else the averages (`prior_ms`: the
+    /// overhead guessed before any was measured).
+    fn cost(r: &UnitRecord, perf: &Perf, prior_ms: f64) -> Cost {
+        let avg_local = perf.local_compile_ms.unwrap_or(DEFAULT_LOCAL_COMPILE_MS);
+        let local_ms = r.local_ms.or(r.worker_ms).unwrap_or(avg_local);
+        Cost {
+            local_ms,
+            worker_ms: r.worker_ms.unwrap_or(local_ms),
+            overhead_ms: r
+                .overhead_ms
+                .or(perf.remote_overhead_ms)
+                .unwrap_or(prior_ms),
+        }
+    }
+
+    /// Says on the board that this compile is in `at` now.
+    fn mark(&self, at: Where) {
+        let c = Placement::cost(&self.record(), &self.perf(), 0.0);
+        let expected = match at {
+            Where::Farm => c.worker_ms,
+            Where::Local | Where::Waiting => c.local_ms,
+        };
+        self.board.mark(at, expected);
+    }
+
+    /// Whether an overflow job (no local slot free) is expected to finish sooner on the farm
+    /// (see [`decide`]), with `farm_slots` the serving worker's slots and `prior_ms` the
+    /// overhead guessed from round trips. If so, it is marked as on the farm.
+    pub fn farm_is_sooner(&self, prior_ms: f64, farm_slots: u32) -> bool {
+        if self.slots.count() == 0 {
+            self.mark(Where::Farm);
+            return true; // a thin client: there is no local slot to wait for
+        }
+        let mut perf = Perf::default();
+        let _ = self.update(|p| {
+            p.decisions += 1;
+            perf = p.clone();
+        });
+        let record = self.record();
+        let cost = Placement::cost(&record, &perf, prior_ms);
+        let now = now_ms();
+        let mut outlook = Outlook {
+            local_slots: self.slots.count(),
+            farm_slots: farm_slots.max(1) as usize,
+            farm_extra_wait: perf.extra_wait_ms.unwrap_or(0.0),
+            ..Outlook::default()
+        };
+        for other in self.board.others() {
+            let left = other.remaining_ms(now);
+            match other.at {
+                Where::Local => outlook.local_running.push(left),
+                Where::Waiting => outlook.local_waiting.push(left),
+                Where::Farm => outlook.farm_jobs.push(left),
+            }
+        }
+        // Slots held by nobody on the board (an older jetcc, a board that could not be
+        // written): half an average compile left in each.
+        if outlook.local_running.is_empty() {
+            let avg_local = perf.local_compile_ms.unwrap_or(DEFAULT_LOCAL_COMPILE_MS);
+            outlook.local_running = vec![avg_local / 2.0; self.slots.count()];
+        }
+        let choice = decide::choose(&outlook, &cost);
+        let probe = perf.decisions % PROBE_EVERY == 0;
+        tracing::debug!(
+            local_finish_ms = choice.local_finish_ms as u64,
+            farm_finish_ms = choice.farm_finish_ms as u64,
+            farm_wait_ms = choice.farm_wait_ms as u64,
+            known = record != UnitRecord::default(),
+            to_farm = choice.to_farm,
+            probe,
+            "overflow placement"
+        );
+        let go = choice.to_farm || probe;
+        if go {
+            *self
+                .assumed_wait_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = choice.farm_wait_ms - outlook.farm_extra_wait;
+            self.board.mark(Where::Farm, cost.worker_ms);
+        }
+        go
+    }
+
+    /// A job of ours waited `waited` in the farm's queue (until a worker started it, or until
+    /// it was taken back): what this machine's own jobs do not explain is other clients'.
+    pub fn record_queued(&self, waited: Duration) {
+        *self.queued.lock().unwrap_or_else(|e| e.into_inner()) = Some(waited);
+        let assumed = *self
+            .assumed_wait_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let extra = (waited.as_secs_f64() * 1000.0 - assumed).max(0.0);
+        let _ = self.update(|p| p.extra_wait_ms = Some(ewma(p.extra_wait_ms, extra)));
+    }
+
+    /// A remote compile took `total`, of which `worker_compile` was rustc on the worker and
+    /// the queue wait [`Placement::record_queued`] saw (the overhead of a followed identical
+    /// job, whose start we did not see, is not known).
+    pub fn record_remote(&self, total: Duration, worker_compile: Duration) {
+        let queued = *self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let overhead = queued.map(|q| total.saturating_sub(worker_compile).saturating_sub(q));
+        if let Some(unit) = &self.unit {
+            self.history.record_remote(unit, worker_compile, overhead);
+        }
+        if let Some(o) = overhead {
+            let ms = o.as_secs_f64() * 1000.0;
+            let _ = self.update(|p| p.remote_overhead_ms = Some(ewma(p.remote_overhead_ms, ms)));
+        }
+    }
+
+    pub fn record_local(&self, took: Duration) {
+        if let Some(unit) = &self.unit {
+            self.history.record_local(unit, took);
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        let _ = self.update(|p| p.local_compile_ms = Some(ewma(p.local_compile_ms, ms)));
+    }
+
+    pub fn perf(&self) -> Perf {
+        std::fs::read(self.dir.join("farm-perf.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Perf)) -> std::io::Result<()> {
+        with_lock(&self.dir.join("farm-perf.lock"), || {
+            let mut p = self.perf();
+            f(&mut p);
+            write_atomic(
+                &self.dir.join("farm-perf.json"),
+                &serde_json::to_vec(&p).expect("perf serializes"),
+            )
+        })
+    }
+}
+
+/// Runs a miss where it finishes soonest: a free local slot compiles here; the overflow goes
+/// to the farm (`remote`, if the compile is `distributable`) when it is expected to finish
+/// sooner there, else waits for a local slot. Without a farm, `local` runs at once. `unit`:
+/// the compile's placement unit (its history). Returns the compile and whether it ran on
+/// the farm.
+pub fn compile_placed(
+    farm: Option<&FarmConfig>,
+    cache_dir: &Path,
+    unit: Option<Unit>,
+    distributable: bool,
+    remote: impl FnOnce(&Placement) -> Option<Compiled>,
+    local: impl FnOnce() -> std::io::Result<Compiled>,
+) -> std::io::Result<(Compiled, bool)> {
+    let placement = farm.map(|farm| Placement::for_farm(cache_dir, farm, unit));
+    let mut slot = placement.as_ref().and_then(Placement::try_slot);
+    if let (Some(pl), None, true) = (&placement, &slot, distributable) {
+        if let Some(compiled) = remote(pl) {
+            return Ok((compiled, true));
+        }
+    }
+    if let (Some(pl), None) = (&placement, &slot) {
+        pl.mark(Where::Waiting);
+        slot = pl.slot();
+    }
+    if let (Some(pl), Some(_)) = (&placement, &slot) {
+        pl.mark(Where::Local);
+    }
+    let compiled = local()?;
+    if let Some(pl) = &placement {
+        pl.record_local(compiled.duration);
+        pl.board.clear();
+    }
+    drop(slot);
+    Ok((compiled, false))
+}
+
+fn ewma(old: Option<f64>, sample: f64) -> f64 {
+    match old {
+        Some(o) => o * (1.0 - ALPHA) + sample * ALPHA,
+        None => sample,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_farm_is_skipped_but_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::new(dir.path(), 2, None);
+        let held = (p.try_slot(), p.try_slot());
+        let near = overhead_prior(Duration::from_micros(100), Duration::from_micros(100));
+        assert!(p.farm_is_sooner(near, 1), "no numbers, a near farm: try it");
+        p.record_local(Duration::from_millis(400));
+        p.record_queued(Duration::ZERO);
+        p.record_remote(Duration::from_millis(450), Duration::from_millis(400));
+        assert!(p.farm_is_sooner(near, 1), "50 ms overhead < 200 ms wait");
+        for _ in 0..10 {
+            p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
+        }
+        let sent = (0..PROBE_EVERY * 2)
+            .filter(|_| p.farm_is_sooner(near, 1))
+            .count();
+        assert_eq!(sent, 2, "only the probes go to a slow farm");
+        drop(held);
+    }
+
+    #[test]
+    fn a_distant_farm_is_skipped_before_the_first_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::new(dir.path(), 2, None);
+        let held = (p.try_slot(), p.try_slot());
+        // A worker 400 ms away: six of its round trips dwarf a local slot's wait.
+        let far = overhead_prior(Duration::from_millis(400), Duration::from_micros(100));
+        assert!(far > 2000.0, "{far}");
+        let sent = (0..PROBE_EVERY - 1)
+            .filter(|_| p.farm_is_sooner(far, 1))
+            .count();
+        assert_eq!(sent, 0, "not sent until the probe");
+        assert!(p.farm_is_sooner(far, 1), "the probe goes");
+        assert!(!p.local_free(), "both slots held");
+        drop(held);
+        assert!(p.local_free(), "free again");
+    }
+
+    /// Two units both overflowing one busy local slot, with a 1-slot farm: the one known to
+    /// be long goes to the farm, and the known-short one that comes next stays local.
+    #[test]
+    fn history_sends_the_long_unit_and_keeps_the_short_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (long, short, busy) = (
+            jetcc_common::Digest::of_bytes(b"long"),
+            jetcc_common::Digest::of_bytes(b"short"),
+            jetcc_common::Digest::of_bytes(b"busy"),
+        );
+        let at = |u| Placement::new(dir.path(), 1, Some(u));
+        at(long).record_local(Duration::from_millis(3000));
+        at(short).record_local(Duration::from_millis(100));
+        let b = at(busy);
+        b.record_local(Duration::from_millis(1000));
+        b.record_queued(Duration::ZERO);
+        b.record_remote(Duration::from_millis(1040), Duration::from_millis(1000));
+        // The busy unit holds the slot (another process's board entry).
+        let other = dir.path().join("placed/1");
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&other).unwrap();
+        f.try_lock().unwrap();
+        let entry = slots::Placed {
+            at: Where::Local,
+            since_ms: now_ms(),
+            expected_ms: 1000.0,
+        };
+        std::fs::write(&other, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let slot = Slots::new(dir.path(), 1).try_take().unwrap();
+
+        let p_long = at(long);
+        assert!(
+            p_long.farm_is_sooner(1.0, 1),
+            "3 s unit: farm now vs 1 s + 3 s"
+        );
+        // While the long unit is on the farm (its board entry lives with `p_long`):
+        let p_short = at(short);
+        assert!(
+            !p_short.farm_is_sooner(1.0, 1),
+            "100 ms unit: behind 3 s on the farm"
+        );
+        // Once the farm is idle again, the short unit would go too (1 s wait here).
+        drop(p_long);
+        assert!(p_short.farm_is_sooner(1.0, 1));
+        drop((slot, f));
+    }
+}
