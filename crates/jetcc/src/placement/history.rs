@@ -19,6 +19,8 @@ use jetcc_common::digest::KeyHasher;
 use jetcc_common::fsutil::{with_lock, write_atomic};
 use jetcc_common::Digest;
 
+use super::ewma;
+
 /// Units remembered; a workspace of a few hundred crates fits many times over.
 pub const MAX_UNITS: usize = 2048;
 /// Weight of the newest sample in a unit's times (compile times vary little per unit).
@@ -96,15 +98,15 @@ impl History {
 
     pub fn record_local(&self, unit: &Unit, took: Duration) {
         let ms = took.as_secs_f64() * 1000.0;
-        self.update(unit, |r| r.local_ms = Some(blend(r.local_ms, ms)));
+        self.update(unit, |r| r.local_ms = Some(ewma(r.local_ms, ms, ALPHA)));
     }
 
     pub fn record_remote(&self, unit: &Unit, worker: Duration, overhead: Option<Duration>) {
         let worker = worker.as_secs_f64() * 1000.0;
         self.update(unit, |r| {
-            r.worker_ms = Some(blend(r.worker_ms, worker));
+            r.worker_ms = Some(ewma(r.worker_ms, worker, ALPHA));
             if let Some(o) = overhead {
-                r.overhead_ms = Some(blend(r.overhead_ms, o.as_secs_f64() * 1000.0));
+                r.overhead_ms = Some(ewma(r.overhead_ms, o.as_secs_f64() * 1000.0, ALPHA));
             }
         });
     }
@@ -140,13 +142,6 @@ impl History {
         if let Err(e) = written {
             tracing::debug!("cannot write the unit history: {e}");
         }
-    }
-}
-
-fn blend(old: Option<f64>, sample: f64) -> f64 {
-    match old {
-        Some(o) => o * (1.0 - ALPHA) + sample * ALPHA,
-        None => sample,
     }
 }
 

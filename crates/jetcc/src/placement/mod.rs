@@ -222,7 +222,7 @@ impl Placement {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let extra = (waited.as_secs_f64() * 1000.0 - assumed).max(0.0);
-        let _ = self.update(|p| p.extra_wait_ms = Some(ewma(p.extra_wait_ms, extra)));
+        let _ = self.update(|p| p.extra_wait_ms = Some(ewma(p.extra_wait_ms, extra, ALPHA)));
     }
 
     /// A remote compile took `total`, of which `worker_compile` was rustc on the worker and
@@ -236,7 +236,8 @@ impl Placement {
         }
         if let Some(o) = overhead {
             let ms = o.as_secs_f64() * 1000.0;
-            let _ = self.update(|p| p.remote_overhead_ms = Some(ewma(p.remote_overhead_ms, ms)));
+            let _ =
+                self.update(|p| p.remote_overhead_ms = Some(ewma(p.remote_overhead_ms, ms, ALPHA)));
         }
     }
 
@@ -245,7 +246,7 @@ impl Placement {
             self.history.record_local(unit, took);
         }
         let ms = took.as_secs_f64() * 1000.0;
-        let _ = self.update(|p| p.local_compile_ms = Some(ewma(p.local_compile_ms, ms)));
+        let _ = self.update(|p| p.local_compile_ms = Some(ewma(p.local_compile_ms, ms, ALPHA)));
     }
 
     pub fn perf(&self) -> Perf {
@@ -303,9 +304,10 @@ pub fn compile_placed(
     Ok((compiled, false))
 }
 
-fn ewma(old: Option<f64>, sample: f64) -> f64 {
+/// A running average: the newest sample weighs `alpha`.
+pub(super) fn ewma(old: Option<f64>, sample: f64, alpha: f64) -> f64 {
     match old {
-        Some(o) => o * (1.0 - ALPHA) + sample * ALPHA,
+        Some(o) => o * (1.0 - alpha) + sample * alpha,
         None => sample,
     }
 }
