@@ -218,6 +218,23 @@ def dispatch(args, tmp):
         farm.stop()
 
 
+def cpu_times():
+    """Busy and total jiffies of each CPU (`/proc/stat`), to tell which side of a split
+    build waited."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f[0].startswith("cpu") and f[0] != "cpu":
+            v = [int(x) for x in f[1:]]
+            out[f[0]] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
+def busy_share(before, after):
+    """Each CPU's busy share between two `cpu_times()`, e.g. {"cpu0": 0.97, ...}."""
+    return {c: (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1]) for c in after}
+
+
 def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm,
                        source=None, cmd=("cargo", "build", "-q"), farm_cpus=None):
     """Cold builds of `source` (default: the workload) by `cmd`, local-only vs with a fresh
@@ -240,7 +257,11 @@ def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm,
                 env["JETCC_NATS_URL"] = farm.url
                 farm_setup(env, cmd, rep)
             try:
+                before = cpu_times()
                 times[kind].append(timed(cmd, env, project))
+                busy = busy_share(before, cpu_times())
+                print(f"  rep {rep} {kind}: {times[kind][-1]:.2f} s, busy "
+                      + ", ".join(f"{c} {b:.0%}" for c, b in sorted(busy.items())), flush=True)
             finally:
                 if farm:
                     farm.stop()
@@ -278,6 +299,9 @@ def tier(args, tmp):
     writes = []
 
     def after(cache, rep):
+        if args.keep_logs:
+            Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp / f"split-{rep}.log", Path(args.keep_logs) / f"split-{rep}.log")
         out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
                              text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
         s = json.loads(out.stdout)
@@ -326,6 +350,9 @@ def split(args, tmp):
         print(f"  rep {rep} farm build, load: {os.getloadavg()[0]:.2f}", flush=True)
 
     def after(cache, rep):
+        if args.keep_logs:
+            Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp / f"split-{rep}.log", Path(args.keep_logs) / f"split-{rep}.log")
         out = subprocess.run([str(JETCC), "--show-stats", "--json"], capture_output=True,
                              text=True, env={**clean_env(), "JETCC_DIR": str(cache)})
         s = json.loads(out.stdout) if out.returncode == 0 else {}
@@ -358,6 +385,7 @@ def main():
     ap.add_argument("--package", help="split: `cargo build -p` this package")
     ap.add_argument("--learned", action="store_true",
                     help="split: every farm build starts with the unit history of one untimed farm build")
+    ap.add_argument("--keep-logs", help="split: copy each farm build's jetcc log (JETCC_LOG=info) here")
     ap.add_argument("--bin-dir", help="take jetcc and jetcc-worker from this dir (e.g. an older "
                     "build, for a before/after) instead of building target/release")
     args = ap.parse_args()
