@@ -185,7 +185,10 @@ def build_units(graph, timed, c_jobs, target):
 def expand_runs(units):
     """Splits each build-script run into its serial halves (client only) and the C compiles
     between them (placed like rustc units), so the scheduler sees one kind of task."""
-    out = [dict(u, local_only=False) for u in units]
+    # Links stay on the client, as jetcc keeps them (`Invocation::distributable`): binaries,
+    # build scripts and proc macros (the libs cargo cannot pipeline) need its linker.
+    out = [dict(u, local_only=u["role"] in ("bin", "build-script")
+                or (u["role"] == "lib" and not u["pipelined"])) for u in units]
     last = {}  # a run's index -> the index of its second half
     for u in units:
         if u["role"] != "run":
@@ -215,7 +218,8 @@ class Sim:
     the end) first. A started compile takes a free client core; with none free, it goes to
     the farm if it would finish there before a core could finish it, else it waits for a core,
     and freed cores go to the waiting task of highest priority (what placement by per-unit
-    history can do; flock wake-ups are first-come). Workers take jobs first-come."""
+    history can do; flock wake-ups are first-come); a freed farm slot takes the waiting task
+    of highest priority that it would finish first. Workers take jobs first-come."""
 
     def __init__(self, units, client_cores, farm_slots, jobs, link, costs, policy):
         self.units = expand_runs(units)
@@ -274,6 +278,28 @@ class Sim:
             push(now + (u["rmeta"] if u["pipelined"] else u["duration"]), "rmeta", i)
             push(now + u["duration"], "done-local", i)
 
+        def try_farm(i, farm_first=False):
+            """Sends `i` to the farm if it would be done there before a core could do it."""
+            u = units[i]
+            if not self.farm or u["local_only"]:
+                return False
+            # The soonest a core could finish it: now if one is free, else when the next
+            # core frees up.
+            soonest = now if self.free_cores > 0 else min(
+                t for t, _s, k, _i in events if k == "done-local")
+            soonest += u["duration"]
+            slot, run, arrive, xfer = self.remote_finish(now, u)
+            if not (arrive < soonest or (farm_first and run <= now + 0.1)):
+                return False
+            self.client_busy += self.costs["client_cpu_ms"] / 1000
+            self.farm[slot] = run + u["duration"]
+            self.link_busy += xfer
+            self.remote += 1
+            push(run + (u["rmeta"] if u["pipelined"] else u["duration"]) + self.latency / 2,
+                 "rmeta", i)
+            push(arrive, "done", i)
+            return True
+
         while finished < len(units):
             while ready and running < self.jobs:
                 _, i = heapq.heappop(ready)
@@ -288,23 +314,8 @@ class Sim:
                 if self.free_cores > 0 and not farm_first:
                     run_local(i)
                     continue
-                if self.farm and not u["local_only"]:
-                    # The soonest a core could finish it: now if one is free, else when the
-                    # next core frees up.
-                    soonest = now if self.free_cores > 0 else min(
-                        t for t, _s, k, _i in events if k == "done-local")
-                    soonest += u["duration"]
-                    slot, run, arrive, xfer = self.remote_finish(now, u)
-                    if arrive < soonest or (farm_first and run <= now + 0.1):
-                        cpu = self.costs["client_cpu_ms"] / 1000
-                        self.client_busy += cpu
-                        self.farm[slot] = run + u["duration"]
-                        self.link_busy += xfer
-                        self.remote += 1
-                        push(run + (u["rmeta"] if u["pipelined"] else u["duration"])
-                             + self.latency / 2, "rmeta", i)
-                        push(arrive, "done", i)
-                        continue
+                if try_farm(i, farm_first):
+                    continue
                 if self.free_cores > 0:
                     run_local(i)
                 else:
@@ -321,6 +332,15 @@ class Sim:
                     self.free_cores += 1
                     if want_core:
                         run_local(heapq.heappop(want_core)[1])
+                elif want_core:
+                    # A farm slot freed: the waiting compile of highest priority goes there
+                    # if it is done sooner than on the next free core (jetcc's
+                    # `Placement::farm_now_sooner`).
+                    for k, (p, j) in enumerate(sorted(want_core)):
+                        if try_farm(j):
+                            want_core.remove((p, j))
+                            heapq.heapify(want_core)
+                            break
             for j in dependents[i]:
                 # A full edge waits for "done", a metadata edge for "rmeta".
                 for d, full in units[j]["deps"]:

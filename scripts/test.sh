@@ -39,5 +39,10 @@ cargo clippy --release --workspace --all-targets --locked -- -D warnings
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --release --workspace --locked "$@" 2>&1 | tee "$log"
+# The split rig (tests/e2e/split_rig.rs) measures time: it runs alone, after the suite
+# (with no filter given), its CPUs to itself.
+if [ $# -eq 0 ]; then
+    cargo test --release --locked --test e2e -- --ignored split_rig:: 2>&1 | tee -a "$log"
+fi
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -25,6 +25,7 @@ mod s3_credentials;
 mod sandbox_probes;
 mod secrets;
 mod shared;
+mod split_rig;
 mod streaming;
 mod toolchains;
 mod trust;

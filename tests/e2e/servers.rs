@@ -110,6 +110,10 @@ impl Nats {
         wait_for_port(self.port);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Kills the server (SIGKILL).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -19,14 +19,19 @@
 //! - **A queued job is taken back** when a local slot frees up before any worker started it
 //!   ([`Placement::local_free`]): an overloaded farm costs no more than waiting for a slot.
 //!   How long jobs waited beyond what this machine's own jobs explain is learned as the
-//!   queue wait of other clients' jobs.
+//!   queue wait of other clients' jobs. A job sent behind others is given the wait its
+//!   decision expected ([`Placement::expected_wait`]) before it is taken back for want of
+//!   a worker.
+//! - **And the other way:** an overflow job waiting for a local slot is sent after all when
+//!   the farm frees up first ([`Placement::farm_now_sooner`]): a worker does not sit idle
+//!   while compiles queue here.
 
 pub mod decide;
 pub mod history;
 pub mod slots;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,8 @@ pub use slots::Slot;
 
 /// One overflow job in this many goes to the farm even when it looks slow.
 pub const PROBE_EVERY: u64 = 16;
+/// The most a job's start wait grows by the queue wait its placement expected.
+const MAX_EXPECTED_WAIT: Duration = Duration::from_secs(120);
 /// Weight of the newest sample in the running averages.
 const ALPHA: f64 = 0.3;
 /// A local compile's duration until one has been measured.
@@ -66,10 +73,20 @@ pub struct Placement {
     board: Board,
     history: History,
     unit: Option<Unit>,
+    record: OnceLock<UnitRecord>,
     /// The queue wait the last decision to send assumed (for learning others' share).
     assumed_wait_ms: Mutex<f64>,
+    /// The queue wait the last decision to send expected, others' jobs included.
+    expected_wait_ms: Mutex<f64>,
     /// How long our job waited for a worker (`None`: not seen start, e.g. a followed job).
     queued: Mutex<Option<Duration>>,
+}
+
+/// An overflow job's first placement check, or one more while it waits for a local slot.
+#[derive(Clone, Copy)]
+enum Check {
+    First { probe: bool },
+    Again,
 }
 
 /// Running averages shared by all wrappers on this machine (`farm-perf.json`): what an
@@ -103,7 +120,9 @@ impl Placement {
             board: Board::new(cache_dir),
             history: History::new(cache_dir),
             unit,
+            record: OnceLock::new(),
             assumed_wait_ms: Mutex::new(0.0),
+            expected_wait_ms: Mutex::new(0.0),
             queued: Mutex::new(None),
         }
     }
@@ -123,11 +142,14 @@ impl Placement {
         self.try_slot().is_some()
     }
 
+    /// This unit's history, read once: a waiting compile checks its placement every few ms.
     fn record(&self) -> UnitRecord {
-        self.unit
-            .as_ref()
-            .and_then(|u| self.history.get(u))
-            .unwrap_or_default()
+        *self.record.get_or_init(|| {
+            self.unit
+                .as_ref()
+                .and_then(|u| self.history.get(u))
+                .unwrap_or_default()
+        })
     }
 
     /// This unit's expected cost, from its history, else the averages (`prior_ms`: the
@@ -168,8 +190,25 @@ impl Placement {
             p.decisions += 1;
             perf = p.clone();
         });
+        let probe = perf.decisions % PROBE_EVERY == 0;
+        self.choose(&perf, prior_ms, farm_slots, Check::First { probe })
+    }
+
+    /// [`Placement::farm_is_sooner`] again for an overflow job that waits for a local slot,
+    /// as the board changes (one of our jobs on the farm ended, a slot's compile ran long):
+    /// not counted as a decision, never a probe.
+    pub fn farm_now_sooner(&self, prior_ms: f64, farm_slots: u32) -> bool {
+        self.choose(&self.perf(), prior_ms, farm_slots, Check::Again)
+    }
+
+    /// This compile waits for a local slot (said on the board, for others' decisions).
+    pub fn waiting(&self) {
+        self.mark(Where::Waiting);
+    }
+
+    fn choose(&self, perf: &Perf, prior_ms: f64, farm_slots: u32, check: Check) -> bool {
         let record = self.record();
-        let cost = Placement::cost(&record, &perf, prior_ms);
+        let cost = Placement::cost(&record, perf, prior_ms);
         let now = now_ms();
         let mut outlook = Outlook {
             local_slots: self.slots.count(),
@@ -192,7 +231,11 @@ impl Placement {
             outlook.local_running = vec![avg_local / 2.0; self.slots.count()];
         }
         let choice = decide::choose(&outlook, &cost);
-        let probe = perf.decisions % PROBE_EVERY == 0;
+        let probe = matches!(check, Check::First { probe: true });
+        let go = choice.to_farm || probe;
+        if matches!(check, Check::Again) && !go {
+            return false; // checked every few ms while waiting: only a change is news
+        }
         tracing::debug!(
             local_finish_ms = choice.local_finish_ms as u64,
             farm_finish_ms = choice.farm_finish_ms as u64,
@@ -200,17 +243,38 @@ impl Placement {
             known = record != UnitRecord::default(),
             to_farm = choice.to_farm,
             probe,
+            again = matches!(check, Check::Again),
             "overflow placement"
         );
-        let go = choice.to_farm || probe;
         if go {
             *self
                 .assumed_wait_ms
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = choice.farm_wait_ms - outlook.farm_extra_wait;
+            *self
+                .expected_wait_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = choice.farm_wait_ms;
             self.board.mark(Where::Farm, cost.worker_ms);
         }
         go
+    }
+
+    /// How long the job sent is expected to wait in the farm's queue (`ZERO` with no local
+    /// slot: a thin client has nothing to wait on instead, so it does not wait longer). A job
+    /// is given this long beyond `[dist] start_timeout_ms` before its client concludes no
+    /// worker takes it: sent behind a long job on purpose, it would otherwise come back to
+    /// wait for a local slot it was sent to avoid (a local slot that frees first still takes
+    /// it back at once).
+    pub fn expected_wait(&self) -> Duration {
+        if self.slots.count() == 0 {
+            return Duration::ZERO;
+        }
+        let ms = *self
+            .expected_wait_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Duration::from_secs_f64((ms.max(0.0) / 1000.0).min(MAX_EXPECTED_WAIT.as_secs_f64()))
     }
 
     /// A job of ours waited `waited` in the farm's queue (until a worker started it, or until
@@ -353,6 +417,84 @@ mod tests {
         assert!(!p.local_free(), "both slots held");
         drop(held);
         assert!(p.local_free(), "free again");
+    }
+
+    /// A job sent behind another on the farm is given the wait its decision expected
+    /// before its client gives up on it; a thin client's jobs are not.
+    #[test]
+    fn a_job_sent_behind_another_expects_to_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = jetcc_common::Digest::of_bytes(b"long");
+        let p = Placement::new(dir.path(), 1, Some(long));
+        p.record_local(Duration::from_millis(20_000));
+        let slot = p.try_slot().unwrap();
+        assert_eq!(p.expected_wait(), Duration::ZERO, "no decision yet");
+        // Another job of this machine holds the farm's one slot for ~3 s more.
+        let other = dir.path().join("placed/1");
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&other).unwrap();
+        f.try_lock().unwrap();
+        let entry = slots::Placed {
+            at: Where::Farm,
+            since_ms: now_ms(),
+            expected_ms: 3000.0,
+        };
+        std::fs::write(&other, serde_json::to_vec(&entry).unwrap()).unwrap();
+        assert!(
+            p.farm_is_sooner(1.0, 1),
+            "20 s here vs ~3 s + 20 s there, local busy"
+        );
+        let wait = p.expected_wait();
+        assert!(
+            (Duration::from_millis(2500)..=Duration::from_millis(3000)).contains(&wait),
+            "{wait:?}"
+        );
+        let thin = Placement::new(dir.path(), 0, Some(long));
+        assert!(thin.farm_is_sooner(1.0, 1));
+        assert_eq!(thin.expected_wait(), Duration::ZERO);
+        drop((slot, f));
+    }
+
+    /// An overflow job that chose to wait for the local slot goes to the farm once the farm's
+    /// slot frees up first; the re-checks are not decisions (no probe, no count).
+    #[test]
+    fn a_waiting_job_goes_to_the_farm_when_it_frees_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = jetcc_common::Digest::of_bytes(b"unit");
+        let p = Placement::new(dir.path(), 1, Some(unit));
+        p.record_local(Duration::from_millis(2000));
+        let slot = p.try_slot().unwrap();
+        let entry = |at, expected_ms| {
+            let path = dir.path().join(format!("placed/{expected_ms}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let f = std::fs::File::create(&path).unwrap();
+            f.try_lock().unwrap();
+            let placed = slots::Placed {
+                at,
+                since_ms: now_ms(),
+                expected_ms,
+            };
+            std::fs::write(&path, serde_json::to_vec(&placed).unwrap()).unwrap();
+            f
+        };
+        // The local slot frees in ~3 s; the farm's one slot is ours for ~60 s more.
+        let local = entry(Where::Local, 3000.0);
+        let farm = entry(Where::Farm, 60_000.0);
+        assert!(!p.farm_is_sooner(1.0, 1), "wait for the local slot");
+        let decisions = p.perf().decisions;
+        for _ in 0..(PROBE_EVERY * 2) {
+            assert!(
+                !p.farm_now_sooner(1.0, 1),
+                "still sooner here, and never a probe"
+            );
+        }
+        assert_eq!(p.perf().decisions, decisions, "re-checks are not counted");
+        drop(farm); // that job ended: its board entry is gone
+        assert!(
+            p.farm_now_sooner(1.0, 1),
+            "the farm is free now: ~2 s there vs ~5 s here"
+        );
+        drop((local, slot));
     }
 
     /// Two units both overflowing one busy local slot, with a 1-slot farm: the one known to

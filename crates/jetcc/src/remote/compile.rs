@@ -101,10 +101,27 @@ async fn worth_sending(
     };
     // That read was one round trip of ours; the worker's is in its heartbeat.
     let prior = overhead_prior(Duration::from_micros(worker.rtt_us), start.elapsed());
-    match r.placement.farm_is_sooner(prior, worker.slots) {
-        true => Ok(route),
-        false => Err(RemoteError::Slow),
+    if r.placement.farm_is_sooner(prior, worker.slots) {
+        return Ok(route);
     }
+    // Wait for whichever frees up first: a local slot, or the farm (one of our jobs there
+    // ended), so a worker does not sit idle while compiles queue for the local slots.
+    r.placement.waiting();
+    let limit = Duration::from_secs(r.farm.job_timeout_secs);
+    while start.elapsed() < limit {
+        tokio::time::sleep(LOCAL_CHECK_EVERY).await;
+        if r.placement.local_free() {
+            break;
+        }
+        if r.placement.farm_now_sooner(prior, worker.slots) {
+            tracing::debug!(
+                waited_ms = start.elapsed().as_millis() as u64,
+                "the farm freed up before a local slot"
+            );
+            return Ok(route);
+        }
+    }
+    Err(RemoteError::Slow)
 }
 
 /// No worker has this toolchain of its own: ship it, to a worker that holds it unpacked
@@ -145,7 +162,9 @@ fn job_request(
         .names
         .reply_subject(&res.farm.user, &farm::nonce()?)
         .map_err(|e| RemoteError::Local(e.to_string()))?;
-    let deadline = SystemTime::now() + Duration::from_millis(r.farm.start_timeout_ms);
+    let deadline = SystemTime::now()
+        + Duration::from_millis(r.farm.start_timeout_ms)
+        + r.placement.expected_wait();
     Ok(JobRequest {
         version: PROTOCOL_VERSION,
         job_id: job_id.to_string(),
@@ -285,7 +304,7 @@ async fn next_while_queued(
     r: &RemoteCompile<'_>,
     queued: Instant,
 ) -> Result<JobEvent, RemoteError> {
-    let start_wait = start_wait(r.farm);
+    let start_wait = start_wait(r.farm) + r.placement.expected_wait();
     loop {
         if let Some(e) = sub.next(LOCAL_CHECK_EVERY).await? {
             return Ok(e);
