@@ -425,8 +425,9 @@ def main():
         for kind, jobs in variants:
             rs = results[(kind, jobs)]
             wall = statistics.median(r[0] for r in rs)
-            ratio = "" if kind == "nofarm" else paired(rs, "nofarm", jobs)
-            ratio += "" if kind in ("nofarm", "cache") else f" {paired(rs, 'cache', jobs):>8}"
+            to_nofarm = "" if kind == "nofarm" else paired(rs, "nofarm", jobs)
+            to_cache = "" if kind in ("nofarm", "cache") else paired(rs, "cache", jobs)
+            ratio = f"{to_nofarm:>9} {to_cache:>8}"
             remote = [r[1].get("remote_compiles", 0) for r in rs]
             skipped = {}
             for r in rs:

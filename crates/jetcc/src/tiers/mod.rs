@@ -577,6 +577,16 @@ impl SharedTiers {
                 Ok(filed) => match pending::start_uploader(&self.cache_dir) {
                     Ok(()) => {
                         tracing::debug!(unit = action.label(), "share filed for the uploader");
+                        // Monitors hear of a write from the unit whose result it is (its
+                        // event), counted as filed; `--show-stats` counts it once written.
+                        let bytes = entry.total_output_bytes();
+                        crate::events::note(&mut |s| {
+                            for name in &share.tiers {
+                                let t = s.tier(name);
+                                t.writes += 1;
+                                t.bytes_written += bytes;
+                            }
+                        });
                         return;
                     }
                     Err(e) => {
