@@ -335,6 +335,8 @@ pub struct SharedTiers {
     down: RefCell<Vec<&'static str>>,
     /// Shares go to the uploader ([`pending`]): the local tier keeps the blobs it reads.
     defer_shares: bool,
+    /// This process is the uploader: a farm it cannot reach cost no compile its place.
+    uploading: bool,
 }
 
 impl SharedTiers {
@@ -349,7 +351,14 @@ impl SharedTiers {
             object: Lazy::Unopened,
             down: RefCell::default(),
             defer_shares: !config.disk_read_only,
+            uploading: false,
         }
+    }
+
+    /// The uploader's tiers ([`pending::drain`]).
+    pub fn for_uploader(mut self) -> SharedTiers {
+        self.uploading = true;
+        self
     }
 
     pub fn farm(&self) -> Option<&FarmConfig> {
@@ -383,10 +392,11 @@ impl SharedTiers {
     /// breaker is open or it cannot be reached (counted and logged).
     pub fn session(&mut self) -> Option<&Session> {
         let farm = self.farm.as_ref()?;
-        let (cache_dir, breaker, read_only) = (
+        let (cache_dir, breaker, read_only, uploading) = (
             &self.cache_dir,
             self.farm_breaker(),
             self.jetstream_read_only,
+            self.uploading,
         );
         let tier = self.jetstream.get_or_open(|| {
             if breaker.is_open() {
@@ -395,8 +405,13 @@ impl SharedTiers {
             match Session::open(farm) {
                 Ok(session) => Some(JetStreamTier { session, read_only }),
                 Err(e) => {
-                    tracing::warn!("the farm is unavailable, compiling locally: {e}");
                     breaker.record(false);
+                    if uploading {
+                        // Its shares stay filed for the next try; no compile was skipped.
+                        tracing::warn!("the farm is unavailable, shares wait: {e}");
+                        return None;
+                    }
+                    tracing::warn!("the farm is unavailable, compiling locally: {e}");
                     record(cache_dir, |s| Stats::bump(&mut s.remote_skipped, &e.kind()));
                     None
                 }
@@ -558,7 +573,8 @@ impl SharedTiers {
         ]
         .into_iter()
         .flatten()
-        .filter(|t| t.writable())
+        // A tier that failed as a whole in this process would only fail again.
+        .filter(|t| t.writable() && !self.down.borrow().contains(&t.name()))
         .collect();
         if shared.is_empty() {
             return;

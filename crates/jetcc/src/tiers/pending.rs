@@ -297,7 +297,7 @@ pub fn drain(config: &Config, wait: bool) -> Drained {
     let mut drained = Drained::default();
     let mut tried: HashSet<PathBuf> = HashSet::new();
     let cache = DiskCache::open(cache_dir, config.cache_size).ok();
-    let mut tiers = SharedTiers::new(config);
+    let mut tiers = SharedTiers::new(config).for_uploader();
     loop {
         let Some(held) = lock(cache_dir, wait) else {
             drained.left = filed(cache_dir).len() as u64;
