@@ -19,6 +19,13 @@ the wrapper may send to the farm), in three variants:
               before each build
               (seeded by one untimed build before the first repetition)
 
+Two baselines: a farm's own cost ("busy farm <= 5 %") is `first`/`learned` over `cache` (the
+same server used as a shared cache, nothing remote); over `nofarm` it also carries what the
+shared cache costs (a lookup per miss; shares are written by a detached uploader, beside the
+build, not in its wrappers), which buys hits on other machines. Both are printed. (At -j 4 a
+`cache` build may still publish overflow jobs: the stopped worker's toolchain key outlives it
+until its TTL, and such jobs are taken back as `farm-local-first`.)
+
 Every farm build gets a fresh NATS prefix (JETCC_NATS_PREFIX) and a freshly started worker
 with an empty dir, so the shared cache never hits and the worker never has an input blob;
 restarts are not timed. Variants alternate order over repetitions; ratios are paired (each
