@@ -9,12 +9,22 @@ with `-j 2` (this machine's cores: local slots absorb everything) and `-j 4` (ov
 the wrapper may send to the farm), in three variants:
 
     nofarm    jetcc, no JETCC_NATS_URL, empty JETCC_DIR
+    cache     jetcc with the server as a shared cache alone: a fresh prefix set up by a
+              worker that is stopped before the build (no live worker, nothing remote),
+              empty JETCC_DIR: what the shared cache's lookups and shares cost
     first     jetcc with the farm, empty JETCC_DIR (farm-perf.json starts empty: first
               contact with the slow farm)
     learned   jetcc with the farm, one JETCC_DIR per -j kept across repetitions with
               everything but farm-perf.json, farm-history.json and farm-breaker removed
               before each build
               (seeded by one untimed build before the first repetition)
+
+Two baselines: a farm's own cost ("busy farm <= 5 %") is `first`/`learned` over `cache` (the
+same server used as a shared cache, nothing remote); over `nofarm` it also carries what the
+shared cache costs (a lookup per miss; shares are written by a detached uploader, beside the
+build, not in its wrappers), which buys hits on other machines. Both are printed. (At -j 4 a
+`cache` build may still publish overflow jobs: the stopped worker's toolchain key outlives it
+until its TTL, and such jobs are taken back as `farm-local-first`.)
 
 Every farm build gets a fresh NATS prefix (JETCC_NATS_PREFIX) and a freshly started worker
 with an empty dir, so the shared cache never hits and the worker never has an input blob;
@@ -48,7 +58,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = (2, 4)
-KINDS = ("nofarm", "first", "learned")
+KINDS = ("nofarm", "cache", "first", "learned")
 
 
 def clean_env():
@@ -360,14 +370,16 @@ def main():
             cache = tmp / f"cache-{kind}-j{jobs}-{tag}"
         env["JETCC_DIR"] = str(cache)
         hogging = None
-        if args.busy and kind == "nofarm":
+        if args.busy and kind in ("nofarm", "cache"):
             hogging = start_hog(None, hog, env, next(hogs))
             time.sleep(1.0)  # about when a farm build starts after its hog's pre-pass
         if kind != "nofarm":
             prefix = next(prefixes)
             farm.start_worker(prefix)  # not timed
             env.update(JETCC_NATS_URL=farm.url, JETCC_NATS_PREFIX=prefix)
-            if args.busy:
+            if kind == "cache":
+                farm.stop_worker()  # it set the prefix up; the build has the cache alone
+            elif args.busy:
                 hogging = start_hog(str(jetcc), hog, env, next(hogs))
                 start = time.monotonic()
                 while "job started" not in farm.worker_log():
@@ -380,7 +392,7 @@ def main():
             hogging.wait()
         st = stats(jetcc, cache)
         summary = summarize_log(log.read_text() if log.exists() else "")
-        if kind != "nofarm":
+        if kind not in ("nofarm", "cache"):
             summary["worker_job_ms"] = [fields(l).get("ms", 0) for l in farm.worker_log().splitlines()
                                         if "job done" in l]
             farm.stop_worker()
@@ -410,24 +422,30 @@ def main():
             f"worker link +{args.delay_ms:.0f} ms each way"
         print(f"\nfixture, {farm_kind}, medians over {args.reps} "
               f"repetitions (paired ratios to nofarm of the same -j); {time.monotonic() - t0:.0f} s in all")
-        print(f"  {'variant':<12} {'wall':>8} {'farm/nofarm':>12}  {'remote':>6}  skipped (kind: count, all reps)")
+        # Two baselines: no server at all (nofarm), and the server as a shared cache alone
+        # (cache): a farm's own cost is over the second, the shared cache's over the first.
+        print(f"  {'variant':<12} {'wall':>8} {'/nofarm':>9} {'/cache':>8}  {'remote':>6}  skipped (kind: count, all reps)")
+
+        def paired(rs, base, jobs):
+            base_t = [r[0] for r in results[(base, jobs)]]
+            return f"{statistics.median(r[0] / b for r, b in zip(rs, base_t)):.3f}"
         for kind, jobs in variants:
             rs = results[(kind, jobs)]
             wall = statistics.median(r[0] for r in rs)
-            base_t = [r[0] for r in results[("nofarm", jobs)]]
-            ratio = "" if kind == "nofarm" else \
-                f"{statistics.median(r[0] / b for r, b in zip(rs, base_t)):.3f}"
+            to_nofarm = "" if kind == "nofarm" else paired(rs, "nofarm", jobs)
+            to_cache = "" if kind in ("nofarm", "cache") else paired(rs, "cache", jobs)
+            ratio = f"{to_nofarm:>9} {to_cache:>8}"
             remote = [r[1].get("remote_compiles", 0) for r in rs]
             skipped = {}
             for r in rs:
                 for k, n in (r[1].get("remote_skipped") or {}).items():
                     skipped[k] = skipped.get(k, 0) + n
-            print(f"  {kind + '-j' + str(jobs):<12} {wall:7.2f}s {ratio:>12}  "
+            print(f"  {kind + '-j' + str(jobs):<12} {wall:7.2f}s {ratio:>18}  "
                   f"{'/'.join(map(str, remote)):>6}  {skipped or '-'}")
         print("\n  remote path, from the client logs (ms: median (max) over all reps)")
         print(f"  {'variant':<12} {'total':>14} {'prepare':>12} {'queued':>14} {'worker job':>14}")
         for kind, jobs in variants:
-            if kind == "nofarm":
+            if kind in ("nofarm", "cache"):
                 continue
             rs = results[(kind, jobs)]
             cat = lambda key: [x for r in rs for x in r[2].get(key, [])]  # noqa: E731

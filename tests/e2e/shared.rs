@@ -82,6 +82,47 @@ fn ci_fills_the_jetstream_tier_and_a_read_only_laptop_elsewhere_hits_it() {
     );
 }
 
+/// A build with a farm configured whose compiles all run here (no worker): no wrapper
+/// writes its result to the shared tier itself, each files it for the detached uploader and
+/// returns to cargo; the uploader, left alone after cargo ended (no `--wait-shares`), writes
+/// every one, and another machine then hits them all.
+#[test]
+fn local_compiles_are_shared_by_the_uploader_after_cargo_goes_on() {
+    let checkout = Project::fixture("fixture");
+    let root = checkout.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start(&root.join("nats"));
+    let client = |cache: &std::path::Path| {
+        Build::jetcc(cache)
+            .env("JETCC_NATS_URL", &nats.url())
+            .env("JETCC_BASE_DIRS", &checkout.dir.to_string_lossy())
+    };
+    let first = root.join("cache-first");
+    let built = checkout.build_ok(&client(&first).leave_shares());
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    let filed = built.log.matches("share filed for the uploader").count();
+    assert_eq!(filed, FIXTURE_COLD_WRITES, "{}", built.log);
+    wait_until(60, "the uploader to write every share", || {
+        let s = stats(&first);
+        s["pending_shares"] == 0 && s["tiers"]["jetstream"]["writes"] == FIXTURE_COLD_WRITES
+    });
+    let s = stats(&first);
+    assert_eq!(s["remote_compiles"], 0, "{s}");
+    assert!(
+        s["tiers"]["jetstream"]["errors"]
+            .as_object()
+            .is_none_or(|e| e.is_empty()),
+        "{s}"
+    );
+    let want = artifacts(&checkout.target());
+
+    // Another machine: its own cache, the same checkout path after a clean.
+    checkout.clean();
+    let second = root.join("cache-second");
+    let built = checkout.build_ok(&client(&second));
+    built.assert_each(FIXTURE_UNITS, Outcome::Hit);
+    assert_same_artifacts(&want, &artifacts(&checkout.target()), "shared hits");
+}
+
 /// 200 builds reading the shared cache at once: every lookup and blob read succeeds, and none
 /// opens a consumer (nats-server allows 1000 per stream; the object store's own `get` opens
 /// one per read, jetcc's direct gets none).

@@ -52,6 +52,10 @@ pub struct Build {
     /// `JETCC_PATHS=exact`, so its artifacts can be compared with a plain build's byte for
     /// byte even where a shared tier makes portable paths the default.
     pub default_paths: bool,
+    /// Leave the results the build filed for sharing to the detached uploader. Otherwise
+    /// the build ends with `jetcc --wait-shares`, as a CI job that must leave every result
+    /// shared does, so what a test reads next is written.
+    pub leave_shares: bool,
 }
 
 impl Build {
@@ -74,6 +78,12 @@ impl Build {
     /// See [`Build::default_paths`] (the field).
     pub fn default_paths(mut self) -> Build {
         self.default_paths = true;
+        self
+    }
+
+    /// See [`Build::leave_shares`] (the field).
+    pub fn leave_shares(mut self) -> Build {
+        self.leave_shares = true;
         self
     }
 
@@ -277,8 +287,24 @@ pub fn build_in(dir: &Path, b: &Build) -> Built {
         cmd.env(k, v);
     }
     let output = cmd.output().expect("run cargo");
+    if let Some(cache) = b.cache.as_ref().filter(|_| !b.leave_shares) {
+        wait_shares(cache, &b.env, log_file.path());
+    }
     let log = fs::read_to_string(log_file.path()).unwrap_or_default();
     Built { output, log }
+}
+
+/// `jetcc --wait-shares` with a build's env: every result it filed for sharing is written
+/// (or left, its tier down) when this returns.
+pub fn wait_shares(cache: &Path, env: &[(String, String)], log: &Path) {
+    let mut cmd = jetcc(cache);
+    cmd.arg("--wait-shares")
+        .env("JETCC_LOG", "debug")
+        .env("JETCC_LOG_FILE", log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let _ = cmd.output().expect("run jetcc --wait-shares");
 }
 
 /// `cargo` in `dir`, with every CARGO_*/RUST*/JETCC_* variable of the test runner removed.

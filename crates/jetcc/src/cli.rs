@@ -1,6 +1,7 @@
 //! `jetcc --show-stats [--json | --stats-format text|json]`, `jetcc --zero-stats`,
 //! `jetcc --explain [N]`, sccache's `--start-server`/`--stop-server` (no server: said so),
-//! `jetcc --dist-status`, `jetcc --check`, `jetcc --verify CMD…`, `jetcc --version`.
+//! `jetcc --dist-status`, `jetcc --check`, `jetcc --wait-shares`, `jetcc --verify CMD…`,
+//! `jetcc --version`.
 
 use std::ffi::OsString;
 
@@ -51,6 +52,11 @@ struct Cli {
     /// wrong. Exits 1 if any fails.
     #[arg(long)]
     check: bool,
+    /// Write every result still waiting to be shared (the uploader's work, see
+    /// `tiers::pending`) to the shared tiers, waiting for a running uploader first: the last
+    /// step of a CI job. Exits 1 if some are left unwritten (a tier down).
+    #[arg(long)]
+    wait_shares: bool,
     /// Run CMD (e.g. `cargo build`) with every cache hit compiled again and compared byte for
     /// byte with the cached outputs (JETCC_VERIFY=1; `[cache] verify_rate` samples instead).
     /// A mismatch is a warning, counted in --show-stats; the build uses the fresh outputs.
@@ -114,6 +120,9 @@ pub fn run(args: &[OsString]) -> i32 {
     if cli.check {
         return crate::check::run(&config);
     }
+    if cli.wait_shares {
+        return wait_shares(&config);
+    }
     if cli.zero_stats {
         if let Err(e) = Stats::zero(&config.cache_dir) {
             eprintln!(
@@ -145,6 +154,7 @@ pub fn run(args: &[OsString]) -> i32 {
             v["cache_size"] = size.into();
             v["max_cache_size"] = config.cache_size.into();
             v["hit_rate"] = stats.hit_rate().into();
+            v["pending_shares"] = crate::tiers::pending::filed(&config.cache_dir).len().into();
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         } else {
             print_table(&stats, &config, size);
@@ -174,6 +184,19 @@ pub fn run(args: &[OsString]) -> i32 {
     ExitCode::Success.code()
 }
 
+/// `--wait-shares`: see [`Cli::wait_shares`].
+fn wait_shares(config: &Config) -> i32 {
+    let drained = crate::tiers::pending::drain(config, true);
+    eprintln!(
+        "jetcc: {} shared, {} dropped, {} left waiting",
+        drained.written, drained.dropped, drained.left
+    );
+    match drained.left {
+        0 => ExitCode::Success.code(),
+        _ => ExitCode::Failed.code(),
+    }
+}
+
 fn print_table(s: &Stats, config: &Config, size: u64) {
     let row = |name: &str, value: String| println!("{name:<36}{value}");
     row("Cache location", config.cache_dir.display().to_string());
@@ -185,6 +208,10 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
     row("Cache hits", s.hits.to_string());
     row("Cache misses", s.misses.to_string());
     row("Hit rate", format!("{:.2} %", s.hit_rate()));
+    let pending = crate::tiers::pending::filed(&config.cache_dir).len();
+    if pending > 0 {
+        row("Shares waiting for the uploader", pending.to_string());
+    }
     row(
         "Pass-through (not cached)",
         s.pass_through.values().sum::<u64>().to_string(),

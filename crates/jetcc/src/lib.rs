@@ -68,6 +68,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
             let launcher = rest.next().expect("checked above");
             buildscript::run(launcher, rest.collect())
         }
+        Some(f) if f == tiers::pending::COMMAND && args.len() == 2 => {
+            tiers::pending::run_uploader()
+        }
         Some(f) if f.starts_with('-') => cli::run(&args),
         Some(_) => {
             let mut rest = args.into_iter().skip(1);

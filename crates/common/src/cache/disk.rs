@@ -88,6 +88,12 @@ impl DiskCache {
         &self.root
     }
 
+    /// Where the blob `digest` is kept (it may be gone: evicted), or `None` in read-only
+    /// mode, where stores only describe their outputs.
+    pub fn blob_path(&self, digest: &Digest) -> Option<PathBuf> {
+        (!self.read_only).then(|| self.path("cas", digest))
+    }
+
     fn path(&self, kind: &str, d: &Digest) -> PathBuf {
         let hex = d.hex();
         self.root.join(kind).join(&hex[..2]).join(hex)

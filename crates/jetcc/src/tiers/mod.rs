@@ -14,13 +14,14 @@
 pub mod jetstream;
 pub mod local;
 pub mod object;
+pub mod pending;
 
 use std::cell::RefCell;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jetcc_common::cache::PathsMark;
+use jetcc_common::cache::{DiskCache, PathsMark};
 use jetcc_common::cache::{TierError, TierErrorKind};
 use jetcc_common::config::{Config, FarmConfig, ObjectTierConfig, PathsMode};
 use jetcc_common::farm::{FarmError, FarmErrorKind};
@@ -125,16 +126,23 @@ pub struct Publish<'a> {
     pub out_dir: &'a Path,
     /// Compiled on the farm: its outputs are in the JetStream CAS already.
     pub on_farm: bool,
+    /// The local tier, whose blobs are read rather than the out-dir's files where it has
+    /// them (the uploader writes after cargo may have moved on: see [`pending`]).
+    pub blobs: Option<&'a DiskCache>,
 }
 
 impl Publish<'_> {
-    /// Each output with where it is now.
+    /// Each output with where to read it: its local blob if kept, else the out-dir's file
+    /// (either is verified against its digest as it is uploaded).
     pub fn outputs(&self) -> impl Iterator<Item = (&OutputFile, PathBuf)> + '_ {
         let dir = self.out_dir;
-        self.entry
-            .outputs
-            .iter()
-            .map(move |o| (o, dir.join(&o.name)))
+        self.entry.outputs.iter().map(move |o| {
+            let blob = self
+                .blobs
+                .and_then(|c| c.blob_path(&o.digest))
+                .filter(|p| p.is_file());
+            (o, blob.unwrap_or_else(|| dir.join(&o.name)))
+        })
     }
 }
 
@@ -287,6 +295,24 @@ impl<T> Lazy<T> {
     }
 }
 
+/// Where a write's result comes from, and what it is filed under.
+struct Target<'a> {
+    invocation: &'a Digest,
+    out_dir: &'a Path,
+    on_farm: bool,
+    blobs: Option<&'a DiskCache>,
+}
+
+/// How one write to a tier ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Yes,
+    /// The tier is down (or was in this process): worth trying again later.
+    Down,
+    /// Refused or failed for this result alone: not worth trying again.
+    Failed,
+}
+
 /// A result found in a tier and restored into the out-dir.
 pub struct Hit {
     pub tier: &'static str,
@@ -307,6 +333,10 @@ pub struct SharedTiers {
     object: Lazy<ObjectSession>,
     /// Tiers that failed as a whole in this process: not written to again.
     down: RefCell<Vec<&'static str>>,
+    /// Shares go to the uploader ([`pending`]): the local tier keeps the blobs it reads.
+    defer_shares: bool,
+    /// This process is the uploader: a farm it cannot reach cost no compile its place.
+    uploading: bool,
 }
 
 impl SharedTiers {
@@ -320,7 +350,15 @@ impl SharedTiers {
             jetstream: Lazy::Unopened,
             object: Lazy::Unopened,
             down: RefCell::default(),
+            defer_shares: !config.disk_read_only,
+            uploading: false,
         }
+    }
+
+    /// The uploader's tiers ([`pending::drain`]).
+    pub fn for_uploader(mut self) -> SharedTiers {
+        self.uploading = true;
+        self
     }
 
     pub fn farm(&self) -> Option<&FarmConfig> {
@@ -354,10 +392,11 @@ impl SharedTiers {
     /// breaker is open or it cannot be reached (counted and logged).
     pub fn session(&mut self) -> Option<&Session> {
         let farm = self.farm.as_ref()?;
-        let (cache_dir, breaker, read_only) = (
+        let (cache_dir, breaker, read_only, uploading) = (
             &self.cache_dir,
             self.farm_breaker(),
             self.jetstream_read_only,
+            self.uploading,
         );
         let tier = self.jetstream.get_or_open(|| {
             if breaker.is_open() {
@@ -366,8 +405,13 @@ impl SharedTiers {
             match Session::open(farm) {
                 Ok(session) => Some(JetStreamTier { session, read_only }),
                 Err(e) => {
-                    tracing::warn!("the farm is unavailable, compiling locally: {e}");
                     breaker.record(false);
+                    if uploading {
+                        // Its shares stay filed for the next try; no compile was skipped.
+                        tracing::warn!("the farm is unavailable, shares wait: {e}");
+                        return None;
+                    }
+                    tracing::warn!("the farm is unavailable, compiling locally: {e}");
                     record(cache_dir, |s| Stats::bump(&mut s.remote_skipped, &e.kind()));
                     None
                 }
@@ -431,7 +475,13 @@ impl SharedTiers {
         for tier in shared {
             if let Some(hit) = self.look_up_in(tier, action, files) {
                 for t in above.into_iter().filter(|t| t.writable()) {
-                    self.write_to(t, action, &hit.found, &hit.entry, false);
+                    let to = Target {
+                        invocation: action.digest(),
+                        out_dir: action.output_dir(),
+                        on_farm: false,
+                        blobs: None,
+                    };
+                    self.write_to(t, &to, &hit.found, &hit.entry);
                 }
                 return Some(hit);
             }
@@ -514,16 +564,107 @@ impl SharedTiers {
             return;
         }
         let worker_recorded = on_farm && action.recorded_by_worker();
-        let shared = [
+        let shared: Vec<&dyn Tier> = [
             self.jetstream
                 .get()
                 .filter(|_| !worker_recorded)
                 .map(|t| t as &dyn Tier),
             self.object.get().map(|o| o as &dyn Tier),
-        ];
-        for tier in shared.into_iter().flatten().filter(|t| t.writable()) {
-            self.write_to(tier, action, found, entry, on_farm);
+        ]
+        .into_iter()
+        .flatten()
+        // A tier that failed as a whole in this process would only fail again.
+        .filter(|t| t.writable() && !self.down.borrow().contains(&t.name()))
+        .collect();
+        if shared.is_empty() {
+            return;
         }
+        if self.defer_shares {
+            let names = shared.iter().map(|t| t.name().to_owned()).collect();
+            let share = pending::Share::new(
+                *action.digest(),
+                found.clone(),
+                action.output_dir().to_path_buf(),
+                on_farm,
+                names,
+                action.label().to_owned(),
+            );
+            match pending::file(&self.cache_dir, &share) {
+                Ok(filed) => match pending::start_uploader(&self.cache_dir) {
+                    Ok(()) => {
+                        tracing::debug!(unit = action.label(), "share filed for the uploader");
+                        // Monitors hear of a write from the unit whose result it is (its
+                        // event), counted as filed; `--show-stats` counts it once written.
+                        let bytes = entry.total_output_bytes();
+                        crate::events::note(&mut |s| {
+                            for name in &share.tiers {
+                                let t = s.tier(name);
+                                t.writes += 1;
+                                t.bytes_written += bytes;
+                            }
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot start the uploader ({e}): sharing here");
+                        let _ = std::fs::remove_file(filed);
+                    }
+                },
+                Err(e) => tracing::debug!("sharing here: {e}"),
+            }
+        }
+        let to = Target {
+            invocation: action.digest(),
+            out_dir: action.output_dir(),
+            on_farm,
+            blobs: None,
+        };
+        for tier in shared {
+            self.write_to(tier, &to, found, entry);
+        }
+    }
+
+    /// The uploader's write of one filed share: to each tier it names that this process
+    /// can open. Returns the names of those still to write (a tier down).
+    pub fn write_share(
+        &mut self,
+        share: &pending::Share,
+        entry: &CacheEntry,
+        blobs: Option<&DiskCache>,
+    ) -> Vec<String> {
+        let mut left = Vec::new();
+        for name in &share.tiers {
+            let tier: Option<&dyn Tier> = match name.as_str() {
+                jetstream::NAME => {
+                    self.session();
+                    self.jetstream.get().map(|t| t as &dyn Tier)
+                }
+                _ => {
+                    if matches!(self.object, Lazy::Unopened) {
+                        self.open_object();
+                    }
+                    self.object
+                        .get()
+                        .filter(|o| o.name() == name.as_str())
+                        .map(|o| o as &dyn Tier)
+                }
+            };
+            let to = Target {
+                invocation: &share.invocation,
+                out_dir: &share.out_dir,
+                on_farm: share.on_farm,
+                blobs,
+            };
+            let written = match tier {
+                Some(t) => self.write_to(t, &to, &share.found, entry),
+                None => Written::Down,
+            };
+            if written == Written::Down {
+                left.push(name.clone());
+            }
+        }
+        tracing::debug!(unit = share.label, left = ?left, "share written");
+        left
     }
 
     /// Writes to a tier are skipped a while after it refused this user one (see
@@ -540,27 +681,27 @@ impl SharedTiers {
     fn write_to(
         &self,
         tier: &dyn Tier,
-        action: &dyn Action,
+        to: &Target<'_>,
         found: &ManifestEntry,
         entry: &CacheEntry,
-        on_farm: bool,
-    ) {
+    ) -> Written {
         let name = tier.name();
         // A tier that just failed a lookup as a whole would only fail again.
         if self.down.borrow().contains(&name) {
-            return;
+            return Written::Down;
         }
         if name != local::NAME && self.refused_writes(name).is_open() {
             tracing::debug!(tier = name, "not written: it refused this user's writes");
-            return;
+            return Written::Failed;
         }
         let t0 = Instant::now();
         let result = tier.write(&Publish {
-            invocation: action.digest(),
+            invocation: to.invocation,
             found,
             entry,
-            out_dir: action.output_dir(),
-            on_farm,
+            out_dir: to.out_dir,
+            on_farm: to.on_farm,
+            blobs: to.blobs,
         });
         match result {
             Ok(sent) => {
@@ -572,6 +713,7 @@ impl SharedTiers {
                     t.time_ms += ms;
                 });
                 self.mark_paths_if_due(tier);
+                Written::Yes
             }
             Err(e) => {
                 if e.kind == FailureKind::Farm(FarmErrorKind::Permission) {
@@ -583,7 +725,11 @@ impl SharedTiers {
                     );
                     self.refused_writes(name).trip();
                 }
-                self.failed(name, &e, t0.elapsed())
+                self.failed(name, &e, t0.elapsed());
+                match e.down {
+                    true => Written::Down,
+                    false => Written::Failed,
+                }
             }
         }
     }
