@@ -34,6 +34,7 @@ Order alternates over repetitions; ratios are medians of paired ratios.
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import socket
@@ -98,6 +99,12 @@ class Farm:
             p.wait()
 
 
+def cpu_children():
+    """CPU seconds (user + system) of every child process waited for so far, theirs included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(cmd, env, cwd):
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -133,6 +140,7 @@ def overhead(args, tmp):
         for label, (size, name, inv) in {"tiny": sized[0], "big": sized[-1]}.items():
             _, outs = hit_cost.outputs(inv)
             plain, remote, guessed, prepassed, first = [], [], [], [], None
+            cpu = {"plain": [], "farm": [], "guess": [], "prepass": []}
             for i in range(args.reps + 1):
                 extra = ["--cfg", f"jetcc_bench_{i}"]
                 cmd = [inv["rustc"]] + inv["args"] + extra
@@ -153,7 +161,10 @@ def overhead(args, tmp):
                     if kind in ("guess", "prepass"):
                         shutil.rmtree(cache / "listings", ignore_errors=True)
                     done_before = remote_count(cache)[0]
+                    c0 = cpu_children()
                     t = timed(c, env, inv["cwd"])
+                    if i > 0:
+                        cpu[kind].append(cpu_children() - c0)
                     if kind == "plain":
                         plain.append(t)
                         continue
@@ -180,6 +191,8 @@ def overhead(args, tmp):
             print(f"    farm, pre-pass {pp * 1000:8.1f} ms   +{(pp - p) * 1000:.1f} ms "
                   "(the unit's listing forgotten, guessing off: its first job before)")
             print(f"    farm, first run (uploads inputs, cold worker blob cache) {first * 1000:.1f} ms")
+            print("    client CPU (user + system of jetcc and what it ran, median): " + ", ".join(
+                f"{k} {statistics.median(v) * 1000:.1f} ms" for k, v in cpu.items() if v))
     finally:
         farm.stop()
 
