@@ -9,8 +9,9 @@
   `--cfg` to all, so every farm run is a real miss, also in the shared cache. The first farm
   run uploads the crate's inputs and fills the worker's blob cache; it is shown apart. Later
   farm runs list their inputs from the unit's remembered listing (a unit sent before: an
-  edit loop), "farm, pre-pass" forgets it before each run (a unit's first job) to show what
-  the dep-info pre-pass costs.
+  edit loop); "farm, first job" forgets it before each run (a unit's first job: its inputs
+  guessed from its package, no rustc run here), and "farm, pre-pass" forgets it with
+  `JETCC_DIST_GUESS_INPUTS=false` to show what the dep-info pre-pass costs instead.
 - dispatch: jobs/s through a farm of two workers (one slot each) for trivial jobs (an
   almost empty library each), 8 clients at a time, against the same compiles run locally.
 - workload: cold builds of ../shared/bench/workload: jetcc local-only (cargo's default -j) vs
@@ -33,6 +34,7 @@ Order alternates over repetitions; ratios are medians of paired ratios.
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import socket
@@ -97,6 +99,12 @@ class Farm:
             p.wait()
 
 
+def cpu_children():
+    """CPU seconds (user + system) of every child process waited for so far, theirs included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(cmd, env, cwd):
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -131,7 +139,8 @@ def overhead(args, tmp):
         print("overhead of one remote compile (plain rustc vs the same compile on a farm of one worker)")
         for label, (size, name, inv) in {"tiny": sized[0], "big": sized[-1]}.items():
             _, outs = hit_cost.outputs(inv)
-            plain, remote, prepassed, first = [], [], [], None
+            plain, remote, guessed, prepassed, first = [], [], [], [], None
+            cpu = {"plain": [], "farm": [], "guess": [], "prepass": []}
             for i in range(args.reps + 1):
                 extra = ["--cfg", f"jetcc_bench_{i}"]
                 cmd = [inv["rustc"]] + inv["args"] + extra
@@ -142,15 +151,20 @@ def overhead(args, tmp):
                             "JETCC_DIST_LOCAL_SLOTS": "0"}
                 runs = [("plain", cmd, inv["env"]), ("farm", [str(JETCC)] + cmd, farm_env)]
                 if i > 0:
-                    runs.append(("prepass", [str(JETCC)] + cmd + ["--cfg", "jetcc_bench_pp"], farm_env))
+                    runs.append(("guess", [str(JETCC)] + cmd + ["--cfg", "jetcc_bench_g"], farm_env))
+                    runs.append(("prepass", [str(JETCC)] + cmd + ["--cfg", "jetcc_bench_pp"],
+                                 {**farm_env, "JETCC_DIST_GUESS_INPUTS": "false"}))
                 runs = runs[i % len(runs):] + runs[:i % len(runs)]
                 for kind, c, env in runs:
                     for o in outs:
                         o.unlink(missing_ok=True)
-                    if kind == "prepass":
+                    if kind in ("guess", "prepass"):
                         shutil.rmtree(cache / "listings", ignore_errors=True)
                     done_before = remote_count(cache)[0]
+                    c0 = cpu_children()
                     t = timed(c, env, inv["cwd"])
+                    if i > 0:
+                        cpu[kind].append(cpu_children() - c0)
                     if kind == "plain":
                         plain.append(t)
                         continue
@@ -160,6 +174,8 @@ def overhead(args, tmp):
                         first = t
                     elif kind == "farm":
                         remote.append(t)
+                    elif kind == "guess":
+                        guessed.append(t)
                     else:
                         prepassed.append(t)
             ratios = [r / p for r, p in zip(remote, plain[1:])]
@@ -168,10 +184,15 @@ def overhead(args, tmp):
             print(f"    plain rustc {p * 1000:8.1f} ms")
             print(f"    farm        {r * 1000:8.1f} ms   +{(r - p) * 1000:.1f} ms, "
                   f"{statistics.median(ratios):.3f} x plain (median of paired ratios)")
+            g = statistics.median(guessed)
+            print(f"    farm, first job {g * 1000:8.1f} ms   +{(g - p) * 1000:.1f} ms "
+                  "(the unit's listing forgotten: inputs guessed, no pre-pass)")
             pp = statistics.median(prepassed)
             print(f"    farm, pre-pass {pp * 1000:8.1f} ms   +{(pp - p) * 1000:.1f} ms "
-                  "(the unit's listing forgotten: its first job)")
+                  "(the unit's listing forgotten, guessing off: its first job before)")
             print(f"    farm, first run (uploads inputs, cold worker blob cache) {first * 1000:.1f} ms")
+            print("    client CPU (user + system of jetcc and what it ran, median): " + ", ".join(
+                f"{k} {statistics.median(v) * 1000:.1f} ms" for k, v in cpu.items() if v))
     finally:
         farm.stop()
 
@@ -341,6 +362,7 @@ def split(args, tmp):
 
     def setup(env, cmd, rep):
         env.update(JETCC_LOG="info", JETCC_LOG_FILE=str(tmp / f"split-{rep}.log"))
+        env.update(kv.split("=", 1) for kv in args.farm_env)
         if args.learned:
             cache = Path(env["JETCC_DIR"])
             cache.mkdir(parents=True, exist_ok=True)
@@ -386,6 +408,9 @@ def main():
     ap.add_argument("--learned", action="store_true",
                     help="split: every farm build starts with the unit history of one untimed farm build")
     ap.add_argument("--keep-logs", help="split: copy each farm build's jetcc log (JETCC_LOG=info) here")
+    ap.add_argument("--farm-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="split: set this in the farm builds' env (e.g. JETCC_DIST_GUESS_INPUTS=false "
+                    "for a unit's first jobs listed by the dep-info pre-pass)")
     ap.add_argument("--bin-dir", help="take jetcc and jetcc-worker from this dir (e.g. an older "
                     "build, for a before/after) instead of building target/release")
     args = ap.parse_args()

@@ -247,6 +247,7 @@ impl Config {
             .set_override_option("dist.breaker_secs", env("JETCC_DIST_BREAKER_SECS"))?
             .set_override_option("dist.local_slots", env("JETCC_DIST_LOCAL_SLOTS"))?
             .set_override_option("dist.ship_toolchain", env("JETCC_DIST_SHIP_TOOLCHAIN"))?
+            .set_override_option("dist.guess_inputs", env("JETCC_DIST_GUESS_INPUTS"))?
             .set_override_option("dist.start_timeout_ms", env("JETCC_DIST_START_TIMEOUT_MS"))?
             .set_override_option("worker.name", env("JETCC_WORKER_NAME"))?
             .set_override_option("worker.slots", env("JETCC_WORKER_SLOTS"))?

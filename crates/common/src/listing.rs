@@ -21,7 +21,10 @@
 //! - a file it no longer reads is laid out unread: the worker's key then names it as a source
 //!   (stricter than needed, never wrong).
 //!
-//! After any mismatch or failure the caller forgets the listing: the next job pre-passes.
+//! After any mismatch or failure the caller forgets the listing ([`Remembered::PrePass`]):
+//! the next job pre-passes. A unit with nothing remembered (its first farm job) is listed by a
+//! guess instead where one is safe (the wrapper's `remote::guess`: every file of its package
+//! and `OUT_DIR`), checked the same way; the listing its dep-info shows is remembered after.
 
 use std::path::{Path, PathBuf};
 
@@ -63,14 +66,26 @@ impl Listing {
             self.dirs.iter().map(local).collect(),
         )
     }
+}
 
+/// What the wrapper remembers of a unit for its next farm job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Remembered {
+    /// The listing of its last job: the next one is sent with it, without a pre-pass.
+    Listed(Listing),
+    /// A listing (remembered or guessed) failed: the next job is listed by a pre-pass.
+    PrePass,
+}
+
+impl Remembered {
     /// msgpack, sealed ([`seal`]): a damaged listing must not drop a file silently.
     pub fn encode(&self) -> Vec<u8> {
         seal(rmp_serde::to_vec(self).expect("a listing always serializes"))
     }
 
-    /// `None` for a damaged or malformed listing: the caller pre-passes.
-    pub fn decode(bytes: &[u8]) -> Option<Listing> {
+    /// `None` for a damaged or malformed record (or one of an older format): the unit is
+    /// treated as never sent.
+    pub fn decode(bytes: &[u8]) -> Option<Remembered> {
         unseal(bytes).and_then(|body| rmp_serde::from_slice(body).ok())
     }
 }
@@ -143,13 +158,17 @@ mod tests {
         let files = vec![PathBuf::from("/w/target/debug/deps/liba-1.rmeta")];
         let l = Listing::new(&files, &[], &["X".into()], &map);
         assert_ne!(l.files[0], files[0].to_string_lossy(), "stored in key form");
-        let bytes = l.encode();
-        let back = Listing::decode(&bytes).unwrap();
+        let bytes = Remembered::Listed(l).encode();
+        let Some(Remembered::Listed(back)) = Remembered::decode(&bytes) else {
+            panic!("a listing decodes as one");
+        };
         assert_eq!(back.local(&map).0, files);
         assert_eq!(back.env_deps, ["X"]);
         let mut bad = bytes.clone();
         bad[1] ^= 1;
-        assert_eq!(Listing::decode(&bad), None);
+        assert_eq!(Remembered::decode(&bad), None);
+        let marked = Remembered::PrePass.encode();
+        assert_eq!(Remembered::decode(&marked), Some(Remembered::PrePass));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Stats {
     /// Farm jobs sent with the unit's remembered input listing, without a pre-pass
     /// (`common::listing`).
     pub remote_listings_reused: u64,
+    /// A unit's first farm jobs sent with its inputs guessed (its package's files and the
+    /// crates it loads), without a pre-pass (`common::listing`).
+    pub remote_listings_guessed: u64,
     /// Events on our jobs' reply subjects that were dropped: another job's, from a worker
     /// other than the one that started the job, or unreadable (forged or stray).
     pub remote_events_dropped: u64,

@@ -242,14 +242,19 @@ fn print_table(s: &Stats, config: &Config, size: u64) {
         for (k, v) in &s.remote_skipped {
             row(&format!("  {k}"), v.to_string());
         }
-        if s.remote_listings_reused > 0 {
+        let unlisted = s.remote_listings_reused + s.remote_listings_guessed;
+        if unlisted > 0 {
             row(
                 "Farm jobs listed without a pre-pass",
-                format!(
-                    "{} of {}",
-                    s.remote_listings_reused,
-                    s.remote_listings_reused + s.remote_prepasses
-                ),
+                format!("{} of {}", unlisted, unlisted + s.remote_prepasses),
+            );
+            row(
+                "  from the unit's last job",
+                s.remote_listings_reused.to_string(),
+            );
+            row(
+                "  guessed (first job)",
+                s.remote_listings_guessed.to_string(),
             );
         }
         if s.remote_events_dropped > 0 {

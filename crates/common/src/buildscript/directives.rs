@@ -1,6 +1,8 @@
 //! What a build script told cargo on stdout: the `cargo:`/`cargo::` directives jetcc needs to
-//! key the script's next run (`rerun-if-changed`, `rerun-if-env-changed`) and to find the
-//! system libraries it pointed rustc at (`rustc-link-search`, `rustc-link-lib`).
+//! key the script's next run (`rerun-if-changed`, `rerun-if-env-changed`), to find the
+//! system libraries it pointed rustc at (`rustc-link-search`, `rustc-link-lib`) and the
+//! variables it set for rustc (`rustc-env`, which a farm job guessed without a pre-pass
+//! carries).
 
 /// The directives of one run, in the order printed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub struct Directives {
     pub link_search: Vec<String>,
     /// `rustc-link-lib` names (kind and modifiers removed, `:rename` dropped).
     pub link_lib: Vec<String>,
+    /// `rustc-env` variable names.
+    pub rustc_env: Vec<String>,
 }
 
 impl Directives {
@@ -42,6 +46,11 @@ impl Directives {
                     d.link_search.push(dir.to_owned());
                 }
                 "rustc-link-lib" => d.link_lib.push(lib_name(value).to_owned()),
+                "rustc-env" => {
+                    if let Some((name, _)) = value.split_once('=') {
+                        d.rustc_env.push(name.to_owned());
+                    }
+                }
                 _ => {}
             }
         }
@@ -74,6 +83,8 @@ mod tests {
             cargo:rustc-link-search=/opt/lib\n\
             cargo:rustc-link-lib=static:+whole-archive=add\n\
             cargo::rustc-link-lib=z\n\
+            cargo:rustc-env=STAMP=a=b\n\
+            cargo::rustc-env=MODE=fast\n\
             cargo:warning=hello=world\n\
             not a directive=1\n\
             cargo:rustc-cfg=foo\r\n";
@@ -82,5 +93,6 @@ mod tests {
         assert_eq!(d.rerun_if_env_changed, ["MODE"]);
         assert_eq!(d.link_search, ["/usr/lib/x86_64-linux-gnu", "/opt/lib"]);
         assert_eq!(d.link_lib, ["add", "z"]);
+        assert_eq!(d.rustc_env, ["STAMP", "MODE"]);
     }
 }

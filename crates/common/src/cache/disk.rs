@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use crate::digest::{Digest, VerifyError};
 use crate::fsutil::{temp_path_for, with_lock, write_atomic_mkdir};
-use crate::listing::Listing;
+use crate::listing::{Listing, Remembered};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::result::{CacheEntry, OutputFile};
 
@@ -285,25 +285,37 @@ impl DiskCache {
 
     // ---- farm job listings ----
 
-    /// The input listing of the unit's last farm job (see [`crate::listing`]); `None` if
-    /// there is none or it is damaged.
-    pub fn listing(&self, unit: &Digest) -> Option<Listing> {
-        Listing::decode(&fs::read(self.path("listings", unit)).ok()?)
+    /// What is remembered of the unit's farm jobs (see [`crate::listing`]); `None` if it
+    /// was never sent, or its record is damaged.
+    pub fn listing(&self, unit: &Digest) -> Option<Remembered> {
+        Remembered::decode(&fs::read(self.path("listings", unit)).ok()?)
     }
 
+    /// Remembers the input listing of the unit's last farm job, for its next one.
     pub fn put_listing(&self, unit: &Digest, listing: &Listing) {
+        self.put_remembered(unit, &Remembered::Listed(listing.clone()));
+    }
+
+    /// Forgets a listing that turned out stale or a guess that failed: the unit's next job
+    /// pre-passes.
+    pub fn forget_listing(&self, unit: &Digest) {
+        match self.read_only {
+            // Nothing is written, but a stale listing must not be sent again.
+            true => {
+                let _ = fs::remove_file(self.path("listings", unit));
+            }
+            false => self.put_remembered(unit, &Remembered::PrePass),
+        }
+    }
+
+    fn put_remembered(&self, unit: &Digest, what: &Remembered) {
         if self.read_only {
             return;
         }
-        let bytes = listing.encode();
+        let bytes = what.encode();
         if write_atomic_mkdir(&self.path("listings", unit), &bytes).is_ok() {
             self.pending.set(self.pending.get() + bytes.len() as u64);
         }
-    }
-
-    /// Forgets a listing that turned out stale: the unit's next job pre-passes.
-    pub fn remove_listing(&self, unit: &Digest) {
-        let _ = fs::remove_file(self.path("listings", unit));
     }
 
     // ---- explanations ----

@@ -46,6 +46,11 @@ pub struct FarmConfig {
     /// a worker that takes shipped toolchains; `false`: such compiles stay local.
     #[serde(default = "default_ship_toolchain")]
     pub ship_toolchain: bool,
+    /// On a unit's first farm job, send its package's files and the crates it loads rather
+    /// than list what it reads with a dep-info pre-pass (see `common::listing`); `false`:
+    /// always pre-pass first.
+    #[serde(default = "default_guess_inputs")]
+    pub guess_inputs: bool,
     /// The JetStream tier's bucket limits (`[cache.jetstream]`), used by whoever creates them.
     #[serde(skip)]
     pub cache_limits: CacheLimits,
@@ -116,6 +121,7 @@ impl std::fmt::Debug for FarmConfig {
             .field("local_slots", &self.local_slots)
             .field("breaker_secs", &self.breaker_secs)
             .field("ship_toolchain", &self.ship_toolchain)
+            .field("guess_inputs", &self.guess_inputs)
             .field("cache_limits", &self.cache_limits)
             .finish()
     }
@@ -144,6 +150,7 @@ impl FarmConfig {
             job_timeout_secs: default_job_timeout_secs(),
             breaker_secs: default_breaker_secs(),
             ship_toolchain: default_ship_toolchain(),
+            guess_inputs: default_guess_inputs(),
             local_slots: None,
             cache_limits: CacheLimits::default(),
         }
@@ -243,6 +250,9 @@ fn default_breaker_secs() -> u64 {
     60
 }
 fn default_ship_toolchain() -> bool {
+    true
+}
+fn default_guess_inputs() -> bool {
     true
 }
 fn default_worker_timeout_secs() -> u64 {

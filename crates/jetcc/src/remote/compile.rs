@@ -18,7 +18,7 @@ use jetcc_common::cache::DiskCache;
 use jetcc_common::depinfo::DepInfo;
 use jetcc_common::{environ, listing};
 
-use super::inputs::{self, Reused};
+use super::inputs::{self, ListedFrom, Unchecked};
 use super::{ship, JobKind, RemoteCompile, RemoteError};
 use crate::compile::Compiled;
 use crate::placement::overhead_prior;
@@ -34,13 +34,24 @@ pub(super) async fn compile(
     let start = Instant::now();
     let route = worth_sending(res, &r, start).await?;
     let mut listed = inputs::list(&mut r, cache)?;
-    let reused = listed.reused.take();
-    let result = send(res, r, route, listed, reused.as_ref(), start, dropped).await;
-    if let (Some(reused), Err(e)) = (&reused, &result) {
-        // A file the job lacked, or a read the listing did not carry: list afresh next time.
-        if matches!(e, RemoteError::Failed { .. } | RemoteError::StaleListing(_)) {
-            cache.remove_listing(&reused.unit);
+    let unchecked = listed.unchecked.take();
+    let (kind, out_dir) = (r.kind, r.out_dir.to_path_buf());
+    let result = send(res, r, route, listed, unchecked.as_ref(), start, dropped).await;
+    let Some(unchecked) = unchecked else {
+        return result;
+    };
+    match (&result, &unchecked.from, kind) {
+        // A file the job lacked, or a read the listing did not carry: pre-pass next time.
+        (Err(e), _, _) if unchecked.failed_with(e) => cache.forget_listing(&unchecked.unit),
+        // The guess fit: remember what the compile showed it read, for the unit's next job.
+        (Ok(_), ListedFrom::Guess { crates }, JobKind::Rustc(inv)) => {
+            let path = out_dir.join(&inv.outputs.dep_info);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let listing = inputs::narrowed(inv, &DepInfo::parse(&text), crates);
+                cache.put_listing(&unchecked.unit, &listing);
+            }
         }
+        _ => {}
     }
     result
 }
@@ -52,7 +63,7 @@ async fn send(
     r: RemoteCompile<'_>,
     route: Route,
     listed: inputs::Listed,
-    reused: Option<&Reused>,
+    unchecked: Option<&Unchecked>,
     start: Instant,
     dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -71,9 +82,9 @@ async fn send(
     let sub = res.submit_to(&job, r.host, route.filing, &dedup).await?;
     if sub.duplicate {
         drop(sub);
-        return follow_identical(res, r, &dedup, reused, start).await;
+        return follow_identical(res, r, &dedup, unchecked, start).await;
     }
-    follow(res, r, sub, reused, start, prepared, dropped).await
+    follow(res, r, sub, unchecked, start, prepared, dropped).await
 }
 
 /// Where a job goes, and the toolchain it ships if it does.
@@ -214,12 +225,12 @@ async fn follow(
     res: &Resources,
     r: RemoteCompile<'_>,
     mut sub: Submitted,
-    reused: Option<&Reused>,
+    unchecked: Option<&Unchecked>,
     start: Instant,
     prepared: Duration,
     dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
-    let result = follow_events(res, r, &mut sub, reused, start, prepared).await;
+    let result = follow_events(res, r, &mut sub, unchecked, start, prepared).await;
     dropped.fetch_add(sub.dropped(), Ordering::Relaxed);
     result
 }
@@ -229,7 +240,7 @@ async fn follow_events(
     res: &Resources,
     mut r: RemoteCompile<'_>,
     sub: &mut Submitted,
-    reused: Option<&Reused>,
+    unchecked: Option<&Unchecked>,
     start: Instant,
     prepared: Duration,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -239,8 +250,8 @@ async fn follow_events(
     // remote compile is confirmed locally, and its diagnostics must not be shown twice.
     let mut shown = Vec::new();
     let mut diagnostics = Vec::new();
-    // A job from a reused listing announces nothing before its dep-info is checked.
-    let mut unchecked = reused;
+    // A job listed without a pre-pass announces nothing before its dep-info is checked.
+    let mut unchecked = unchecked;
     let mut held = Vec::new();
     let queued = Instant::now();
     loop {
@@ -265,11 +276,11 @@ async fn follow_events(
             JobEvent::Artifact { name, digest, line } => {
                 take_output(res, &mut r, &name, &digest).await?;
                 held.extend_from_slice(&line);
-                if let Some(reused) = unchecked {
+                if let Some(listing) = unchecked {
                     if !is_dep_info(&r, &name) {
                         continue;
                     }
-                    check_reads(&r, reused)?;
+                    check_reads(&r, listing)?;
                     unchecked = None;
                 }
                 let mut stderr = std::io::stderr();
@@ -329,7 +340,7 @@ struct Finished {
 
 /// Writes a finished job's outputs and replays rustc as if it ran here: of `(shown,
 /// pending)` stderr, the first was forwarded already, except artifact lines held back for
-/// `unchecked` (a reused listing whose reads are still to be checked). A failure is handed
+/// `unchecked` (a listing without a pre-pass whose reads are still to be checked). A failure is handed
 /// back for a local compile to confirm. `prepared`: how long listing and uploading the inputs
 /// took (`None`: we followed an identical job).
 async fn finish(
@@ -337,7 +348,7 @@ async fn finish(
     mut r: RemoteCompile<'_>,
     done: Finished,
     (mut shown, mut pending): (Vec<u8>, Vec<u8>),
-    unchecked: Option<&Reused>,
+    unchecked: Option<&Unchecked>,
     prepared: Option<Duration>,
     start: Instant,
 ) -> Result<(Compiled, Duration), RemoteError> {
@@ -350,8 +361,8 @@ async fn finish(
     for (name, digest) in &done.outputs {
         take_output(res, &mut r, name, digest).await?;
     }
-    if let Some(reused) = unchecked {
-        check_reads(&r, reused)?;
+    if let Some(listing) = unchecked {
+        check_reads(&r, listing)?;
         // The held artifact lines go out first, as rustc wrote them.
         let diagnostics = std::mem::take(&mut pending);
         pending = std::mem::take(&mut shown);
@@ -382,9 +393,9 @@ fn is_dep_info(r: &RemoteCompile<'_>, name: &str) -> bool {
     matches!(r.kind, JobKind::Rustc(inv) if inv.outputs.dep_info == name)
 }
 
-/// Checks that a job sent with a reused listing read what a local compile would, from the
+/// Checks that a job listed without a pre-pass read what a local compile would, from the
 /// dep-info it wrote (already in the out-dir): see `common::listing::stale`.
-fn check_reads(r: &RemoteCompile<'_>, reused: &Reused) -> Result<(), RemoteError> {
+fn check_reads(r: &RemoteCompile<'_>, listing: &Unchecked) -> Result<(), RemoteError> {
     let JobKind::Rustc(inv) = r.kind else {
         return Ok(());
     };
@@ -392,7 +403,7 @@ fn check_reads(r: &RemoteCompile<'_>, reused: &Reused) -> Result<(), RemoteError
     let text = std::fs::read_to_string(&path)
         .map_err(|e| RemoteError::Local(format!("cannot read {}: {e}", path.display())))?;
     let dep = DepInfo::parse(&text);
-    match listing::stale(&dep, r.cwd, &reused.files, &environ::var) {
+    match listing::stale(&dep, r.cwd, &listing.files, &environ::var) {
         Some(why) => Err(RemoteError::StaleListing(why)),
         None => Ok(()),
     }
@@ -435,7 +446,7 @@ async fn follow_identical(
     res: &Resources,
     r: RemoteCompile<'_>,
     dedup: &Digest,
-    reused: Option<&Reused>,
+    unchecked: Option<&Unchecked>,
     start: Instant,
 ) -> Result<(Compiled, Duration), RemoteError> {
     tracing::debug!("an identical job is in the queue: following it");
@@ -464,7 +475,7 @@ async fn follow_identical(
                     compile_ms,
                 };
                 let streams = (Vec::new(), stderr);
-                return finish(res, r, result, streams, reused, None, start).await;
+                return finish(res, r, result, streams, unchecked, None, start).await;
             }
             None if seen.elapsed() > start_wait => return Err(RemoteError::NotStarted(start_wait)),
             None => {}

@@ -1,7 +1,7 @@
 //! What a job reads, and getting it to the workers: the pre-passes that list every file the
 //! compile reads (rustc's dep-info, transitive crates included; a C compiler's `-M`), the
-//! unit's remembered listing that spares a rustc job its pre-pass (`common::listing`), and
-//! the CAS uploads and downloads.
+//! unit's remembered listing, or on its first job a guess (`super::guess`), that spare a rustc
+//! job its pre-pass (`common::listing`), and the CAS uploads and downloads.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,10 +14,11 @@ use jetcc_common::depinfo::{self, DepInfo};
 use jetcc_common::farm::Resources;
 use jetcc_common::fsutil::normalize;
 use jetcc_common::key::{is_keyed_env, is_native_lib};
-use jetcc_common::listing::{self, Listing};
+use jetcc_common::listing::{self, Listing, Remembered};
 use jetcc_common::protocol::job::{is_system_path, InputFile};
 use jetcc_common::{environ, fsutil, Digest};
 
+use super::guess::{self, Package};
 use super::{JobKind, RemoteCompile, RemoteError};
 use crate::invocation::Invocation;
 use crate::record;
@@ -31,32 +32,49 @@ pub(super) struct Listed {
     pub dirs: Vec<PathBuf>,
     /// The env the compiler is to see on the worker.
     pub env: Vec<(String, String)>,
-    /// Listed from the unit's last job, not by a pre-pass: what the compile read must be
-    /// checked against its dep-info before its result is used ([`listing::stale`]).
-    pub reused: Option<Reused>,
+    /// Listed without a pre-pass: what the compile read must be checked against its
+    /// dep-info before its result is used ([`listing::stale`]).
+    pub unchecked: Option<Unchecked>,
 }
 
-/// A job listed from the unit's remembered listing.
-pub(super) struct Reused {
-    /// Where the listing is filed, to forget it if it turns out stale.
+/// A job listed without a pre-pass.
+pub(super) struct Unchecked {
+    /// Where the unit's listing is filed, to forget it if it turns out stale.
     pub unit: Digest,
     /// The files it listed.
     pub files: Vec<PathBuf>,
+    pub from: ListedFrom,
+}
+
+/// Where a job listed without a pre-pass got its listing.
+pub(super) enum ListedFrom {
+    /// The unit's last job.
+    Listing,
+    /// A guess, on the unit's first job: the crate files it listed (which dep-info does not
+    /// name) go into the listing remembered after it ([`narrowed`]).
+    Guess { crates: Vec<PathBuf> },
+}
+
+impl Unchecked {
+    /// Whether `e` says this listing does not fit the unit: its next job pre-passes. A guess
+    /// the worker refused (too large, say) is not tried again either.
+    pub fn failed_with(&self, e: &RemoteError) -> bool {
+        match e {
+            RemoteError::Failed { .. } | RemoteError::StaleListing(_) => true,
+            RemoteError::Refused(_) => matches!(self.from, ListedFrom::Guess { .. }),
+            _ => false,
+        }
+    }
 }
 
 /// Lists every file the compile reads (the pre-passes below), with digests, sizes and
 /// modes, and the env it needs.
 pub(super) fn list(r: &mut RemoteCompile<'_>, cache: &DiskCache) -> Result<Listed, RemoteError> {
-    let mut reused = None;
+    let mut unchecked = None;
     let (read, dirs, env) = match r.kind {
         JobKind::Rustc(inv) => {
-            let ((mut read, dirs, env_deps), from) = rustc_listing(r, inv, cache)?;
-            if let Some(unit) = from {
-                reused = Some(Reused {
-                    unit,
-                    files: read.clone(),
-                });
-            }
+            let ((mut read, dirs, env_deps), listed) = rustc_listing(r, inv, cache)?;
+            unchecked = listed;
             // Native libraries a bundling rlib reads (not in dep-info), as the key lists them.
             read.extend(native_libs(r.cwd, &inv.args));
             read.sort();
@@ -76,15 +94,34 @@ pub(super) fn list(r: &mut RemoteCompile<'_>, cache: &DiskCache) -> Result<Liste
         system_inputs: Vec::new(),
         dirs,
         env,
-        reused,
+        unchecked,
     };
+    // A guess lists what is there: a file it cannot read is left out (rustc could not
+    // read it either), where a file a compile read must be sent.
+    let guessed = matches!(
+        listed.unchecked,
+        Some(Unchecked {
+            from: ListedFrom::Guess { .. },
+            ..
+        })
+    );
     for path in read {
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| RemoteError::Local(format!("cannot stat {}: {e}", path.display())))?;
-        let digest = r
-            .files
-            .digest(&path.to_string_lossy())
-            .ok_or_else(|| RemoteError::Local(format!("cannot read {}", path.display())))?;
+        let meta = std::fs::metadata(&path);
+        let digest = r.files.digest(&path.to_string_lossy());
+        let (meta, digest) = match (meta, digest) {
+            (Ok(meta), Some(digest)) => (meta, digest),
+            _ if guessed => continue,
+            (Err(e), _) => {
+                let why = format!("cannot stat {}: {e}", path.display());
+                return Err(RemoteError::Local(why));
+            }
+            (Ok(_), None) => {
+                return Err(RemoteError::Local(format!(
+                    "cannot read {}",
+                    path.display()
+                )))
+            }
+        };
         let input = InputFile {
             path: path.to_string_lossy().into_owned(),
             digest,
@@ -102,28 +139,57 @@ pub(super) fn list(r: &mut RemoteCompile<'_>, cache: &DiskCache) -> Result<Liste
     Ok(listed)
 }
 
-/// A rustc job's files, dirs and env deps: the unit's remembered listing when it has one
-/// whose files all still exist (`Some(unit)`: where it is filed), else a dep-info pre-pass,
-/// whose listing is remembered for the unit's next job. The listing is only reused where the
-/// job writes dep-info, which shows what it read.
+/// A rustc job's files, dirs and env deps, and where they were listed from without a
+/// pre-pass: the unit's remembered listing when it has one whose files all still exist; on
+/// its first job, a guess (`super::guess`) where one is cheap; else a dep-info pre-pass,
+/// whose listing is remembered for the unit's next job. A job is only listed without a
+/// pre-pass where it writes dep-info, which shows what it read.
 fn rustc_listing(
     r: &RemoteCompile<'_>,
     inv: &Invocation,
     cache: &DiskCache,
-) -> Result<(PrePass<String>, Option<Digest>), RemoteError> {
+) -> Result<(PrePass<String>, Option<Unchecked>), RemoteError> {
     let unit = listing::listing_key(&inv.unit, &inv.args);
     let writes_dep_info = inv.outputs.files.contains(&inv.outputs.dep_info);
-    if let Some(listing) = cache.listing(&unit).filter(|_| writes_dep_info) {
-        let (files, dirs) = listing.local(&inv.map);
-        // A listed file gone means the compile changed: list afresh.
-        if files.iter().all(|f| f.is_file()) {
-            tracing::debug!(
-                files = files.len(),
-                "inputs listed from the unit's last job: no pre-pass"
-            );
-            record(cache.root(), |s| s.remote_listings_reused += 1);
-            return Ok(((files, dirs, listing.env_deps), Some(unit)));
+    let remembered = cache.listing(&unit).filter(|_| writes_dep_info);
+    match remembered {
+        Some(Remembered::Listed(listing)) => {
+            let (files, dirs) = listing.local(&inv.map);
+            // A listed file gone means the compile changed: list afresh.
+            if files.iter().all(|f| f.is_file()) {
+                tracing::debug!(
+                    files = files.len(),
+                    "inputs listed from the unit's last job: no pre-pass"
+                );
+                record(cache.root(), |s| s.remote_listings_reused += 1);
+                let unchecked = Unchecked {
+                    unit,
+                    files: files.clone(),
+                    from: ListedFrom::Listing,
+                };
+                return Ok(((files, dirs, listing.env_deps), Some(unchecked)));
+            }
         }
+        None if writes_dep_info && r.farm.guess_inputs => {
+            match guess::guess(r.cwd, &inv.args, &Package::from_env(), guess::BOUNDS) {
+                Ok(g) => {
+                    tracing::debug!(
+                        files = g.files.len(),
+                        crates = g.crates.len(),
+                        "inputs guessed on the unit's first job: no pre-pass"
+                    );
+                    record(cache.root(), |s| s.remote_listings_guessed += 1);
+                    let unchecked = Unchecked {
+                        unit,
+                        files: g.files.clone(),
+                        from: ListedFrom::Guess { crates: g.crates },
+                    };
+                    return Ok(((g.files, Vec::new(), g.env_deps), Some(unchecked)));
+                }
+                Err(why) => tracing::debug!("inputs not guessed: {why}"),
+            }
+        }
+        Some(Remembered::PrePass) | None => {}
     }
     let listed = prepass(r, &inv.args)?;
     tracing::debug!(
@@ -136,6 +202,18 @@ fn rustc_listing(
         &Listing::new(&listed.0, &listed.1, &listed.2, &inv.map),
     );
     Ok((listed, None))
+}
+
+/// The listing to remember after a guessed job of `inv` that succeeded: what the dep-info it
+/// wrote (`dep`) shows it read, and the crates the guess listed (dep-info does not name them).
+pub(super) fn narrowed(inv: &Invocation, dep: &DepInfo, crates: &[PathBuf]) -> Listing {
+    let sources = dep.sources.iter().filter(|p| !p.contains("/lib/rustlib/"));
+    let (mut files, dirs) = files_and_dirs(&inv.cwd, sources);
+    files.extend(crates.iter().cloned());
+    files.sort();
+    files.dedup();
+    let env_deps: Vec<String> = dep.env_deps.iter().map(|(name, _)| name.clone()).collect();
+    Listing::new(&files, &dirs, &env_deps, &inv.map)
 }
 
 /// The dirs whose files are the build's own even under a system dir (a `CARGO_HOME` of

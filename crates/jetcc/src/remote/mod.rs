@@ -4,8 +4,10 @@
 //!   the JetStream cache tier's (see `crate::tiers::jetstream`).
 //! - [`compile`]: one remote compile, from publishing the job to the outputs on disk, or
 //!   following an identical job that is already queued.
-//! - [`inputs`]: what a job reads (the dep-info pre-pass, or the unit's remembered listing)
-//!   and putting it in the CAS.
+//! - [`inputs`]: what a job reads (the dep-info pre-pass, the unit's remembered listing, or
+//!   on its first job a [`guess`]) and putting it in the CAS.
+//! - [`guess`]: a unit's inputs listed without running rustc: its package's files and the
+//!   crates its externs load.
 //! - [`ship`]: this client's toolchain packed (once per toolchain) and put in the CAS (once
 //!   per farm), for workers that lack it.
 //!
@@ -14,6 +16,7 @@
 //! answer, not a failure: it is confirmed by compiling locally.
 
 mod compile;
+mod guess;
 mod inputs;
 mod session;
 mod ship;
@@ -72,8 +75,8 @@ pub enum RemoteError {
     /// not UTF-8 (see `common::environ`).
     #[error("{0}")]
     Env(String),
-    /// The job was sent with the unit's remembered input listing, and its dep-info shows a
-    /// read a local compile would see otherwise (see `common::listing`).
+    /// The job was sent without a pre-pass (the unit's remembered listing, or a guess), and
+    /// its dep-info shows a read a local compile would see otherwise (see `common::listing`).
     #[error("the job's reused input listing was stale ({0}); compiling locally")]
     StaleListing(String),
 }

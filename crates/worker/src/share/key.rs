@@ -457,6 +457,32 @@ mod tests {
     }
 
     #[test]
+    fn a_guessed_job_keys_the_same_invocation_and_names_its_unread_inputs() {
+        // A first job listed by a guess lays out every file of the package: the invocation
+        // digest is the one a pre-passed job (and the client) computes, and what rustc did
+        // not read is a source too, so a lookup finds the result where those files match.
+        let c = Client::new();
+        let tc = Digest::of_bytes(b"rustc");
+        let readme = c.dir.path().join("ws/README.md");
+        std::fs::write(&readme, b"not read").unwrap();
+        let mut guessed = c.job();
+        guessed.inputs.push(InputFile {
+            path: readme.to_string_lossy().into_owned(),
+            digest: Digest::of_bytes(b"not read"),
+            size: 8,
+            mode: 0o644,
+        });
+        let k = JobKey::of(&guessed, &tc).unwrap();
+        assert_eq!(k.digest, c.digest());
+        assert_eq!(k.digest, JobKey::of(&c.job(), &tc).unwrap().digest);
+        let (sources, _) = k.sources(&guessed, &c.dep_info()).unwrap();
+        let paths: Vec<&str> = sources.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert_eq!(paths[0], "src/lib.rs");
+        assert!(paths.iter().any(|p| p.ends_with("/README.md")), "{paths:?}");
+    }
+
+    #[test]
     fn jobs_the_key_cannot_describe_are_not_recorded() {
         let c = Client::new();
         let tc = Digest::of_bytes(b"rustc");
