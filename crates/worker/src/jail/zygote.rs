@@ -22,6 +22,9 @@ use std::path::PathBuf;
 
 use super::{sys, JailError, Plan, LAUNCH_ERROR_PREFIX, LAUNCH_FAILED};
 
+/// Left to the worker: the zygote ignores them, each launcher has them back at their default.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
 /// A request's kinds, its first byte.
 pub(super) const LAUNCH: u8 = 1;
 pub(super) const KILL: u8 = 2;
@@ -100,6 +103,11 @@ fn run(sock: OwnedFd, worker: libc::pid_t) -> ! {
         libc::prctl(libc::PR_SET_PDEATHSIG, kill, zero, zero, zero);
         if libc::getppid() != worker {
             libc::_exit(0);
+        }
+        // A stop signal sent to the worker's whole group (Ctrl-C, systemd) is the worker's to
+        // handle: it lets running jobs finish, and the zygote goes with it.
+        for signal in STOP_SIGNALS {
+            libc::signal(signal, libc::SIG_IGN);
         }
     }
     let null = std::fs::File::open("/dev/null").map(OwnedFd::from);
@@ -341,6 +349,9 @@ fn launcher(
         let zero: libc::c_ulong = 0;
         let kill = libc::SIGKILL as libc::c_ulong;
         libc::prctl(libc::PR_SET_PDEATHSIG, kill, zero, zero, zero);
+        for signal in STOP_SIGNALS {
+            libc::signal(signal, libc::SIG_DFL);
+        }
         if libc::getppid() != zygote {
             libc::_exit(LAUNCH_FAILED);
         }
