@@ -112,7 +112,7 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
 ///
 /// rustc runs as the first process of a new PID namespace, so that when it exits the kernel
 /// kills everything the job started, even processes that left its process group; the
-/// launcher waits for it and exits with its code. Returns only on error.
+/// launcher waits for it and returns its code.
 fn launch(plan: &Plan, netns: BorrowedFd) -> Result<i32, JailError> {
     // Before anything else, so that every process of the job is in the job's cgroups.
     for procs in &plan.cgroup_procs {
