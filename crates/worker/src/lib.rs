@@ -66,9 +66,6 @@ struct Cli {
 
 /// Runs the worker; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
-    if args.get(1).is_some_and(|a| a == "__jail") {
-        return jail_main(args.get(2));
-    }
     let cli = Cli::parse_from(args);
     init_logging();
     let mut config = match jetcc_common::config::Config::load() {
@@ -90,11 +87,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
         slots: cli.slots,
         insecure_no_sandbox: cli.insecure_no_sandbox,
     };
+    // Before the runtime starts its threads: the zygote is a fork of this one.
+    let zygote = match jail::Zygote::start() {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("jetcc-worker: {e}");
+            return ExitCode::NoSandbox.code();
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match rt.block_on(serve::serve(config, opts)) {
+    match rt.block_on(serve::serve(config, opts, zygote)) {
         Ok(()) => ExitCode::Success.code(),
         Err(e) => {
             eprintln!("jetcc-worker: {e}");
@@ -110,49 +115,6 @@ fn exit_code(e: &serve::ServeError) -> ExitCode {
         E::NoFarm => ExitCode::Usage,
         E::NoSandbox(_) | E::NoUnprivilegedUser(_) | E::SelfTest(_) => ExitCode::NoSandbox,
         E::Farm(_) | E::Setup(_) => ExitCode::Failed,
-    }
-}
-
-/// The launcher half (`jetcc-worker __jail PLAN`): see [`jail`].
-fn jail_main(plan: Option<&OsString>) -> i32 {
-    // A worker that dies takes its jobs with it (rustc dies with the launcher in turn), so
-    // nothing of a job runs on unaccounted. The worker spawns launchers from its runtime's
-    // threads, which live as long as it does.
-    // SAFETY: prctl and getppid touch no memory of ours.
-    unsafe {
-        let parent = libc::getppid();
-        let zero: libc::c_ulong = 0;
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            zero,
-            zero,
-            zero,
-        );
-        if libc::getppid() != parent {
-            // The worker died before the signal was set: nobody waits for this job.
-            return jail::LAUNCH_FAILED;
-        }
-    }
-    let plan = plan
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<jail::Plan>(&b).ok());
-    let Some(plan) = plan else {
-        eprintln!(
-            "{}__jail needs a readable plan file",
-            jail::LAUNCH_ERROR_PREFIX
-        );
-        return jail::LAUNCH_FAILED;
-    };
-    match jail::launch(&plan) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!(
-                "{}cannot start the job's rustc: {e}",
-                jail::LAUNCH_ERROR_PREFIX
-            );
-            jail::LAUNCH_FAILED
-        }
     }
 }
 

@@ -4,10 +4,11 @@
 //! pulling jobs only to refuse each.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use tokio::io::AsyncReadExt;
 
 use crate::cgroup::Cgroups;
-use crate::jail::{self, Plan};
+use crate::jail::{self, Launcher, Plan};
 use crate::sandbox::Limits;
 
 /// What the self-test runs with: the worker's own settings.
@@ -18,13 +19,14 @@ pub struct Setup<'a> {
     pub limits: Limits,
     pub enforce: bool,
     pub cgroups: Option<&'a Cgroups>,
+    pub launcher: &'a Launcher,
 }
 
 /// The trivial command: `true`, where the jail binds the system dirs.
 const PROGRAMS: &[&str] = &["/usr/bin/true", "/bin/true"];
 
 /// Runs `true` in a jail; `Err` says what failed.
-pub fn run(setup: &Setup) -> Result<(), String> {
+pub async fn run(setup: &Setup<'_>) -> Result<(), String> {
     let program = PROGRAMS
         .iter()
         .map(PathBuf::from)
@@ -60,8 +62,11 @@ pub fn run(setup: &Setup) -> Result<(), String> {
         &plan_file,
         serde_json::to_vec(&plan).expect("plan serializes"),
     )
-    .map_err(|e| format!("cannot write {}: {e}", plan_file.display()))
-    .and_then(|()| launch(&plan_file));
+    .map_err(|e| format!("cannot write {}: {e}", plan_file.display()));
+    let result = match result {
+        Ok(()) => launch(setup.launcher, &plan_file).await,
+        Err(e) => Err(e),
+    };
     if let Some(c) = cgroup {
         c.remove();
     }
@@ -70,20 +75,19 @@ pub fn run(setup: &Setup) -> Result<(), String> {
 }
 
 /// Runs the launcher on `plan_file`; `Ok` if the command ran and exited 0.
-fn launch(plan_file: &Path) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
-    let out = Command::new(exe)
-        .arg("__jail")
-        .arg(plan_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("cannot start the jail launcher: {e}"))?;
-    if out.status.success() {
+async fn launch(launcher: &Launcher, plan_file: &Path) -> Result<(), String> {
+    let mut launched = launcher.launch(plan_file).map_err(|e| e.to_string())?;
+    let mut stderr = launched.stderr.take().expect("a new launch has its stderr");
+    // `true` writes nothing: the launcher's own error, if any, is short.
+    let mut said = Vec::new();
+    let _ = stderr.read_to_end(&mut said).await;
+    let code = launched.wait().await.map_err(|e| e.to_string())?;
+    if code == 0 {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = stderr.trim().trim_start_matches(jail::LAUNCH_ERROR_PREFIX);
-    Err(format!("a jailed `true` ended with {}: {why}", out.status))
+    let said = String::from_utf8_lossy(&said);
+    let why = said.trim().trim_start_matches(jail::LAUNCH_ERROR_PREFIX);
+    Err(format!(
+        "a jailed `true` ended with exit code {code}: {why}"
+    ))
 }

@@ -57,7 +57,13 @@ pub enum ServeError {
     Setup(String),
 }
 
-pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    opts: Options,
+    zygote: crate::jail::Zygote,
+) -> Result<(), ServeError> {
+    let launcher =
+        crate::jail::Launcher::new(zygote).map_err(|e| ServeError::Setup(e.to_string()))?;
     let dist = config.farm.clone().ok_or(ServeError::NoFarm)?;
     let enforce = sandbox_enforced(opts.insecure_no_sandbox)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -91,7 +97,9 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
         limits,
         enforce,
         cgroups: cgroups.as_ref(),
+        launcher: &launcher,
     })
+    .await
     .map_err(ServeError::SelfTest)?;
     let ships = config.worker.toolchain_cache_size > 0;
     let toolchains = toolchains::discover(
@@ -112,15 +120,13 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     let res = farm.ensure_resources().await?;
     let blobs = BlobCache::open(dir.join("blobs"), config.cache_size)
         .map_err(|e| ServeError::Setup(format!("cannot open the blob cache: {e}")))?;
-    let self_exe = std::env::current_exe()
-        .map_err(|e| ServeError::Setup(format!("cannot find my own binary: {e}")))?;
     let ctx = Arc::new(Context {
         res,
         blobs,
         toolchains,
         shipped,
         jobs_dir,
-        self_exe,
+        launcher,
         enforce,
         run_as,
         timeout: Duration::from_secs(config.worker.timeout_secs),
@@ -170,13 +176,19 @@ pub async fn serve(config: Config, opts: Options) -> Result<(), ServeError> {
     // The CAS's garbage collection: every worker looks, one at a time collects (farm::gc).
     let _gc = ctx.res.spawn_gc(ctx.worker_id.clone());
     let pullers = start_pullers(&pool).await?;
-    tokio::select! {
-        _ = heartbeat.beat() => {}
-        _ = follow_held(pool.clone()) => {}
-        _ = stop_requested => {}
-    }
+    let zygote_gone = tokio::select! {
+        _ = heartbeat.beat() => false,
+        _ = follow_held(pool.clone()) => false,
+        _ = stop_requested => false,
+        _ = ctx.launcher.gone() => true,
+    };
     stop(&pool, pullers, slots).await;
-    Ok(())
+    match zygote_gone {
+        true => Err(ServeError::Setup(
+            crate::jail::JailError::ZygoteGone.to_string(),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// The cache of shipped toolchains, for the host of this worker's own rustc (else the

@@ -3,7 +3,6 @@
 //! upload the outputs.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,7 +38,8 @@ pub struct Context {
     /// Toolchains clients ship, unpacked; `None` with `[worker] toolchain_cache_size = 0`.
     pub shipped: Option<ShippedCache>,
     pub jobs_dir: PathBuf,
-    pub self_exe: PathBuf,
+    /// Starts each job's compiler in the jail.
+    pub launcher: jail::Launcher,
     pub enforce: bool,
     pub run_as: Option<(u32, u32)>,
     pub timeout: Duration,
@@ -543,20 +543,15 @@ async fn run_jailed(
     reply: &ReplyTo,
     plan_file: &Path,
 ) -> Result<Ran, JobError> {
-    let mut child = tokio::process::Command::new(&ctx.self_exe)
-        .arg("__jail")
-        .arg(plan_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(io("start the jail launcher"))?;
-    let pid = child.id().unwrap_or(0);
     let ran_from = Instant::now();
+    // Dropped before it exits (a limit passed), it kills the job.
+    let mut launched = ctx
+        .launcher
+        .launch(plan_file)
+        .map_err(|e| JobError::Io(format!("cannot start the jail launcher: {e}")))?;
     let disk = limits::disk_exceeded(layout.writable_in_root(), ctx.disk_limit);
     let ran = tokio::select! {
-        r = tokio::time::timeout(ctx.timeout, follow(ctx, job, layout, reply, &mut child)) => {
+        r = tokio::time::timeout(ctx.timeout, follow(ctx, job, layout, reply, &mut launched)) => {
             r.unwrap_or(Err(JobError::Timeout(ctx.timeout)))
         }
         used = disk => {
@@ -564,8 +559,7 @@ async fn run_jailed(
             Err(JobError::DiskLimit(ctx.disk_limit))
         }
     };
-    // Kill anything rustc's children left behind (everything, if it did not end).
-    crate::sandbox::kill_group(pid);
+    drop(launched);
     let mut ran = ran?;
     ran.took = ran_from.elapsed();
     Ok(ran)
@@ -580,10 +574,10 @@ async fn follow(
     job: &JobRequest,
     layout: &Layout,
     reply: &ReplyTo,
-    child: &mut tokio::process::Child,
+    launched: &mut jail::Launched,
 ) -> Result<Ran, JobError> {
-    let mut stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
+    let mut stdout = launched.stdout.take().expect("a new launch has its stdout");
+    let stderr = launched.stderr.take().expect("a new launch has its stderr");
     let mut ran = Ran {
         exit_code: -1,
         stdout: Vec::new(),
@@ -627,8 +621,10 @@ async fn follow(
         reply.send(&JobEvent::Stderr(note.into_bytes())).await;
         return Err(JobError::OutputTooLarge);
     }
-    let status = child.wait().await.map_err(io("wait for rustc"))?;
-    ran.exit_code = status.code().unwrap_or(-1);
+    ran.exit_code = launched
+        .wait()
+        .await
+        .map_err(|e| JobError::Io(format!("wait for rustc: {e}")))?;
     Ok(ran)
 }
 

@@ -5,16 +5,24 @@
 //! fixture's `leaf` rlib 9572 → 9556 bytes). So a job runs where its inputs sit at the
 //! client's own absolute paths: in a private mount namespace, chrooted into the job root,
 //! which holds the inputs at those paths plus read-only bind mounts of the system dirs and the
-//! toolchain. Nothing is remapped and outputs equal a local compile's byte for byte.
+//! toolchain ([`root`]). Nothing is remapped and outputs equal a local compile's byte for byte.
 //!
-//! The worker execs itself as a small launcher (`jetcc-worker __jail PLAN`) to set this up: a
-//! fresh single-threaded process may allocate and mount freely, unlike a `pre_exec` hook in
-//! the multithreaded worker. The launcher then starts rustc confined ([`crate::sandbox`]) as
-//! the first process of a new PID namespace, and waits for it.
+//! A job's launcher is forked by the jail's [`zygote`], a single-threaded process the worker
+//! forks before it starts any thread ([`launcher`] is the worker's side): it may allocate and
+//! mount freely, unlike a `pre_exec` hook in the multithreaded worker, and costs no `exec`.
+//! The launcher builds the view, then starts rustc confined ([`crate::sandbox`]) as the
+//! first process of a new PID namespace, and waits for it.
 
-use std::ffi::CString;
+mod launcher;
+mod mount;
+mod root;
+mod zygote;
+
+pub use launcher::{Launched, Launcher};
+pub use zygote::Zygote;
+
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -86,6 +94,12 @@ pub enum JailError {
     Collision(PathBuf),
     #[error("{0}")]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("the jail's zygote must be forked while the worker has one thread, not {0}")]
+    Threads(usize),
+    #[error("the jail's zygote is gone: no job can start (restart the worker)")]
+    ZygoteGone,
+    #[error("unreadable plan: {0}")]
+    Plan(String),
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
@@ -93,19 +107,19 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
     move |source| JailError::Sys { what, source }
 }
 
-/// The launcher: builds the view, confines this process and execs rustc. Returns only on
-/// error.
+/// The launcher: builds the view in the network namespace `netns`, confines this process
+/// and runs rustc.
 ///
 /// rustc runs as the first process of a new PID namespace, so that when it exits the kernel
 /// kills everything the job started, even processes that left its process group; the
-/// launcher waits for it and exits with its code. Returns only on error.
-pub fn launch(plan: &Plan) -> Result<i32, JailError> {
+/// launcher waits for it and returns its code.
+fn launch(plan: &Plan, netns: BorrowedFd) -> Result<i32, JailError> {
     // Before anything else, so that every process of the job is in the job's cgroups.
     for procs in &plan.cgroup_procs {
         std::fs::write(procs, std::process::id().to_string())
             .map_err(sys(format!("join the job's cgroup ({})", procs.display())))?;
     }
-    let mut cmd = enter(plan)?;
+    let mut cmd = enter(plan, netns)?;
     let mut child = cmd
         .spawn()
         .map_err(sys(format!("start {}", plan.program.display())))?;
@@ -117,32 +131,28 @@ pub fn launch(plan: &Plan) -> Result<i32, JailError> {
         .unwrap_or(1))
 }
 
-fn enter(plan: &Plan) -> Result<Command, JailError> {
+fn enter(plan: &Plan, netns: BorrowedFd) -> Result<Command, JailError> {
+    // A non-root worker's zygote made the user namespace these belong to.
     let root_user = unsafe { libc::geteuid() } == 0;
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWPID;
-    if !root_user {
-        flags |= libc::CLONE_NEWUSER;
-    }
-    if unsafe { libc::unshare(flags) } != 0 {
+    if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) } != 0 {
         return Err(sys("create a mount namespace (unshare)")(
             io::Error::last_os_error(),
         ));
     }
-    if !root_user {
-        // Map our own ids to themselves: no privilege is gained outside the namespace.
-        std::fs::write("/proc/self/setgroups", "deny").map_err(sys("write setgroups"))?;
-        std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))
-            .map_err(sys("write uid_map"))?;
-        std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
-            .map_err(sys("write gid_map"))?;
+    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(sys("enter the job's network namespace (setns)")(
+            io::Error::last_os_error(),
+        ));
     }
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE)?;
+    mount::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
     let mut system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
     system.extend(plan.sysroot.clone());
-    for path in &system {
-        place(&plan.root, path)?;
-    }
     let tmp = plan.root.join(JAIL_TMP.trim_start_matches('/'));
     std::fs::create_dir_all(&tmp).map_err(sys("create the jail's tmp dir"))?;
     if let Some((u, g)) = plan.run_as {
@@ -156,7 +166,8 @@ fn enter(plan: &Plan) -> Result<Command, JailError> {
             chown_tree(&dir, u, g)?;
         }
     }
-    let root = cstr(&plan.root);
+    root::build(&plan.root, &system)?;
+    let root = mount::cstr(&plan.root);
     if unsafe { libc::chroot(root.as_ptr()) } != 0 {
         return Err(sys("chroot into the job root")(io::Error::last_os_error()));
     }
@@ -198,114 +209,6 @@ pub fn inside(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Makes the worker's `path` appear at the same path under `root`: a read-only bind mount if
-/// the job has nothing there, else the same for each of its entries (so a client path like
-/// `/usr/local/cargo` and the worker's `/usr` can both be seen).
-fn place(root: &Path, path: &Path) -> Result<(), JailError> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    let target = inside(root, path);
-    if meta.file_type().is_symlink() {
-        if std::fs::symlink_metadata(&target).is_err() {
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(sys("create a mount point"))?;
-            }
-            let link = std::fs::read_link(path).map_err(sys("read a system symlink"))?;
-            std::os::unix::fs::symlink(link, &target).map_err(sys("copy a system symlink"))?;
-        }
-        return Ok(());
-    }
-    match std::fs::symlink_metadata(&target) {
-        Err(_) => {
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(sys("create a mount point"))?;
-            }
-            if meta.is_dir() {
-                std::fs::create_dir(&target).map_err(sys("create a mount point"))?;
-            } else {
-                std::fs::write(&target, b"").map_err(sys("create a mount point"))?;
-            }
-            bind_read_only(path, &target)
-        }
-        Ok(t) if t.is_dir() && meta.is_dir() => {
-            for entry in std::fs::read_dir(path).map_err(sys(format!("list {}", path.display())))? {
-                let entry = entry.map_err(sys("list a system dir"))?;
-                place(root, &path.join(entry.file_name()))?;
-            }
-            Ok(())
-        }
-        Ok(_) => Err(JailError::Collision(path.to_owned())),
-    }
-}
-
-fn bind_read_only(src: &Path, dst: &Path) -> Result<(), JailError> {
-    mount(Some(src), dst, None, libc::MS_BIND | libc::MS_REC)?;
-    mount(
-        None,
-        dst,
-        None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | kept_flags(dst)?,
-    )
-}
-
-/// The `MS_*` flags that make a remount of the mount at `path` keep its nosuid, nodev, noexec
-/// and atime settings. A non-root worker's jail is in a user namespace, where the kernel locks
-/// those flags on every mount it inherited and refuses (EPERM) a remount that would change
-/// one; most hosts mount /proc, /dev, /tmp … nosuid, nodev or noexec. As root they are only
-/// kept.
-fn kept_flags(path: &Path) -> Result<libc::c_ulong, JailError> {
-    /// `ST_RELATIME` (linux/statfs.h), which the libc crate has for glibc only.
-    const ST_RELATIME: libc::c_ulong = 0x1000;
-    let path_c = cstr(path);
-    // SAFETY: statvfs writes only into `st`, which is plain old data.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path_c.as_ptr(), &mut st) } != 0 {
-        return Err(sys(format!("read the mount flags of {}", path.display()))(
-            io::Error::last_os_error(),
-        ));
-    }
-    let on = |st_flag: libc::c_ulong, ms_flag| if st.f_flag & st_flag != 0 { ms_flag } else { 0 };
-    // The atime mode is always named, strictatime too: a remount naming nodiratime but no
-    // mode gets the kernel's default, relatime, which would change a strictatime mount.
-    let atime = match (st.f_flag & libc::ST_NOATIME, st.f_flag & ST_RELATIME) {
-        (0, 0) => libc::MS_STRICTATIME,
-        (0, _) => libc::MS_RELATIME,
-        _ => libc::MS_NOATIME,
-    };
-    Ok(on(libc::ST_NOSUID, libc::MS_NOSUID)
-        | on(libc::ST_NODEV, libc::MS_NODEV)
-        | on(libc::ST_NOEXEC, libc::MS_NOEXEC)
-        | on(libc::ST_NODIRATIME, libc::MS_NODIRATIME)
-        | atime)
-}
-
-fn mount(
-    src: Option<&Path>,
-    dst: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-) -> Result<(), JailError> {
-    let src_c = src.map(cstr);
-    let dst_c = cstr(dst);
-    let fs_c = fstype.map(|f| CString::new(f).expect("no NUL"));
-    let rc = unsafe {
-        libc::mount(
-            src_c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-            dst_c.as_ptr(),
-            fs_c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(sys(format!("mount {}", dst.display()))(
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), JailError> {
     std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(sys("chown the out-dir"))?;
     if dir.is_dir() {
@@ -317,8 +220,4 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), JailError> {
         }
     }
     Ok(())
-}
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("paths hold no NUL")
 }
