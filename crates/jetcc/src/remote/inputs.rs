@@ -184,7 +184,7 @@ fn rustc_listing(
                         files: g.files.clone(),
                         from: ListedFrom::Guess { crates: g.crates },
                     };
-                    return Ok(((g.files, Vec::new(), g.env_deps), Some(unchecked)));
+                    return Ok(((g.files, g.dirs, g.env_deps), Some(unchecked)));
                 }
                 Err(why) => tracing::debug!("inputs not guessed: {why}"),
             }

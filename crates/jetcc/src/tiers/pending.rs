@@ -295,6 +295,11 @@ pub struct Drained {
 pub fn drain(config: &Config, wait: bool) -> Drained {
     let cache_dir = &config.cache_dir;
     let mut drained = Drained::default();
+    if !cache_dir.exists() {
+        // No cache dir, nothing filed: and `--wait-shares` must not make one (a build
+        // with `JETCC_DISABLE=1` leaves no trace).
+        return drained;
+    }
     let mut tried: HashSet<PathBuf> = HashSet::new();
     let cache = DiskCache::open(cache_dir, config.cache_size).ok();
     let mut tiers = SharedTiers::new(config).for_uploader();

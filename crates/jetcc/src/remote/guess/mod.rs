@@ -39,6 +39,9 @@ pub(super) const BOUNDS: Bounds = Bounds {
 pub(super) struct Guess {
     /// Every file: the package's, `OUT_DIR`'s and the crates', clean and absolute, sorted.
     pub files: Vec<PathBuf>,
+    /// The dirs walked that hold no file: a path through one (`#[path = "a/../b.rs"]`)
+    /// resolves only where it exists.
+    pub dirs: Vec<PathBuf>,
     /// The crate files among them (dep-info does not name them, so the listing remembered
     /// after the job keeps them all).
     pub crates: Vec<PathBuf>,
@@ -101,6 +104,7 @@ pub(super) fn guess(
         bounds,
         bytes: 0,
         files: Vec::new(),
+        dirs: Vec::new(),
     };
     walk.package(&dir)?;
     let out_dir = pkg.out_dir.as_ref().map(|d| normalize(&cwd.join(d)));
@@ -113,8 +117,11 @@ pub(super) fn guess(
     files.sort();
     files.dedup();
     let env_deps = out_dir.map(|d| script_env(&d)).unwrap_or_default();
+    let mut dirs = walk.dirs;
+    dirs.sort();
     Ok(Guess {
         files,
+        dirs,
         crates,
         env_deps,
     })
@@ -131,11 +138,12 @@ fn script_env(out_dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A bounded walk collecting regular files.
+/// A bounded walk collecting regular files, and the dirs that hold none.
 struct Walk {
     bounds: Bounds,
     bytes: u64,
     files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Walk {
@@ -163,6 +171,7 @@ impl Walk {
     ) -> Result<(), NoGuess> {
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
+            let files_before = self.files.len();
             let entries =
                 std::fs::read_dir(&dir).map_err(|e| NoGuess::Unreadable(dir.clone(), e))?;
             for e in entries {
@@ -190,6 +199,12 @@ impl Walk {
                 }
                 if self.bytes > self.bounds.bytes {
                     return Err(NoGuess::TooLarge(self.bounds.bytes));
+                }
+            }
+            if self.files.len() == files_before {
+                self.dirs.push(dir);
+                if self.files.len() + self.dirs.len() > self.bounds.files {
+                    return Err(NoGuess::TooManyFiles(self.bounds.files));
                 }
             }
         }

@@ -36,6 +36,8 @@ fn workspace() -> (tempfile::TempDir, Package) {
     write(&ws, "member/src/lib.rs", b"");
     // A module dir named `target` below the root is the package's own.
     write(&ws, "src/target/mod.rs", b"");
+    // A dir a `#[path = "empty/deeper/../../m/mod.rs"]` walks through, holding no file.
+    std::fs::create_dir_all(ws.join("src/empty/deeper")).unwrap();
     let outside = write(dir.path(), "outside/big.rs", b"elsewhere");
     symlink(outside.parent().unwrap(), ws.join("linked-dir")).unwrap();
     symlink(&outside, ws.join("src/linked.rs")).unwrap();
@@ -82,6 +84,20 @@ fn a_guess_lists_the_package_and_out_dir_but_not_what_is_not_the_packages() {
             "ws/src/m/mod.rs",
             "ws/src/target/mod.rs",
         ]
+    );
+    let dirs: Vec<&Path> = g
+        .dirs
+        .iter()
+        .map(|d| d.strip_prefix(dir.path()).unwrap())
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            Path::new("t/debug/build/ws-1/out/obj"),
+            Path::new("ws/src/empty"),
+            Path::new("ws/src/empty/deeper"),
+        ],
+        "the dirs that hold no file"
     );
     assert_eq!(g.env_deps, ["STAMP"]);
     assert!(g.crates.is_empty());
