@@ -380,6 +380,22 @@ pub(super) fn ewma(old: Option<f64>, sample: f64, alpha: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Another process's entry on the board: at `at`, expected to take `expected_ms` from
+    /// now; it stays while the returned file (its lock) is held.
+    fn board_entry(dir: &Path, at: Where, expected_ms: f64) -> std::fs::File {
+        let path = dir.join(format!("placed/{at:?}-{expected_ms}"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        f.try_lock().unwrap();
+        let placed = slots::Placed {
+            at,
+            since_ms: now_ms(),
+            expected_ms,
+        };
+        std::fs::write(&path, serde_json::to_vec(&placed).unwrap()).unwrap();
+        f
+    }
+
     #[test]
     fn a_slow_farm_is_skipped_but_probed() {
         let dir = tempfile::tempdir().unwrap();
@@ -430,16 +446,7 @@ mod tests {
         let slot = p.try_slot().unwrap();
         assert_eq!(p.expected_wait(), Duration::ZERO, "no decision yet");
         // Another job of this machine holds the farm's one slot for ~3 s more.
-        let other = dir.path().join("placed/1");
-        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
-        let f = std::fs::File::create(&other).unwrap();
-        f.try_lock().unwrap();
-        let entry = slots::Placed {
-            at: Where::Farm,
-            since_ms: now_ms(),
-            expected_ms: 3000.0,
-        };
-        std::fs::write(&other, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let f = board_entry(dir.path(), Where::Farm, 3000.0);
         assert!(
             p.farm_is_sooner(1.0, 1),
             "20 s here vs ~3 s + 20 s there, local busy"
@@ -464,22 +471,9 @@ mod tests {
         let p = Placement::new(dir.path(), 1, Some(unit));
         p.record_local(Duration::from_millis(2000));
         let slot = p.try_slot().unwrap();
-        let entry = |at, expected_ms| {
-            let path = dir.path().join(format!("placed/{expected_ms}"));
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let f = std::fs::File::create(&path).unwrap();
-            f.try_lock().unwrap();
-            let placed = slots::Placed {
-                at,
-                since_ms: now_ms(),
-                expected_ms,
-            };
-            std::fs::write(&path, serde_json::to_vec(&placed).unwrap()).unwrap();
-            f
-        };
         // The local slot frees in ~3 s; the farm's one slot is ours for ~60 s more.
-        let local = entry(Where::Local, 3000.0);
-        let farm = entry(Where::Farm, 60_000.0);
+        let local = board_entry(dir.path(), Where::Local, 3000.0);
+        let farm = board_entry(dir.path(), Where::Farm, 60_000.0);
         assert!(!p.farm_is_sooner(1.0, 1), "wait for the local slot");
         let decisions = p.perf().decisions;
         for _ in 0..(PROBE_EVERY * 2) {
@@ -515,16 +509,7 @@ mod tests {
         b.record_queued(Duration::ZERO);
         b.record_remote(Duration::from_millis(1040), Duration::from_millis(1000));
         // The busy unit holds the slot (another process's board entry).
-        let other = dir.path().join("placed/1");
-        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
-        let f = std::fs::File::create(&other).unwrap();
-        f.try_lock().unwrap();
-        let entry = slots::Placed {
-            at: Where::Local,
-            since_ms: now_ms(),
-            expected_ms: 1000.0,
-        };
-        std::fs::write(&other, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let f = board_entry(dir.path(), Where::Local, 1000.0);
         let slot = Slots::new(dir.path(), 1).try_take().unwrap();
 
         let p_long = at(long);
