@@ -4,9 +4,14 @@ use jetcc_common::farm::FarmErrorKind;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
-/// The fixture's units that go to the farm: libraries (no linker needed). The others link
-/// (proc-macro, build script, binary) and always compile locally.
-pub const REMOTE_UNITS: &[&str] = &["leaf", "mid", "util", "corelib"];
+/// The fixture's units that go to the farm: its libraries and its proc macro (a link a
+/// worker with the client's C runtime repeats exactly). The others link (build script,
+/// binary) and always compile locally.
+pub const REMOTE_UNITS: &[&str] = &["leaf", "mid", "util", "corelib", "mac"];
+
+/// Those of [`REMOTE_UNITS`] whose worker records them in the shared cache: not the proc
+/// macro, whose key names the client's linker (its client shares it).
+pub const WORKER_RECORDED: &[&str] = &["leaf", "mid", "util", "corelib"];
 
 /// A build through jetcc with the farm configured, sending every unit it can to the farm
 /// (no local slots: cargo's `-j` equals this machine's cores, which would keep all local).
@@ -46,10 +51,11 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
 
     // Another client (its own empty local cache, the same checkout path, as a CI agent's
     // fresh workspace) hits what the first one compiled, on the farm and locally. The
-    // results of rustc jobs were recorded by the workers that ran them, not the client.
+    // results of rustc jobs were recorded by the workers that ran them, not the client
+    // (but for the proc macro's link, which its client shared).
     assert_eq!(
         s["tiers"]["jetstream"]["writes"],
-        FIXTURE_COLD_WRITES - REMOTE_UNITS.len(),
+        FIXTURE_COLD_WRITES - WORKER_RECORDED.len(),
         "{s}"
     );
     p.clean();
@@ -64,6 +70,37 @@ fn two_workers_build_the_fixture_byte_identical_and_share_results() {
         built.stderr().contains("unused_variable"),
         "warnings replayed from the shared cache: {}",
         built.stderr()
+    );
+}
+
+/// A proc macro goes to the farm only where the worker's jailed rustc links it as this
+/// client would: with `/usr/bin/cc` and the C runtime it names file by file. A client whose
+/// `cc` is another program (a `cc` earlier on its PATH) links it here; the rest still goes.
+#[test]
+fn a_proc_macro_linked_by_another_cc_here_compiles_locally() {
+    let p = Project::fixture("fixture");
+    let root = p.dir.parent().unwrap().to_path_buf();
+    let nats = Nats::start(&root.join("nats"));
+    let _w = Worker::start(&nats.url(), &root.join("w"), 1);
+    let want = p.plain_artifacts();
+    let own = root.join("own-bin");
+    std::fs::create_dir_all(&own).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/gcc", own.join("cc")).unwrap();
+    let path = format!("{}:{}", own.display(), std::env::var("PATH").unwrap());
+
+    let cache = root.join("cache");
+    let built = p.build_ok(&farm_build(&cache, &nats).env("PATH", &path));
+    built.assert_each(FIXTURE_UNITS, Outcome::Miss);
+    assert_same_artifacts(&want, &artifacts(&p.target()), "farm build, own cc");
+    let s = stats(&cache);
+    assert_eq!(s["remote_compiles"], REMOTE_UNITS.len() - 1, "{s}");
+    assert_eq!(s["remote_skipped"]["farm-linker"], 1, "{s}");
+    assert!(
+        built
+            .log
+            .contains("the linker `cc` here is not /usr/bin/cc"),
+        "{}",
+        built.log
     );
 }
 

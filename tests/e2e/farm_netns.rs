@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use jetcc_e2e::servers::{worker_bin, Nats, Worker};
 use jetcc_e2e::*;
 
-/// The fixture's units that go to the farm: libraries (no linker needed).
-const REMOTE_UNITS: &[&str] = &["leaf", "mid", "util", "corelib"];
+use crate::farm::REMOTE_UNITS;
 
 /// The `ip` tool (iproute2): /usr/sbin/ip, /sbin/ip, or from PATH.
 fn ip_bin() -> Option<PathBuf> {

@@ -17,8 +17,7 @@ use std::process::Command;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
-/// The fixture's units that go to the farm: libraries (no linker needed).
-const REMOTE_UNITS: &[&str] = &["leaf", "mid", "util", "corelib"];
+use crate::farm::REMOTE_UNITS;
 
 /// The worker's own unprivileged user, as a dedicated service user would be: not `nobody`,
 /// whose process count the sandbox probes' fork bombs use up.

@@ -8,7 +8,7 @@ use jetcc_common::Digest;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
-use crate::farm::{farm_build, wait_until, REMOTE_UNITS};
+use crate::farm::{farm_build, wait_until, REMOTE_UNITS, WORKER_RECORDED};
 use crate::farm_hostile::{real_rustc, runtime};
 
 /// `PATH` without the rustup proxies (`~/.cargo/bin`): only the system's dirs, where this
@@ -99,15 +99,16 @@ fn a_worker_without_rustc_runs_the_clients_shipped_toolchain_fetched_once() {
 
     // A second client on the same toolchain (its own cache, so it packs again) uploads
     // nothing, and its jobs go to the worker that holds the toolchain, which fetches
-    // nothing.
+    // nothing. The proc macro is a hit: its link's first client shared it.
     p.clean();
     let cache_b = root.join("cache-b");
     let built = p.build_ok(&shipping_build(&cache_b, &nats));
     assert_same_artifacts(&want, &artifacts(&p.target()), "second client");
     let s = stats(&cache_b);
+    assert_eq!(built.outcome("mac"), Some(Outcome::Hit), "{}", built.log);
     assert_eq!(
         s["remote_compiles"],
-        REMOTE_UNITS.len(),
+        WORKER_RECORDED.len(),
         "{s}\n{}",
         built.log
     );

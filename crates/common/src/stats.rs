@@ -287,6 +287,9 @@ pub enum RemoteSkip {
     /// A job sent with a reused input listing read what a local compile would not (an env
     /// dep with another value here, an ambiguous module file): its result was discarded.
     StaleListing,
+    /// A link whose linker is not the one a worker's rustc runs (`cc` other than
+    /// `/usr/bin/cc`), or whose C runtime could not be listed for the worker to check.
+    Linker,
 }
 
 impl StatKind for RemoteSkip {
@@ -304,6 +307,7 @@ impl StatKind for RemoteSkip {
             RemoteSkip::LocalIo => "farm-local-io",
             RemoteSkip::Env => "farm-env",
             RemoteSkip::StaleListing => "farm-stale-listing",
+            RemoteSkip::Linker => "farm-linker",
         }
     }
 }

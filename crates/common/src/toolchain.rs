@@ -5,7 +5,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::digest::{Digest, KeyHasher};
@@ -137,6 +137,85 @@ pub fn c_compiler(driver: &Path, name: &str, memo_dir: &Path) -> Result<CCompile
         .str(name)
         .finish();
     Ok(CCompiler { identity, machine })
+}
+
+/// The C runtime and libraries the driver `cc` links into every Rust dylib and executable
+/// (rustc's own `-l`s for std: libc, libm, libgcc_s, libdl, libpthread, librt, libutil),
+/// by the names the linker looks them up by, and the linker scripts' targets.
+const LINK_FILES: &[&str] = &[
+    "crt1.o",
+    "Scrt1.o",
+    "crti.o",
+    "crtn.o",
+    "crtbegin.o",
+    "crtend.o",
+    "crtbeginS.o",
+    "crtendS.o",
+    "libc.so",
+    "libc.so.6",
+    "libc_nonshared.a",
+    "libgcc.a",
+    "libgcc_eh.a",
+    "libgcc_s.so",
+    "libgcc_s.so.1",
+    "libm.so",
+    "libm.so.6",
+    "libmvec.so.1",
+    "libdl.a",
+    "libdl.so.2",
+    "libpthread.a",
+    "libpthread.so.0",
+    "librt.a",
+    "librt.so.1",
+    "libutil.a",
+    "libutil.so.1",
+    "ld-linux-x86-64.so.2",
+];
+
+/// The files of this machine that a link by the C driver `driver` (resolved through PATH
+/// when a bare name) reads: the driver itself, the `collect2` it runs, and the
+/// [`LINK_FILES`] found in its library search dirs, as absolute normalized paths. A machine
+/// with each of these identical links the same objects into the same output: the farm
+/// checks them file by file (`JobRequest::system_inputs`). Memoized like the identities,
+/// as a list of paths (their contents are digested by the caller, by stat).
+pub fn link_files(driver: &Path, memo_dir: &Path) -> Result<Vec<PathBuf>, ToolchainError> {
+    let memo = memo_path(driver, "link-files", memo_dir)?;
+    if let Ok(text) = fs::read_to_string(&memo) {
+        if !text.is_empty() {
+            return Ok(text.lines().map(PathBuf::from).collect());
+        }
+    }
+    let resolved = match driver.components().count() {
+        1 => which(driver).ok_or_else(|| ToolchainError::Run {
+            path: driver.display().to_string(),
+            source: io::ErrorKind::NotFound.into(),
+        })?,
+        _ => driver.to_path_buf(),
+    };
+    let mut files = vec![resolved];
+    let collect2 = run(driver, &["-print-prog-name=collect2"])?;
+    let collect2 = PathBuf::from(String::from_utf8_lossy(&collect2).trim());
+    if collect2.is_absolute() {
+        files.push(collect2);
+    }
+    let dirs = run(driver, &["-print-search-dirs"])?;
+    let dirs: Vec<PathBuf> = String::from_utf8_lossy(&dirs)
+        .lines()
+        .find_map(|l| l.strip_prefix("libraries: ="))
+        .map(|l| std::env::split_paths(l).collect())
+        .unwrap_or_default();
+    for name in LINK_FILES {
+        if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
+            files.push(found);
+        }
+    }
+    let files: Vec<PathBuf> = files.iter().map(|f| crate::fsutil::normalize(f)).collect();
+    let text: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    let _ = write_atomic_mkdir(&memo, text.join("\n").as_bytes());
+    Ok(files)
 }
 
 /// Memoizes `compute` for the program at `program` by its path, size, mtime and inode, so only

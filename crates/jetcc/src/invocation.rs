@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use jetcc_common::args::RustcArgs;
+use jetcc_common::args::{CrateType, RustcArgs, SearchKind};
 use jetcc_common::cache::{CacheError, DiskCache};
 use jetcc_common::classify::Outputs;
 use jetcc_common::config::{Config, PathsMode};
@@ -162,11 +162,35 @@ impl Invocation {
         is_script.then(|| self.outputs.out_dir.join(stem))
     }
 
-    /// Whether the farm can compile it: links need the client's linker and libraries;
-    /// incremental units compile faster where their incremental state is; cross-compiles
-    /// need the target's std.
+    /// Whether the farm can compile it: incremental units compile faster where their
+    /// incremental state is; cross-compiles need the target's std; of the links, only those
+    /// a worker can repeat exactly ([`Invocation::links_on_farm`]).
     pub fn distributable(&self) -> bool {
-        !self.outputs.links && !self.incremental() && self.args.target.is_none()
+        !self.incremental()
+            && self.args.target.is_none()
+            && (!self.outputs.links || self.links_on_farm())
+    }
+
+    /// A link the farm can run: a proc macro that links nothing of its own (no `-l`, no
+    /// native search dir, no linker or link argument), so what it links is the toolchain's,
+    /// its crates' (inputs, shipped) and the C runtime of the default driver `cc`, which
+    /// the job names file by file for the worker to check against its own
+    /// (`remote::inputs`). Proc macros because cargo cannot pipeline them: they hold up
+    /// their dependents (`syn`'s users wait for `serde_derive`). Build scripts and binaries
+    /// stay here: small, or reading every crate of the build.
+    pub fn links_on_farm(&self) -> bool {
+        let a = &self.args;
+        a.crate_types == [CrateType::ProcMacro]
+            && a.link_libs.is_empty()
+            && a.search_paths
+                .iter()
+                .all(|s| matches!(s.kind, SearchKind::Dependency | SearchKind::Crate))
+            && !a
+                .codegen
+                .iter()
+                .any(|(name, _)| name.starts_with("link"))
+            // Unstable options can add link arguments (`-Z pre-link-arg`).
+            && !a.words().any(|w| w.starts_with("-Z"))
     }
 
     pub fn incremental(&self) -> bool {
@@ -191,9 +215,10 @@ impl Action for Invocation {
         self.crate_name()
     }
 
-    /// A worker records a rustc compile it ran (`jetcc-worker`'s `share`).
+    /// A worker records a rustc compile it ran (`jetcc-worker`'s `share`), but for a link:
+    /// its key names the client's linker, which the worker does not vouch for.
     fn recorded_by_worker(&self) -> bool {
-        true
+        !self.outputs.links
     }
 
     /// Writes the dep-info with this build's paths.

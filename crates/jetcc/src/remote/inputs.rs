@@ -12,11 +12,12 @@ use jetcc_common::cache::DiskCache;
 use jetcc_common::ccargs::CcArgs;
 use jetcc_common::depinfo::{self, DepInfo};
 use jetcc_common::farm::Resources;
+use jetcc_common::files::FileDigests;
 use jetcc_common::fsutil::normalize;
 use jetcc_common::key::{is_keyed_env, is_native_lib};
 use jetcc_common::listing::{self, Listing, Remembered};
 use jetcc_common::protocol::job::{is_system_path, InputFile};
-use jetcc_common::{environ, fsutil, Digest};
+use jetcc_common::{environ, fsutil, toolchain, Digest};
 
 use super::guess::{self, Package};
 use super::{JobKind, RemoteCompile, RemoteError};
@@ -105,6 +106,11 @@ pub(super) fn list(r: &mut RemoteCompile<'_>, cache: &DiskCache) -> Result<Liste
             ..
         })
     );
+    if let JobKind::Rustc(inv) = r.kind {
+        if inv.outputs.links {
+            listed.system_inputs = link_inputs(r.files, &cache.toolchain_memo_dir())?;
+        }
+    }
     for path in read {
         let meta = std::fs::metadata(&path);
         let digest = r.files.digest(&path.to_string_lossy());
@@ -137,6 +143,42 @@ pub(super) fn list(r: &mut RemoteCompile<'_>, cache: &DiskCache) -> Result<Liste
         }
     }
     Ok(listed)
+}
+
+/// The driver a jailed rustc runs to link (`cc` on the jail's `PATH`, `/usr/bin:/bin`).
+const JAIL_LINKER: &str = "/usr/bin/cc";
+
+/// What a link reads of this machine's system (`toolchain::link_files`), for the worker to
+/// check against its own: the driver, its C runtime and libraries. Only where our `cc` is the
+/// one a jailed rustc runs.
+fn link_inputs(files: &mut FileDigests, memo: &Path) -> Result<Vec<InputFile>, RemoteError> {
+    let paths = toolchain::link_files(Path::new("cc"), memo)
+        .map_err(|e| RemoteError::Linker(format!("cannot list what a link reads: {e}")))?;
+    if paths.first().map(PathBuf::as_path) != Some(Path::new(JAIL_LINKER)) {
+        return Err(RemoteError::Linker(format!(
+            "the linker `cc` here is not {JAIL_LINKER}, the one a worker runs"
+        )));
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let text = path.to_string_lossy().into_owned();
+            let digest = files.digest(&text);
+            let meta = std::fs::metadata(path);
+            match (digest, meta) {
+                (Some(digest), Ok(meta)) if is_system_path(path) => Ok(InputFile {
+                    path: text,
+                    digest,
+                    size: meta.len(),
+                    mode: meta.permissions().mode(),
+                }),
+                _ => Err(RemoteError::Linker(format!(
+                    "cannot name {} for a worker's link",
+                    path.display()
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// A rustc job's files, dirs and env deps, and where they were listed from without a

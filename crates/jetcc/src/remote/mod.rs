@@ -79,6 +79,9 @@ pub enum RemoteError {
     /// its dep-info shows a read a local compile would see otherwise (see `common::listing`).
     #[error("the job's reused input listing was stale ({0}); compiling locally")]
     StaleListing(String),
+    /// A link a worker would not repeat exactly (see `inputs::link_inputs`).
+    #[error("{0}; linking here")]
+    Linker(String),
 }
 
 impl RemoteError {
@@ -91,6 +94,7 @@ impl RemoteError {
                 | RemoteError::Local(_)
                 | RemoteError::Env(_)
                 | RemoteError::StaleListing(_)
+                | RemoteError::Linker(_)
                 | RemoteError::Failed { .. }
                 | RemoteError::Slow
                 | RemoteError::LocalFirst
@@ -112,6 +116,7 @@ impl RemoteError {
             RemoteError::Local(_) => RemoteSkip::LocalIo,
             RemoteError::Env(_) => RemoteSkip::Env,
             RemoteError::StaleListing(_) => RemoteSkip::StaleListing,
+            RemoteError::Linker(_) => RemoteSkip::Linker,
         }
     }
 }
@@ -209,6 +214,16 @@ pub fn try_remote_rustc(
     let farm = shared.farm()?.clone();
     let memo = cache.toolchain_memo_dir();
     let host = toolchain::host_triple(Path::new(&inv.rustc), &memo).ok()?;
+    // A link prints its command for the wrapper (`--print=link-args=FILE` in the out-dir):
+    // the worker sends that file back with the outputs.
+    let mut outputs = inv.outputs.files.clone();
+    outputs.extend(
+        words
+            .iter()
+            .filter_map(|w| w.strip_prefix("--print=link-args="))
+            .filter_map(|f| Path::new(f).file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
+    );
     let job = RemoteCompile {
         farm: &farm,
         program: Path::new(&inv.rustc),
@@ -216,7 +231,7 @@ pub fn try_remote_rustc(
         args: words,
         cwd: &inv.cwd,
         out_dir: &inv.outputs.out_dir,
-        outputs: &inv.outputs.files,
+        outputs: &outputs,
         toolchain: &inv.toolchain,
         host: &host,
         label: inv.crate_name(),

@@ -53,6 +53,9 @@ impl JobKey {
         // The remaps the client added come last; which they are follows from the map, and
         // the map from everything but them.
         let all = parse(&job.args)?;
+        if all.crate_types.iter().any(|t| t.links()) {
+            return Err(NotRecorded::Links);
+        }
         let cwd = PathBuf::from(&job.cwd);
         let out_dir = PathBuf::from(&job.out_dir);
         let env = |k: &str| -> Option<String> {
