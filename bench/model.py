@@ -185,10 +185,9 @@ def build_units(graph, timed, c_jobs, target):
 def expand_runs(units):
     """Splits each build-script run into its serial halves (client only) and the C compiles
     between them (placed like rustc units), so the scheduler sees one kind of task."""
-    # Links stay on the client, as jetcc keeps them (`Invocation::distributable`): binaries,
-    # build scripts and proc macros (the libs cargo cannot pipeline) need its linker.
-    out = [dict(u, local_only=u["role"] in ("bin", "build-script")
-                or (u["role"] == "lib" and not u["pipelined"])) for u in units]
+    # Binaries and build scripts link on the client, as jetcc keeps them
+    # (`Invocation::distributable`); proc macros (the libs cargo cannot pipeline) go.
+    out = [dict(u, local_only=u["role"] in ("bin", "build-script")) for u in units]
     last = {}  # a run's index -> the index of its second half
     for u in units:
         if u["role"] != "run":

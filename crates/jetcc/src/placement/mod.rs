@@ -53,6 +53,8 @@ pub const PROBE_EVERY: u64 = 16;
 const MAX_EXPECTED_WAIT: Duration = Duration::from_secs(120);
 /// Weight of the newest sample in the running averages.
 const ALPHA: f64 = 0.3;
+/// How many recent remote overheads the machine-wide one is the median of.
+const RECENT_OVERHEADS: usize = 9;
 /// A local compile's duration until one has been measured.
 const DEFAULT_LOCAL_COMPILE_MS: f64 = 500.0;
 
@@ -94,8 +96,15 @@ enum Check {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Perf {
-    /// What a remote compile adds over the worker's compile time and its queue wait, in ms.
+    /// What a remote compile adds over the worker's compile time and its queue wait, in ms:
+    /// the median of [`Perf::remote_overheads_ms`].
     pub remote_overhead_ms: Option<f64>,
+    /// The last [`RECENT_OVERHEADS`] remote overheads, newest last. A median, not a running
+    /// average: one job that uploaded a big crate built here (seconds) must not make the farm
+    /// look slow to every unit that has no history of its own (measured on the split rig:
+    /// the average swung from 0.1 s to 1.3 s within one cold build, and the units kept here
+    /// as "farm slower" from 8 to 45).
+    pub remote_overheads_ms: Vec<f64>,
     /// A local compile's duration, in ms.
     pub local_compile_ms: Option<f64>,
     /// How much longer jobs waited in the queue than this machine's own jobs explain (other
@@ -300,8 +309,12 @@ impl Placement {
         }
         if let Some(o) = overhead {
             let ms = o.as_secs_f64() * 1000.0;
-            let _ =
-                self.update(|p| p.remote_overhead_ms = Some(ewma(p.remote_overhead_ms, ms, ALPHA)));
+            let _ = self.update(|p| {
+                p.remote_overheads_ms.push(ms);
+                let excess = p.remote_overheads_ms.len().saturating_sub(RECENT_OVERHEADS);
+                p.remote_overheads_ms.drain(..excess);
+                p.remote_overhead_ms = median(&p.remote_overheads_ms);
+            });
         }
     }
 
@@ -368,6 +381,18 @@ pub fn compile_placed(
     Ok((compiled, false))
 }
 
+/// The median of `samples` (the mean of the middle two of an even count).
+fn median(samples: &[f64]) -> Option<f64> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// A running average: the newest sample weighs `alpha`.
 pub(super) fn ewma(old: Option<f64>, sample: f64, alpha: f64) -> f64 {
     match old {
@@ -394,6 +419,31 @@ mod tests {
         };
         std::fs::write(&path, serde_json::to_vec(&placed).unwrap()).unwrap();
         f
+    }
+
+    #[test]
+    fn one_slow_upload_does_not_make_the_farm_look_slow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::new(dir.path(), 2, None);
+        let held = (p.try_slot(), p.try_slot());
+        let near = overhead_prior(Duration::from_micros(100), Duration::from_micros(100));
+        p.record_local(Duration::from_millis(400));
+        p.record_queued(Duration::ZERO);
+        for _ in 0..4 {
+            p.record_remote(Duration::from_millis(450), Duration::from_millis(400));
+        }
+        // A job that first uploaded a big crate compiled here.
+        p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
+        assert!(p.farm_is_sooner(near, 1), "{:?}", p.perf());
+        // A farm that stays slow is seen as slow.
+        for _ in 0..5 {
+            p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
+        }
+        let sent = (0..PROBE_EVERY * 2)
+            .filter(|_| p.farm_is_sooner(near, 1))
+            .count();
+        assert_eq!(sent, 2, "only the probes go to a slow farm");
+        drop(held);
     }
 
     #[test]
