@@ -32,7 +32,8 @@ pub(crate) struct Probe {
     pub(crate) what: String,
     pub(crate) built: Built,
     pub(crate) worker_log: String,
-    /// Jobs the worker finished for this build.
+    /// The victim's jobs the worker finished for this build (the proc macro itself is
+    /// compiled on the worker too, in the lab's first build).
     pub(crate) jobs: usize,
     pub(crate) secs: f64,
 }
@@ -95,7 +96,7 @@ impl Lab {
         }
         let src = format!("//! Probe {}: {what}.\n\n{call});\n", self.builds);
         write(&self.ws.join("victim/src/lib.rs"), &src);
-        let jobs_before = self.worker.jobs_done();
+        let jobs_before = victim_jobs(&self.worker.log());
         let build = Build::jetcc(&self.cache)
             .env("JETCC_NATS_URL", &self.nats.url())
             .env("JETCC_DIST_START_TIMEOUT_MS", "5000")
@@ -106,11 +107,11 @@ impl Lab {
         let secs = start.elapsed().as_secs_f64();
         // The worker logs "job done" just after it replies: give it a moment.
         let until = Instant::now() + Duration::from_secs(5);
-        while self.worker.jobs_done() == jobs_before && Instant::now() < until {
+        while victim_jobs(&self.worker.log()) == jobs_before && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
         }
         let worker_log = self.worker.log();
-        let jobs = worker_log.matches("job done").count() - jobs_before;
+        let jobs = victim_jobs(&worker_log) - jobs_before;
         println!("probe {what}: {secs:.1} s, {jobs} job(s) on the worker");
         Probe {
             what: what.to_owned(),
@@ -120,6 +121,14 @@ impl Lab {
             secs,
         }
     }
+}
+
+/// The victim's jobs a worker log says are done.
+fn victim_jobs(worker_log: &str) -> usize {
+    worker_log
+        .lines()
+        .filter(|l| l.contains("job done") && l.contains("crate_name=\"victim\""))
+        .count()
 }
 
 impl Probe {
