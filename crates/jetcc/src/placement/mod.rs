@@ -421,6 +421,13 @@ mod tests {
         f
     }
 
+    /// How many of `PROBE_EVERY * 2` overflow decisions send to the farm.
+    fn sent_of_two_rounds(p: &Placement, overhead_prior_ms: f64) -> usize {
+        (0..PROBE_EVERY * 2)
+            .filter(|_| p.farm_is_sooner(overhead_prior_ms, 1))
+            .count()
+    }
+
     #[test]
     fn one_slow_upload_does_not_make_the_farm_look_slow() {
         let dir = tempfile::tempdir().unwrap();
@@ -439,10 +446,11 @@ mod tests {
         for _ in 0..5 {
             p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
         }
-        let sent = (0..PROBE_EVERY * 2)
-            .filter(|_| p.farm_is_sooner(near, 1))
-            .count();
-        assert_eq!(sent, 2, "only the probes go to a slow farm");
+        assert_eq!(
+            sent_of_two_rounds(&p, near),
+            2,
+            "only the probes go to a slow farm"
+        );
         drop(held);
     }
 
@@ -460,10 +468,11 @@ mod tests {
         for _ in 0..10 {
             p.record_remote(Duration::from_millis(3400), Duration::from_millis(400));
         }
-        let sent = (0..PROBE_EVERY * 2)
-            .filter(|_| p.farm_is_sooner(near, 1))
-            .count();
-        assert_eq!(sent, 2, "only the probes go to a slow farm");
+        assert_eq!(
+            sent_of_two_rounds(&p, near),
+            2,
+            "only the probes go to a slow farm"
+        );
         drop(held);
     }
 

@@ -53,6 +53,7 @@ impl JobKey {
         // The remaps the client added come last; which they are follows from the map, and
         // the map from everything but them.
         let all = parse(&job.args)?;
+        // Before the remaps are checked: a link's client adds `--print=link-args` after them.
         if all.crate_types.iter().any(|t| t.links()) {
             return Err(NotRecorded::Links);
         }
