@@ -137,7 +137,8 @@ def overhead(args, tmp):
     farm = Farm(tmp, 1, 2)
     try:
         print("overhead of one remote compile (plain rustc vs the same compile on a farm of one worker)")
-        for label, (size, name, inv) in {"tiny": sized[0], "big": sized[-1]}.items():
+        crates = {"tiny": sized[0], "big": sized[-1]}
+        for label, (size, name, inv) in ((k, crates[k]) for k in args.crates.split(",")):
             _, outs = hit_cost.outputs(inv)
             plain, remote, guessed, prepassed, first = [], [], [], [], None
             cpu = {"plain": [], "farm": [], "guess": [], "prepass": []}
@@ -206,7 +207,9 @@ def dispatch(args, tmp):
     def job(i, env, tag):
         d = src / f"{tag}{i}"
         d.mkdir()
-        (d / "lib.rs").write_text(f"pub fn f() -> u32 {{ {i} }}\n")
+        # Each run's sources its own: under portable paths the same source in another dir is
+        # the same compile, which the last run's workers recorded (a hit, not a job).
+        (d / "lib.rs").write_text(f"pub fn f() -> u32 {{ {i} }}\npub const RUN: &str = \"{tag}\";\n")
         (d / "out").mkdir()
         cmd = [rustc, "--crate-name", f"t{i}", "--edition=2021", "lib.rs", "--crate-type", "lib",
                "--emit=dep-info,metadata,link", "--out-dir", "out"]
@@ -403,6 +406,8 @@ def main():
     ap.add_argument("--only", default="overhead,dispatch,workload,tier",
                     help="comma-separated; also: split")
     ap.add_argument("--workload", default=str(REPO.parent / "shared/bench/workload"))
+    ap.add_argument("--crates", default="tiny,big",
+                    help="overhead: of the workload's smallest (tiny) and biggest (big) library")
     ap.add_argument("--project", help="split: the project to build (default: the workload)")
     ap.add_argument("--package", help="split: `cargo build -p` this package")
     ap.add_argument("--learned", action="store_true",

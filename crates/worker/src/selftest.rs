@@ -55,8 +55,8 @@ pub async fn run(setup: &Setup<'_>) -> Result<(), String> {
         processes: setup.limits.processes,
         file_size_bytes: setup.limits.file_size_bytes,
         enforce: setup.enforce,
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
     };
+    let procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
     let plan_file = dir.join("plan.json");
     let result = std::fs::write(
         &plan_file,
@@ -64,7 +64,7 @@ pub async fn run(setup: &Setup<'_>) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot write {}: {e}", plan_file.display()));
     let result = match result {
-        Ok(()) => launch(setup.launcher, &plan_file).await,
+        Ok(()) => launch(setup.launcher, procs, &plan_file).await,
         Err(e) => Err(e),
     };
     if let Some(c) = cgroup {
@@ -74,9 +74,11 @@ pub async fn run(setup: &Setup<'_>) -> Result<(), String> {
     result
 }
 
-/// Runs the launcher on `plan_file`; `Ok` if the command ran and exited 0.
-async fn launch(launcher: &Launcher, plan_file: &Path) -> Result<(), String> {
-    let mut launched = launcher.launch(plan_file).map_err(|e| e.to_string())?;
+/// Runs a launcher in the cgroups `procs` on `plan_file`; `Ok` if the command ran and
+/// exited 0.
+async fn launch(launcher: &Launcher, procs: Vec<PathBuf>, plan_file: &Path) -> Result<(), String> {
+    let prepared = launcher.prepare(procs).map_err(|e| e.to_string())?;
+    let mut launched = prepared.launch(plan_file).map_err(|e| e.to_string())?;
     let mut stderr = launched.stderr.take().expect("a new launch has its stderr");
     // `true` writes nothing: the launcher's own error, if any, is short.
     let mut said = Vec::new();

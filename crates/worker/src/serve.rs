@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::blobs::BlobCache;
 use crate::cgroup::{CgroupLimits, Cgroups};
-use crate::job::{self, Context, Outcome};
+use crate::job::{self, Context, Outcome, ReadyLaunchers};
 use crate::shipped::ShippedCache;
 use crate::{selftest, toolchains};
 
@@ -126,12 +126,11 @@ pub async fn serve(
         toolchains,
         shipped,
         jobs_dir,
-        launcher,
+        launchers: Arc::new(ReadyLaunchers::new(launcher, cgroups, slots)),
         enforce,
         run_as,
         timeout: Duration::from_secs(config.worker.timeout_secs),
         limits,
-        cgroups,
         memory_limit,
         disk_limit,
         worker_id: id,
@@ -166,7 +165,7 @@ pub async fn serve(
         slots,
         sandbox = enforce,
         run_as = ?ctx.run_as,
-        cgroups = ?ctx.cgroups.as_ref().map(Cgroups::describe),
+        cgroups = ?ctx.launchers.cgroups().map(Cgroups::describe),
         toolchains = ?ctx.toolchains.iter().map(|t| &t.name).collect::<Vec<_>>(),
         ships_for = ?ctx.shipped.as_ref().map(|c| c.host()),
         "jetcc-worker serving {}",
@@ -180,9 +179,11 @@ pub async fn serve(
         _ = heartbeat.beat() => false,
         _ = follow_held(pool.clone()) => false,
         _ = stop_requested => false,
-        _ = ctx.launcher.gone() => true,
+        _ = ctx.launchers.gone() => true,
     };
     stop(&pool, pullers, slots).await;
+    let launchers = ctx.launchers.clone();
+    let _ = tokio::task::spawn_blocking(move || launchers.close()).await;
     match zygote_gone {
         true => Err(ServeError::Setup(
             crate::jail::JailError::ZygoteGone.to_string(),

@@ -4,11 +4,14 @@
 //! - Two jobs running at once are in two network namespaces, neither the worker's, where no
 //!   IP packet can go (no interface up); a later job reuses one of them.
 //! - A job's `/` holds its own files where the client has them, and is read-only.
+//! - A launcher prepared ahead of its job is in the job's cgroups before the job comes; the
+//!   job's processes are there with it; one dropped unused is killed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jetcc_worker::jail::{Launcher, Plan, Zygote};
+use jetcc_worker::cgroup::{CgroupLimits, Cgroups};
+use jetcc_worker::jail::{Launched, Launcher, Plan, Zygote};
 use tokio::io::AsyncReadExt;
 
 /// What the jobs run: python reports on its jail, as a proc-macro could look around.
@@ -65,6 +68,7 @@ fn main() {
             [net(&a), net(&b)].contains(&net(&c)),
             "a later job got a new network namespace: {c} (before: {a}, {b})"
         );
+        prepared_in_cgroups(&launcher, tmp.path()).await;
     });
     println!("jail: ok");
 }
@@ -94,16 +98,68 @@ fn plan(dir: &Path, name: &str, secs: f64) -> PathBuf {
         processes: None,
         file_size_bytes: None,
         enforce: true,
-        cgroup_procs: Vec::new(),
     };
     let file = base.join("plan.json");
     std::fs::write(&file, serde_json::to_vec(&plan).unwrap()).unwrap();
     file
 }
 
+/// A prepared launcher joins its cgroups before its job comes, and its job runs there.
+async fn prepared_in_cgroups(launcher: &Launcher, dir: &Path) {
+    let limits = CgroupLimits {
+        memory_bytes: 512 << 20,
+        pids: 64,
+    };
+    let cgroups = match Cgroups::setup(limits) {
+        Ok(c) => c,
+        // A host that cannot run it fails the test, unless skipping is asked for.
+        Err(e) if std::env::var_os("JETCC_TEST_ALLOW_SKIP").is_some_and(|v| v == "1") => {
+            eprintln!("\n!!!!!!!! SKIPPED: {e}; the cgroup part did NOT run !!!!!!!!\n");
+            return;
+        }
+        Err(e) => panic!("cannot set up cgroups: {e} (JETCC_TEST_ALLOW_SKIP=1 lets it skip)"),
+    };
+    let cgroup = cgroups.create("jail-test").unwrap();
+    let procs = cgroup.procs_files();
+    let members = || {
+        let text = std::fs::read_to_string(&procs[0]).unwrap();
+        text.lines().count()
+    };
+    let until = |want: usize, what: &str| {
+        let what = what.to_string();
+        async move {
+            for _ in 0..500 {
+                if members() == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("{what}: {} processes in the job's cgroup, not {want}", members());
+        }
+    };
+    let prepared = launcher.prepare(procs.clone()).unwrap();
+    until(1, "a prepared launcher, before its job").await;
+    let plan = plan(dir, "d", 1.5);
+    let running = tokio::spawn(finish(prepared.launch(&plan).unwrap(), plan));
+    // The launcher and the job's python (the launcher's child, its PID namespace's init).
+    until(2, "a running job").await;
+    assert!(running.await.unwrap().ends_with("fn d() {}"));
+    until(0, "after the job").await;
+    let unused = launcher.prepare(procs.clone()).unwrap();
+    until(1, "another prepared launcher").await;
+    drop(unused);
+    until(0, "a prepared launcher dropped unused").await;
+    cgroup.remove();
+}
+
 /// Runs a job; returns its stdout, trimmed. Panics unless it exits 0.
 async fn job(launcher: &Launcher, plan: &Path) -> String {
-    let mut launched = launcher.launch(plan).unwrap();
+    finish(launcher.launch(plan).unwrap(), plan.to_owned()).await
+}
+
+/// Reads a launched job's output to its end; returns its stdout, trimmed. Panics unless it
+/// exits 0.
+async fn finish(mut launched: Launched, plan: PathBuf) -> String {
     let (mut out, mut err) = (
         launched.stdout.take().unwrap(),
         launched.stderr.take().unwrap(),

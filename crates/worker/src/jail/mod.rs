@@ -10,6 +10,7 @@
 //! A job's launcher is forked by the jail's [`zygote`], a single-threaded process the worker
 //! forks before it starts any thread ([`launcher`] is the worker's side): it may allocate and
 //! mount freely, unlike a `pre_exec` hook in the multithreaded worker, and costs no `exec`.
+//! It is forked ahead of its job, into the job's cgroups, and waits there for its plan.
 //! The launcher builds the view, then starts rustc confined ([`crate::sandbox`]) as the
 //! first process of a new PID namespace, and waits for it.
 
@@ -18,7 +19,7 @@ mod mount;
 mod root;
 mod zygote;
 
-pub use launcher::{Launched, Launcher};
+pub use launcher::{Launched, Launcher, Prepared};
 pub use zygote::Zygote;
 
 use std::io;
@@ -77,9 +78,6 @@ pub struct Plan {
     pub file_size_bytes: Option<u64>,
     /// `false` only under `--insecure-no-sandbox`.
     pub enforce: bool,
-    /// The `cgroup.procs` files of the job's cgroups, which the launcher joins first.
-    #[serde(default)]
-    pub cgroup_procs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +98,11 @@ pub enum JailError {
     ZygoteGone,
     #[error("unreadable plan: {0}")]
     Plan(String),
+    /// Said by the launcher, which could not join them.
+    #[error("{0}")]
+    Cgroup(String),
+    #[error("the launcher prepared for the job was killed before it started")]
+    LauncherGone,
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
@@ -114,11 +117,6 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
 /// kills everything the job started, even processes that left its process group; the
 /// launcher waits for it and returns its code.
 fn launch(plan: &Plan, netns: BorrowedFd) -> Result<i32, JailError> {
-    // Before anything else, so that every process of the job is in the job's cgroups.
-    for procs in &plan.cgroup_procs {
-        std::fs::write(procs, std::process::id().to_string())
-            .map_err(sys(format!("join the job's cgroup ({})", procs.display())))?;
-    }
     let mut cmd = enter(plan, netns)?;
     let mut child = cmd
         .spawn()

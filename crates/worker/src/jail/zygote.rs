@@ -3,9 +3,11 @@
 //! launch more than the rest of the jail together).
 //!
 //! The worker talks to it over a unix seqpacket socket ([`super::launcher`] is that side):
-//! "launch job N with this plan" (with the job's stdout and stderr pipes attached), "kill job
-//! N"; it answers "job N exited with code C". A launcher runs [`super::launch`] with a
-//! network namespace from the zygote's pool and exits with rustc's code.
+//! "prepare job N in these cgroups", "launch job N with this plan" (with the job's stdout and
+//! stderr pipes attached), "kill job N"; it answers "job N exited with code C". A prepared
+//! launcher joins its cgroups while no job waits for it, then waits for its plan, which the
+//! zygote forwards; it runs [`super::launch`] with a network namespace from the zygote's pool
+//! and exits with rustc's code.
 //!
 //! What it keeps for all jobs:
 //! - a non-root worker's user namespace (its uid mapped to itself), made once: the jails'
@@ -28,7 +30,8 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHU
 /// A request's kinds, its first byte.
 pub(super) const LAUNCH: u8 = 1;
 pub(super) const KILL: u8 = 2;
-/// Largest request: a kind, a job number and a plan file's path.
+pub(super) const PREPARE: u8 = 3;
+/// Largest request: a kind, a job number and a plan file's path (or `cgroup.procs` paths).
 pub(super) const MAX_REQUEST: usize = 9 + 4096;
 /// The answer: job `id` exited with `code` (`-1` if its launcher was killed).
 pub(super) const REPLY_LEN: usize = 12;
@@ -70,12 +73,14 @@ impl Zygote {
     }
 }
 
-/// A job being run: its launcher and the network namespace lent to it.
+/// A job being run (or prepared): its launcher and the network namespace lent to it.
 struct Running {
     id: u64,
     pid: libc::pid_t,
     pidfd: OwnedFd,
     netns: OwnedFd,
+    /// Where its plan goes, until it is sent.
+    plan_to: Option<OwnedFd>,
 }
 
 struct State {
@@ -83,6 +88,8 @@ struct State {
     /// Why the jail cannot work here (told to every job), else the zygote's own namespaces.
     setup: Result<Setup, String>,
     running: Vec<Running>,
+    /// Jobs whose launcher could not be prepared, and why: told to the job at its launch.
+    failed: Vec<(u64, String)>,
     /// Network namespaces no job holds.
     spare: Vec<OwnedFd>,
     null: OwnedFd,
@@ -119,6 +126,7 @@ fn run(sock: OwnedFd, worker: libc::pid_t) -> ! {
         sock,
         setup: setup(),
         running: Vec::new(),
+        failed: Vec::new(),
         spare: Vec::new(),
         null,
     };
@@ -251,27 +259,81 @@ impl State {
             return;
         };
         let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        use std::os::unix::ffi::OsStrExt;
+        let path = |bytes: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
         match kind {
             KILL => {
+                self.failed.retain(|(f, _)| *f != id);
                 if let Some(r) = self.running.iter().find(|r| r.id == id) {
                     // SAFETY: kill touches no memory; the pid is our own unreaped child.
                     unsafe { libc::kill(r.pid, libc::SIGKILL) };
                 }
             }
-            LAUNCH => {
-                use std::os::unix::ffi::OsStrExt;
-                let plan = PathBuf::from(std::ffi::OsStr::from_bytes(&request[9..]));
-                // The job's stderr was told why.
-                if self.launch(id, plan, fds).is_err() {
-                    self.reply(id, LAUNCH_FAILED);
+            PREPARE => {
+                let procs: Vec<PathBuf> = request[9..]
+                    .split(|&b| b == 0)
+                    .filter(|p| !p.is_empty())
+                    .map(path)
+                    .collect();
+                if let Err(why) = self.prepare(id, &procs) {
+                    self.failed.push((id, why));
                 }
+            }
+            // The job's stderr was told why.
+            LAUNCH if self.launch(id, &request[9..], fds).is_err() => {
+                self.reply(id, LAUNCH_FAILED);
             }
             _ => {}
         }
     }
 
-    /// Forks the launcher of job `id`; its stdout and stderr are `fds`.
-    fn launch(&mut self, id: u64, plan: PathBuf, fds: Vec<OwnedFd>) -> Result<(), String> {
+    /// Forks the launcher of job `id`, which joins the cgroups `procs` and waits for its plan.
+    fn prepare(&mut self, id: u64, procs: &[PathBuf]) -> Result<(), String> {
+        let home = match &self.setup {
+            Ok(s) => s.home.as_raw_fd(),
+            Err(e) => return Err(e.clone()),
+        };
+        let netns = match self.spare.pop() {
+            Some(ns) => ns,
+            None => lend_new_netns(home)
+                .map_err(|e| format!("cannot create a network namespace (unshare): {e}"))?,
+        };
+        let (plan_to, plan_from) =
+            seqpacket_pair().map_err(|e| format!("cannot make the launcher's socket: {e}"))?;
+        // SAFETY: the zygote is single-threaded: the child may allocate and lock freely.
+        let pid = match unsafe { libc::fork() } {
+            -1 => {
+                self.spare.push(netns);
+                let e = io::Error::last_os_error();
+                return Err(format!("cannot fork the launcher: {e}"));
+            }
+            0 => launcher(self, procs, plan_from, netns.as_fd()),
+            pid => pid,
+        };
+        // SAFETY: pidfd_open returns a new fd or -1.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+        if pidfd < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: our own child, never waited for otherwise.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(format!("cannot follow the launcher (pidfd_open): {e}"));
+        }
+        self.running.push(Running {
+            id,
+            pid,
+            // SAFETY: a new fd, owned here alone.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+            netns,
+            plan_to: Some(plan_to),
+        });
+        Ok(())
+    }
+
+    /// Sends job `id`'s prepared launcher its plan and its stdout and stderr, `fds`.
+    fn launch(&mut self, id: u64, plan: &[u8], fds: Vec<OwnedFd>) -> Result<(), String> {
         let [out, err]: [OwnedFd; 2] = fds
             .try_into()
             .map_err(|_| "a launch needs two fds".to_string())?;
@@ -282,48 +344,30 @@ impl State {
             unsafe { libc::write(err_fd, line.as_ptr().cast(), line.len()) };
             what.to_string()
         };
-        let home = match &self.setup {
-            Ok(s) => s.home.as_raw_fd(),
-            Err(e) => return Err(tell(e)),
-        };
-        let netns = match self.spare.pop() {
-            Some(ns) => ns,
-            None => lend_new_netns(home)
-                .map_err(|e| tell(&format!("cannot create a network namespace (unshare): {e}")))?,
-        };
-        // SAFETY: the zygote is single-threaded: the child may allocate and lock freely.
-        match unsafe { libc::fork() } {
-            -1 => Err(tell(&format!(
-                "cannot fork the launcher: {}",
-                io::Error::last_os_error()
-            ))),
-            0 => launcher(self, &plan, [out, err], netns.as_fd()),
-            pid => {
-                // SAFETY: pidfd_open returns a new fd or -1.
-                let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
-                if pidfd < 0 {
-                    let e = io::Error::last_os_error();
-                    // SAFETY: our own child, never waited for otherwise.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                        libc::waitpid(pid, std::ptr::null_mut(), 0);
-                    }
-                    return Err(tell(&format!(
-                        "cannot follow the launcher (pidfd_open): {e}"
-                    )));
-                }
-                // SAFETY: a new fd, owned here alone.
-                let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-                self.running.push(Running {
-                    id,
-                    pid,
-                    pidfd,
-                    netns,
-                });
-                Ok(())
-            }
+        if let Some(i) = self.failed.iter().position(|(f, _)| *f == id) {
+            return Err(tell(&self.failed.swap_remove(i).1));
         }
+        let plan_to = self
+            .running
+            .iter_mut()
+            .find(|r| r.id == id)
+            .and_then(|r| r.plan_to.take())
+            .ok_or_else(|| tell("the job's launcher is gone"))?;
+        super::launcher::send_with_fds(plan_to.as_fd(), plan, &[out, err])
+            .map_err(|e| tell(&format!("cannot hand the launcher its plan: {e}")))
     }
+}
+
+/// A connected pair of seqpacket sockets (close-on-exec).
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut pair = [0 as RawFd; 2];
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+    // SAFETY: socketpair writes two fds into `pair`.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, pair.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just made and are owned here alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) })
 }
 
 /// A new network namespace, the zygote back in its own after making it.
@@ -336,14 +380,10 @@ fn lend_new_netns(home: RawFd) -> io::Result<OwnedFd> {
     made
 }
 
-/// The forked launcher: the job's stdio in place, the jail built, rustc run and waited for.
-fn launcher(
-    state: &State,
-    plan: &std::path::Path,
-    [out, err]: [OwnedFd; 2],
-    netns: BorrowedFd,
-) -> ! {
-    // SAFETY: getppid, prctl, dup2, close and _exit touch no memory of ours.
+/// The forked launcher: in the job's cgroups (`procs`) at once, then, once its plan and the
+/// job's stdio came on `plan_from`, the jail built, rustc run and waited for.
+fn launcher(state: &State, procs: &[PathBuf], plan_from: OwnedFd, netns: BorrowedFd) -> ! {
+    // SAFETY: getppid, prctl, close and _exit touch no memory of ours.
     unsafe {
         let zygote = libc::getppid();
         let zero: libc::c_ulong = 0;
@@ -355,17 +395,36 @@ fn launcher(
         if libc::getppid() != zygote {
             libc::_exit(LAUNCH_FAILED);
         }
-        let ok = libc::dup2(state.null.as_raw_fd(), 0) >= 0
-            && libc::dup2(out.as_raw_fd(), 1) >= 0
-            && libc::dup2(err.as_raw_fd(), 2) >= 0;
-        if !ok {
-            libc::_exit(LAUNCH_FAILED);
-        }
         // The worker must see the socket close when the zygote goes, whatever runs here.
         libc::close(state.sock.as_raw_fd());
     }
-    drop((out, err));
-    let code = match run_plan(plan, netns) {
+    // Before anything else, so that every process of the job is in the job's cgroups.
+    let joined = procs.iter().try_for_each(|procs| {
+        std::fs::write(procs, std::process::id().to_string())
+            .map_err(|e| format!("cannot join the job's cgroup ({}): {e}", procs.display()))
+    });
+    let (plan, fds) = match super::launcher::receive(plan_from.as_fd(), MAX_REQUEST) {
+        Ok((plan, fds)) if !plan.is_empty() && fds.len() == 2 => (plan, fds),
+        // SAFETY: leaving without running the forked copy's destructors.
+        _ => unsafe { libc::_exit(LAUNCH_FAILED) },
+    };
+    drop(plan_from);
+    // SAFETY: dup2 and _exit touch no memory of ours.
+    unsafe {
+        let ok = libc::dup2(state.null.as_raw_fd(), 0) >= 0
+            && libc::dup2(fds[0].as_raw_fd(), 1) >= 0
+            && libc::dup2(fds[1].as_raw_fd(), 2) >= 0;
+        if !ok {
+            libc::_exit(LAUNCH_FAILED);
+        }
+    }
+    drop(fds);
+    use std::os::unix::ffi::OsStrExt;
+    let plan = std::path::Path::new(std::ffi::OsStr::from_bytes(&plan));
+    let code = match joined
+        .map_err(JailError::Cgroup)
+        .and_then(|()| run_plan(plan, netns))
+    {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{LAUNCH_ERROR_PREFIX}cannot start the job's rustc: {e}");

@@ -17,14 +17,15 @@ use tokio::io::{AsyncReadExt, BufReader};
 
 mod layout;
 mod outputs;
+mod ready;
 
 pub(crate) use outputs::read_output;
+pub use ready::ReadyLaunchers;
 
 use layout::{create_dirs, fetch_inputs, place_inputs, Layout};
 use outputs::{artifact_name, upload, upload_rest};
 
 use crate::blobs::BlobCache;
-use crate::cgroup::{Cgroups, JobCgroup};
 use crate::jail::{self, Plan};
 use crate::limits::{self, human, Lines, OUTPUT_LIMIT};
 use crate::shipped::{Held, ShipError, ShippedCache};
@@ -38,14 +39,13 @@ pub struct Context {
     /// Toolchains clients ship, unpacked; `None` with `[worker] toolchain_cache_size = 0`.
     pub shipped: Option<ShippedCache>,
     pub jobs_dir: PathBuf,
-    /// Starts each job's compiler in the jail.
-    pub launcher: jail::Launcher,
+    /// Starts each job's compiler in the jail, in the job's cgroups where the host lets the
+    /// worker make them.
+    pub launchers: Arc<ReadyLaunchers>,
     pub enforce: bool,
     pub run_as: Option<(u32, u32)>,
     pub timeout: Duration,
     pub limits: crate::sandbox::Limits,
-    /// Per-job memory and process limits, where the host lets the worker make cgroups.
-    pub cgroups: Option<Cgroups>,
     /// `[worker] memory_limit`, for the refusal of a job killed at it.
     pub memory_limit: u64,
     /// `[worker] disk_limit`: the job's writable dirs together, and its outputs together.
@@ -373,6 +373,7 @@ async fn run(
     job_dir: &Path,
     reply: &ReplyTo,
 ) -> Result<Finished, JobError> {
+    let from = Instant::now();
     let using = toolchain(ctx, job).await?;
     let tc = using.toolchain();
     check_system_inputs(ctx, job)?;
@@ -380,23 +381,12 @@ async fn run(
     create_dirs(job, &layout)?;
     let blobs = fetch_inputs(ctx, job).await?;
     let readable = place_inputs(job, &layout, blobs, ctx.run_as.is_some())?;
-    let name = job_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("job");
-    let cgroup = match &ctx.cgroups {
-        Some(c) => Some(
-            c.create(name)
-                .map_err(|e| JobError::Io(format!("cannot make the job's cgroup: {e}")))?,
-        ),
-        None => None,
-    };
-    let procs = cgroup
-        .as_ref()
-        .map(JobCgroup::procs_files)
-        .unwrap_or_default();
-    let plan_file = write_plan(ctx, job, tc, &layout, readable, procs, job_dir)?;
-    let ran = run_jailed(ctx, job, &layout, reply, &plan_file).await;
+    let plan_file = write_plan(ctx, job, tc, &layout, readable, job_dir)?;
+    let ready = ctx.launchers.take()?;
+    let cgroup = ready.cgroup;
+    let set_up = from.elapsed();
+    let ran = run_jailed(ctx, job, &layout, reply, ready.launcher, &plan_file).await;
+    let jailed = from.elapsed();
     let oom_kills = cgroup.as_ref().map_or(0, |c| c.exceeded().oom_kills);
     if let Some(c) = cgroup {
         let _ = tokio::task::spawn_blocking(move || c.remove()).await;
@@ -416,6 +406,7 @@ async fn run(
         _ => Vec::new(),
     };
     let compile_ms = ran.took.as_millis() as u64;
+    let rest = from.elapsed();
     reply
         .send(&JobEvent::Done {
             exit_code: ran.exit_code,
@@ -424,6 +415,14 @@ async fn run(
             compile_ms,
         })
         .await;
+    tracing::debug!(
+        job = job.job_id,
+        set_up_us = set_up.as_micros() as u64,
+        jail_us = ran.took.as_micros() as u64,
+        cleanup_us = (rest - jailed).as_micros() as u64,
+        answered_us = from.elapsed().as_micros() as u64,
+        "job phases"
+    );
     let mut all_outputs = ran.sent;
     all_outputs.extend(outputs);
     // After the client has its answer, while the outputs are still here.
@@ -506,7 +505,6 @@ fn write_plan(
     tc: &Toolchain,
     layout: &Layout,
     readable: Vec<PathBuf>,
-    cgroup_procs: Vec<PathBuf>,
     job_dir: &Path,
 ) -> Result<PathBuf, JobError> {
     let plan = Plan {
@@ -523,7 +521,6 @@ fn write_plan(
         processes: ctx.limits.processes,
         file_size_bytes: ctx.limits.file_size_bytes,
         enforce: ctx.enforce,
-        cgroup_procs,
     };
     let plan_file = job_dir.join("plan.json");
     std::fs::write(
@@ -541,12 +538,12 @@ async fn run_jailed(
     job: &JobRequest,
     layout: &Layout,
     reply: &ReplyTo,
+    launcher: jail::Prepared,
     plan_file: &Path,
 ) -> Result<Ran, JobError> {
     let ran_from = Instant::now();
     // Dropped before it exits (a limit passed), it kills the job.
-    let mut launched = ctx
-        .launcher
+    let mut launched = launcher
         .launch(plan_file)
         .map_err(|e| JobError::Io(format!("cannot start the jail launcher: {e}")))?;
     let disk = limits::disk_exceeded(layout.writable_in_root(), ctx.disk_limit);
