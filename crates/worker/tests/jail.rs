@@ -134,7 +134,10 @@ async fn prepared_in_cgroups(launcher: &Launcher, dir: &Path) {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            panic!("{what}: {} processes in the job's cgroup, not {want}", members());
+            panic!(
+                "{what}: {} processes in the job's cgroup, not {want}",
+                members()
+            );
         }
     };
     let prepared = launcher.prepare(procs.clone()).unwrap();

@@ -274,7 +274,7 @@ async fn follow_events(
             }
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
             JobEvent::Artifact { name, digest, line } => {
-                take_output(res, &mut r, &name, &digest).await?;
+                take_outputs(res, &mut r, &[(name.clone(), digest)]).await?;
                 held.extend_from_slice(&line);
                 if let Some(listing) = unchecked {
                     if !is_dep_info(&r, &name) {
@@ -358,9 +358,7 @@ async fn finish(
             first_error: first_error(&pending),
         });
     }
-    for (name, digest) in &done.outputs {
-        take_output(res, &mut r, name, digest).await?;
-    }
+    take_outputs(res, &mut r, &done.outputs).await?;
     if let Some(listing) = unchecked {
         check_reads(&r, listing)?;
         // The held artifact lines go out first, as rustc wrote them.
@@ -409,22 +407,27 @@ fn check_reads(r: &RemoteCompile<'_>, listing: &Unchecked) -> Result<(), RemoteE
     }
 }
 
-/// Writes one output a worker reported (fetched and verified) into the out-dir; a name this
-/// compile does not write is refused.
-async fn take_output(
+/// Writes the outputs a worker reported (fetched and verified, all at once: each fetch is
+/// two round trips) into the out-dir; a name this compile does not write is refused.
+async fn take_outputs(
     res: &Resources,
     r: &mut RemoteCompile<'_>,
-    name: &str,
-    digest: &Digest,
+    outputs: &[(String, Digest)],
 ) -> Result<(), RemoteError> {
-    if !r.outputs.iter().any(|o| o == name) {
+    if let Some((name, _)) = outputs.iter().find(|(n, _)| !r.outputs.contains(n)) {
         return Err(RemoteError::Refused(format!(
             "the worker sent an unexpected file {name:?}"
         )));
     }
-    let dest = r.out_dir.join(name);
-    inputs::fetch(res, digest, &dest).await?;
-    r.files.remember_written(&dest, *digest);
+    let out_dir = r.out_dir;
+    let fetches = outputs.iter().map(|(name, digest)| {
+        let dest = out_dir.join(name);
+        async move { inputs::fetch(res, digest, &dest).await }
+    });
+    futures_util::future::try_join_all(fetches).await?;
+    for (name, digest) in outputs {
+        r.files.remember_written(&out_dir.join(name), *digest);
+    }
     Ok(())
 }
 

@@ -69,6 +69,8 @@ pub enum Outcome {
 enum JobError {
     #[error("{0}")]
     Farm(#[from] FarmError),
+    #[error("its client no longer waits for it")]
+    NotWanted,
     #[error("{0}")]
     Io(String),
     #[error("output {0} holds the worker's job root path: not hermetic")]
@@ -130,6 +132,14 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery) -> Outcome {
     let dedup = job.dedup_key();
     let started = Instant::now();
     let result = run_kept_alive(&ctx, &delivery, &job, &dedup, &reply).await;
+    if let Err(JobError::NotWanted) = result {
+        tracing::debug!(
+            job = job.job_id,
+            "its client no longer waits: dropped unrun"
+        );
+        let _ = delivery.term().await;
+        return Outcome::Expired;
+    }
     let (outcome, state, error) = conclude(&job, result, &reply).await;
     if let Err(e) = ctx.res.put_job_state(&dedup, &state).await {
         tracing::debug!(job = job.job_id, "{e}");
@@ -155,8 +165,9 @@ struct Admitted {
     redelivered: bool,
 }
 
-/// Checks a delivered job before any work: it decodes, names a reply subject, is valid, and
-/// someone still waits for it. `Err` is how a job dropped unrun counts; the caller
+/// Checks a delivered job before any work: it decodes, names a reply subject, is valid, was
+/// not redelivered and is not past its deadline (whether its client still waits is asked
+/// while it is laid out, see [`run`]). `Err` is how a job dropped unrun counts; the caller
 /// terminates it.
 async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> {
     let job = JobRequest::decode_unchecked(delivery.payload()).map_err(|e| {
@@ -197,7 +208,7 @@ async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> 
             .await;
         return Err(Outcome::Refused);
     }
-    if !still_wanted(&job, &reply).await {
+    if past_deadline(&job) {
         return Err(Outcome::Expired);
     }
     Ok(Admitted {
@@ -211,24 +222,26 @@ async fn admit(ctx: &Context, delivery: &Delivery) -> Result<Admitted, Outcome> 
 const REDELIVERED: &str = "the worker running this job stopped mid-job (the job may have \
     killed it): not retried on another worker";
 
-/// Whether the job's client still waits for it: not past its deadline, and answering.
-async fn still_wanted(job: &JobRequest, reply: &ReplyTo) -> bool {
+/// Whether the job's client gave up on it by now.
+fn past_deadline(job: &JobRequest) -> bool {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    if job.deadline_unix_ms < now_ms {
+    let past = job.deadline_unix_ms < now_ms;
+    if past {
         tracing::debug!(job = job.job_id, "past its deadline: dropped unrun");
-        return false;
     }
-    if !reply.client_waits().await {
-        tracing::debug!(
-            job = job.job_id,
-            "its client no longer waits: dropped unrun"
-        );
-        return false;
+    past
+}
+
+/// Whether the job's client still waits for it (it answers `Started`), as
+/// [`JobError::NotWanted`].
+async fn client_waits(reply: &ReplyTo) -> Result<(), JobError> {
+    match reply.client_waits().await {
+        true => Ok(()),
+        false => Err(JobError::NotWanted),
     }
-    true
 }
 
 /// Runs the job in its own dir (removed after) while marking it in progress with the queue
@@ -374,14 +387,21 @@ async fn run(
     reply: &ReplyTo,
 ) -> Result<Finished, JobError> {
     let from = Instant::now();
-    let using = toolchain(ctx, job).await?;
+    // The job is laid out while its client says whether it still waits (a round trip): its
+    // compiler starts, or a failed set-up is told, only once it said so.
+    let mut waits = std::pin::pin!(client_waits(reply));
+    let mut set = std::pin::pin!(set_up(ctx, job, job_dir));
+    let (using, layout, plan_file) = tokio::select! {
+        w = &mut waits => {
+            w?;
+            set.await?
+        }
+        s = &mut set => {
+            waits.await?;
+            s?
+        }
+    };
     let tc = using.toolchain();
-    check_system_inputs(ctx, job)?;
-    let layout = Layout::new(job_dir, job);
-    create_dirs(job, &layout)?;
-    let blobs = fetch_inputs(ctx, job).await?;
-    let readable = place_inputs(job, &layout, blobs, ctx.run_as.is_some())?;
-    let plan_file = write_plan(ctx, job, tc, &layout, readable, job_dir)?;
     let ready = ctx.launchers.take()?;
     let cgroup = ready.cgroup;
     let set_up = from.elapsed();
@@ -446,6 +466,23 @@ async fn run(
         outputs: all_outputs,
         compile_ms,
     })
+}
+
+/// Everything before the jail: the toolchain, the job root with the inputs in it, the
+/// launcher's plan (its path).
+async fn set_up<'a>(
+    ctx: &'a Context,
+    job: &JobRequest,
+    job_dir: &Path,
+) -> Result<(Using<'a>, Layout, PathBuf), JobError> {
+    let using = toolchain(ctx, job).await?;
+    check_system_inputs(ctx, job)?;
+    let layout = Layout::new(job_dir, job);
+    create_dirs(job, &layout)?;
+    let blobs = fetch_inputs(ctx, job).await?;
+    let readable = place_inputs(job, &layout, blobs, ctx.run_as.is_some())?;
+    let plan_file = write_plan(ctx, job, using.toolchain(), &layout, readable, job_dir)?;
+    Ok((using, layout, plan_file))
 }
 
 /// The toolchain a job runs with.

@@ -10,28 +10,43 @@ use jetcc_common::Digest;
 use super::layout::Layout;
 use super::{Context, JobError};
 
-/// Uploads the outputs rustc did not announce while it ran.
+/// Uploads the outputs rustc did not announce while it ran: read one after the other (the
+/// disk limit bounds them together), put in the CAS all at once (each put is a round trip).
 pub(super) async fn upload_rest(
     ctx: &Context,
     job: &JobRequest,
     layout: &Layout,
     sent: &[(String, Digest)],
 ) -> Result<Vec<(String, Digest)>, JobError> {
-    let mut outputs = Vec::new();
+    let mut taken = Vec::new();
     for name in job
         .outputs
         .iter()
         .filter(|n| !sent.iter().any(|(s, _)| s == *n))
     {
-        let digest = upload(ctx, layout, name).await?;
-        outputs.push((name.clone(), digest));
+        taken.push((name, take(ctx, layout, name).await?));
     }
-    Ok(outputs)
+    let puts = taken
+        .iter()
+        .map(|(_, (digest, bytes))| ctx.res.cas.put(digest, bytes));
+    futures_util::future::try_join_all(puts).await?;
+    Ok(taken
+        .into_iter()
+        .map(|(name, (digest, _))| (name.clone(), digest))
+        .collect())
 }
 
 /// Reads an output, refuses it if it names the job root or the job's outputs together pass
 /// the disk limit, and puts it in the CAS.
 pub(super) async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, JobError> {
+    let (digest, bytes) = take(ctx, layout, name).await?;
+    ctx.res.cas.put(&digest, &bytes).await?;
+    Ok(digest)
+}
+
+/// Reads an output; refuses it if it names the job root or the job's outputs together pass
+/// the disk limit.
+async fn take(ctx: &Context, layout: &Layout, name: &str) -> Result<(Digest, Vec<u8>), JobError> {
     let path = layout.out_in_root.join(name);
     let room = ctx
         .disk_limit
@@ -50,9 +65,7 @@ pub(super) async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result
     if bytes.windows(root_bytes.len()).any(|w| w == root_bytes) {
         return Err(JobError::NotHermetic(name.to_owned()));
     }
-    let digest = Digest::of_bytes(&bytes);
-    ctx.res.cas.put(&digest, &bytes).await?;
-    Ok(digest)
+    Ok((Digest::of_bytes(&bytes), bytes))
 }
 
 /// Reads an output the job wrote, as the worker (outside the jail): never through a symlink
