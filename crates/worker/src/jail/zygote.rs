@@ -50,15 +50,7 @@ impl Zygote {
         if threads != 1 {
             return Err(JailError::Threads(threads));
         }
-        let mut pair = [0 as RawFd; 2];
-        let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
-        // SAFETY: socketpair writes two fds into `pair`.
-        if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, pair.as_mut_ptr()) } != 0 {
-            return Err(sys("make the zygote's socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: both fds were just made and are owned here alone.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let (ours, theirs) = seqpacket_pair().map_err(sys("make the zygote's socket"))?;
         // SAFETY: getpid cannot fail.
         let worker = unsafe { libc::getpid() };
         // SAFETY: single-threaded (checked above): the child may allocate and lock freely.
