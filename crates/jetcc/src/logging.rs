@@ -1,8 +1,8 @@
 //! Logs through `tracing`, off unless `JETCC_LOG` is set (e.g. `JETCC_LOG=debug`: a bare level
 //! is for jetcc's own crates, see `common::logfilter`). Each line names the module that wrote
 //! it. They go to stderr, or appended to `JETCC_LOG_FILE` if set (cargo shows a wrapper's
-//! stderr as rustc's). Every line has URL credentials masked (`common::redact`) on its way out,
-//! whatever logged it.
+//! stderr as rustc's), each line there with its time. Every line has URL credentials masked
+//! (`common::redact`) on its way out, whatever logged it.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -15,8 +15,8 @@ pub fn init() {
     let filter = tracing_subscriber::EnvFilter::new(jetcc_common::logfilter::directives(&filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true)
-        .without_time();
+        .with_target(true);
+    // A file gathers the lines of every wrapper of a build: timed, so they can be ordered.
     if let Some(path) = std::env::var_os("JETCC_LOG_FILE") {
         if let Ok(f) = File::options().create(true).append(true).open(path) {
             let sink = Redacted(Arc::new(Mutex::new(Box::new(f))));
@@ -28,7 +28,10 @@ pub fn init() {
         }
     }
     let sink = Redacted(Arc::new(Mutex::new(Box::new(io::stderr()))));
-    builder.with_writer(move || sink.clone()).init();
+    builder
+        .without_time()
+        .with_writer(move || sink.clone())
+        .init();
 }
 
 /// A log sink that masks credentials in what it is given: `tracing`'s formatter writes each
