@@ -495,12 +495,15 @@ fn server_side_encryption_is_asked_for_on_every_write() {
     assert_eq!(tier(&team.cache("cache-fresh"))["hits"], FIXTURE_WARM_HITS);
 }
 
-/// The target of each log line (`LEVEL target: message`).
+/// The target of each log line (`[TIME] LEVEL target: message`).
 fn log_targets(log: &str) -> std::collections::BTreeSet<String> {
+    const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
     log.lines()
-        .filter_map(|l| l.trim_start().split_once(' '))
-        .filter_map(|(_, rest)| rest.split_once(": "))
-        .map(|(target, _)| target.to_owned())
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| LEVELS.contains(w))?;
+            words.next()?.strip_suffix(':').map(str::to_owned)
+        })
         .collect()
 }
 
