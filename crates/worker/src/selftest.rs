@@ -4,11 +4,12 @@
 //! pulling jobs only to refuse each.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 
-use crate::cgroup::Cgroups;
-use crate::jail::{self, Launcher, Plan};
+use crate::jail::{self, Plan, Prepared};
+use crate::job::ReadyLaunchers;
 use crate::sandbox::Limits;
 
 /// What the self-test runs with: the worker's own settings.
@@ -18,8 +19,8 @@ pub struct Setup<'a> {
     pub run_as: Option<(u32, u32)>,
     pub limits: Limits,
     pub enforce: bool,
-    pub cgroups: Option<&'a Cgroups>,
-    pub launcher: &'a Launcher,
+    /// A job's launcher is taken from these, in its cgroups where the host gives them.
+    pub launchers: &'a Arc<ReadyLaunchers>,
 }
 
 /// The trivial command: `true`, where the jail binds the system dirs.
@@ -37,10 +38,6 @@ pub async fn run(setup: &Setup<'_>) -> Result<(), String> {
     let out = PathBuf::from("/out");
     std::fs::create_dir_all(jail::inside(&root, &out))
         .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let cgroup = match setup.cgroups {
-        Some(c) => Some(c.create("self-test").map_err(|e| e.to_string())?),
-        None => None,
-    };
     let plan = Plan {
         root,
         sysroot: None,
@@ -56,28 +53,26 @@ pub async fn run(setup: &Setup<'_>) -> Result<(), String> {
         file_size_bytes: setup.limits.file_size_bytes,
         enforce: setup.enforce,
     };
-    let procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
     let plan_file = dir.join("plan.json");
     let result = std::fs::write(
         &plan_file,
         serde_json::to_vec(&plan).expect("plan serializes"),
     )
     .map_err(|e| format!("cannot write {}: {e}", plan_file.display()));
+    let ready = setup.launchers.take().map_err(|e| e.to_string())?;
     let result = match result {
-        Ok(()) => launch(setup.launcher, procs, &plan_file).await,
+        Ok(()) => launch(ready.launcher, &plan_file).await,
         Err(e) => Err(e),
     };
-    if let Some(c) = cgroup {
+    if let Some(c) = ready.cgroup {
         c.remove();
     }
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-/// Runs a launcher in the cgroups `procs` on `plan_file`; `Ok` if the command ran and
-/// exited 0.
-async fn launch(launcher: &Launcher, procs: Vec<PathBuf>, plan_file: &Path) -> Result<(), String> {
-    let prepared = launcher.prepare(procs).map_err(|e| e.to_string())?;
+/// Runs a prepared launcher on `plan_file`; `Ok` if the command ran and exited 0.
+async fn launch(prepared: Prepared, plan_file: &Path) -> Result<(), String> {
     let mut launched = prepared.launch(plan_file).map_err(|e| e.to_string())?;
     let mut stderr = launched.stderr.take().expect("a new launch has its stderr");
     // `true` writes nothing: the launcher's own error, if any, is short.

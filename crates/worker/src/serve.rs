@@ -91,13 +91,13 @@ pub async fn serve(
             .file_size_bytes
             .map(|f| f.min(disk_limit)),
     };
+    let launchers = Arc::new(ReadyLaunchers::new(launcher, cgroups, slots));
     selftest::run(&selftest::Setup {
         dir: &jobs_dir,
         run_as,
         limits,
         enforce,
-        cgroups: cgroups.as_ref(),
-        launcher: &launcher,
+        launchers: &launchers,
     })
     .await
     .map_err(ServeError::SelfTest)?;
@@ -126,7 +126,7 @@ pub async fn serve(
         toolchains,
         shipped,
         jobs_dir,
-        launchers: Arc::new(ReadyLaunchers::new(launcher, cgroups, slots)),
+        launchers,
         enforce,
         run_as,
         timeout: Duration::from_secs(config.worker.timeout_secs),

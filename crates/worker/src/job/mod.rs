@@ -66,7 +66,7 @@ pub enum Outcome {
 
 /// Why a job could not be run here; the client compiles locally.
 #[derive(Debug, thiserror::Error)]
-enum JobError {
+pub(crate) enum JobError {
     #[error("{0}")]
     Farm(#[from] FarmError),
     #[error("its client no longer waits for it")]

@@ -14,9 +14,9 @@ use crate::jail::{Launcher, Prepared};
 use super::JobError;
 
 /// A launcher for one job, and the cgroup it joined (none where the host gives none).
-pub(super) struct Ready {
-    pub(super) cgroup: Option<JobCgroup>,
-    pub(super) launcher: Prepared,
+pub(crate) struct Ready {
+    pub(crate) cgroup: Option<JobCgroup>,
+    pub(crate) launcher: Prepared,
 }
 
 /// The pool of [`Ready`] launchers: about as many as the worker has slots.
@@ -70,7 +70,7 @@ impl ReadyLaunchers {
     }
 
     /// A launcher for a job; another is prepared in its place, off the job's path.
-    pub(super) fn take(self: &Arc<Self>) -> Result<Ready, JobError> {
+    pub(crate) fn take(self: &Arc<Self>) -> Result<Ready, JobError> {
         let ready = self.lock().ready.pop();
         let launchers = self.clone();
         tokio::task::spawn_blocking(move || match launchers.prepare() {
