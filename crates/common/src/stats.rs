@@ -1,7 +1,8 @@
 //! Cache statistics, shared by every jetcc process using one cache dir.
 //!
 //! Kept in `stats.json` and updated read-modify-write under a `flock`, so concurrent
-//! processes never lose an update.
+//! processes never lose an update. A wrapper adds what it counted once, as it ends
+//! ([`Stats::add`]): each update is a lock, a read and a rename, too slow for every count.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -122,6 +123,35 @@ impl Stats {
     }
 }
 
+impl ActionStats {
+    fn add(&mut self, delta: &ActionStats) {
+        let ActionStats {
+            hits,
+            misses,
+            stored,
+            pass_through,
+            not_stored,
+            time_saved_ms,
+            remote,
+            remote_skipped,
+        } = delta;
+        self.hits += hits;
+        self.misses += misses;
+        self.stored += stored;
+        add_counts(&mut self.pass_through, pass_through);
+        add_counts(&mut self.not_stored, not_stored);
+        self.time_saved_ms += time_saved_ms;
+        self.remote += remote;
+        add_counts(&mut self.remote_skipped, remote_skipped);
+    }
+}
+
+fn add_counts(to: &mut BTreeMap<String, u64>, delta: &BTreeMap<String, u64>) {
+    for (kind, n) in delta {
+        *to.entry(kind.clone()).or_default() += n;
+    }
+}
+
 /// Why a build-script run was not looked up at all (`ActionStats::pass_through`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunPassThrough {
@@ -159,6 +189,31 @@ pub struct TierStats {
     pub bytes_written: u64,
     /// Time spent on this tier's lookups, fetches and writes.
     pub time_ms: u64,
+}
+
+impl TierStats {
+    fn add(&mut self, delta: &TierStats) {
+        let TierStats {
+            hits,
+            misses,
+            errors,
+            last_error,
+            writes,
+            bytes_read,
+            bytes_written,
+            time_ms,
+        } = delta;
+        self.hits += hits;
+        self.misses += misses;
+        add_counts(&mut self.errors, errors);
+        if last_error.is_some() {
+            self.last_error.clone_from(last_error);
+        }
+        self.writes += writes;
+        self.bytes_read += bytes_read;
+        self.bytes_written += bytes_written;
+        self.time_ms += time_ms;
+    }
 }
 
 /// A kind counted in one of the [`Stats`] maps. Its name there is fixed: scripts and tests
@@ -367,6 +422,53 @@ impl Stats {
         }
     }
 
+    /// Adds `delta` (what one process counted) to these counts; a tier's `last_error` becomes
+    /// the delta's where it has one. Every field is named, so a new one cannot be left out.
+    pub fn add(&mut self, delta: &Stats) {
+        let Stats {
+            requests,
+            hits,
+            misses,
+            pass_through,
+            errors,
+            not_stored,
+            tiers,
+            remote_compiles,
+            remote_skipped,
+            remote_prepasses,
+            remote_listings_reused,
+            remote_listings_guessed,
+            remote_events_dropped,
+            bytes_restored,
+            bytes_stored,
+            time_saved_ms,
+            build_script_runs,
+            c_compiles,
+            verified,
+        } = delta;
+        self.requests += requests;
+        self.hits += hits;
+        self.misses += misses;
+        add_counts(&mut self.pass_through, pass_through);
+        add_counts(&mut self.errors, errors);
+        add_counts(&mut self.not_stored, not_stored);
+        for (name, t) in tiers {
+            self.tier(name).add(t);
+        }
+        self.remote_compiles += remote_compiles;
+        add_counts(&mut self.remote_skipped, remote_skipped);
+        self.remote_prepasses += remote_prepasses;
+        self.remote_listings_reused += remote_listings_reused;
+        self.remote_listings_guessed += remote_listings_guessed;
+        self.remote_events_dropped += remote_events_dropped;
+        self.bytes_restored += bytes_restored;
+        self.bytes_stored += bytes_stored;
+        self.time_saved_ms += time_saved_ms;
+        self.build_script_runs.add(build_script_runs);
+        self.c_compiles.add(c_compiles);
+        add_counts(&mut self.verified, verified);
+    }
+
     /// Counts one `kind` in `map` (one of the by-kind maps above).
     pub fn bump(map: &mut BTreeMap<String, u64>, kind: &dyn StatKind) {
         *map.entry(kind.name().to_owned()).or_default() += 1;
@@ -383,6 +485,48 @@ mod tests {
     }
 
     use super::*;
+
+    /// Two processes' counts added to the file give what applying their updates one by one
+    /// gave (the file was written at every update before).
+    #[test]
+    fn added_deltas_equal_the_updates_they_hold() {
+        let updates: [fn(&mut Stats); 3] = [
+            |s| {
+                s.requests += 1;
+                s.hits += 1;
+                s.tier("local").hits += 1;
+                s.tier("local").time_ms += 3;
+                s.c_compiles.remote += 1;
+                Stats::bump(&mut s.errors, &ErrorKind::Spawn);
+            },
+            |s| {
+                s.misses += 2;
+                s.tier("s3").last_error = Some("refused".into());
+                Stats::bump(&mut s.tier("s3").errors, &ErrorKind::Spawn);
+                Stats::bump(&mut s.verified, &VerifyOutcome::Same);
+                s.build_script_runs.stored += 1;
+                Stats::bump(
+                    &mut s.build_script_runs.remote_skipped,
+                    &RemoteSkip::NoWorker,
+                );
+            },
+            |s| {
+                s.tier("local").misses += 1;
+                Stats::bump(&mut s.errors, &ErrorKind::Spawn);
+                s.time_saved_ms += 40;
+            },
+        ];
+        let mut applied = Stats::default();
+        let (mut first, mut second) = (Stats::default(), Stats::default());
+        for (i, update) in updates.iter().enumerate() {
+            update(&mut applied);
+            update(if i == 1 { &mut second } else { &mut first });
+        }
+        let mut added = Stats::default();
+        added.add(&first);
+        added.add(&second);
+        assert_eq!(added, applied);
+    }
 
     #[test]
     fn concurrent_updates_add_up() {

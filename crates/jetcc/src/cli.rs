@@ -361,11 +361,11 @@ fn print_tiers(s: &Stats) {
 
 /// `--verify CMD…`: replaces this process with CMD, every hit of its jetcc runs verified.
 fn run_verifying(cmd: &[OsString]) -> i32 {
-    use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .env("JETCC_VERIFY", "1")
-        .exec();
+    let err = crate::exec(
+        std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("JETCC_VERIFY", "1"),
+    );
     eprintln!("jetcc: cannot run {}: {err}", cmd[0].to_string_lossy());
     ExitCode::Failed.code()
 }

@@ -7,7 +7,6 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -310,7 +309,7 @@ impl Wrapper {
 
 /// Replaces this process with plain rustc. Returns only if exec failed.
 fn exec_plain(rustc: &OsString, args: &[OsString]) -> i32 {
-    let err = Command::new(rustc).args(args).exec();
+    let err = crate::exec(Command::new(rustc).args(args));
     eprintln!("jetcc: cannot run {}: {err}", rustc.to_string_lossy());
     1
 }

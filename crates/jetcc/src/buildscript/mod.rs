@@ -13,7 +13,6 @@ pub mod launcher;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
@@ -102,7 +101,7 @@ pub fn run(launcher: OsString, args: Vec<OsString>) -> i32 {
 
 /// Replaces this process with the real build script. Returns only if exec failed.
 fn exec_real(real: &OsStr, args: &[OsString]) -> i32 {
-    let err = Command::new(real).args(args).exec();
+    let err = crate::exec(Command::new(real).args(args));
     eprintln!(
         "jetcc: cannot run build script {}: {err}",
         real.to_string_lossy()

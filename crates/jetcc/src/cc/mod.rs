@@ -26,7 +26,6 @@ pub mod shims;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
@@ -162,10 +161,11 @@ pub fn run(name: &str, args: Vec<OsString>) -> i32 {
 
 /// Replaces this process with the real compiler. Returns only if exec failed.
 fn exec_real(real: &Path, args: &[OsString], env: &[(OsString, OsString)]) -> i32 {
-    let err = Command::new(real)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .exec();
+    let err = crate::exec(
+        Command::new(real)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v))),
+    );
     eprintln!("jetcc: cannot run {}: {err}", real.display());
     127
 }

@@ -238,6 +238,7 @@ pub fn start_uploader(cache_dir: &Path) -> std::io::Result<()> {
 /// `jetcc __share`: closes what it inherited from cargo, writes every filed share, exits 0.
 pub fn run_uploader() -> i32 {
     close_inherited_fds();
+    crate::write_stats_through();
     crate::logging::init();
     let config = match Config::load() {
         Ok(c) => c,
