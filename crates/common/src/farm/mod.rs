@@ -235,6 +235,7 @@ impl Farm {
                     }
                 }
             })
+            .reconnect_to_server_callback(|servers, _info| async move { next_server(&servers) })
             .connection_timeout(timeout)
             .request_timeout(Some(Duration::from_secs(5)))
             // A server that goes away mid-build must not make a wrapper wait: fail fast and
@@ -266,6 +267,19 @@ impl Farm {
             refused,
         })
     }
+}
+
+/// How the connection to a single server is (re)made: at once if it never failed, else
+/// after the library's backoff. The library's own way sleeps `Duration::ZERO` before a first
+/// attempt, which tokio's timer rounds up to its next millisecond tick: about 1 ms on every
+/// wrapper's connect. With several servers (a cluster) the library's way stays: a first
+/// connect made this way tries one server only, and a node that is down would fail it.
+fn next_server(servers: &[async_nats::Server]) -> Option<async_nats::ReconnectToServer> {
+    let [only] = servers else { return None };
+    Some(async_nats::ReconnectToServer {
+        addr: only.addr.clone(),
+        delay: (only.failed_attempts == 0).then_some(Duration::ZERO),
+    })
 }
 
 impl Farm {
