@@ -289,6 +289,11 @@ def paired_cold_builds(args, tmp, name, workers, farm_setup, after_farm,
             finally:
                 if farm:
                     farm.stop()
+                    if args.keep_logs:
+                        keep = Path(args.keep_logs)
+                        keep.mkdir(parents=True, exist_ok=True)
+                        for log in farm.dir.glob("w*.log"):
+                            shutil.copy(log, keep / f"{name}-{rep}-worker-{log.name}")
             if kind == "farm":
                 after_farm(cache, rep)
     return times["local"], times["farm"]
@@ -412,7 +417,7 @@ def main():
     ap.add_argument("--package", help="split: `cargo build -p` this package")
     ap.add_argument("--learned", action="store_true",
                     help="split: every farm build starts with the unit history of one untimed farm build")
-    ap.add_argument("--keep-logs", help="split: copy each farm build's jetcc log (JETCC_LOG=info) here")
+    ap.add_argument("--keep-logs", help="copy each farm build's workers' logs here, and for split its jetcc log (JETCC_LOG=info)")
     ap.add_argument("--farm-env", action="append", default=[], metavar="KEY=VALUE",
                     help="split: set this in the farm builds' env (e.g. JETCC_DIST_GUESS_INPUTS=false "
                     "for a unit's first jobs listed by the dep-info pre-pass)")
