@@ -1,6 +1,6 @@
 //! The work queue's semantics: identical jobs in flight run once, a job past its deadline is
-//! dropped unrun, a compile error is answered once and never retried nor cached, and a server
-//! without JetStream is a clear error.
+//! dropped unrun, so is a job its client took back (at once), a compile error is answered
+//! once and never retried nor cached, and a server without JetStream is a clear error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -323,4 +323,139 @@ fn a_source_reached_through_a_directory_without_inputs_compiles_on_the_farm() {
         built.log
     );
     assert_same_artifacts(&want, &artifacts(&dir.join("target")), "through the farm");
+}
+
+/// A job its client took back (a local slot freed before any worker started it) is dropped
+/// by the worker at once when it gets to it, though the client still runs (compiling it
+/// here): before, the client's subscription outlived its interest until its process ran
+/// its runtime again, and the worker, idle, waited out its 2 s for an answer to `Started`.
+#[test]
+fn a_job_taken_back_for_a_local_slot_is_dropped_by_its_worker_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let nats = Nats::start(&root.join("nats"));
+    let w = Worker::start(&nats.url(), &root.join("w"), 1);
+    // A rustc that takes its time for local compiles (not the wrapper's dep-info pre-pass):
+    // `SHIM_SLEEP` seconds, or until the file `SHIM_UNTIL` exists. The worker runs its own.
+    let shim = root.join("slow-rustc");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\"metadata,link\"*)\n  \
+             [ -n \"$SHIM_SLEEP\" ] && sleep \"$SHIM_SLEEP\"\n  \
+             if [ -n \"$SHIM_UNTIL\" ]; then n=0; while [ ! -e \"$SHIM_UNTIL\" ] && \
+             [ $n -lt 1200 ]; do sleep 0.1; n=$((n+1)); done; fi;;\nesac\nexec {} \"$@\"\n",
+            real_rustc().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cache = root.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let compile = |name: &str, log: &str, env: &[(&str, String)]| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        let mut args = library_args(&dir);
+        args[1] = name.to_string();
+        let mut cmd = jetcc(&cache);
+        cmd.current_dir(&dir)
+            .arg(&shim)
+            .args(args)
+            .env("JETCC_NATS_URL", nats.url())
+            .env("JETCC_DIST_LOCAL_SLOTS", "1")
+            .env("JETCC_LOG", "debug")
+            .env("JETCC_LOG_FILE", root.join(log))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+    let log = |name: &str| std::fs::read_to_string(root.join(name)).unwrap_or_default();
+    let source = |name: &str, text: &str| {
+        std::fs::create_dir_all(root.join(name).join("src")).unwrap();
+        std::fs::write(root.join(name).join("src/lib.rs"), text).unwrap();
+    };
+
+    // The local slot's holder, once, so its unit is known to take a while here: the next
+    // compile waiting for the slot then expects the farm to be sooner.
+    source("holder", "pub fn f() -> u32 { 1 }\n");
+    let first = [("SHIM_SLEEP", "2".to_string())];
+    assert!(compile("holder", "holder-1.log", &first)
+        .wait()
+        .unwrap()
+        .success());
+
+    // The worker's only slot taken for seconds by another client's compile.
+    let slow = root.join("slow");
+    slow_crate(&slow, 1000);
+    let other = farm_build(&root.join("other"), &nats);
+    let building = std::thread::spawn(move || build_in(&slow, &other));
+    wait_until(120, "the slow job to start", || {
+        w.log().contains("job started")
+    });
+
+    // The slot's holder again, then a compile that finds no slot free and goes to the farm,
+    // where it queues behind the slow job, until the slot frees up and takes it back.
+    source("holder", "pub fn f() -> u32 { 2 }\n");
+    let mut holder = compile("holder", "holder-2.log", &first);
+    wait_until(30, "the holder in the local slot", || {
+        log("holder-2.log").contains("placed at=Local")
+    });
+    source("taken", "pub fn g() -> u32 { 3 }\n");
+    let release = root.join("release");
+    let mut taken = compile(
+        "taken",
+        "taken.log",
+        &[
+            ("SHIM_UNTIL", release.display().to_string()),
+            ("JETCC_DIST_START_TIMEOUT_MS", "120000".to_string()),
+        ],
+    );
+    let start = std::time::Instant::now();
+    while !log("taken.log").contains("a local slot was free before a worker started the job") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the job was not taken back: {}\n{}",
+            log("taken.log"),
+            log("holder-2.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !log("taken.log").contains("job started"),
+        "{}",
+        log("taken.log")
+    );
+    assert!(holder.wait().unwrap().success());
+
+    // The worker gets to it while its client still compiles it here.
+    let job_done = |l: &str| l.contains("job done") && l.contains("crate_name=\"slow\"");
+    wait_until(180, "the slow job's end", || w.log().lines().any(job_done));
+    let slow_done = std::time::Instant::now();
+    wait_until(30, "the job taken back dropped", || {
+        w.log().contains("no longer waits: dropped unrun")
+    });
+    let dropped_after = slow_done.elapsed();
+    assert!(
+        taken.try_wait().unwrap().is_none(),
+        "its client still compiles it here"
+    );
+    assert!(
+        dropped_after < Duration::from_millis(1000),
+        "the worker took {dropped_after:?} to drop a job nobody waits for: {}",
+        w.log()
+    );
+    assert_eq!(
+        w.log().matches("job phases").count(),
+        1,
+        "one job ran: {}",
+        w.log()
+    );
+
+    std::fs::write(&release, "").unwrap();
+    assert!(taken.wait().unwrap().success());
+    assert!(root.join("taken/out/libtaken.rlib").exists());
+    assert!(building.join().unwrap().ok());
 }

@@ -232,6 +232,10 @@ async fn follow(
 ) -> Result<(Compiled, Duration), RemoteError> {
     let result = follow_events(res, r, &mut sub, unchecked, start, prepared).await;
     dropped.fetch_add(sub.dropped(), Ordering::Relaxed);
+    if result.is_err() {
+        // This process compiles locally next: the job's worker must not wait for us.
+        sub.abandon().await;
+    }
     result
 }
 
