@@ -51,7 +51,7 @@ static WRITE_THROUGH: AtomicBool = AtomicBool::new(false);
 /// Counts in this process's stats (its monitor event's delta, and what [`flush_stats`] adds
 /// to the shared `stats.json`). Kept in memory until the process ends or execs: each update
 /// of the shared file is a lock, a read and a rename (0.3-1.2 ms measured), and a remote job
-/// made four before and after its compile.
+/// made five around its compile.
 pub(crate) fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
     events::note(&mut f);
     let mut unflushed = UNFLUSHED.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,21 +106,28 @@ pub(crate) fn exec(cmd: &mut Command) -> std::io::Error {
     cmd.exec()
 }
 
+/// Runs what `args` ask (see [`dispatch`]) and adds this process's counts to the shared
+/// stats. Returns the process exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let code = dispatch(args);
+    flush_stats();
+    code
+}
+
 /// Dispatches on the program's name, then the first argument: called as a compiler shim
 /// (`cc`, `gcc`, `c++`…) it is that compiler; else a flag is a jetcc command, anything else
-/// is the rustc to wrap. Returns the process exit code.
-pub fn main(args: Vec<OsString>) -> i32 {
+/// is the rustc to wrap.
+fn dispatch(args: Vec<OsString>) -> i32 {
     let shim = args
         .first()
         .and_then(|a| Path::new(a).file_name())
         .and_then(|n| n.to_str())
         .and_then(|n| cc::shims::NAMES.iter().find(|s| **s == n));
+    if let Some(name) = shim {
+        return cc::run(name, args.into_iter().skip(1).collect());
+    }
     let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
-    let code = match first {
-        _ if shim.is_some() => {
-            let name = shim.expect("checked above");
-            cc::run(name, args.into_iter().skip(1).collect())
-        }
+    match first {
         Some(f) if f == buildscript::launcher::COMMAND && args.len() > 2 => {
             let mut rest = args.into_iter().skip(2);
             let launcher = rest.next().expect("checked above");
@@ -136,7 +143,5 @@ pub fn main(args: Vec<OsString>) -> i32 {
             wrapper::run(rustc, rest.collect())
         }
         None => cli::run(&args),
-    };
-    flush_stats();
-    code
+    }
 }
