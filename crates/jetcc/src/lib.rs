@@ -43,7 +43,8 @@ use std::sync::Mutex;
 
 use jetcc_common::stats::Stats;
 
-/// This process's counts not yet added to its cache dir's shared stats.
+/// This process's counts not yet added to its cache dir's shared stats (a process has one
+/// cache dir, its config's: the first `record` names it).
 static UNFLUSHED: Mutex<Option<(PathBuf, Stats)>> = Mutex::new(None);
 /// Set by a long-lived process (the uploader): each count goes to the file at once.
 static WRITE_THROUGH: AtomicBool = AtomicBool::new(false);
@@ -54,19 +55,10 @@ static WRITE_THROUGH: AtomicBool = AtomicBool::new(false);
 /// made five around its compile.
 pub(crate) fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
     events::note(&mut f);
-    let mut unflushed = UNFLUSHED.lock().unwrap_or_else(|e| e.into_inner());
-    match &mut *unflushed {
-        Some((dir, delta)) if dir == cache_dir => f(delta),
-        other => {
-            let earlier = other.take();
-            let mut delta = Stats::default();
-            f(&mut delta);
-            *other = Some((cache_dir.to_owned(), delta));
-            drop(unflushed);
-            if let Some((dir, delta)) = earlier {
-                add_to_file(&dir, &delta);
-            }
-        }
+    {
+        let mut unflushed = UNFLUSHED.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, delta) = unflushed.get_or_insert_with(|| (cache_dir.to_owned(), Stats::default()));
+        f(delta);
     }
     if WRITE_THROUGH.load(Ordering::Relaxed) {
         flush_stats();
@@ -77,19 +69,12 @@ pub(crate) fn record(cache_dir: &Path, mut f: impl FnMut(&mut Stats)) {
 /// logged only.
 pub(crate) fn flush_stats() {
     let taken = UNFLUSHED.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some((dir, delta)) = taken {
-        add_to_file(&dir, &delta);
-    }
-}
-
-fn add_to_file(cache_dir: &Path, delta: &Stats) {
-    if *delta == Stats::default() {
+    let Some((dir, delta)) = taken.filter(|(_, d)| *d != Stats::default()) else {
         return;
-    }
-    let added =
-        std::fs::create_dir_all(cache_dir).and_then(|_| Stats::update(cache_dir, |s| s.add(delta)));
+    };
+    let added = std::fs::create_dir_all(&dir).and_then(|_| Stats::update(&dir, |s| s.add(&delta)));
     if let Err(e) = added {
-        tracing::debug!("cannot update stats in {}: {e}", cache_dir.display());
+        tracing::debug!("cannot update stats in {}: {e}", dir.display());
     }
 }
 
