@@ -5,13 +5,13 @@
 //! ([`Stats::add`]): each update is a lock, a read and a rename, too slow for every count.
 
 use std::collections::BTreeMap;
-use std::fs;
+
 use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{with_lock, write_atomic_mkdir};
+use crate::fsutil::SharedFile;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -391,20 +391,27 @@ impl Stats {
         self.tiers.entry(name.to_owned()).or_default()
     }
 
-    pub fn load(dir: &Path) -> Stats {
-        fs::read(dir.join("stats.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+    fn file(dir: &Path) -> SharedFile {
+        SharedFile::new(dir.join("stats.json"), dir.join("stats.lock"))
+    }
+
+    /// Missing or unreadable: all zero.
+    fn parse(bytes: Option<&[u8]>) -> Stats {
+        bytes
+            .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default()
+    }
+
+    pub fn load(dir: &Path) -> Stats {
+        Stats::parse(Stats::file(dir).read().as_deref())
     }
 
     /// Applies `f` to the stored stats atomically with respect to other processes.
     pub fn update(dir: &Path, f: impl FnOnce(&mut Stats)) -> io::Result<()> {
-        with_lock(&dir.join("stats.lock"), || {
-            let mut s = Stats::load(dir);
+        Stats::file(dir).update(|old| {
+            let mut s = Stats::parse(old);
             f(&mut s);
-            let json = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
-            write_atomic_mkdir(&dir.join("stats.json"), &json)
+            (serde_json::to_vec_pretty(&s).expect("stats serialize"), ())
         })
     }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::digest::{Digest, VerifyError};
-use crate::fsutil::{temp_path_for, with_lock, write_atomic_mkdir};
+use crate::fsutil::{temp_path_for, with_lock, write_atomic_mkdir, SharedFile};
 use crate::listing::{Listing, Remembered};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::result::{CacheEntry, OutputFile};
@@ -126,7 +126,9 @@ impl DiskCache {
             return Ok(());
         }
         let path = self.path("mf", invocation);
-        let lock = path.with_extension("lock");
+        // One lock per shard, not per manifest: a lock file per key was a new inode for each
+        // first compile (costly on some file systems) that eviction never removed.
+        let lock = path.with_file_name("shard.lock");
         let write_err = |source| CacheError::Write {
             path: path.clone(),
             source,
@@ -366,10 +368,11 @@ impl DiskCache {
 
     /// The cache size as last accounted (exact after each eviction pass).
     pub fn size(&self) -> u64 {
-        fs::read_to_string(self.root.join("size"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        parse_size(self.size_file().read().as_deref())
+    }
+
+    fn size_file(&self) -> SharedFile {
+        SharedFile::new(self.root.join("size"), self.root.join("size.lock"))
     }
 
     pub fn max_size(&self) -> u64 {
@@ -387,15 +390,18 @@ impl DiskCache {
     }
 
     fn account(&self, bytes: u64) {
-        let size_path = self.root.join("size");
-        let res = with_lock(&self.root.join("size.lock"), || {
-            let mut size = self.size() + bytes;
+        let res = self.size_file().update(|old| {
+            let mut size = parse_size(old) + bytes;
+            let mut evicted = Ok(());
             if size > self.max_size {
-                size = self.evict(self.max_size / 100 * EVICT_TO_PERCENT)?;
+                match self.evict(self.max_size / 100 * EVICT_TO_PERCENT) {
+                    Ok(left) => size = left,
+                    Err(e) => evicted = Err(e),
+                }
             }
-            write_atomic_mkdir(&size_path, size.to_string().as_bytes())
+            (size.to_string().into_bytes(), evicted)
         });
-        if let Err(e) = res {
+        if let Err(e) = res.and_then(|evicted| evicted) {
             tracing::warn!("cache size accounting failed: {e}");
         }
     }
@@ -443,6 +449,14 @@ impl DiskCache {
 }
 
 /// Marks a file as recently used for LRU eviction; best effort (a read-only cache still hits).
+/// The size counter's bytes: a decimal number (padded with spaces), 0 if missing.
+fn parse_size(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn touch(path: &Path) {
     if let Ok(f) = File::options().append(true).open(path) {
         let _ = f.set_times(FileTimes::new().set_modified(SystemTime::now()));

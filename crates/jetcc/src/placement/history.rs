@@ -9,14 +9,14 @@
 //! (the least recently used go first); written under a lock, atomically.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use jetcc_common::args::RustcArgs;
 use jetcc_common::digest::KeyHasher;
-use jetcc_common::fsutil::{with_lock, write_atomic};
+use jetcc_common::fsutil::SharedFile;
 use jetcc_common::Digest;
 
 use super::ewma;
@@ -48,10 +48,18 @@ struct HistoryFile {
     units: HashMap<String, UnitRecord>,
 }
 
+impl HistoryFile {
+    /// Missing or unreadable: nothing known.
+    fn parse(bytes: Option<&[u8]>) -> HistoryFile {
+        bytes
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// The history file of one cache dir.
 pub struct History {
-    file: PathBuf,
-    lock: PathBuf,
+    file: SharedFile,
     max_units: usize,
 }
 
@@ -85,8 +93,10 @@ fn unix_secs() -> u64 {
 impl History {
     pub fn new(cache_dir: &Path) -> History {
         History {
-            file: cache_dir.join("farm-history.json"),
-            lock: cache_dir.join("farm-history.lock"),
+            file: SharedFile::new(
+                cache_dir.join("farm-history.json"),
+                cache_dir.join("farm-history.lock"),
+            ),
             max_units: MAX_UNITS,
         }
     }
@@ -112,17 +122,14 @@ impl History {
     }
 
     fn read(&self) -> HistoryFile {
-        std::fs::read(&self.file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        HistoryFile::parse(self.file.read().as_deref())
     }
 
     /// Changes `unit`'s record; a history that cannot be written is only a worse guess next
     /// time, so errors are logged, not returned.
     fn update(&self, unit: &Unit, f: impl FnOnce(&mut UnitRecord)) {
-        let written = with_lock(&self.lock, || {
-            let mut h = self.read();
+        let written = self.file.update(|old| {
+            let mut h = HistoryFile::parse(old);
             let r = h.units.entry(key(unit)).or_default();
             f(r);
             r.used = unix_secs();
@@ -134,10 +141,7 @@ impl History {
                     h.units.remove(&k);
                 }
             }
-            write_atomic(
-                &self.file,
-                &serde_json::to_vec(&h).expect("history serializes"),
-            )
+            (serde_json::to_vec(&h).expect("history serializes"), ())
         });
         if let Err(e) = written {
             tracing::debug!("cannot write the unit history: {e}");

@@ -37,7 +37,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use jetcc_common::config::FarmConfig;
-use jetcc_common::fsutil::{with_lock, write_atomic};
+use jetcc_common::fsutil::SharedFile;
 
 use crate::compile::Compiled;
 use decide::{Cost, Outlook};
@@ -82,6 +82,9 @@ pub struct Placement {
     expected_wait_ms: Mutex<f64>,
     /// How long our job waited for a worker (`None`: not seen start, e.g. a followed job).
     queued: Mutex<Option<Duration>>,
+    /// A queue wait beyond ours not yet in `farm-perf.json`: written with the next update,
+    /// not when the job starts, where its client's answer to the worker waits behind it.
+    extra_wait_sample: Mutex<Option<f64>>,
 }
 
 /// An overflow job's first placement check, or one more while it waits for a local slot.
@@ -133,6 +136,7 @@ impl Placement {
             assumed_wait_ms: Mutex::new(0.0),
             expected_wait_ms: Mutex::new(0.0),
             queued: Mutex::new(None),
+            extra_wait_sample: Mutex::new(None),
         }
     }
 
@@ -288,6 +292,7 @@ impl Placement {
 
     /// A job of ours waited `waited` in the farm's queue (until a worker started it, or until
     /// it was taken back): what this machine's own jobs do not explain is other clients'.
+    /// Kept until this compile's result is recorded (one write, after the job).
     pub fn record_queued(&self, waited: Duration) {
         *self.queued.lock().unwrap_or_else(|e| e.into_inner()) = Some(waited);
         let assumed = *self
@@ -295,7 +300,10 @@ impl Placement {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let extra = (waited.as_secs_f64() * 1000.0 - assumed).max(0.0);
-        let _ = self.update(|p| p.extra_wait_ms = Some(ewma(p.extra_wait_ms, extra, ALPHA)));
+        *self
+            .extra_wait_sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(extra);
     }
 
     /// A remote compile took `total`, of which `worker_compile` was rustc on the worker and
@@ -326,22 +334,40 @@ impl Placement {
         let _ = self.update(|p| p.local_compile_ms = Some(ewma(p.local_compile_ms, ms, ALPHA)));
     }
 
+    fn perf_file(&self) -> SharedFile {
+        SharedFile::new(
+            self.dir.join("farm-perf.json"),
+            self.dir.join("farm-perf.lock"),
+        )
+    }
+
     pub fn perf(&self) -> Perf {
-        std::fs::read(self.dir.join("farm-perf.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        Perf::parse(self.perf_file().read().as_deref())
     }
 
     fn update(&self, f: impl FnOnce(&mut Perf)) -> std::io::Result<()> {
-        with_lock(&self.dir.join("farm-perf.lock"), || {
-            let mut p = self.perf();
+        let extra_wait = self
+            .extra_wait_sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.perf_file().update(|old| {
+            let mut p = Perf::parse(old);
+            if let Some(extra) = extra_wait {
+                p.extra_wait_ms = Some(ewma(p.extra_wait_ms, extra, ALPHA));
+            }
             f(&mut p);
-            write_atomic(
-                &self.dir.join("farm-perf.json"),
-                &serde_json::to_vec(&p).expect("perf serializes"),
-            )
+            (serde_json::to_vec(&p).expect("perf serializes"), ())
         })
+    }
+}
+
+impl Perf {
+    /// Missing or unreadable: nothing known yet.
+    fn parse(bytes: Option<&[u8]>) -> Perf {
+        bytes
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default()
     }
 }
 

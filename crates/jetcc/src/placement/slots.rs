@@ -3,22 +3,23 @@
 //! each wrapper process says there where its compile is (holding a local slot, waiting for
 //! one, or on the farm), since when, and how long it is expected to take, so the next
 //! overflow decision can tell when a local slot frees up and how long the farm's queue is.
-//! (`placed/<pid>-<n>`: one entry per placement; a wrapper process places one compile.)
+//! (`placed/<k>`: a pool of entries, [`BOARD_ENTRIES`] at most, each taken by one process at
+//! a time; a wrapper process places one compile.)
 //!
-//! A board file is written atomically and flocked by its process while it lives: a reader
-//! that can lock one has found a dead process's, and removes it.
+//! A board entry is flocked by the process that took it while it lives, and rewritten in
+//! place (no file created per compile: a new inode costs up to a millisecond on some file
+//! systems, and every wrapper marks). A reader that can lock an entry has found a free one
+//! (released, or its process died) and skips it.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use jetcc_common::fsutil::temp_path_for;
+use jetcc_common::fsutil;
 
 /// A held local compile slot (an flock on `slots/<i>`), released on drop.
 pub struct Slot(#[allow(dead_code)] File);
@@ -118,28 +119,22 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How many processes can be on one board at once (one more places its compile unseen).
+pub const BOARD_ENTRIES: usize = 256;
+
 /// The board of placed compiles of one cache dir, and this process's entry on it.
 pub struct Board {
     dir: PathBuf,
-    /// Our entry's name: `<pid>-<n>` (a process places one compile, tests several).
-    name: String,
-    /// Our entry's file, flocked while it is there.
-    mine: Mutex<Option<File>>,
+    /// Our entry once taken: its number and its file, flocked while we hold it.
+    mine: Mutex<Option<(usize, File)>>,
 }
 
 impl Board {
     pub fn new(cache_dir: &Path) -> Board {
-        static BOARDS: AtomicU64 = AtomicU64::new(0);
-        let n = BOARDS.fetch_add(1, Ordering::Relaxed);
         Board {
             dir: cache_dir.join("placed"),
-            name: format!("{}-{n}", std::process::id()),
             mine: Mutex::new(None),
         }
-    }
-
-    fn own_path(&self) -> PathBuf {
-        self.dir.join(&self.name)
     }
 
     /// Says where this process's compile is now (replacing what it said before). A board
@@ -157,47 +152,67 @@ impl Board {
     }
 
     fn write(&self, entry: &Placed) -> std::io::Result<()> {
-        use std::io::Write;
-        let dest = self.own_path();
-        let tmp = temp_path_for(&dest);
-        let mut f = File::create(&tmp).or_else(|_| {
-            std::fs::create_dir_all(&self.dir)?;
-            File::create(&tmp)
-        })?;
-        // Locked before it has its name: a named entry is always locked while we live.
-        let written = f
-            .try_lock()
-            .map_err(std::io::Error::other)
-            .and_then(|()| f.write_all(&serde_json::to_vec(entry).expect("serializes")))
-            .and_then(|()| std::fs::rename(&tmp, &dest));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let mut mine = self.mine.lock().unwrap_or_else(|e| e.into_inner());
+        if mine.is_none() {
+            *mine = Some(self.take_entry()?);
         }
-        written?;
-        *self.mine.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
-        Ok(())
+        let (_, f) = mine.as_ref().expect("taken above");
+        let old_len = f.metadata()?.len();
+        let json = serde_json::to_vec(entry).expect("serializes");
+        fsutil::rewrite_in_place(f, &json, old_len)
     }
 
-    /// Takes this process's entry off the board.
+    /// The first free entry from one that depends on our pid (so processes starting
+    /// together do not all try the same ones first), locked.
+    fn take_entry(&self) -> std::io::Result<(usize, File)> {
+        let start = std::process::id() as usize % BOARD_ENTRIES;
+        for i in 0..BOARD_ENTRIES {
+            let k = (start + i) % BOARD_ENTRIES;
+            let path = self.dir.join(k.to_string());
+            let open = || {
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+            };
+            let f = open().or_else(|_| {
+                std::fs::create_dir_all(&self.dir)?;
+                open()
+            })?;
+            if f.try_lock().is_ok() {
+                return Ok((k, f));
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "all {BOARD_ENTRIES} entries are taken"
+        )))
+    }
+
+    /// Takes this process's entry off the board: blanked, then released.
     pub fn clear(&self) {
         let mut mine = self.mine.lock().unwrap_or_else(|e| e.into_inner());
-        if mine.take().is_some() {
-            let _ = std::fs::remove_file(self.own_path());
+        if let Some((_, f)) = mine.take() {
+            if let Ok(m) = f.metadata() {
+                let _ = fsutil::rewrite_in_place(&f, b"", m.len());
+            }
         }
     }
 
-    /// Every other live process's entry. Entries of dead processes are removed.
+    /// Every other live process's entry.
     pub fn others(&self) -> Vec<Placed> {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
+        let own = self
+            .mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(k, _)| k.to_string());
         dir.flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                // Temp files (being written) start with a dot.
-                !name.is_empty() && !name.starts_with('.') && name != self.name.as_str()
-            })
+            .filter(|e| Some(e.file_name().to_string_lossy().as_ref()) != own.as_deref())
             .filter_map(|e| read_live(&e.path()))
             .collect()
     }
@@ -209,23 +224,15 @@ impl Drop for Board {
     }
 }
 
-/// The entry at `path` if its process holds it; a dead process's entry is removed.
+/// The entry at `path` if a process holds it (one that can be locked is free).
 fn read_live(path: &Path) -> Option<Placed> {
     let mut f = File::open(path).ok()?;
     if f.try_lock_shared().is_ok() {
-        // Nobody holds it. Remove it only if it is still the file we locked (its owner may
-        // have just replaced it with a new, locked one).
-        let same = match (f.metadata(), std::fs::metadata(path)) {
-            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-            _ => false,
-        };
-        if same {
-            let _ = std::fs::remove_file(path);
-        }
         return None;
     }
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).ok()?;
+    // Unreadable while its process rewrites it: left out of this one decision.
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -246,28 +253,43 @@ mod tests {
     }
 
     #[test]
-    fn the_board_shows_live_entries_and_drops_dead_ones() {
+    fn the_board_shows_live_entries_and_not_free_ones() {
         let dir = tempfile::tempdir().unwrap();
         let board = Board::new(dir.path());
         board.mark(Where::Local, 1000.0);
         // Our own entry is not among the others; a live one of another process is.
         assert!(board.others().is_empty());
-        let other = dir.path().join("placed/1");
-        let live = File::create(&other).unwrap();
-        live.try_lock().unwrap();
-        let entry = Placed {
-            at: Where::Farm,
-            since_ms: now_ms(),
-            expected_ms: 300.0,
-        };
-        std::fs::write(&other, serde_json::to_vec(&entry).unwrap()).unwrap();
-        assert_eq!(board.others(), vec![entry]);
-        drop(live); // its process died
+        let other = Board::new(dir.path());
+        other.mark(Where::Farm, 300.0);
+        let seen = board.others();
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].at, seen[0].expected_ms), (Where::Farm, 300.0));
+        // Marked again: rewritten in place (a shorter entry over a longer one reads whole).
+        other.mark(Where::Local, 5.0);
+        assert_eq!(board.others()[0].at, Where::Local);
+        drop(other); // its process ended
         assert!(board.others().is_empty());
-        assert!(!other.exists(), "a dead process's entry is removed");
-        assert!(board.own_path().exists());
+        // A process that died holding an entry left it unlocked: free, not shown.
+        let dead = Board::new(dir.path());
+        dead.mark(Where::Farm, 300.0);
+        if let Some((_, f)) = dead.mine.lock().unwrap().take() {
+            f.unlock().unwrap(); // and closed, not blanked: as a killed process leaves it
+        }
+        assert!(board.others().is_empty());
+        // Entries are reused, not created per process.
+        for _ in 0..5 {
+            let b = Board::new(dir.path());
+            b.mark(Where::Waiting, 1.0);
+        }
+        let entries = std::fs::read_dir(dir.path().join("placed"))
+            .unwrap()
+            .count();
+        assert!(
+            entries <= 3,
+            "{entries} board files for at most 3 processes at once"
+        );
         board.clear();
-        assert!(!board.own_path().exists());
+        assert!(board.others().is_empty());
     }
 
     #[test]

@@ -388,10 +388,13 @@ async fn run(
 ) -> Result<Finished, JobError> {
     let from = Instant::now();
     // The job is laid out while its client says whether it still waits (a round trip): its
-    // compiler starts, or a failed set-up is told, only once it said so.
+    // compiler starts, or a failed set-up is told, only once it said so. The question goes
+    // out first (`biased`): laying out blocks this task for milliseconds (a directory per
+    // level of the client's paths), which must overlap the round trip, not precede it.
     let mut waits = std::pin::pin!(client_waits(reply));
     let mut set = std::pin::pin!(set_up(ctx, job, job_dir));
     let (using, layout, plan_file) = tokio::select! {
+        biased;
         w = &mut waits => {
             w?;
             set.await?
