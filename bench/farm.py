@@ -12,8 +12,10 @@
   edit loop); "farm, first job" forgets it before each run (a unit's first job: its inputs
   guessed from its package, no rustc run here), and "farm, pre-pass" forgets it with
   `JETCC_DIST_GUESS_INPUTS=false` to show what the dep-info pre-pass costs instead.
-- dispatch: jobs/s through a farm of two workers (one slot each) for trivial jobs (an
-  almost empty library each), 8 clients at a time, against the same compiles run locally.
+- dispatch: jobs/s through a farm of `--dispatch-workers` workers (default 8, one slot each)
+  for trivial jobs (an almost empty library each), 8 clients at a time, against the same
+  compiles run locally; and the CPU nats-server and the worker processes spend per job
+  outside rustc, which bounds what a server dispatches when compiles are elsewhere.
 - workload: cold builds of ../shared/bench/workload: jetcc local-only (cargo's default -j) vs
   jetcc with a farm of two workers (one slot each, `-j 4`, default local slots = cores).
   Workers and client share this machine's cores, so this shows overhead, not speed-up.
@@ -215,11 +217,13 @@ def dispatch(args, tmp):
                "--emit=dep-info,metadata,link", "--out-dir", "out"]
         if env.get("JETCC_NATS_URL"):
             cmd = [str(JETCC)] + cmd
-        return timed(cmd, env, d)
+        # As cargo runs it: with its package dir named (so its inputs are guessed from it,
+        # no dep-info pre-pass here).
+        return timed(cmd, {**env, "CARGO_MANIFEST_DIR": str(d)}, d)
 
-    farm = Farm(tmp, 2, 1)
+    farm = Farm(tmp, args.dispatch_workers, 1)
     try:
-        results = {}
+        results, server_ms, workers_ms = {}, [], []
         for rep in range(args.reps):
             order = ["local", "farm"] if rep % 2 == 0 else ["farm", "local"]
             for kind in order:
@@ -228,18 +232,35 @@ def dispatch(args, tmp):
                 if kind == "farm":
                     env.update({"JETCC_NATS_URL": farm.url, "JETCC_DIST_LOCAL_SLOTS": "0"})
                 t = time.perf_counter()
+                cpu0 = [proc_cpu(p.pid) for p in farm.procs]
                 with ThreadPoolExecutor(clients) as pool:
                     list(pool.map(lambda i: job(i, env, f"{kind}{rep}-"), range(n)))
                 elapsed = time.perf_counter() - t
+                cpu = [proc_cpu(p.pid) - c for p, c in zip(farm.procs, cpu0)]
                 if kind == "farm":
                     done, skipped = remote_count(cache)
                     assert done == n, (done, skipped)
+                    server_ms.append(cpu[0] / n * 1000)
+                    workers_ms.append(sum(cpu[1:]) / n * 1000)
                 results.setdefault(kind, []).append(n / elapsed)
+        workers = args.dispatch_workers
         print(f"dispatch: {n} trivial library compiles, {clients} at a time, {args.reps} reps")
-        print(f"  local rustc (2 cores)            {statistics.median(results['local']):7.1f} jobs/s")
-        print(f"  farm of two workers (1 slot each) {statistics.median(results['farm']):7.1f} jobs/s")
+        print(f"  local rustc ({os.cpu_count()} cores)            {statistics.median(results['local']):7.1f} jobs/s")
+        print(f"  farm of {workers} workers (1 slot each) {statistics.median(results['farm']):7.1f} jobs/s "
+              "(rustc on these cores is the limit)")
+        # What the farm's own path costs per job, rustc aside: the server's CPU is shared by
+        # all workers and clients, so it bounds the jobs/s one server dispatches.
+        s_ms, w_ms = statistics.median(server_ms), statistics.median(workers_ms)
+        print(f"  per job, CPU of nats-server {s_ms:.2f} ms (one server core dispatches at most "
+              f"{1000 / s_ms:.0f} jobs/s), of the worker processes outside rustc {w_ms:.2f} ms")
     finally:
         farm.stop()
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system, all threads, children not waited for excluded) of `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_times():
@@ -408,6 +429,8 @@ def split(args, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--dispatch-workers", type=int, default=8,
+                    help="workers (one slot each) of the dispatch measurement")
     ap.add_argument("--only", default="overhead,dispatch,workload,tier",
                     help="comma-separated; also: split")
     ap.add_argument("--workload", default=str(REPO.parent / "shared/bench/workload"))

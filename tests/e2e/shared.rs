@@ -189,6 +189,67 @@ fn two_hundred_concurrent_readers_open_no_consumers() {
     });
 }
 
+/// A blob's metadata lists its chunks' sequences, read all at once: a list naming another
+/// blob's chunks gives an error, never those bytes; a blob stored without a list (by the
+/// object store's own `put`, or an older jetcc) is still read chunk by chunk.
+#[test]
+fn a_blobs_chunk_list_is_checked_and_a_blob_without_one_still_reads() {
+    use jetcc_common::config::FarmConfig;
+    use jetcc_common::farm::{Farm, FarmErrorKind, Lifetime};
+    use jetcc_common::Digest;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"));
+    let _w = Worker::start(&nats.url(), &tmp.path().join("w"), 1);
+    let chunk = jetcc_common::farm::resources::CAS_CHUNK;
+    let blob = |seed: usize| -> Vec<u8> {
+        (0..2 * chunk + 5)
+            .map(|i| ((i + seed) % 251) as u8)
+            .collect()
+    };
+    let (ours, theirs, plain) = (blob(0), blob(1), blob(2));
+    crate::farm_hostile::runtime().block_on(async {
+        let farm = Farm::connect(&FarmConfig::with_url(nats.url()), "t", Lifetime::Wrapper)
+            .await
+            .unwrap();
+        let res = farm.open_resources().await.unwrap();
+        res.cas.put(&Digest::of_bytes(&ours), &ours).await.unwrap();
+        res.cas
+            .put(&Digest::of_bytes(&theirs), &theirs)
+            .await
+            .unwrap();
+        let js = nats.raw_jetstream().await;
+        let store = js.get_object_store(farm.names.cas_bucket()).await.unwrap();
+        let name = |b: &[u8]| format!("b3-{}", Digest::of_bytes(b).hex());
+        // Stored without a chunk list: read the slow way, whole.
+        store
+            .put(name(&plain).as_str(), &mut &plain[..])
+            .await
+            .unwrap();
+        assert_eq!(res.cas.get(&Digest::of_bytes(&plain)).await.unwrap(), plain);
+        // Our metadata, its chunk list swapped for theirs (same sizes, so only the list lies).
+        let mut info = store.info(name(&ours)).await.unwrap();
+        let list = store.info(name(&theirs)).await.unwrap().metadata["jetcc-chunks"].clone();
+        info.metadata.insert("jetcc-chunks".into(), list);
+        let subject = format!(
+            "$O.{}.M.{}",
+            farm.names.cas_bucket(),
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE, name(&ours))
+        );
+        js.publish(subject, serde_json::to_vec(&info).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let err = res.cas.get(&Digest::of_bytes(&ours)).await.unwrap_err();
+        assert_eq!(err.kind, FarmErrorKind::Corrupt, "{err}");
+        assert_eq!(
+            res.cas.get(&Digest::of_bytes(&theirs)).await.unwrap(),
+            theirs
+        );
+    });
+}
+
 /// On a three-node cluster the tier's stream and buckets get three replicas: a node killed
 /// in the middle of a farm build loses no entry, the build succeeds, and a fresh client
 /// still hits everything.

@@ -10,6 +10,10 @@
 //! workers and the admin have (`nats/roles.conf`), since a purge without a filter empties
 //! it. Here the metadata alone says what an object is; chunks no metadata names any more
 //! stay until they age out or the CAS is collected.
+//!
+//! A blob's metadata names the stream sequence of each of its chunks (`jetcc-chunks`), so a
+//! reader asks for all of them at once instead of one round trip per chunk (each next chunk
+//! found from the last one's sequence); a blob stored without them is read that slower way.
 
 use std::path::Path;
 
@@ -18,6 +22,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::HeaderMap;
 use base64::Engine;
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use super::resources::CAS_CHUNK;
 use super::{Farm, FarmError, FarmErrorKind};
@@ -26,8 +31,11 @@ use crate::Digest;
 
 /// Largest blob the CAS takes (a debug rlib of a big crate is well below).
 pub const MAX_BLOB: u64 = 2 << 30;
-/// Chunks of one blob whose acks are awaited together when storing it (8 MB at most).
+/// Chunks of one blob in flight at once, stored (acks awaited together) or read (8 MB).
 const CHUNKS_IN_FLIGHT: usize = 16;
+/// The metadata key naming a blob's chunks' stream sequences: the first, then each one's
+/// distance from the one before, comma-separated (mostly `1`s).
+const CHUNK_SEQS: &str = "jetcc-chunks";
 
 #[derive(Clone)]
 pub struct Cas {
@@ -91,25 +99,26 @@ impl Cas {
     async fn put_missing(&self, digest: &Digest, bytes: &[u8]) -> Result<(), FarmError> {
         let nuid = super::nonce()?.to_string();
         let chunks = self.names.cas_chunk_subject(&nuid);
-        let mut acks = Vec::with_capacity(CHUNKS_IN_FLIGHT);
+        let mut acks = std::collections::VecDeque::with_capacity(CHUNKS_IN_FLIGHT);
+        let mut seqs = Vec::with_capacity(bytes.len().div_ceil(CAS_CHUNK));
         for chunk in bytes.chunks(CAS_CHUNK) {
             if acks.len() == CHUNKS_IN_FLIGHT {
-                chunk_acked(acks.remove(0)).await?;
+                seqs.push(chunk_acked(acks.pop_front().expect("full")).await?);
             }
             let ack = self
                 .js
                 .publish(chunks.clone(), Bytes::copy_from_slice(chunk))
                 .await
                 .map_err(|e| FarmError::other("cannot upload a blob", e))?;
-            acks.push(ack);
+            acks.push_back(ack);
         }
         for ack in acks {
-            chunk_acked(ack).await?;
+            seqs.push(chunk_acked(ack).await?);
         }
         let info = ObjectInfo {
             name: Cas::name(digest),
             description: None,
-            metadata: Default::default(),
+            metadata: [(CHUNK_SEQS.to_owned(), encode_seqs(&seqs))].into(),
             headers: None,
             options: Some(ObjectOptions {
                 link: None,
@@ -215,6 +224,32 @@ impl Cas {
         }
         let subject = self.names.cas_chunk_subject(&info.nuid);
         let mut bytes = Vec::with_capacity(info.size);
+        let listed = info
+            .metadata
+            .get(CHUNK_SEQS)
+            .and_then(|s| decode_seqs(s))
+            .filter(|seqs| seqs.len() == info.chunks);
+        if let Some(seqs) = listed {
+            let gets = seqs.into_iter().map(|seq| self.stream.direct_get(seq));
+            let mut chunks = futures_util::stream::iter(gets).buffered(CHUNKS_IN_FLIGHT);
+            while let Some(msg) = chunks.next().await {
+                let msg = msg.map_err(|e| {
+                    FarmError::new(
+                        FarmErrorKind::NotFound,
+                        format!("blob {digest} is incomplete (evicted?): {e}"),
+                    )
+                })?;
+                // A sequence that names another message: the digest check below refuses it.
+                if msg.subject.as_str() != subject.as_str() {
+                    break;
+                }
+                bytes.extend_from_slice(&msg.payload);
+                if bytes.len() > info.size {
+                    break;
+                }
+            }
+            return self.verified(digest, info.size, bytes).await;
+        }
         let mut seq = None;
         for _ in 0..info.chunks {
             let msg = self
@@ -235,7 +270,17 @@ impl Cas {
                 break;
             }
         }
-        if bytes.len() != info.size || &Digest::of_bytes(&bytes) != digest {
+        self.verified(digest, info.size, bytes).await
+    }
+
+    /// `bytes` read for a blob of `size` bytes, if they are its bytes.
+    async fn verified(
+        &self,
+        digest: &Digest,
+        size: usize,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, FarmError> {
+        if bytes.len() != size || &Digest::of_bytes(&bytes) != digest {
             // Drop it, so the next writer of these bytes stores them afresh.
             let _ = self.delete(digest).await;
             return Err(FarmError::new(
@@ -260,11 +305,48 @@ impl Cas {
     }
 }
 
-/// The server's ack of one chunk stored.
+/// The server's ack of one chunk stored: its stream sequence.
 async fn chunk_acked(
     ack: async_nats::jetstream::context::PublishAckFuture,
-) -> Result<(), FarmError> {
+) -> Result<u64, FarmError> {
     ack.await
-        .map(drop)
+        .map(|a| a.sequence)
         .map_err(|e| FarmError::other("the CAS did not take a blob's chunk", e))
+}
+
+fn encode_seqs(seqs: &[u64]) -> String {
+    let mut last = 0;
+    let deltas = seqs.iter().map(|&s| {
+        let d = s.wrapping_sub(last);
+        last = s;
+        d.to_string()
+    });
+    deltas.collect::<Vec<_>>().join(",")
+}
+
+/// `None` for anything but increasing sequences written by [`encode_seqs`].
+fn decode_seqs(text: &str) -> Option<Vec<u64>> {
+    let mut seq = 0u64;
+    text.split(',')
+        .map(|d| {
+            let d: u64 = d.parse().ok().filter(|&d| d > 0)?;
+            seq = seq.checked_add(d)?;
+            Some(seq)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sequences_round_trip_and_garbage_is_none() {
+        let seqs = [7, 8, 9, 15, 16];
+        assert_eq!(encode_seqs(&seqs), "7,1,1,6,1");
+        assert_eq!(decode_seqs(&encode_seqs(&seqs)).unwrap(), seqs);
+        for bad in ["", "1,,2", "3,0", "x", "1,-1", "18446744073709551615,1"] {
+            assert_eq!(decode_seqs(bad), None, "{bad:?}");
+        }
+    }
 }
