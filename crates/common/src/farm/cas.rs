@@ -17,10 +17,9 @@
 
 use std::path::Path;
 
-use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions, ObjectStore};
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions};
 use async_nats::jetstream::stream::Stream;
 use async_nats::HeaderMap;
-use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -39,10 +38,10 @@ const CHUNK_SEQS: &str = "jetcc-chunks";
 
 #[derive(Clone)]
 pub struct Cas {
-    store: ObjectStore,
     js: async_nats::jetstream::Context,
-    /// The bucket's own stream, for direct gets (and the GC's purges).
-    pub(super) stream: Stream,
+    /// The bucket's own stream, for direct gets (and the GC's purges). Opened without a
+    /// stream info request (one per wrapper process, the server's costliest reply per job).
+    pub(super) stream: Stream<()>,
     names: Names,
 }
 
@@ -55,9 +54,8 @@ impl Cas {
     }
 
     /// The CAS over the object store and its underlying stream (read by direct gets).
-    pub(super) fn new(farm: &Farm, store: ObjectStore, stream: Stream) -> Cas {
+    pub(super) fn new(farm: &Farm, stream: Stream<()>) -> Cas {
         Cas {
-            store,
             js: farm.js.clone(),
             stream,
             names: farm.names.clone(),
@@ -68,14 +66,23 @@ impl Cas {
         format!("b3-{}", digest.hex())
     }
 
+    /// The blob's metadata (the last message on its metadata subject, as the object store
+    /// reads it), `None` if missing or deleted.
     async fn info(&self, digest: &Digest) -> Result<Option<ObjectInfo>, FarmError> {
-        use async_nats::jetstream::object_store::InfoErrorKind;
-        match self.store.info(Cas::name(digest)).await {
-            Ok(info) if !info.deleted => Ok(Some(info)),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FarmError::other("cannot look up a blob", e)),
-        }
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let subject = self.names.cas_meta_subject(&Cas::name(digest));
+        let msg = match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(FarmError::other("cannot look up a blob", e)),
+        };
+        let info: ObjectInfo = serde_json::from_slice(&msg.payload).map_err(|e| {
+            FarmError::new(
+                FarmErrorKind::Corrupt,
+                format!("blob {digest} has unreadable metadata: {e}"),
+            )
+        })?;
+        Ok((!info.deleted).then_some(info))
     }
 
     pub async fn contains(&self, digest: &Digest) -> Result<bool, FarmError> {
@@ -139,11 +146,7 @@ impl Cas {
     /// every chunk), replacing the name's earlier ones (a rollup of its
     /// subject, as the object store does).
     async fn put_info(&self, info: &ObjectInfo) -> Result<(), FarmError> {
-        let subject = format!(
-            "$O.{}.M.{}",
-            self.names.cas_bucket(),
-            base64::engine::general_purpose::URL_SAFE.encode(&info.name)
-        );
+        let subject = self.names.cas_meta_subject(&info.name);
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Rollup", "sub");
         let json = serde_json::to_vec(info).map_err(|e| FarmError::other("blob metadata", e))?;

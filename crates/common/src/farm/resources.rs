@@ -25,7 +25,8 @@ pub const CAS_CHUNK: usize = 512 * 1024;
 #[derive(Clone)]
 pub struct Resources {
     pub farm: Farm,
-    pub(crate) jobs: stream::Stream,
+    /// Opened without a stream info request (see [`Farm::open_resources`]).
+    pub(crate) jobs: stream::Stream<()>,
     pub cas: Cas,
     pub(crate) ac: kv::Store,
     pub(crate) workers: kv::Store,
@@ -79,11 +80,7 @@ impl Farm {
                 .await
                 .map_err(|e| create_error("the CAS bucket", e))?,
         };
-        let store = self
-            .js
-            .get_object_store(n.cas_bucket())
-            .await
-            .map_err(|e| FarmError::other("cannot open the CAS bucket", e))?;
+        drop(cas_stream);
         let ac_stream = match self.js.get_stream(n.ac_stream()).await {
             Ok(s) => {
                 self.reconcile(&s, Wanted::ac(&self.limits)).await;
@@ -115,10 +112,29 @@ impl Farm {
         for stream in [&jobs, &ac.stream, &workers.stream] {
             self.seal(stream).await;
         }
+        self.opened(ac, workers).await
+    }
+
+    /// The resources, with `ac` and `workers` open: the jobs and CAS streams need no stream
+    /// info (only their names: direct gets, publishes, consumers).
+    async fn opened(&self, ac: kv::Store, workers: kv::Store) -> Result<Resources, FarmError> {
+        let n = &self.names;
+        let bad = |e| FarmError::other("an invalid stream name", e);
+        // No request is made: the handles only carry the names.
+        let jobs = self
+            .js
+            .get_stream_no_info(n.jobs_stream())
+            .await
+            .map_err(bad)?;
+        let cas = self
+            .js
+            .get_stream_no_info(n.cas_stream())
+            .await
+            .map_err(bad)?;
         Ok(Resources {
             farm: self.clone(),
             jobs,
-            cas: Cas::new(self, store, cas_stream),
+            cas: Cas::new(self, cas),
             ac,
             workers,
         })
@@ -164,34 +180,25 @@ impl Farm {
                 ),
             )
         };
-        // Five independent lookups, each a round trip: all at once.
-        let (jobs, store, cas_stream, ac, workers) = tokio::join!(
-            self.js.get_stream(n.jobs_stream()),
-            self.js.get_object_store(n.cas_bucket()),
-            self.js.get_stream(n.cas_stream()),
+        // Two lookups, at once (a KV handle needs its stream's info). The jobs and CAS
+        // streams, created with these buckets by the first worker, are opened by name only,
+        // as the CAS's object store is read without its handle: three stream info requests
+        // less per wrapper process (a stream info is one of the server's costliest replies).
+        let (ac, workers) = tokio::join!(
             self.js.get_key_value(n.ac_bucket()),
             self.js.get_key_value(n.workers_bucket()),
         );
-        let jobs = match jobs {
-            Ok(jobs) => jobs,
+        let ac = match ac {
+            Ok(ac) => ac,
             // Tell a server without JetStream (or too old) from a farm never set up; the
             // check costs a round trip, so only here.
             Err(e) => {
                 self.check_jetstream().await?;
-                return Err(not_set_up("jobs stream", &e));
+                return Err(not_set_up("result bucket", &e));
             }
         };
-        let store = store.map_err(|e| not_set_up("CAS bucket", &e))?;
-        let cas_stream = cas_stream.map_err(|e| not_set_up("CAS stream", &e))?;
-        let ac = ac.map_err(|e| not_set_up("result bucket", &e))?;
         let workers = workers.map_err(|e| not_set_up("workers bucket", &e))?;
-        Ok(Resources {
-            farm: self.clone(),
-            jobs,
-            cas: Cas::new(self, store, cas_stream),
-            ac,
-            workers,
-        })
+        self.opened(ac, workers).await
     }
 
     async fn ensure_kv(&self, cfg: kv::Config) -> Result<kv::Store, FarmError> {

@@ -107,6 +107,14 @@ impl Names {
         format!("$O.{}.M.>", self.cas_bucket())
     }
 
+    /// The subject of one object's metadata, by the object's name (URL-safe base64, as the
+    /// object store names it).
+    pub fn cas_meta_subject(&self, object: &str) -> String {
+        use base64::Engine;
+        let name = base64::engine::general_purpose::URL_SAFE.encode(object);
+        format!("$O.{}.M.{name}", self.cas_bucket())
+    }
+
     /// Subjects of the CAS objects' chunks.
     pub fn cas_chunk_subjects(&self) -> String {
         format!("$O.{}.C.>", self.cas_bucket())
