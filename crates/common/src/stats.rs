@@ -1,11 +1,11 @@
 //! Cache statistics, shared by every jetcc process using one cache dir.
 //!
-//! Kept in `stats.json` and updated read-modify-write under a `flock`, so concurrent
-//! processes never lose an update. A wrapper adds what it counted once, as it ends
-//! ([`Stats::add`]): each update is a lock, a read and a rename, too slow for every count.
+//! Kept in `stats.json` and updated read-modify-write under a `flock` (a
+//! [`SharedFile`], rewritten in place), so concurrent processes never lose an update. A
+//! wrapper adds what it counted once, as it ends ([`Stats::add`]): each update is a lock, a
+//! read and a write, too slow for every count.
 
 use std::collections::BTreeMap;
-
 use std::io;
 use std::path::Path;
 

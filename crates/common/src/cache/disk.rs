@@ -4,7 +4,9 @@
 //! (manifests), `units/ab/<unit>` (invocation parts for `--explain`), `toolchains/` (tool
 //! identity memo), `stat/` (digest memo), `stats.json`, `size`, `misses.log`. Every write is
 //! temp file + rename, so readers never see half a file and many jetcc processes can share the
-//! dir. Shared read-modify-write files (manifests, the size counter) are updated under `flock`.
+//! dir. Shared read-modify-write files are updated under `flock`: manifests (a lock per shard,
+//! `mf/ab/shard.lock`) by temp file + rename, the size counter in place
+//! ([`SharedFile`](crate::fsutil::SharedFile): no new inode per compile).
 //! Eviction is LRU by mtime: a hit touches what it read.
 
 use std::cell::Cell;
@@ -448,7 +450,6 @@ impl DiskCache {
     }
 }
 
-/// Marks a file as recently used for LRU eviction; best effort (a read-only cache still hits).
 /// The size counter's bytes: a decimal number (padded with spaces), 0 if missing.
 fn parse_size(bytes: Option<&[u8]>) -> u64 {
     bytes
@@ -457,6 +458,7 @@ fn parse_size(bytes: Option<&[u8]>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Marks a file as recently used for LRU eviction; best effort (a read-only cache still hits).
 fn touch(path: &Path) {
     if let Ok(f) = File::options().append(true).open(path) {
         let _ = f.set_times(FileTimes::new().set_modified(SystemTime::now()));

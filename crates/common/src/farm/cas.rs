@@ -231,7 +231,10 @@ impl Cas {
             .metadata
             .get(CHUNK_SEQS)
             .and_then(|s| decode_seqs(s))
-            .filter(|seqs| seqs.len() == info.chunks);
+            // As jetcc stores them: full chunks (a claim of many small ones is not taken).
+            .filter(|seqs| {
+                seqs.len() == info.chunks && info.chunks == info.size.div_ceil(CAS_CHUNK)
+            });
         if let Some(seqs) = listed {
             let gets = seqs.into_iter().map(|seq| self.stream.direct_get(seq));
             let mut chunks = futures_util::stream::iter(gets).buffered(CHUNKS_IN_FLIGHT);

@@ -162,12 +162,10 @@ impl Board {
         fsutil::rewrite_in_place(f, &json, old_len)
     }
 
-    /// The first free entry from one that depends on our pid (so processes starting
-    /// together do not all try the same ones first), locked.
+    /// The first free entry, locked. From the first, so the pool stays as small as the
+    /// most compiles ever placed at once: every decision reads all of it.
     fn take_entry(&self) -> std::io::Result<(usize, File)> {
-        let start = std::process::id() as usize % BOARD_ENTRIES;
-        for i in 0..BOARD_ENTRIES {
-            let k = (start + i) % BOARD_ENTRIES;
+        for k in 0..BOARD_ENTRIES {
             let path = self.dir.join(k.to_string());
             let open = || {
                 File::options()
