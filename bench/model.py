@@ -49,9 +49,12 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-# Measured per-job costs (bench/farm.py --only overhead, issue 17): a tiny remote job costs
-# ~40 ms over rustc, about half on each side.
-DEFAULTS = dict(client_cpu_ms=20.0, worker_setup_ms=20.0, client_rtts=4, worker_rtts=6)
+# Measured per-job costs (issue 17): a tiny remote job cost ~40 ms over rustc on 2026-12-01,
+# about half on each side; on 2026-12-04 +14 ms (bench/overhead_ab.py), of which the client's
+# CPU 7 ms (bench/farm.py --only overhead) and the worker's set-up and clean-up 1 + 1.3 ms
+# (its `job phases` log line). With these the split rig of that day was predicted at 0.550x,
+# measured 0.512x (median of 3 paired ratios; farm time -4.3 %).
+DEFAULTS = dict(client_cpu_ms=7.0, worker_setup_ms=2.5, client_rtts=4, worker_rtts=6)
 # Per named link: the bytes per second the client's link carries, the client's round trip to
 # the server and the workers' (workers sit beside the server on a LAN).
 LINKS = {
