@@ -53,7 +53,7 @@ impl Cas {
         self.stream.get_info().await
     }
 
-    /// The CAS over the object store and its underlying stream (read by direct gets).
+    /// The CAS over its bucket's stream: read by direct gets, written by publishes.
     pub(super) fn new(farm: &Farm, stream: Stream<()>) -> Cas {
         Cas {
             js: farm.js.clone(),
