@@ -231,11 +231,7 @@ fn a_blobs_chunk_list_is_checked_and_a_blob_without_one_still_reads() {
         let mut info = store.info(name(&ours)).await.unwrap();
         let list = store.info(name(&theirs)).await.unwrap().metadata["jetcc-chunks"].clone();
         info.metadata.insert("jetcc-chunks".into(), list);
-        let subject = format!(
-            "$O.{}.M.{}",
-            farm.names.cas_bucket(),
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE, name(&ours))
-        );
+        let subject = farm.names.cas_meta_subject(&name(&ours));
         js.publish(subject, serde_json::to_vec(&info).unwrap().into())
             .await
             .unwrap()

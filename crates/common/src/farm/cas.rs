@@ -239,12 +239,7 @@ impl Cas {
             let gets = seqs.into_iter().map(|seq| self.stream.direct_get(seq));
             let mut chunks = futures_util::stream::iter(gets).buffered(CHUNKS_IN_FLIGHT);
             while let Some(msg) = chunks.next().await {
-                let msg = msg.map_err(|e| {
-                    FarmError::new(
-                        FarmErrorKind::NotFound,
-                        format!("blob {digest} is incomplete (evicted?): {e}"),
-                    )
-                })?;
+                let msg = msg.map_err(|e| incomplete(digest, e))?;
                 // A sequence that names another message: the digest check below refuses it.
                 if msg.subject.as_str() != subject.as_str() {
                     break;
@@ -262,14 +257,7 @@ impl Cas {
                 .stream
                 .direct_get_next_for_subject(subject.as_str(), seq)
                 .await
-                // Chunks go only when the full bucket drops its oldest messages (its discard
-                // policy, a burst the GC has not caught up with): evicted, a miss.
-                .map_err(|e| {
-                    FarmError::new(
-                        FarmErrorKind::NotFound,
-                        format!("blob {digest} is incomplete (evicted?): {e}"),
-                    )
-                })?;
+                .map_err(|e| incomplete(digest, e))?;
             seq = Some(msg.sequence + 1);
             bytes.extend_from_slice(&msg.payload);
             if bytes.len() > info.size {
@@ -309,6 +297,16 @@ impl Cas {
         info.chunks = 0;
         self.put_info(&info).await
     }
+}
+
+/// A chunk that is not there: chunks go only when the full bucket drops its oldest messages
+/// (its discard policy, a burst the GC has not caught up with), so the blob was evicted: a
+/// miss.
+fn incomplete(digest: &Digest, e: impl std::fmt::Display) -> FarmError {
+    FarmError::new(
+        FarmErrorKind::NotFound,
+        format!("blob {digest} is incomplete (evicted?): {e}"),
+    )
 }
 
 /// The server's ack of one chunk stored: its stream sequence.

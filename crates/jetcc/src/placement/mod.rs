@@ -30,7 +30,7 @@ pub mod decide;
 pub mod history;
 pub mod slots;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -70,7 +70,8 @@ pub fn overhead_prior(worker_rtt: Duration, client_rtt: Duration) -> f64 {
 
 /// The placement of one compile (a wrapper process compiles one).
 pub struct Placement {
-    dir: PathBuf,
+    /// `farm-perf.json`: the machine's running averages ([`Perf`]).
+    perf: SharedFile,
     slots: Slots,
     board: Board,
     history: History,
@@ -127,7 +128,10 @@ impl Placement {
 
     pub fn new(cache_dir: &Path, slots: usize, unit: Option<Unit>) -> Placement {
         Placement {
-            dir: cache_dir.to_path_buf(),
+            perf: SharedFile::new(
+                cache_dir.join("farm-perf.json"),
+                cache_dir.join("farm-perf.lock"),
+            ),
             slots: Slots::new(cache_dir, slots),
             board: Board::new(cache_dir),
             history: History::new(cache_dir),
@@ -334,15 +338,8 @@ impl Placement {
         let _ = self.update(|p| p.local_compile_ms = Some(ewma(p.local_compile_ms, ms, ALPHA)));
     }
 
-    fn perf_file(&self) -> SharedFile {
-        SharedFile::new(
-            self.dir.join("farm-perf.json"),
-            self.dir.join("farm-perf.lock"),
-        )
-    }
-
     pub fn perf(&self) -> Perf {
-        Perf::parse(self.perf_file().read().as_deref())
+        Perf::parse(self.perf.read().as_deref())
     }
 
     fn update(&self, f: impl FnOnce(&mut Perf)) -> std::io::Result<()> {
@@ -351,7 +348,7 @@ impl Placement {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        self.perf_file().update(|old| {
+        self.perf.update(|old| {
             let mut p = Perf::parse(old);
             if let Some(extra) = extra_wait {
                 p.extra_wait_ms = Some(ewma(p.extra_wait_ms, extra, ALPHA));
