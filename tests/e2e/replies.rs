@@ -340,12 +340,14 @@ async fn attack(
                     name: name.clone(),
                     digest: evil,
                     line: line.clone(),
+                    inline: None,
                 };
                 let done = JobEvent::Done {
                     exit_code: 0,
                     stdout: vec![],
                     outputs: vec![(name.clone(), evil)],
                     compile_ms: 1,
+                    inline: vec![],
                 };
                 for (job_id, worker) in [
                     (reply.job_id.clone(), "worker-b.forged".to_owned()),

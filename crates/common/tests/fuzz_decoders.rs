@@ -107,12 +107,14 @@ fn events() -> Vec<Vec<u8>> {
             name: "libleaf.rmeta".into(),
             digest: digest(4),
             line: br#"{"$message_type":"artifact"}"#.to_vec(),
+            inline: None,
         },
         JobEvent::Done {
             exit_code: 0,
             stdout: vec![],
             outputs: vec![("libleaf.rlib".into(), digest(5))],
             compile_ms: 12,
+            inline: vec![],
         },
         JobEvent::Refused {
             reason: "no".into(),

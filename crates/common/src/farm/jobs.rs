@@ -247,6 +247,7 @@ mod tests {
             stdout: vec![],
             outputs: vec![("liba.rlib".into(), Digest::of_bytes(b"evil"))],
             compile_ms: 1,
+            inline: vec![],
         }
     }
 

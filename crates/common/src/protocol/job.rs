@@ -3,7 +3,9 @@
 //! decode: a worker must survive garbage, oversized and hostile jobs, so decoding bounds the
 //! size first and validates every path and name after.
 //!
-//! File bytes never ride in a job: inputs are named by digest and fetched from the CAS.
+//! File bytes never ride in a job: inputs are named by digest and fetched from the CAS. An
+//! output of a few KiB may ride in the event that names it ([`INLINE_BYTES`]): the client
+//! writes it without two round trips to the CAS, once its bytes match the digest named.
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -18,6 +20,9 @@ use crate::result::is_plain_name;
 pub const MAX_JOB_BYTES: usize = 4 << 20;
 /// Largest encoded event accepted.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Most output bytes one event carries inline (well under [`MAX_EVENT_BYTES`] and NATS's
+/// default 1 MiB payload): a tiny crate's outputs all fit, a big one's rlib goes to the CAS.
+pub const INLINE_BYTES: usize = 256 << 10;
 const MAX_ARGS: usize = 10_000;
 const MAX_ENV: usize = 4_000;
 const MAX_INPUTS: usize = 100_000;
@@ -159,14 +164,18 @@ pub enum JobEvent {
         name: String,
         digest: Digest,
         line: Vec<u8>,
+        /// The file's bytes when small ([`INLINE_BYTES`]); else it is in the CAS.
+        inline: Option<bytes::Bytes>,
     },
-    /// rustc finished; outputs are in the CAS under these digests.
+    /// rustc finished; outputs are in the CAS under these digests, or for small ones in
+    /// `inline` (matched to `outputs` by digest).
     Done {
         exit_code: i32,
         stdout: Vec<u8>,
         outputs: Vec<(String, Digest)>,
         /// How long rustc ran on the worker (what the client's wait is compared with).
         compile_ms: u64,
+        inline: Vec<bytes::Bytes>,
     },
     /// The worker could not run the job; the client compiles locally.
     Refused { reason: String },

@@ -48,9 +48,30 @@ fn round_trips() {
             stdout: vec![],
             outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(b"x"))],
             compile_ms: 5,
+            inline: vec![],
         },
     };
     assert_eq!(JobReply::decode(&e.encode()).unwrap(), e);
+}
+
+#[test]
+fn inline_outputs_ride_as_bytes() {
+    let blob = bytes::Bytes::from(vec![0xffu8; 4000]);
+    let e = JobReply {
+        job_id: "a".repeat(32),
+        worker: "worker-a.h-1-2".into(),
+        event: JobEvent::Done {
+            exit_code: 0,
+            stdout: vec![],
+            outputs: vec![("libleaf-1.rlib".into(), Digest::of_bytes(&blob))],
+            compile_ms: 5,
+            inline: vec![blob.clone()],
+        },
+    };
+    let encoded = e.encode();
+    // As msgpack bin, not an array of integers (two bytes each for these).
+    assert!(encoded.len() < blob.len() + 200, "{}", encoded.len());
+    assert_eq!(JobReply::decode(&encoded).unwrap(), e);
 }
 
 #[test]
@@ -235,6 +256,7 @@ fn garbage_and_oversized_messages_are_refused() {
             stdout: vec![],
             outputs: vec![("../x".into(), Digest::of_bytes(b"x"))],
             compile_ms: 0,
+            inline: vec![],
         },
     };
     assert!(matches!(

@@ -14,8 +14,10 @@ use jetcc_common::protocol::worker::WorkerStatus;
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::Digest;
 
+use bytes::Bytes;
 use jetcc_common::cache::DiskCache;
 use jetcc_common::depinfo::DepInfo;
+use jetcc_common::fsutil;
 use jetcc_common::{environ, listing};
 
 use super::inputs::{self, ListedFrom, Unchecked};
@@ -277,8 +279,14 @@ async fn follow_events(
                 started = true;
             }
             JobEvent::Stderr(line) => diagnostics.extend_from_slice(&line),
-            JobEvent::Artifact { name, digest, line } => {
-                take_outputs(res, &mut r, &[(name.clone(), digest)]).await?;
+            JobEvent::Artifact {
+                name,
+                digest,
+                line,
+                inline,
+            } => {
+                let sent = Vec::from_iter(inline);
+                take_outputs(res, &mut r, &[(name.clone(), digest)], &sent).await?;
                 held.extend_from_slice(&line);
                 if let Some(listing) = unchecked {
                     if !is_dep_info(&r, &name) {
@@ -296,12 +304,14 @@ async fn follow_events(
                 stdout,
                 outputs,
                 compile_ms,
+                inline,
             } => {
                 let result = Finished {
                     exit_code,
                     stdout,
                     outputs,
                     compile_ms,
+                    inline,
                 };
                 shown.append(&mut held);
                 let streams = (shown, diagnostics);
@@ -340,6 +350,8 @@ struct Finished {
     stdout: Vec<u8>,
     outputs: Vec<(String, Digest)>,
     compile_ms: u64,
+    /// Outputs' bytes sent with the result (the rest are fetched from the CAS).
+    inline: Vec<Bytes>,
 }
 
 /// Writes a finished job's outputs and replays rustc as if it ran here: of `(shown,
@@ -362,7 +374,7 @@ async fn finish(
             first_error: first_error(&pending),
         });
     }
-    take_outputs(res, &mut r, &done.outputs).await?;
+    take_outputs(res, &mut r, &done.outputs, &done.inline).await?;
     if let Some(listing) = unchecked {
         check_reads(&r, listing)?;
         // The held artifact lines go out first, as rustc wrote them.
@@ -411,12 +423,15 @@ fn check_reads(r: &RemoteCompile<'_>, listing: &Unchecked) -> Result<(), RemoteE
     }
 }
 
-/// Writes the outputs a worker reported (fetched and verified, all at once: each fetch is
-/// two round trips) into the out-dir; a name this compile does not write is refused.
+/// Writes the outputs a worker reported into the out-dir: those whose bytes it sent along
+/// (`inline`, each taken only for the output whose digest it has), the rest fetched and
+/// verified, all at once (each fetch is two round trips). A name this compile does not
+/// write is refused.
 async fn take_outputs(
     res: &Resources,
     r: &mut RemoteCompile<'_>,
     outputs: &[(String, Digest)],
+    inline: &[Bytes],
 ) -> Result<(), RemoteError> {
     if let Some((name, _)) = outputs.iter().find(|(n, _)| !r.outputs.contains(n)) {
         return Err(RemoteError::Refused(format!(
@@ -424,15 +439,36 @@ async fn take_outputs(
         )));
     }
     let out_dir = r.out_dir;
-    let fetches = outputs.iter().map(|(name, digest)| {
+    let sent = matched(outputs, inline);
+    let writes = outputs.iter().zip(sent).map(|((name, digest), sent)| {
         let dest = out_dir.join(name);
-        async move { inputs::fetch(res, digest, &dest).await }
+        async move {
+            match sent {
+                Some(bytes) => fsutil::write_atomic(&dest, bytes).map_err(|e| {
+                    RemoteError::Local(format!("cannot write {}: {e}", dest.display()))
+                }),
+                None => inputs::fetch(res, digest, &dest).await,
+            }
+        }
     });
-    futures_util::future::try_join_all(fetches).await?;
+    futures_util::future::try_join_all(writes).await?;
     for (name, digest) in outputs {
         r.files.remember_written(&out_dir.join(name), *digest);
     }
     Ok(())
+}
+
+/// For each output, the blob of `inline` whose bytes have its digest: a blob that matches
+/// none (corrupt, or not this job's) is never written, and its output is fetched instead.
+fn matched<'a>(outputs: &[(String, Digest)], inline: &'a [Bytes]) -> Vec<Option<&'a Bytes>> {
+    let digests: Vec<Digest> = inline.iter().map(|b| Digest::of_bytes(b)).collect();
+    outputs
+        .iter()
+        .map(|(_, want)| {
+            let at = digests.iter().position(|d| d == want)?;
+            Some(&inline[at])
+        })
+        .collect()
 }
 
 /// How long a job may wait in the queue before the client compiles locally.
@@ -480,6 +516,7 @@ async fn follow_identical(
                     stdout,
                     outputs,
                     compile_ms,
+                    inline: Vec::new(),
                 };
                 let streams = (Vec::new(), stderr);
                 return finish(res, r, result, streams, unchecked, None, start).await;
@@ -505,4 +542,32 @@ fn first_error(diagnostics: &[u8]) -> String {
         })
         .or_else(|| text.lines().next().map(str::to_owned))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inline_blob_is_written_only_for_the_output_it_matches() {
+        let (rlib, rmeta) = (Bytes::from_static(b"rlib"), Bytes::from_static(b"rmeta"));
+        let outputs = [
+            ("liba.rlib".to_owned(), Digest::of_bytes(b"rlib")),
+            ("liba.rmeta".to_owned(), Digest::of_bytes(b"rmeta")),
+            ("a.d".to_owned(), Digest::of_bytes(b"a.d")),
+        ];
+        // In any order; a corrupt blob and one of another job's output match nothing.
+        let inline = [
+            rmeta.clone(),
+            Bytes::from_static(b"rlib, corrupted"),
+            Bytes::from_static(b"evil"),
+            rlib.clone(),
+        ];
+        assert_eq!(
+            matched(&outputs, &inline),
+            [Some(&rlib), Some(&rmeta), None],
+            "the dep-info is fetched from the CAS"
+        );
+        assert_eq!(matched(&outputs, &[]), [None, None, None]);
+    }
 }

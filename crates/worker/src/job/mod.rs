@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jetcc_common::farm::{Delivery, FarmError, ReplyTo, Resources};
 use jetcc_common::files::FileDigests;
 use jetcc_common::protocol::events::{self, JobDone, EVENTS_VERSION};
-use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, MAX_EVENT_BYTES};
+use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, INLINE_BYTES, MAX_EVENT_BYTES};
 use jetcc_common::protocol::timing::ACK_WAIT;
 use jetcc_common::Digest;
 use tokio::io::{AsyncReadExt, BufReader};
@@ -23,7 +23,7 @@ pub(crate) use outputs::read_output;
 pub use ready::ReadyLaunchers;
 
 use layout::{create_dirs, fetch_inputs, place_inputs, Layout};
-use outputs::{artifact_name, upload, upload_rest};
+use outputs::{announce, artifact_name, take_rest, Deferred};
 
 use crate::blobs::BlobCache;
 use crate::jail::{self, Plan};
@@ -374,8 +374,10 @@ struct Ran {
     stderr: Vec<u8>,
     /// The launcher's own error lines (it says there why it could not start rustc).
     launcher_error: Vec<u8>,
-    /// Outputs uploaded and announced while rustc ran (its artifact notices).
+    /// Outputs announced while rustc ran (its artifact notices).
     sent: Vec<(String, Digest)>,
+    /// Outputs sent inline, not in the CAS yet.
+    deferred: Deferred,
     took: Duration,
 }
 
@@ -417,16 +419,17 @@ async fn run(
     if oom_kills > 0 {
         return Err(JobError::MemoryLimit(ctx.memory_limit));
     }
-    let ran = ran?;
+    let mut ran = ran?;
     if ran.exit_code == jail::LAUNCH_FAILED {
         return Err(JobError::Io(format!(
             "the sandbox could not start rustc: {}",
             String::from_utf8_lossy(&ran.launcher_error).trim()
         )));
     }
-    let outputs = match ran.exit_code {
-        0 => upload_rest(ctx, job, &layout, &ran.sent).await?,
-        _ => Vec::new(),
+    let budget = INLINE_BYTES.saturating_sub(ran.stdout.len());
+    let (outputs, inline) = match ran.exit_code {
+        0 => take_rest(ctx, job, &layout, &ran.sent, budget, &mut ran.deferred).await?,
+        _ => Default::default(),
     };
     let compile_ms = ran.took.as_millis() as u64;
     let rest = from.elapsed();
@@ -436,6 +439,7 @@ async fn run(
             stdout: ran.stdout.clone(),
             outputs: outputs.clone(),
             compile_ms,
+            inline,
         })
         .await;
     tracing::debug!(
@@ -446,6 +450,8 @@ async fn run(
         answered_us = from.elapsed().as_micros() as u64,
         "job phases"
     );
+    // The client has them; the record and the followers read them from the CAS.
+    std::mem::take(&mut ran.deferred).put(ctx).await?;
     let mut all_outputs = ran.sent;
     all_outputs.extend(outputs);
     // After the client has its answer, while the outputs are still here.
@@ -621,6 +627,7 @@ async fn follow(
         stderr: Vec::new(),
         launcher_error: Vec::new(),
         sent: Vec::new(),
+        deferred: Deferred::default(),
         took: Duration::ZERO,
     };
     let mut lines = Lines::new(BufReader::new(stderr));
@@ -665,8 +672,8 @@ async fn follow(
     Ok(ran)
 }
 
-/// One stderr line: the launcher's own, an artifact notice (its output is uploaded and
-/// announced), or a line for the client.
+/// One stderr line: the launcher's own, an artifact notice (its output is announced: inline
+/// when small, else put in the CAS first), or a line for the client.
 async fn take_line(
     ctx: &Context,
     job: &JobRequest,
@@ -681,9 +688,16 @@ async fn take_line(
     }
     match artifact_name(&line, &layout.out_dir).filter(|n| job.outputs.contains(n)) {
         Some(name) => {
-            let digest = upload(ctx, layout, &name).await?;
+            let (digest, inline) =
+                announce(ctx, layout, &name, INLINE_BYTES, &mut ran.deferred).await?;
             ran.sent.push((name.clone(), digest));
-            reply.send(&JobEvent::Artifact { name, digest, line }).await;
+            let artifact = JobEvent::Artifact {
+                name,
+                digest,
+                line,
+                inline,
+            };
+            reply.send(&artifact).await;
         }
         None if from_launcher => ran.launcher_error.extend_from_slice(&line),
         None => reply.send(&JobEvent::Stderr(line)).await,

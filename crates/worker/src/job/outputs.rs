@@ -1,47 +1,87 @@
 //! What a job wrote: outputs read back as the worker (never through a symlink, bounded by
-//! the disk limit), refused if they name the job root, and put in the CAS.
+//! the disk limit), refused if they name the job root, and put in the CAS: after the answer
+//! for the small ones, which ride in it.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use jetcc_common::protocol::job::JobRequest;
 use jetcc_common::Digest;
 
 use super::layout::Layout;
 use super::{Context, JobError};
 
-/// Uploads the outputs rustc did not announce while it ran: read one after the other (the
-/// disk limit bounds them together), put in the CAS all at once (each put is a round trip).
-pub(super) async fn upload_rest(
+/// Outputs sent inline, to be put in the CAS once the client has its answer (the worker's
+/// record and the job's followers name them there).
+#[derive(Default)]
+pub(super) struct Deferred(Vec<(Digest, Bytes)>);
+
+impl Deferred {
+    /// Puts them all in the CAS at once (each put is a round trip).
+    pub(super) async fn put(self, ctx: &Context) -> Result<(), JobError> {
+        let puts = self
+            .0
+            .iter()
+            .map(|(digest, bytes)| ctx.res.cas.put(digest, bytes));
+        futures_util::future::try_join_all(puts).await?;
+        Ok(())
+    }
+}
+
+/// An output rustc announced: its digest, and its bytes when they fit in `budget` (then put
+/// in the CAS later, see [`Deferred`]; else put now).
+pub(super) async fn announce(
+    ctx: &Context,
+    layout: &Layout,
+    name: &str,
+    budget: usize,
+    deferred: &mut Deferred,
+) -> Result<(Digest, Option<Bytes>), JobError> {
+    let (digest, bytes) = take(ctx, layout, name).await?;
+    if bytes.len() <= budget {
+        let bytes = Bytes::from(bytes);
+        deferred.0.push((digest, bytes.clone()));
+        return Ok((digest, Some(bytes)));
+    }
+    ctx.res.cas.put(&digest, &bytes).await?;
+    Ok((digest, None))
+}
+
+/// The outputs rustc did not announce while it ran, read one after the other (the disk
+/// limit bounds them together): those that fit in `budget` together are returned inline
+/// (and deferred), the others put in the CAS all at once.
+pub(super) async fn take_rest(
     ctx: &Context,
     job: &JobRequest,
     layout: &Layout,
     sent: &[(String, Digest)],
-) -> Result<Vec<(String, Digest)>, JobError> {
-    let mut taken = Vec::new();
+    mut budget: usize,
+    deferred: &mut Deferred,
+) -> Result<(Vec<(String, Digest)>, Vec<Bytes>), JobError> {
+    let (mut outputs, mut inline, mut puts) = (Vec::new(), Vec::new(), Vec::new());
     for name in job
         .outputs
         .iter()
         .filter(|n| !sent.iter().any(|(s, _)| s == *n))
     {
-        taken.push((name, take(ctx, layout, name).await?));
+        let (digest, bytes) = take(ctx, layout, name).await?;
+        outputs.push((name.clone(), digest));
+        match bytes.len() <= budget {
+            true => {
+                budget -= bytes.len();
+                let bytes = Bytes::from(bytes);
+                deferred.0.push((digest, bytes.clone()));
+                inline.push(bytes);
+            }
+            false => puts.push((digest, bytes)),
+        }
     }
-    let puts = taken
+    let puts = puts
         .iter()
-        .map(|(_, (digest, bytes))| ctx.res.cas.put(digest, bytes));
+        .map(|(digest, bytes)| ctx.res.cas.put(digest, bytes));
     futures_util::future::try_join_all(puts).await?;
-    Ok(taken
-        .into_iter()
-        .map(|(name, (digest, _))| (name.clone(), digest))
-        .collect())
-}
-
-/// Reads an output, refuses it if it names the job root or the job's outputs together pass
-/// the disk limit, and puts it in the CAS.
-pub(super) async fn upload(ctx: &Context, layout: &Layout, name: &str) -> Result<Digest, JobError> {
-    let (digest, bytes) = take(ctx, layout, name).await?;
-    ctx.res.cas.put(&digest, &bytes).await?;
-    Ok(digest)
+    Ok((outputs, inline))
 }
 
 /// Reads an output; refuses it if it names the job root or the job's outputs together pass
