@@ -374,7 +374,7 @@ fn watch_shows_the_workers_and_leaves_cleanly_on_q_and_ctrl_c() {
         let exit = root.join(format!("exit-{name}"));
         let _ = std::fs::remove_file(&exit);
         let cmd = format!(
-            "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {}; sleep 60",
+            "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {2}.tmp; mv {2}.tmp {2}; sleep 60",
             nats.url(),
             monitor_bin().display(),
             exit.display()
@@ -431,7 +431,7 @@ fn watch_draws_the_trends_of_a_build_and_survives_a_tiny_terminal() {
     let tmux = Tmux::new(&root, "tmux");
     let exit = root.join("exit");
     let cmd = format!(
-        "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {}; sleep 60",
+        "env JETCC_NATS_URL={} {} watch --every 0.3; echo $? > {2}.tmp; mv {2}.tmp {2}; sleep 60",
         nats.url(),
         monitor_bin().display(),
         exit.display()

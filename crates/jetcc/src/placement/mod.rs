@@ -57,6 +57,11 @@ const ALPHA: f64 = 0.3;
 const RECENT_OVERHEADS: usize = 9;
 /// A local compile's duration until one has been measured.
 const DEFAULT_LOCAL_COMPILE_MS: f64 = 500.0;
+/// A unit known to take at least this long here may pass over a free local slot for an idle
+/// farm ([`Placement::long_and_sooner_there`]); a short one's estimates are noise.
+const LONG_UNIT_MS: f64 = 2000.0;
+/// ... when the farm is expected to finish it in at most this share of its time here.
+const SOONER_THERE: f64 = 0.9;
 
 /// What a remote compile is guessed to add before one has been measured: the round trips
 /// it makes. A worker gets the job, asks whether its client still waits, fetches inputs
@@ -182,6 +187,30 @@ impl Placement {
                 .or(perf.remote_overhead_ms)
                 .unwrap_or(prior_ms),
         }
+    }
+
+    /// With a local slot free: whether this unit is known to be long and to finish sooner on
+    /// the farm, none of this machine's jobs there now, than here (its compiles here ran
+    /// slower than on a worker: this machine's CPUs are shared with the build's other work).
+    /// It then goes to the farm and the slot takes the next compile: the long pole runs where
+    /// it is done first, and a short compile does not wait behind it (measured on the split
+    /// rig: jemalloc.c, 43 s here and 34 s on the worker, held the client's one slot while
+    /// the worker ran the short ones).
+    pub fn long_and_sooner_there(&self) -> bool {
+        let record = self.record();
+        let (Some(local_ms), Some(worker_ms)) = (record.local_ms, record.worker_ms) else {
+            return false;
+        };
+        if local_ms < LONG_UNIT_MS {
+            return false;
+        }
+        let perf = self.perf();
+        let Some(overhead_ms) = record.overhead_ms.or(perf.remote_overhead_ms) else {
+            return false;
+        };
+        let farm_ms = overhead_ms + perf.extra_wait_ms.unwrap_or(0.0) + worker_ms;
+        farm_ms <= SOONER_THERE * local_ms
+            && !self.board.others().iter().any(|o| o.at == Where::Farm)
     }
 
     /// Says on the board that this compile is in `at` now.
@@ -383,6 +412,11 @@ pub fn compile_placed(
 ) -> std::io::Result<(Compiled, bool)> {
     let placement = farm.map(|farm| Placement::for_farm(cache_dir, farm, unit));
     let mut slot = placement.as_ref().and_then(Placement::try_slot);
+    if let (Some(pl), Some(_), true) = (&placement, &slot, distributable) {
+        if pl.long_and_sooner_there() {
+            slot = None; // free again: the next compile takes it
+        }
+    }
     if let (Some(pl), None, true) = (&placement, &slot, distributable) {
         if let Some(compiled) = remote(pl) {
             return Ok((compiled, true));
@@ -571,6 +605,46 @@ mod tests {
             "the farm is free now: ~2 s there vs ~5 s here"
         );
         drop((local, slot));
+    }
+
+    /// A unit known to be long and faster on a worker passes over a free local slot while
+    /// the farm is idle; not a short one, an unknown one, or while the farm runs ours.
+    #[test]
+    fn a_long_unit_faster_there_passes_over_a_free_slot_for_an_idle_farm() {
+        let dir = tempfile::tempdir().unwrap();
+        let at =
+            |name: &[u8]| Placement::new(dir.path(), 1, Some(jetcc_common::Digest::of_bytes(name)));
+        let long = at(b"long");
+        assert!(!long.long_and_sooner_there(), "unknown: the free slot");
+        long.record_local(Duration::from_millis(40_000));
+        assert!(
+            !long.long_and_sooner_there(),
+            "never on the farm: the free slot"
+        );
+        long.record_queued(Duration::ZERO);
+        long.record_remote(Duration::from_millis(30_100), Duration::from_millis(30_000));
+        let long = at(b"long"); // a later compile of it reads the history afresh
+        assert!(long.long_and_sooner_there(), "30.1 s there vs 40 s here");
+        let even = at(b"even");
+        even.record_local(Duration::from_millis(31_000));
+        even.record_queued(Duration::ZERO);
+        even.record_remote(Duration::from_millis(30_100), Duration::from_millis(30_000));
+        assert!(!at(b"even").long_and_sooner_there(), "about as fast here");
+        let short = at(b"short");
+        short.record_local(Duration::from_millis(1000));
+        short.record_queued(Duration::ZERO);
+        short.record_remote(Duration::from_millis(300), Duration::from_millis(250));
+        assert!(
+            !at(b"short").long_and_sooner_there(),
+            "short: not worth a guess"
+        );
+        let f = board_entry(dir.path(), Where::Farm, 5000.0);
+        assert!(
+            !at(b"long").long_and_sooner_there(),
+            "the farm runs one of ours"
+        );
+        drop(f);
+        assert!(at(b"long").long_and_sooner_there());
     }
 
     /// Two units both overflowing one busy local slot, with a 1-slot farm: the one known to
