@@ -10,7 +10,8 @@ collect: a cold plain build of PROJECT (copied to a temp dir), `cargo build --ti
   pinned to one CPU, so each unit's duration is its own CPU work, not time shared with others.
   The dependency graph comes from cargo's `--unit-graph` (unstable, so RUSTC_BOOTSTRAP=1).
   C/C++ compiles that build scripts start go through a timing wrapper (CC/CXX), so a
-  build-script run is split into its serial part and the C compiles the farm could take.
+  build-script run is split into its serial part and the C compiles the farm could take
+  (object compiles; a configure script's conftest compiles, links and `-M` passes are serial).
   Each unit's output size is read from the target dir (what a remote compile downloads).
 
 predict: an event-driven simulation of cargo's scheduler and jetcc's placement:
@@ -34,7 +35,9 @@ predict: an event-driven simulation of cargo's scheduler and jetcc's placement:
 validate: the model's split-rig prediction against bench/farm.py's measured split-rig times
   (`--only split`: jetcc local-only and jetcc + farm), with the error of each.
 
-What the model leaves out: cargo's own CPU, the server's (nats-server shares the workers'
+What the model leaves out: the order within a build script's C compiles (all of them may run
+at once; jemalloc's two rounds, the second waiting for symbols from the first, are one here),
+cargo's own CPU, the server's (nats-server shares the workers'
 CPUs on the split rig), compile times that differ between machines, and caching (every
 compile is a miss: this is a cold build).
 """
@@ -63,11 +66,17 @@ LINKS = {
     "20ms-link": (125e6, 0.020, 0.0002),
 }
 
+# Logs each C compiler run of a build script: `c` for an object compile the farm could take,
+# `s` for the rest, which stays in the run's serial part: links, `-M`/`-E` passes, and a
+# configure script's conftest compiles (it runs them one after the other, each deciding
+# the next).
 CC_TIMER = """#!/bin/sh
 s=$(date +%s%N)
 "$JETCC_MODEL_REAL" "$@"
 r=$?
-echo "$CARGO_PKG_NAME $CARGO_PKG_VERSION $s $(date +%s%N)" >> "$JETCC_MODEL_LOG"
+case " $* " in *" -c "*) kind=c ;; *) kind=s ;; esac
+case "$*" in *conftest*) kind=s ;; esac
+echo "$CARGO_PKG_NAME $CARGO_PKG_VERSION $s $(date +%s%N) $kind" >> "$JETCC_MODEL_LOG"
 exit $r
 """
 
@@ -133,8 +142,9 @@ def collect(args):
         if log.exists():
             for line in log.read_text().split("\n"):
                 if line:
-                    name, version, s, e = line.split()
-                    c_jobs[(name, version)].append((int(e) - int(s)) / 1e9)
+                    name, version, s, e, kind = line.split()
+                    if kind == "c":
+                        c_jobs[(name, version)].append((int(e) - int(s)) / 1e9)
         units = build_units(graph, timed, c_jobs, tmp / "target")
         Path(args.out).write_text(json.dumps({"project": Path(args.project).name,
                                               "package": args.package, "units": units}, indent=1))
