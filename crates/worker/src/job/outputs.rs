@@ -27,6 +27,23 @@ impl Deferred {
         futures_util::future::try_join_all(puts).await?;
         Ok(())
     }
+
+    /// Keeps `bytes` to send inline if they fit in `budget` (taking them from it) and hands
+    /// them back to send; else hands them back as `Err`, to be put in the CAS now.
+    fn keep(
+        &mut self,
+        digest: Digest,
+        bytes: Vec<u8>,
+        budget: &mut usize,
+    ) -> Result<Bytes, Vec<u8>> {
+        if bytes.len() > *budget {
+            return Err(bytes);
+        }
+        *budget -= bytes.len();
+        let bytes = Bytes::from(bytes);
+        self.0.push((digest, bytes.clone()));
+        Ok(bytes)
+    }
 }
 
 /// An output rustc announced: its digest, and its bytes when they fit in `budget` (then put
@@ -35,17 +52,17 @@ pub(super) async fn announce(
     ctx: &Context,
     layout: &Layout,
     name: &str,
-    budget: usize,
+    mut budget: usize,
     deferred: &mut Deferred,
 ) -> Result<(Digest, Option<Bytes>), JobError> {
     let (digest, bytes) = take(ctx, layout, name).await?;
-    if bytes.len() <= budget {
-        let bytes = Bytes::from(bytes);
-        deferred.0.push((digest, bytes.clone()));
-        return Ok((digest, Some(bytes)));
+    match deferred.keep(digest, bytes, &mut budget) {
+        Ok(inline) => Ok((digest, Some(inline))),
+        Err(bytes) => {
+            ctx.res.cas.put(&digest, &bytes).await?;
+            Ok((digest, None))
+        }
     }
-    ctx.res.cas.put(&digest, &bytes).await?;
-    Ok((digest, None))
 }
 
 /// The outputs rustc did not announce while it ran, read one after the other (the disk
@@ -67,14 +84,9 @@ pub(super) async fn take_rest(
     {
         let (digest, bytes) = take(ctx, layout, name).await?;
         outputs.push((name.clone(), digest));
-        match bytes.len() <= budget {
-            true => {
-                budget -= bytes.len();
-                let bytes = Bytes::from(bytes);
-                deferred.0.push((digest, bytes.clone()));
-                inline.push(bytes);
-            }
-            false => puts.push((digest, bytes)),
+        match deferred.keep(digest, bytes, &mut budget) {
+            Ok(bytes) => inline.push(bytes),
+            Err(bytes) => puts.push((digest, bytes)),
         }
     }
     let puts = puts
