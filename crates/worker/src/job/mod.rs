@@ -1,6 +1,7 @@
-//! Running one job: check the system files it expects, lay out its inputs at the client's
-//! paths, run the compiler (rustc or a C compiler) in the jail, stream its stderr back,
-//! upload the outputs.
+//! Running one job: admit it, set it up ([`setup`]: its toolchain, the system files it
+//! expects, its inputs at the client's paths), run the compiler (rustc or a C compiler) in
+//! the jail ([`jailed`], its stderr streamed back), answer, put the outputs in the CAS
+//! ([`outputs`]) and record the result; keep its state for followers.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,27 +9,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::farm::{Delivery, FarmError, ReplyTo, Resources};
-use jetcc_common::files::FileDigests;
 use jetcc_common::protocol::events::{self, JobDone, EVENTS_VERSION};
 use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, INLINE_BYTES, MAX_EVENT_BYTES};
 use jetcc_common::protocol::timing::ACK_WAIT;
 use jetcc_common::Digest;
-use tokio::io::{AsyncReadExt, BufReader};
 
+mod jailed;
 mod layout;
 mod outputs;
 mod ready;
+mod setup;
 
 pub(crate) use outputs::read_output;
 pub use ready::ReadyLaunchers;
 
-use layout::{create_dirs, fetch_inputs, place_inputs, Layout};
-use outputs::{announce, artifact_name, take_rest, Deferred};
+use jailed::run_jailed;
+use outputs::take_rest;
+use setup::set_up;
 
 use crate::blobs::BlobCache;
-use crate::jail::{self, Plan};
-use crate::limits::{self, human, Lines, OUTPUT_LIMIT};
-use crate::shipped::{Held, ShipError, ShippedCache};
+use crate::jail;
+use crate::limits::{human, OUTPUT_LIMIT};
+use crate::shipped::{ShipError, ShippedCache};
 use crate::toolchains::Toolchain;
 
 /// What every job on this worker shares.
@@ -366,21 +368,6 @@ impl Finished {
     }
 }
 
-/// What the jailed rustc did.
-struct Ran {
-    exit_code: i32,
-    stdout: Vec<u8>,
-    /// rustc's stderr, without the launcher's own lines.
-    stderr: Vec<u8>,
-    /// The launcher's own error lines (it says there why it could not start rustc).
-    launcher_error: Vec<u8>,
-    /// Outputs announced while rustc ran (its artifact notices).
-    sent: Vec<(String, Digest)>,
-    /// Outputs sent inline, not in the CAS yet.
-    deferred: Deferred,
-    took: Duration,
-}
-
 /// Runs the job; returns once its outputs are uploaded and "done" is sent.
 async fn run(
     ctx: &Context,
@@ -475,232 +462,4 @@ async fn run(
         outputs: all_outputs,
         compile_ms,
     })
-}
-
-/// Everything before the jail: the toolchain, the job root with the inputs in it, the
-/// launcher's plan (its path).
-async fn set_up<'a>(
-    ctx: &'a Context,
-    job: &JobRequest,
-    job_dir: &Path,
-) -> Result<(Using<'a>, Layout, PathBuf), JobError> {
-    let using = toolchain(ctx, job).await?;
-    check_system_inputs(ctx, job)?;
-    let layout = Layout::new(job_dir, job);
-    create_dirs(job, &layout)?;
-    let blobs = fetch_inputs(ctx, job).await?;
-    let readable = place_inputs(job, &layout, blobs, ctx.run_as.is_some())?;
-    let plan_file = write_plan(ctx, job, using.toolchain(), &layout, readable, job_dir)?;
-    Ok((using, layout, plan_file))
-}
-
-/// The toolchain a job runs with.
-enum Using<'a> {
-    /// The worker's own.
-    Own(&'a Toolchain),
-    /// One its client shipped, held unpacked while the job runs.
-    Shipped(Held),
-}
-
-impl Using<'_> {
-    fn toolchain(&self) -> &Toolchain {
-        match self {
-            Using::Own(tc) => tc,
-            Using::Shipped(held) => &held.toolchain,
-        }
-    }
-}
-
-/// The toolchain the job names: the worker's own if it has it (the queue only hands out
-/// jobs for ours, or shipped ones), else the one the job ships, unpacked (fetched first if
-/// not here yet).
-async fn toolchain<'a>(ctx: &'a Context, job: &JobRequest) -> Result<Using<'a>, JobError> {
-    if let Some(own) = ctx.toolchains.iter().find(|t| t.identity == job.toolchain) {
-        return Ok(Using::Own(own));
-    }
-    match (&ctx.shipped, job.shipped) {
-        (Some(cache), Some(pack)) => Ok(Using::Shipped(
-            cache.get(&ctx.res.cas, pack, job.toolchain).await?,
-        )),
-        _ => Err(JobError::NoToolchain(job.toolchain)),
-    }
-}
-
-/// Whether this worker's own system files are the ones the client's compile reads (a C
-/// compile's system headers): they are bound into the jail, not shipped. Digests are
-/// memoized by stat, so a warm check is a `stat` per file.
-fn check_system_inputs(ctx: &Context, job: &JobRequest) -> Result<(), JobError> {
-    if job.system_inputs.is_empty() {
-        return Ok(());
-    }
-    let mut files = FileDigests::new(Path::new("/"), Some(ctx.stat_memo_dir.clone()));
-    match job
-        .system_inputs
-        .iter()
-        .find(|i| files.digest(&i.path) != Some(i.digest))
-    {
-        Some(differs) => Err(JobError::SystemFileDiffers(differs.path.clone())),
-        None => Ok(()),
-    }
-}
-
-/// Writes the launcher's [`Plan`] into the job dir; returns its path.
-fn write_plan(
-    ctx: &Context,
-    job: &JobRequest,
-    tc: &Toolchain,
-    layout: &Layout,
-    readable: Vec<PathBuf>,
-    job_dir: &Path,
-) -> Result<PathBuf, JobError> {
-    let plan = Plan {
-        root: layout.root.clone(),
-        sysroot: tc.sysroot.clone(),
-        program: tc.program.clone(),
-        args: job.args.clone(),
-        env: job.env.clone(),
-        cwd: PathBuf::from(&job.cwd),
-        writable: vec![layout.out_dir.clone()],
-        readable,
-        run_as: ctx.run_as,
-        memory_bytes: ctx.limits.memory_bytes,
-        processes: ctx.limits.processes,
-        file_size_bytes: ctx.limits.file_size_bytes,
-        enforce: ctx.enforce,
-    };
-    let plan_file = job_dir.join("plan.json");
-    std::fs::write(
-        &plan_file,
-        serde_json::to_vec(&plan).expect("plan serializes"),
-    )
-    .map_err(io("write the plan"))?;
-    Ok(plan_file)
-}
-
-/// Starts the jail launcher on `plan_file` and follows it to the end, or kills it at the
-/// time limit.
-async fn run_jailed(
-    ctx: &Context,
-    job: &JobRequest,
-    layout: &Layout,
-    reply: &ReplyTo,
-    launcher: jail::Prepared,
-    plan_file: &Path,
-) -> Result<Ran, JobError> {
-    let ran_from = Instant::now();
-    // Dropped before it exits (a limit passed), it kills the job.
-    let mut launched = launcher
-        .launch(plan_file)
-        .map_err(|e| JobError::Io(format!("cannot start the jail launcher: {e}")))?;
-    let disk = limits::disk_exceeded(layout.writable_in_root(), ctx.disk_limit);
-    let ran = tokio::select! {
-        r = tokio::time::timeout(ctx.timeout, follow(ctx, job, layout, reply, &mut launched)) => {
-            r.unwrap_or(Err(JobError::Timeout(ctx.timeout)))
-        }
-        used = disk => {
-            tracing::warn!(job = job.job_id, used, "the job's writable dirs passed the disk limit");
-            Err(JobError::DiskLimit(ctx.disk_limit))
-        }
-    };
-    drop(launched);
-    let mut ran = ran?;
-    ran.took = ran_from.elapsed();
-    Ok(ran)
-}
-
-/// Streams the launcher's stderr to the client line by line (uploading each output rustc
-/// announces as it goes) while taking its stdout, then its exit code. Past
-/// [`OUTPUT_LIMIT`] of both together the job is stopped: the worker's memory stays bounded
-/// whatever the job writes.
-async fn follow(
-    ctx: &Context,
-    job: &JobRequest,
-    layout: &Layout,
-    reply: &ReplyTo,
-    launched: &mut jail::Launched,
-) -> Result<Ran, JobError> {
-    let mut stdout = launched.stdout.take().expect("a new launch has its stdout");
-    let stderr = launched.stderr.take().expect("a new launch has its stderr");
-    let mut ran = Ran {
-        exit_code: -1,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        launcher_error: Vec::new(),
-        sent: Vec::new(),
-        deferred: Deferred::default(),
-        took: Duration::ZERO,
-    };
-    let mut lines = Lines::new(BufReader::new(stderr));
-    let mut chunk = vec![0u8; 64 << 10];
-    let (mut written, mut err_open, mut out_open) = (0usize, true, true);
-    while err_open || out_open {
-        tokio::select! {
-            line = lines.next(), if err_open => match line {
-                Ok(Some((line, len))) => {
-                    written += len;
-                    if written > OUTPUT_LIMIT {
-                        break;
-                    }
-                    take_line(ctx, job, layout, reply, &mut ran, line).await?;
-                }
-                Ok(None) | Err(_) => err_open = false,
-            },
-            n = stdout.read(&mut chunk), if out_open => match n {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => {
-                    written += n;
-                    if written > OUTPUT_LIMIT {
-                        break;
-                    }
-                    ran.stdout.extend_from_slice(&chunk[..n]);
-                }
-            },
-        }
-    }
-    if written > OUTPUT_LIMIT {
-        let note = format!(
-            "jetcc-worker: rustc's output was cut at {}: the job was stopped\n",
-            human(OUTPUT_LIMIT as u64)
-        );
-        reply.send(&JobEvent::Stderr(note.into_bytes())).await;
-        return Err(JobError::OutputTooLarge);
-    }
-    ran.exit_code = launched
-        .wait()
-        .await
-        .map_err(|e| JobError::Io(format!("wait for rustc: {e}")))?;
-    Ok(ran)
-}
-
-/// One stderr line: the launcher's own, an artifact notice (its output is announced: inline
-/// when small, else put in the CAS first), or a line for the client.
-async fn take_line(
-    ctx: &Context,
-    job: &JobRequest,
-    layout: &Layout,
-    reply: &ReplyTo,
-    ran: &mut Ran,
-    line: Vec<u8>,
-) -> Result<(), JobError> {
-    let from_launcher = line.starts_with(jail::LAUNCH_ERROR_PREFIX.as_bytes());
-    if !from_launcher {
-        ran.stderr.extend_from_slice(&line);
-    }
-    match artifact_name(&line, &layout.out_dir).filter(|n| job.outputs.contains(n)) {
-        Some(name) => {
-            let (digest, inline) =
-                announce(ctx, layout, &name, INLINE_BYTES, &mut ran.deferred).await?;
-            ran.sent.push((name.clone(), digest));
-            let artifact = JobEvent::Artifact {
-                name,
-                digest,
-                line,
-                inline,
-            };
-            reply.send(&artifact).await;
-        }
-        None if from_launcher => ran.launcher_error.extend_from_slice(&line),
-        None => reply.send(&JobEvent::Stderr(line)).await,
-    }
-    Ok(())
 }
