@@ -341,11 +341,7 @@ impl DiskCache {
     /// ms on some disks, and every compile of the unit would pay it.
     fn put_small(&self, path: &Path, bytes: &[u8]) {
         if fs::read(path).is_ok_and(|old| old == bytes) {
-            let now = FileTimes::new().set_modified(SystemTime::now());
-            let _ = File::options()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_times(now));
+            touch(path);
             return;
         }
         if write_atomic_mkdir(path, bytes).is_ok() {
