@@ -9,12 +9,22 @@ use std::time::{Duration, Instant};
 
 use crate::{jetcc_bin, scrub_env};
 
-/// A free TCP port on loopback (bound and released; the OS does not hand it out again soon).
+/// A free TCP port on loopback for a server to listen on, from 10000-19999: below the
+/// kernel's ephemeral range (32768 and up here), so no test's outgoing connection can take it
+/// between this check and the server's bind (a port from `bind(0)` could be: CI saw a
+/// nats-server fail to start that way), and apart from [`free_port_pair`]'s range. A
+/// per-process start and a counter keep concurrent tests off each other's ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = (std::process::id() % 100) as u16 * 100;
+    for _ in 0..10_000 {
+        let p = 10_000 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in 10000-19999 on 127.0.0.1")
 }
 
 /// `nats-server`: `NATS_SERVER`, else from PATH (the test script installs it with
@@ -74,8 +84,19 @@ impl Nats {
             cwd: cwd.map(Path::to_path_buf),
             child: None,
         };
-        n.restart();
-        n
+        // A port taken between the check and the server's bind: another one, a few times.
+        for _ in 0..3 {
+            match n.try_start() {
+                Ok(()) => return n,
+                Err(log) if log.contains("address already in use") => {
+                    n.port = free_port();
+                    let at = n.args.iter().position(|a| a == "-p").expect("-p") + 1;
+                    n.args[at] = n.port.to_string();
+                }
+                Err(log) => panic!("nats-server did not start on port {}: {log}", n.port),
+            }
+        }
+        panic!("nats-server found no free port (three were taken before it bound them)")
     }
 
     pub fn url(&self) -> String {
@@ -94,20 +115,52 @@ impl Nats {
 
     /// Starts (again) on the same port and store; waits until it accepts connections.
     pub fn restart(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("nats-server did not start on port {}: {log}", self.port);
+        }
+    }
+
+    /// Starts the server and waits until it accepts connections; else kills it and returns
+    /// its log.
+    fn try_start(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).expect("nats dir");
-        let log = std::fs::File::create(self.dir.join("nats.log")).expect("nats log");
+        let log_path = self.dir.join("nats.log");
+        let log = std::fs::File::create(&log_path).expect("nats log");
         let mut cmd = Command::new(nats_server_bin());
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        let child = cmd
+        let mut child = cmd
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        wait_for_port(self.port);
+        let start = Instant::now();
+        let outcome = loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                break Err(format!("it exited ({status})"));
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                break Err("nothing listens after 20 s".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match outcome {
+            Ok(()) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                Err(format!("{why}; its log:\n{log}"))
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
