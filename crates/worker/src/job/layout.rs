@@ -37,6 +37,16 @@ impl Layout {
         }
     }
 
+    /// The job root's dirs on the worker's disk: the out-dir, the cwd and every dir the
+    /// job lists.
+    pub(super) fn dirs(&self, job: &JobRequest) -> Vec<PathBuf> {
+        let listed = job.dirs.iter().map(|d| jail::inside(&self.root, Path::new(d)));
+        [self.out_in_root.clone(), jail::inside(&self.root, Path::new(&job.cwd))]
+            .into_iter()
+            .chain(listed)
+            .collect()
+    }
+
     /// Whether the job may write at `path` (in the jail).
     fn is_writable(&self, path: &Path) -> bool {
         self.writable.iter().any(|w| path.starts_with(w))
@@ -51,14 +61,10 @@ impl Layout {
     }
 }
 
-/// The job root's dirs: the out-dir, the cwd and every dir the job lists.
-pub(super) fn create_dirs(job: &JobRequest, layout: &Layout) -> Result<(), JobError> {
-    std::fs::create_dir_all(&layout.out_in_root).map_err(io("create the out-dir"))?;
-    std::fs::create_dir_all(jail::inside(&layout.root, Path::new(&job.cwd)))
-        .map_err(io("create the cwd"))?;
-    for dir in &job.dirs {
-        std::fs::create_dir_all(jail::inside(&layout.root, Path::new(dir)))
-            .map_err(io("create a directory on an input's path"))?;
+/// Creates the job root's dirs ([`Layout::dirs`]).
+pub(super) fn create_dirs(dirs: &[PathBuf]) -> Result<(), JobError> {
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(io("create the job root's dirs"))?;
     }
     Ok(())
 }

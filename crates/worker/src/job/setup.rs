@@ -23,8 +23,17 @@ pub(super) async fn set_up<'a>(
     let using = toolchain(ctx, job).await?;
     check_system_inputs(ctx, job)?;
     let layout = Layout::new(job_dir, job);
-    create_dirs(job, &layout)?;
-    let blobs = fetch_inputs(ctx, job).await?;
+    // Each dir is a journaled create (a deep client path is milliseconds of them): made on
+    // a blocking thread while the inputs are fetched, so neither waits for the other and
+    // the runtime goes on meanwhile (the question to the client goes out, its answer comes
+    // in). Awaited either way: nothing may create dirs once the job dir is removed.
+    let dirs = layout.dirs(job);
+    let created = tokio::task::spawn_blocking(move || create_dirs(&dirs));
+    let fetched = fetch_inputs(ctx, job).await;
+    created
+        .await
+        .map_err(|e| JobError::Io(format!("create the job's dirs: {e}")))??;
+    let blobs = fetched?;
     let readable = place_inputs(job, &layout, blobs, ctx.run_as.is_some())?;
     let plan_file = write_plan(ctx, job, using.toolchain(), &layout, readable, job_dir)?;
     Ok((using, layout, plan_file))
