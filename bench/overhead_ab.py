@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One tiny remote compile, two builds of jetcc side by side: which adds less to rustc?
 
-    bench/overhead_ab.py [--reps N] BIN_DIR_A BIN_DIR_B
+    bench/overhead_ab.py [--reps N] [--pin] BIN_DIR_A BIN_DIR_B
 
 Each bin dir holds `jetcc` and `jetcc-worker`. Each gets a farm of its own (nats-server and
 one 2-slot worker), started once and idle between jobs; every repetition runs plain rustc and
@@ -12,6 +12,10 @@ moves a tiny compile's time by more than the difference sought (a run of
 
 Prints, per build, the median time over plain rustc, the worker's own time to answer
 (`answered_us` in its debug log) and the client's time around it (wall minus that).
+
+`--pin`: the farms (nats-server and worker) run on CPU 1, plain rustc and the client on CPU
+0, as with a worker on another machine: neither side's work (the worker putting outputs in
+the CAS after it answered, say) takes the other's CPU.
 """
 import argparse
 import os
@@ -32,11 +36,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_farm(bin_dir, d, procs):
+def on_cpu(cpu):
+    """A `preexec_fn` pinning the child to `cpu` (None: anywhere)."""
+    return None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+
+
+def start_farm(bin_dir, d, procs, cpu=None):
     port = free_port()
     d.mkdir()
     procs.append(subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(d / "js")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=on_cpu(cpu)))
     deadline = time.time() + 10
     while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
         if time.time() > deadline:
@@ -47,7 +56,7 @@ def start_farm(bin_dir, d, procs):
            "JETCC_LOG": "debug", "NO_COLOR": "1"}
     log = d / "w.log"
     procs.append(subprocess.Popen([str(bin_dir / "jetcc-worker")], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(log, "w")))
+                                  stderr=open(log, "w"), preexec_fn=on_cpu(cpu)))
     while "jetcc-worker serving" not in log.read_text():
         if time.time() > deadline + 10:
             sys.exit(f"worker did not start: {log.read_text()}")
@@ -58,15 +67,17 @@ def start_farm(bin_dir, d, procs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--pin", action="store_true", help="farms on CPU 1, rustc and the client on CPU 0")
     ap.add_argument("bins", nargs=2, type=Path)
     args = ap.parse_args()
+    farm_cpu, client_cpu = (1, 0) if args.pin else (None, None)
     tmp = Path(tempfile.mkdtemp(prefix="overhead-ab-"))
     rustc = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True,
                            check=True).stdout.strip() + "/bin/rustc"
     procs, farms = [], []
     try:
         for i, b in enumerate(args.bins):
-            farms.append((b.resolve(), start_farm(b.resolve(), tmp / f"farm{i}", procs), tmp / f"farm{i}"))
+            farms.append((b.resolve(), start_farm(b.resolve(), tmp / f"farm{i}", procs, farm_cpu), tmp / f"farm{i}"))
         src = tmp / "src"
         (src / "out").mkdir(parents=True)
         (src / "lib.rs").write_text("pub fn f() -> u32 { 1 }\n")
@@ -85,7 +96,8 @@ def main():
                 for f in (src / "out").iterdir():
                     f.unlink()
                 t = time.perf_counter()
-                subprocess.run(cmd, cwd=src, env=env, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(cmd, cwd=src, env=env, check=True, stdout=subprocess.DEVNULL,
+                               preexec_fn=on_cpu(client_cpu))
                 if rep > 0:
                     times[kind].append(time.perf_counter() - t)
         plain = statistics.median(times["plain"])

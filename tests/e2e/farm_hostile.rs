@@ -2,9 +2,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{Farm, Lifetime};
-use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest};
+use jetcc_common::protocol::job::{InputFile, JobEvent, JobRequest, INLINE_BYTES};
 use jetcc_common::protocol::names::{JobId, Nonce};
 use jetcc_common::protocol::PROTOCOL_VERSION;
 use jetcc_common::{toolchain, Digest};
@@ -79,6 +80,7 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
                 outputs: vec!["libhostile.rlib".into()],
                 key_paths: Default::default(),
                 shipped: None,
+                inline: vec![],
             }
         };
         // Each case: a job, and what the refusal must name.
@@ -117,6 +119,16 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
         let evil = b"evil";
         res.cas.put(&Digest::of_bytes(good), evil).await.unwrap();
         cases.push((job(4), "does not match"));
+        // Bytes sent along that are not the input's (whose digest names a file in no CAS):
+        // never written for it; the job is refused. Too many bytes along: refused unread.
+        let other = b"pub fn other() {}\n";
+        let mut j = job(7);
+        j.inputs[0].digest = Digest::of_bytes(other);
+        j.inline = vec![Bytes::from_static(evil)];
+        cases.push((j, "is not in the CAS"));
+        let mut j = job(8);
+        j.inline = vec![Bytes::from(vec![b' '; INLINE_BYTES + 1])];
+        cases.push((j, "inline"));
         for (n, (j, want)) in cases.into_iter().enumerate() {
             let mut sub = res
                 .submit(&j, &host, &Digest::of_bytes(&[n as u8]))
@@ -137,6 +149,36 @@ fn hostile_and_malformed_jobs_are_refused_and_the_worker_keeps_serving() {
                 other => panic!("{want}: expected a refusal, got {other:?} after {got:?}"),
             }
         }
+        // The input's own bytes sent along are taken as they are, the CAS's (forged, above)
+        // not even read: the job compiles.
+        let mut j = job(10);
+        j.args = [
+            "--crate-name",
+            "hostile",
+            "--crate-type",
+            "lib",
+            "--emit=link",
+        ]
+        .into_iter()
+        .chain(["--out-dir", "/x/out", "/x/lib.rs"])
+        .map(String::from)
+        .collect();
+        j.inline = vec![Bytes::from_static(good)];
+        let mut sub = res
+            .submit(&j, &host, &Digest::of_bytes(b"inline"))
+            .await
+            .unwrap();
+        let last = loop {
+            match sub.next(Duration::from_secs(30)).await.unwrap() {
+                Some(e @ (JobEvent::Refused { .. } | JobEvent::Done { .. })) => break e,
+                Some(_) => continue,
+                None => panic!("no answer to a job with its input inline"),
+            }
+        };
+        assert!(
+            matches!(last, JobEvent::Done { exit_code: 0, .. }),
+            "{last:?}"
+        );
         // Garbage, and a job whose reply subject points elsewhere: dropped, no reply.
         let js = nats.raw_jetstream().await;
         js.publish(subject.clone(), "\u{1}garbage".into())

@@ -162,6 +162,7 @@ fn job(
         outputs: vec![format!("libq{n}.rlib")],
         key_paths: Default::default(),
         shipped: None,
+        inline: vec![],
     };
     let key = job.dedup_key();
     (job, key)

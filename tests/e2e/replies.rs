@@ -396,6 +396,7 @@ fn hostile_job(n: u8, reply_subject: &str, tc: Digest) -> JobRequest {
         }],
         key_paths: Default::default(),
         shipped: None,
+        inline: vec![],
         system_inputs: vec![],
         dirs: vec![],
         out_dir: "/x/out".into(),

@@ -79,6 +79,7 @@ impl Client {
             outputs: vec!["libprobe.rlib".into()],
             key_paths: Default::default(),
             shipped: None,
+            inline: vec![],
         }
     }
 

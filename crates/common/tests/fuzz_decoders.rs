@@ -96,6 +96,7 @@ fn job() -> JobRequest {
             home: Some("/home/ci".into()),
         },
         shipped: None,
+        inline: vec![],
     }
 }
 

@@ -35,22 +35,36 @@ impl BlobCache {
         self.dir.join(digest.hex())
     }
 
-    /// The local path of `digest`, fetched from the CAS if not here yet.
-    pub async fn fetch(&self, cas: &Cas, digest: &Digest) -> Result<PathBuf, FarmError> {
+    /// The local path of `digest`: here already, else written from `sent` (bytes its job
+    /// carried, which the caller matched to `digest`), else fetched from the CAS.
+    pub async fn fetch(
+        &self,
+        cas: &Cas,
+        digest: &Digest,
+        sent: Option<&[u8]>,
+    ) -> Result<PathBuf, FarmError> {
         let path = self.path(digest);
         if path.exists() && self.intact(&path, digest).await {
             // Touch for LRU eviction; best effort.
             let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(SystemTime::now()));
             return Ok(path);
         }
-        let bytes = cas.get(digest).await?;
+        let fetched;
+        let bytes = match sent {
+            Some(bytes) => bytes,
+            None => {
+                fetched = cas.get(digest).await?;
+                &fetched[..]
+            }
+        };
+        debug_assert_eq!(&Digest::of_bytes(bytes), digest);
         let cannot = |e: std::io::Error| {
             FarmError::new(
                 FarmErrorKind::Other,
                 format!("cannot write {}: {e}", path.display()),
             )
         };
-        write_atomic_mkdir(&path, &bytes).map_err(cannot)?;
+        write_atomic_mkdir(&path, bytes).map_err(cannot)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).map_err(cannot)?;
         let total = self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if total + bytes.len() as u64 > self.max_bytes {

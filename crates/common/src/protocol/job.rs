@@ -3,9 +3,11 @@
 //! decode: a worker must survive garbage, oversized and hostile jobs, so decoding bounds the
 //! size first and validates every path and name after.
 //!
-//! File bytes never ride in a job: inputs are named by digest and fetched from the CAS. An
-//! output of a few KiB may ride in the event that names it ([`INLINE_BYTES`]): the client
-//! writes it without two round trips to the CAS, once its bytes match the digest named.
+//! Files are named by digest; the big ones travel through the CAS. Small ones ride along
+//! ([`INLINE_BYTES`] a message): a job carries its small inputs' bytes, so its client does not
+//! look each up and upload it (three round trips) and its worker does not fetch it (two);
+//! an event carries a small output's bytes, so the client does not fetch it. Either side
+//! takes a blob only for a file named with the digest of its bytes ([`by_digest`]).
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -20,8 +22,9 @@ use crate::result::is_plain_name;
 pub const MAX_JOB_BYTES: usize = 4 << 20;
 /// Largest encoded event accepted.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
-/// Most output bytes one event carries inline (well under [`MAX_EVENT_BYTES`] and NATS's
-/// default 1 MiB payload): a tiny crate's outputs all fit, a big one's rlib goes to the CAS.
+/// Most file bytes one job or event carries inline (well under [`MAX_EVENT_BYTES`] and NATS's
+/// default 1 MiB payload): a tiny crate's sources and outputs all fit, a big rlib goes to the
+/// CAS.
 pub const INLINE_BYTES: usize = 256 << 10;
 const MAX_ARGS: usize = 10_000;
 const MAX_ENV: usize = 4_000;
@@ -69,6 +72,10 @@ pub struct JobRequest {
     /// [`JobRequest::toolchain`] of its own fetches and unpacks it and runs the job with it;
     /// such a job's result is not recorded in the shared cache (see docs/security.md).
     pub shipped: Option<Digest>,
+    /// The bytes of small inputs (at most [`INLINE_BYTES`] in all), matched to `inputs` by
+    /// digest ([`by_digest`]); the others are in the CAS. Not part of the job's identity
+    /// ([`JobRequest::dedup_key`]): the digests already say what these bytes are.
+    pub inline: Vec<bytes::Bytes>,
 }
 
 /// What a client's `PathMap` was built from that a worker cannot read off the job (its
@@ -363,6 +370,14 @@ impl JobRequest {
                 &format!("{bad:?} is not a plain file name"),
             ));
         }
+        if self.inline.len() > self.inputs.len()
+            || self.inline.iter().map(|b| b.len()).sum::<usize>() > INLINE_BYTES
+        {
+            return Err(invalid(
+                "inline",
+                &format!("more blobs than inputs, or over {INLINE_BYTES} bytes"),
+            ));
+        }
         if self.outputs.len() > MAX_OUTPUTS {
             return Err(invalid(
                 "outputs",
@@ -407,6 +422,13 @@ impl JobRequest {
         }
         Ok(())
     }
+}
+
+/// Blobs sent inline, by the digest of their bytes: each is taken only for a file named with
+/// that digest, so a corrupt or foreign blob is never written (the file is fetched from the
+/// CAS instead).
+pub fn by_digest(blobs: &[bytes::Bytes]) -> std::collections::HashMap<Digest, &bytes::Bytes> {
+    blobs.iter().map(|b| (Digest::of_bytes(b), b)).collect()
 }
 
 impl JobEvent {

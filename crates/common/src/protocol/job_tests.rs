@@ -33,6 +33,7 @@ fn job() -> JobRequest {
             home: Some("/home/a".into()),
         },
         shipped: None,
+        inline: vec![],
     }
 }
 
@@ -72,6 +73,28 @@ fn inline_outputs_ride_as_bytes() {
     // As msgpack bin, not an array of integers (two bytes each for these).
     assert!(encoded.len() < blob.len() + 200, "{}", encoded.len());
     assert_eq!(JobReply::decode(&encoded).unwrap(), e);
+}
+
+#[test]
+fn small_inputs_ride_in_the_job_within_the_bound_and_outside_its_identity() {
+    let mut j = job();
+    let source = bytes::Bytes::from_static(b"pub fn f() {}\n");
+    j.inline = vec![source.clone()];
+    let decoded = JobRequest::decode(&j.encode()).unwrap();
+    assert_eq!(decoded, j);
+    // The same job with its inputs in the CAS is the same job.
+    assert_eq!(j.dedup_key(), job().dedup_key());
+    let sent = by_digest(&decoded.inline);
+    assert_eq!(sent.get(&Digest::of_bytes(&source)), Some(&&source));
+    assert_eq!(sent.get(&Digest::of_bytes(b"other")), None);
+
+    let mut over = job();
+    over.inline = vec![bytes::Bytes::from(vec![b' '; INLINE_BYTES + 1])];
+    let err = JobRequest::decode(&over.encode()).unwrap_err();
+    assert!(err.to_string().contains("inline"), "{err}");
+    let mut more_blobs_than_inputs = job();
+    more_blobs_than_inputs.inline = vec![source; more_blobs_than_inputs.inputs.len() + 1];
+    assert!(JobRequest::decode(&more_blobs_than_inputs.encode()).is_err());
 }
 
 #[test]

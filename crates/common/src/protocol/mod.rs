@@ -14,4 +14,4 @@ pub mod timing;
 pub mod worker;
 
 /// Bumped on any incompatible change of a wire type; a peer refuses other versions.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jetcc_common::config::FarmConfig;
 use jetcc_common::farm::{self, Filing, Resources, Submitted};
-use jetcc_common::protocol::job::{JobEvent, JobRequest, JobState, KeyPaths};
+use jetcc_common::protocol::job::{by_digest, JobEvent, JobRequest, JobState, KeyPaths};
 use jetcc_common::protocol::names::JobId;
 use jetcc_common::protocol::worker::WorkerStatus;
 use jetcc_common::protocol::PROTOCOL_VERSION;
@@ -69,7 +69,7 @@ async fn send(
     start: Instant,
     dropped: &AtomicU64,
 ) -> Result<(Compiled, Duration), RemoteError> {
-    inputs::upload(res, &listed.inputs).await?;
+    let inline = inputs::upload(res, &listed.inputs).await?;
     if let (Some(packed), Some(memo)) = (&route.shipped, r.ship_memo) {
         if let Err(e) = ship::upload(res, packed, memo).await {
             ship::forget(memo, r.toolchain, &e);
@@ -79,6 +79,7 @@ async fn send(
     let prepared = start.elapsed();
     let mut job = job_request(res, &r, listed)?;
     job.shipped = route.shipped.as_ref().map(|p| p.digest);
+    job.inline = inline;
     // Identical jobs in flight run once: the queue drops this one if it holds the same key.
     let dedup = job.dedup_key();
     let sub = res.submit_to(&job, r.host, route.filing, &dedup).await?;
@@ -202,6 +203,7 @@ fn job_request(
         outputs: r.outputs.to_vec(),
         key_paths: key_paths(r.kind),
         shipped: None,
+        inline: Vec::new(),
     })
 }
 
@@ -461,13 +463,10 @@ async fn take_outputs(
 /// For each output, the blob of `inline` whose bytes have its digest: a blob that matches
 /// none (corrupt, or not this job's) is never written, and its output is fetched instead.
 fn matched<'a>(outputs: &[(String, Digest)], inline: &'a [Bytes]) -> Vec<Option<&'a Bytes>> {
-    let digests: Vec<Digest> = inline.iter().map(|b| Digest::of_bytes(b)).collect();
+    let sent = by_digest(inline);
     outputs
         .iter()
-        .map(|(_, want)| {
-            let at = digests.iter().position(|d| d == want)?;
-            Some(&inline[at])
-        })
+        .map(|(_, want)| sent.get(want).copied())
         .collect()
 }
 

@@ -6,6 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use jetcc_common::args::{RustcArgs, SearchKind};
 use jetcc_common::cache::DiskCache;
@@ -16,7 +17,7 @@ use jetcc_common::files::FileDigests;
 use jetcc_common::fsutil::normalize;
 use jetcc_common::key::{is_keyed_env, is_native_lib};
 use jetcc_common::listing::{self, Listing, Remembered};
-use jetcc_common::protocol::job::{is_system_path, InputFile};
+use jetcc_common::protocol::job::{is_system_path, InputFile, INLINE_BYTES};
 use jetcc_common::{environ, fsutil, toolchain, Digest};
 
 use super::guess::{self, Package};
@@ -391,10 +392,31 @@ fn walked_dirs(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// Puts every input the CAS lacks, concurrently.
-pub(super) async fn upload(res: &Resources, inputs: &[InputFile]) -> Result<(), RemoteError> {
-    let puts = inputs
-        .iter()
+/// Gets the inputs to the worker: the small ones' bytes, in listing order while they fit in
+/// [`INLINE_BYTES`], ride in the job (returned, to go in [`JobRequest::inline`]); each of the
+/// others is put in the CAS unless there, concurrently. A small input thus costs no round
+/// trip (a lookup, and a chunk and its metadata when missing: three behind a distant link),
+/// and its worker no fetch. Each inline file is read and checked against its listed digest.
+///
+/// [`JobRequest::inline`]: jetcc_common::protocol::job::JobRequest::inline
+pub(super) async fn upload(
+    res: &Resources,
+    inputs: &[InputFile],
+) -> Result<Vec<Bytes>, RemoteError> {
+    let mut budget = INLINE_BYTES as u64;
+    let mut inline = Vec::new();
+    let mut rest = Vec::new();
+    for input in inputs {
+        if input.size > budget {
+            rest.push(input);
+            continue;
+        }
+        let bytes = read_listed(input)?;
+        budget = budget.saturating_sub(bytes.len() as u64);
+        inline.push(Bytes::from(bytes));
+    }
+    let puts = rest
+        .into_iter()
         .map(|i| res.cas.put_file(&i.digest, Path::new(&i.path)));
     let results = futures_util::stream::iter(puts)
         .buffer_unordered(16)
@@ -403,7 +425,20 @@ pub(super) async fn upload(res: &Resources, inputs: &[InputFile]) -> Result<(), 
     for r in results {
         r?;
     }
-    Ok(())
+    Ok(inline)
+}
+
+/// An input's bytes, which must still have the digest it was listed with.
+fn read_listed(input: &InputFile) -> Result<Vec<u8>, RemoteError> {
+    let bytes = std::fs::read(&input.path)
+        .map_err(|e| RemoteError::Local(format!("cannot read {} to send it: {e}", input.path)))?;
+    if Digest::of_bytes(&bytes) != input.digest {
+        return Err(RemoteError::Local(format!(
+            "{} changed after it was listed",
+            input.path
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Fetches a verified blob and writes it atomically at `dest`.

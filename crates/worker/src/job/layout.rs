@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
-use jetcc_common::protocol::job::JobRequest;
+use jetcc_common::protocol::job::{by_digest, JobRequest};
 
 use super::{io, Context, JobError};
 use crate::jail;
@@ -40,11 +40,17 @@ impl Layout {
     /// The job root's dirs on the worker's disk: the out-dir, the cwd and every dir the
     /// job lists.
     pub(super) fn dirs(&self, job: &JobRequest) -> Vec<PathBuf> {
-        let listed = job.dirs.iter().map(|d| jail::inside(&self.root, Path::new(d)));
-        [self.out_in_root.clone(), jail::inside(&self.root, Path::new(&job.cwd))]
-            .into_iter()
-            .chain(listed)
-            .collect()
+        let listed = job
+            .dirs
+            .iter()
+            .map(|d| jail::inside(&self.root, Path::new(d)));
+        [
+            self.out_in_root.clone(),
+            jail::inside(&self.root, Path::new(&job.cwd)),
+        ]
+        .into_iter()
+        .chain(listed)
+        .collect()
     }
 
     /// Whether the job may write at `path` (in the jail).
@@ -69,18 +75,21 @@ pub(super) fn create_dirs(dirs: &[PathBuf]) -> Result<(), JobError> {
     Ok(())
 }
 
-/// The local path of each input's blob, in the job's order.
+/// The local path of each input's blob, in the job's order: cached here, else sent in the
+/// job (a blob whose bytes have the input's digest), else fetched from the CAS.
 pub(super) async fn fetch_inputs(
     ctx: &Context,
     job: &JobRequest,
 ) -> Result<Vec<PathBuf>, JobError> {
+    let sent = by_digest(&job.inline);
     // Fetch the blobs this worker lacks concurrently: on a distant link each costs a round
     // trip.
     let mut blobs: Vec<PathBuf> = Vec::with_capacity(job.inputs.len());
     for chunk in job.inputs.chunks(16) {
-        let fetches = chunk
-            .iter()
-            .map(|input| ctx.blobs.fetch(&ctx.res.cas, &input.digest));
+        let fetches = chunk.iter().map(|input| {
+            let bytes = sent.get(&input.digest).map(|b| &b[..]);
+            ctx.blobs.fetch(&ctx.res.cas, &input.digest, bytes)
+        });
         blobs.extend(futures_util::future::try_join_all(fetches).await?);
     }
     Ok(blobs)

@@ -404,6 +404,7 @@ mod tests {
                     home: Some(self.path("home")),
                 },
                 shipped: None,
+                inline: vec![],
             }
         }
 
