@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
+use jetcc_common::protocol::job::JobRequest;
 use jetcc_e2e::servers::{Nats, Worker};
 use jetcc_e2e::*;
 
@@ -54,20 +55,30 @@ fn a_client_secret_never_reaches_a_farm_job() {
     }
     let built = p.build_ok(&build);
     let s = stats(&cache);
-    // mid, util, corelib, mac and the C compile went; leaf compiled here. Its first job is
-    // listed by a guess, which cannot know the variables it reads: it went without the
-    // variable (the job is checked below) and came back as a stale listing when the
-    // worker's dep-info named it (a pre-passed job would not have gone: `farm-env`).
-    assert_eq!(s["remote_compiles"], 4, "{s}");
+    // util, mac and the C compile went; leaf compiled here. Its first job is listed by a
+    // guess, which cannot know the variables it reads: it went without the variable (the
+    // job is checked below) and came back as a stale listing when the worker's dep-info
+    // named it (a pre-passed job would not have gone: `farm-env`). mid and corelib use leaf,
+    // whose rmeta holds the value rustc read for it: they compiled here too (`farm-env`).
+    assert_eq!(s["remote_compiles"], 2, "{s}");
+    assert_eq!(s["c_compiles"]["remote"], 1, "{s}");
     assert_eq!(s["remote_skipped"]["farm-stale-listing"], 1, "{s}");
-    wait_until(10, "the job requests", || jobs.lock().unwrap().len() >= 4);
+    assert_eq!(s["remote_skipped"]["farm-env"], 2, "{s}");
+    wait_until(10, "the job requests", || jobs.lock().unwrap().len() >= 3);
     let jobs = jobs.lock().unwrap();
     for job in jobs.iter() {
+        // The value nowhere; the name in no env entry (leaf's source, which names it, may
+        // ride in a job's inline inputs).
+        let env = JobRequest::decode_unchecked(job).expect("a job").env;
         for (name, value) in SECRETS {
             assert!(
-                find(job, value.as_bytes()).is_none() && find(job, name.as_bytes()).is_none(),
-                "a job carried {name}: {}",
+                find(job, value.as_bytes()).is_none(),
+                "a job carried the value of {name}: {}",
                 String::from_utf8_lossy(job)
+            );
+            assert!(
+                env.iter().all(|(k, _)| k != name),
+                "a job's env carried {name}: {env:?}"
             );
         }
     }
@@ -96,6 +107,22 @@ fn a_client_secret_never_reaches_a_farm_job() {
                 "the shared cache holds {name}"
             );
         }
+    }
+    // Nor anything the server stored or the worker holds (its blob cache, its job dirs):
+    // rustc wrote the value leaf read into leaf's rmeta, which a job of a crate using leaf
+    // would carry as an input.
+    drop(_w);
+    for dir in [root.join("nats"), root.join("w")] {
+        walk(&dir, &mut |file| {
+            let bytes = std::fs::read(file).unwrap_or_default();
+            for (name, value) in SECRETS {
+                assert!(
+                    find(&bytes, value.as_bytes()).is_none(),
+                    "{} holds {name}",
+                    file.display()
+                );
+            }
+        });
     }
 }
 

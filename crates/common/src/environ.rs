@@ -81,9 +81,32 @@ const SECRET_IN_NAME: &[&str] = &["API_KEY", "ACCESS_KEY", "SESSION_KEY", "SIGNI
 /// `AWS_*`: URLs with passwords, creds paths, keys).
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    upper.starts_with("JETCC_")
-        || upper.starts_with("AWS_")
-        || SECRET_IN_NAME.iter().any(|p| upper.contains(p))
+    upper.starts_with("JETCC_") || upper.starts_with("AWS_") || names_credential(name)
+}
+
+/// The credentials in `vars` (a name [`looks_secret`] but for the `JETCC_`/`AWS_` prefix
+/// alone, which also covers plain settings like `AWS_REGION`) whose values are long enough
+/// (8+ bytes) to be told from ordinary bytes: what nothing a client sends to the farm may
+/// hold. rustc writes the value of a variable a crate reads (`option_env!`) into that crate's
+/// metadata, so a dependent's job would carry it in the crate's rmeta.
+pub fn credentials(vars: &[(String, String)]) -> Vec<(String, String)> {
+    vars.iter()
+        .filter(|(k, v)| v.len() >= 8 && names_credential(k))
+        .cloned()
+        .collect()
+}
+
+/// The name of the first of `credentials` whose value `bytes` hold.
+pub fn holds_credential<'a>(bytes: &[u8], credentials: &'a [(String, String)]) -> Option<&'a str> {
+    credentials
+        .iter()
+        .find(|(_, v)| memchr::memmem::find(bytes, v.as_bytes()).is_some())
+        .map(|(k, _)| k.as_str())
+}
+
+fn names_credential(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_IN_NAME.iter().any(|p| upper.contains(p))
         || upper.split('_').any(|word| {
             SECRET_WORDS.contains(&word) || SECRET_IN_WORD.iter().any(|p| word.contains(p))
         })
@@ -208,5 +231,30 @@ mod tests {
         ] {
             assert!(!looks_secret(s), "{s}");
         }
+    }
+
+    #[test]
+    fn sent_bytes_are_checked_for_credentials_not_for_settings() {
+        let vars: Vec<(String, String)> = [
+            ("GITHUB_TOKEN", "gh-SECRET-value"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-SECRET-value"),
+            // Settings, and a value too short to tell from ordinary bytes.
+            ("AWS_REGION", "us-east-1-region"),
+            ("JETCC_DIR", "/home/me/.cache/jetcc"),
+            ("NPM_TOKEN", "short"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let credentials = credentials(&vars);
+        let names: Vec<&str> = credentials.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY"]);
+        let rmeta = b"rust\0\0...GITHUB_TOKEN\0gh-SECRET-value\0...";
+        assert_eq!(holds_credential(rmeta, &credentials), Some("GITHUB_TOKEN"));
+        // The name alone (a source reading it) holds nothing.
+        assert_eq!(
+            holds_credential(b"option_env!(\"GITHUB_TOKEN\")", &credentials),
+            None
+        );
     }
 }

@@ -100,10 +100,11 @@ impl Cas {
         Ok(true)
     }
 
-    /// Stores `bytes`, looked up and found missing. Chunks go out back to back, their acks
-    /// awaited [`CHUNKS_IN_FLIGHT`] at a time: one round trip per chunk would cost a 25 MB
-    /// rlib (50 chunks) a second behind a 20 ms link.
-    async fn put_missing(&self, digest: &Digest, bytes: &[u8]) -> Result<(), FarmError> {
+    /// Stores `bytes`, looked up and found missing ([`Cas::contains`]; the caller vouches
+    /// that `digest` is theirs). Chunks go out back to back, their acks awaited
+    /// [`CHUNKS_IN_FLIGHT`] at a time: one round trip per chunk would cost a 25 MB rlib (50
+    /// chunks) a second behind a 20 ms link.
+    pub async fn put_missing(&self, digest: &Digest, bytes: &[u8]) -> Result<(), FarmError> {
         let nuid = super::nonce()?.to_string();
         let chunks = self.names.cas_chunk_subject(&nuid);
         let mut acks = std::collections::VecDeque::with_capacity(CHUNKS_IN_FLIGHT);

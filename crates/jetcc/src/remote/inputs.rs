@@ -396,13 +396,19 @@ fn walked_dirs(path: &Path) -> Vec<PathBuf> {
 /// [`INLINE_BYTES`], ride in the job (returned, to go in [`JobRequest::inline`]); each of the
 /// others is put in the CAS unless there, concurrently. A small input thus costs no round
 /// trip (a lookup, and a chunk and its metadata when missing: three behind a distant link),
-/// and its worker no fetch. Each inline file is read and checked against its listed digest.
+/// and its worker no fetch.
+///
+/// Every file whose bytes are sent is read and checked first: it must still have its listed
+/// digest, and hold none of this process's credentials (`environ::credentials`): a crate
+/// that read one (`option_env!("GITHUB_TOKEN")`) compiles here, but rustc wrote the value
+/// into its rmeta, which its dependents' jobs would carry. Such a job stays here too.
 ///
 /// [`JobRequest::inline`]: jetcc_common::protocol::job::JobRequest::inline
 pub(super) async fn upload(
     res: &Resources,
     inputs: &[InputFile],
 ) -> Result<Vec<Bytes>, RemoteError> {
+    let credentials = environ::credentials(&environ::utf8_vars(|_| false).unwrap_or_default());
     let mut budget = INLINE_BYTES as u64;
     let mut inline = Vec::new();
     let mut rest = Vec::new();
@@ -411,13 +417,19 @@ pub(super) async fn upload(
             rest.push(input);
             continue;
         }
-        let bytes = read_listed(input)?;
+        let bytes = read_listed(input, &credentials)?;
         budget = budget.saturating_sub(bytes.len() as u64);
         inline.push(Bytes::from(bytes));
     }
-    let puts = rest
-        .into_iter()
-        .map(|i| res.cas.put_file(&i.digest, Path::new(&i.path)));
+    let credentials = &credentials;
+    let puts = rest.into_iter().map(|input| async move {
+        if res.cas.contains(&input.digest).await? {
+            return Ok(());
+        }
+        let bytes = read_listed(input, credentials)?;
+        res.cas.put_missing(&input.digest, &bytes).await?;
+        Ok::<_, RemoteError>(())
+    });
     let results = futures_util::stream::iter(puts)
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -428,13 +440,23 @@ pub(super) async fn upload(
     Ok(inline)
 }
 
-/// An input's bytes, which must still have the digest it was listed with.
-fn read_listed(input: &InputFile) -> Result<Vec<u8>, RemoteError> {
+/// An input's bytes, to be sent: they must still have the digest the input was listed with,
+/// and hold none of `credentials`' values.
+fn read_listed(
+    input: &InputFile,
+    credentials: &[(String, String)],
+) -> Result<Vec<u8>, RemoteError> {
     let bytes = std::fs::read(&input.path)
         .map_err(|e| RemoteError::Local(format!("cannot read {} to send it: {e}", input.path)))?;
     if Digest::of_bytes(&bytes) != input.digest {
         return Err(RemoteError::Local(format!(
             "{} changed after it was listed",
+            input.path
+        )));
+    }
+    if let Some(name) = environ::holds_credential(&bytes, credentials) {
+        return Err(RemoteError::Env(format!(
+            "{} holds the value of {name} (its crate read it): not sent to the farm",
             input.path
         )));
     }
