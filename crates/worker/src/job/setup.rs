@@ -23,8 +23,8 @@ pub(super) async fn set_up<'a>(
     let using = toolchain(ctx, job).await?;
     check_system_inputs(ctx, job)?;
     let layout = Layout::new(job_dir, job);
-    // Each dir is a journaled create (a deep client path is milliseconds of them): made on
-    // a blocking thread while the inputs are fetched, so neither waits for the other and
+    // A deep client path is several creates on disk (milliseconds where creates are slow):
+    // made on a blocking thread while the inputs are fetched, so neither waits for the other and
     // the runtime goes on meanwhile (the question to the client goes out, its answer comes
     // in). Awaited either way: nothing may create dirs once the job dir is removed.
     let dirs = layout.dirs(job);
