@@ -16,6 +16,10 @@ Prints, per build, the median time over plain rustc, the worker's own time to an
 `--pin`: the farms (nats-server and worker) run on CPU 1, plain rustc and the client on CPU
 0, as with a worker on another machine: neither side's work (the worker putting outputs in
 the CAS after it answered, say) takes the other's CPU.
+
+Everything lives in one temp dir (`TMPDIR`): where the disk makes file creates slow (this
+VM's ext4 has no journal: a create skips every inode deleted in the last minutes), run with
+`TMPDIR=/dev/shm` to measure jetcc rather than the disk.
 """
 import argparse
 import os
