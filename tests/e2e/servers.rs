@@ -67,36 +67,31 @@ impl Nats {
 
     /// As [`Nats::start_with`], running in `cwd`.
     pub fn start_in(dir: &Path, cwd: Option<&Path>, extra: &[&str]) -> Nats {
-        let port = free_port();
-        let mut args: Vec<String> = vec![
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-sd".into(),
-            dir.join("store").to_string_lossy().into_owned(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut n = Nats {
-            port,
-            dir: dir.to_path_buf(),
-            args,
-            cwd: cwd.map(Path::to_path_buf),
-            child: None,
-        };
-        // A port taken between the check and the server's bind: another one, a few times.
-        for _ in 0..3 {
-            match n.try_start() {
-                Ok(()) => return n,
-                Err(log) if log.contains("address already in use") => {
-                    n.port = free_port();
-                    let at = n.args.iter().position(|a| a == "-p").expect("-p") + 1;
-                    n.args[at] = n.port.to_string();
-                }
-                Err(log) => panic!("nats-server did not start on port {}: {log}", n.port),
+        on_free_ports("nats-server", || {
+            let port = free_port();
+            let mut args: Vec<String> = vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-sd".into(),
+                dir.join("store").to_string_lossy().into_owned(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            // A config's own monitoring port (nats/roles.conf: 8222) would be every test
+            // server's: one of its own instead, unless the test picked one.
+            if extra.contains(&"-c") && !extra.contains(&"-m") {
+                args.extend(["-m".into(), free_port().to_string()]);
             }
-        }
-        panic!("nats-server found no free port (three were taken before it bound them)")
+            let mut n = Nats {
+                port,
+                dir: dir.to_path_buf(),
+                args,
+                cwd: cwd.map(Path::to_path_buf),
+                child: None,
+            };
+            n.try_start().map(|()| n)
+        })
     }
 
     pub fn url(&self) -> String {
@@ -180,6 +175,20 @@ impl Drop for Nats {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A server started by `start` on ports picked free: one can still be taken before the
+/// server binds it (by another test's server), so on "address already in use" it starts
+/// again on fresh ports, up to three times. `Err` carries why it did not start, with its log.
+fn on_free_ports<T>(what: &str, mut start: impl FnMut() -> Result<T, String>) -> T {
+    for _ in 0..3 {
+        match start() {
+            Ok(server) => return server,
+            Err(log) if log.contains("address already in use") => continue,
+            Err(log) => panic!("{what} did not start: {log}"),
+        }
+    }
+    panic!("{what} found no free ports: three sets were taken before it bound them")
 }
 
 fn wait_for_port(port: u16) {
@@ -383,8 +392,7 @@ impl S3 {
 
     /// As [`S3::start`], with more `weed mini` flags (e.g. `-s3.domainName=…`).
     pub fn start_with(dir: &Path, extra: &[&str]) -> S3 {
-        // Ports taken between the check and the server's binds: other ones, a few times.
-        for _ in 0..3 {
+        on_free_ports("weed mini", || {
             let port = free_port_pair();
             let data = dir.join("data");
             let mut args = vec![
@@ -410,16 +418,11 @@ impl S3 {
                 args,
                 child: None,
             };
-            match s.try_start() {
-                Ok(()) => return s,
-                Err(log) if log.contains("address already in use") => {
-                    // A fresh server: what the failed start wrote is not kept.
-                    let _ = std::fs::remove_dir_all(&data);
-                }
-                Err(log) => panic!("weed mini did not start on port {port}: {log}"),
-            }
-        }
-        panic!("weed mini found no free ports (three sets were taken before it bound them)")
+            // A fresh server: what a failed start wrote is not kept for the next try.
+            s.try_start().map(|()| s).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&data);
+            })
+        })
     }
 
     pub fn endpoint(&self) -> String {
