@@ -107,12 +107,16 @@ def main():
         plain = statistics.median(times["plain"])
         print(f"one tiny compile, {args.reps} reps: plain rustc {plain * 1000:.1f} ms")
         for i, (b, _, d) in enumerate(farms):
-            answered = [int(x) / 1e6 for x in re.findall(r"answered_us=(\d+)", (d / "w.log").read_text())][1:]
+            log = (d / "w.log").read_text()
+            phase = lambda name: [int(x) / 1e6 for x in re.findall(name + r"=(\d+)", log)][1:]
+            answered = phase("answered_us")
             wall = statistics.median(times[i])
             client = statistics.median([w - a for w, a in zip(times[i], answered)])
+            ms = lambda xs: f"{statistics.median(xs) * 1000:.2f}"
             print(f"  {b}: {wall * 1000:.1f} ms, +{(wall - plain) * 1000:.1f} ms over plain "
-                  f"(worker answered in {statistics.median(answered) * 1000:.1f} ms, the client's "
-                  f"time around it {client * 1000:.1f} ms)")
+                  f"(worker answered in {statistics.median(answered) * 1000:.1f} ms: set-up "
+                  f"{ms(phase('set_up_us'))}, jail {ms(phase('jail_us'))}, after "
+                  f"{ms(phase('cleanup_us'))} ms; the client's time around it {client * 1000:.1f} ms)")
     finally:
         for p in procs:
             p.kill()

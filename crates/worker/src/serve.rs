@@ -74,6 +74,10 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| config.cache_dir.join("worker"));
     let jobs_dir = emptied(dir.join("jobs"))?;
+    // Launchers lay the jail's system paths out there while they wait for a job.
+    launcher
+        .stage_at(emptied(dir.join("jail-stage"))?)
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
     let run_as = run_as(config.worker.run_as.as_deref())?;
     let cgroups = job_cgroups(&config);
     let (memory_limit, disk_limit) = (config.worker.memory_limit, config.worker.disk_limit);

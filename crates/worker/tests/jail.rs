@@ -3,7 +3,8 @@
 //!
 //! - Two jobs running at once are in two network namespaces, neither the worker's, where no
 //!   IP packet can go (no interface up); a later job reuses one of them.
-//! - A job's `/` holds its own files where the client has them, and is read-only.
+//! - A job's `/` holds its own files where the client has them, and is read-only; so with the
+//!   system paths staged ahead of the job, also for a job with its own file under one (`/usr`).
 //! - A launcher prepared ahead of its job is in the job's cgroups before the job comes; the
 //!   job's processes are there with it; one dropped unused is killed.
 
@@ -28,7 +29,8 @@ try:
 except OSError:
     root = 'read-only'
 src = open('/work/proj/src/lib.rs').read().strip()
-print(net, udp, root, src)
+own = [open(p).read().strip() for p in sys.argv[2:]]
+print(net, udp, root, src, *own)
 sys.stdout.flush()
 time.sleep(float(sys.argv[1]))
 ";
@@ -42,53 +44,89 @@ fn main() {
     rt.block_on(async {
         let launcher = Launcher::new(zygote).expect("a launcher");
         let tmp = tempfile::tempdir().unwrap();
-        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let own = own.to_string_lossy();
-        let (plan_a, plan_b) = (plan(tmp.path(), "a", 1.5), plan(tmp.path(), "b", 1.5));
-        let (a, b) = tokio::join!(job(&launcher, &plan_a), job(&launcher, &plan_b));
-        for (name, seen) in [("a", &a), ("b", &b)] {
-            let want = format!("errno{} read-only fn {name}() {{}}", libc::ENETUNREACH);
-            assert!(
-                seen.ends_with(&want),
-                "job {name} saw: {seen} (want …{want})"
-            );
-            assert!(
-                !seen.starts_with(&*own),
-                "job {name} ran in the worker's network namespace"
-            );
-        }
-        let net = |seen: &str| seen.split(' ').next().unwrap().to_string();
-        assert_ne!(
-            net(&a),
-            net(&b),
-            "two jobs running at once shared a network namespace"
-        );
-        let c = job(&launcher, &plan(tmp.path(), "c", 0.0)).await;
-        assert!(
-            [net(&a), net(&b)].contains(&net(&c)),
-            "a later job got a new network namespace: {c} (before: {a}, {b})"
+        let fresh = tmp.path().join("fresh");
+        jobs_confined(&launcher, &fresh).await;
+        // From here on, launchers lay the system paths out before their job comes.
+        let stage = tmp.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        launcher.stage_at(stage.clone()).unwrap();
+        let staged = tmp.path().join("staged");
+        jobs_confined(&launcher, &staged).await;
+        // Its own /usr file beside the system's /usr (python runs from there): laid out afresh.
+        let own = plan_with(&staged, "e", 0.0, &[("/usr/jetcc-own/e.txt", "own e")]);
+        let seen = job(&launcher, &own).await;
+        assert!(seen.ends_with("fn e() {} own e"), "job e saw: {seen}");
+        assert_eq!(
+            std::fs::read_dir(&stage).unwrap().count(),
+            0,
+            "the worker saw a launcher's stage"
         );
         prepared_in_cgroups(&launcher, tmp.path()).await;
     });
     println!("jail: ok");
 }
 
+/// Two jobs running at once, each in a network namespace of its own where nothing can be
+/// reached, in a read-only `/` with their own files; a later job reuses a namespace.
+async fn jobs_confined(launcher: &Launcher, dir: &Path) {
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let own = own.to_string_lossy();
+    let (plan_a, plan_b) = (plan(dir, "a", 1.5), plan(dir, "b", 1.5));
+    let (a, b) = tokio::join!(job(launcher, &plan_a), job(launcher, &plan_b));
+    for (name, seen) in [("a", &a), ("b", &b)] {
+        let want = format!("errno{} read-only fn {name}() {{}}", libc::ENETUNREACH);
+        assert!(
+            seen.ends_with(&want),
+            "job {name} saw: {seen} (want …{want})"
+        );
+        assert!(
+            !seen.starts_with(&*own),
+            "job {name} ran in the worker's network namespace"
+        );
+    }
+    let net = |seen: &str| seen.split(' ').next().unwrap().to_string();
+    assert_ne!(
+        net(&a),
+        net(&b),
+        "two jobs running at once shared a network namespace"
+    );
+    let c = job(launcher, &plan(dir, "c", 0.0)).await;
+    assert!(
+        [net(&a), net(&b)].contains(&net(&c)),
+        "a later job got a new network namespace: {c} (before: {a}, {b})"
+    );
+}
+
 /// A job root holding `/work/proj/src/lib.rs` (`fn NAME() {}`) and the plan to run the probe
 /// in it, sleeping `secs` after it reported.
 fn plan(dir: &Path, name: &str, secs: f64) -> PathBuf {
+    plan_with(dir, name, secs, &[])
+}
+
+/// [`plan`], the root also holding `own` files (jail path, text), which the probe prints.
+fn plan_with(dir: &Path, name: &str, secs: f64, own: &[(&str, &str)]) -> PathBuf {
     let base = dir.join(name);
     let root = base.join("root");
     let src = root.join("work/proj/src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(root.join("work/proj/out")).unwrap();
     std::fs::write(src.join("lib.rs"), format!("fn {name}() {{}}\n")).unwrap();
+    for (path, text) in own {
+        let file = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
     // SAFETY: geteuid cannot fail.
     let root_user = unsafe { libc::geteuid() } == 0;
     let plan = Plan {
         root,
         sysroot: None,
         program: PathBuf::from("/usr/bin/python3"),
-        args: vec!["-c".into(), PROBE.into(), secs.to_string()],
+        args: ["-c", PROBE, &secs.to_string()]
+            .into_iter()
+            .chain(own.iter().map(|(path, _)| *path))
+            .map(String::from)
+            .collect(),
         env: Vec::new(),
         cwd: PathBuf::from("/work/proj"),
         writable: vec![PathBuf::from("/work/proj/out")],

@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::zygote::{Zygote, KILL, LAUNCH, MAX_REQUEST, PREPARE, REPLY_LEN};
+use super::zygote::{Zygote, KILL, LAUNCH, MAX_REQUEST, PREPARE, REPLY_LEN, STAGE};
 use super::{sys, JailError};
 
 /// Starts jobs through the zygote; cheap to share.
@@ -39,6 +39,7 @@ enum Order {
         fds: [OwnedFd; 2],
     },
     Kill(u64),
+    Stage(PathBuf),
 }
 
 /// A launcher forked ahead of its job, in the job's cgroups, waiting for its plan. Dropped
@@ -165,6 +166,16 @@ impl Launcher {
         })
     }
 
+    /// Launchers prepared from now on lay the jail's system paths out at `dir` (an empty
+    /// dir, outside every job root) while they wait for their job: a job then starts its
+    /// compiler a millisecond sooner. Each does in a mount namespace of its own: the worker
+    /// sees `dir` stay empty.
+    pub fn stage_at(&self, dir: PathBuf) -> Result<(), JailError> {
+        self.to_driver
+            .send(Order::Stage(dir))
+            .map_err(|_| JailError::ZygoteGone)
+    }
+
     /// Starts a launcher on `plan` at once, in no cgroup of its own.
     pub fn launch(&self, plan: &Path) -> Result<Launched, JailError> {
         self.prepare(Vec::new())?.launch(plan)
@@ -204,6 +215,14 @@ async fn drive(sock: AsyncFd<OwnedFd>, mut orders: mpsc::UnboundedReceiver<Order
                         waiting.remove(&id);
                     }
                     // Our copies of the job's pipe ends close here: only the job holds them.
+                }
+                Some(Order::Stage(dir)) => {
+                    let mut msg = vec![STAGE];
+                    msg.extend_from_slice(&0u64.to_le_bytes());
+                    msg.extend_from_slice(dir.as_os_str().as_bytes());
+                    if msg.len() <= MAX_REQUEST {
+                        let _ = send(&sock, &msg, &[]).await;
+                    }
                 }
                 Some(Order::Kill(id)) => {
                     if waiting.remove(&id).is_some() {

@@ -110,28 +110,10 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
     move |source| JailError::Sys { what, source }
 }
 
-/// The launcher: builds the view in the network namespace `netns`, confines this process
-/// and runs rustc.
-///
-/// rustc runs as the first process of a new PID namespace, so that when it exits the kernel
-/// kills everything the job started, even processes that left its process group; the
-/// launcher waits for it and returns its code.
-fn launch(plan: &Plan, netns: BorrowedFd) -> Result<i32, JailError> {
-    let mut cmd = enter(plan, netns)?;
-    let mut child = cmd
-        .spawn()
-        .map_err(sys(format!("start {}", plan.program.display())))?;
-    let status = child.wait().map_err(sys("wait for rustc"))?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1))
-}
-
-fn enter(plan: &Plan, netns: BorrowedFd) -> Result<Command, JailError> {
-    // A non-root worker's zygote made the user namespace these belong to.
-    let root_user = unsafe { libc::geteuid() } == 0;
+/// A launcher's first steps, before its plan comes: its own mount and PID namespaces, the
+/// job's network namespace `netns`, and the system paths laid out at `stage` if given
+/// ([`root::Staged`]; where they cannot be, the job's plan lays them out afresh).
+fn before_plan(stage: Option<&Path>, netns: BorrowedFd) -> Result<Option<root::Staged>, JailError> {
     if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) } != 0 {
         return Err(sys("create a mount namespace (unshare)")(
             io::Error::last_os_error(),
@@ -149,6 +131,32 @@ fn enter(plan: &Plan, netns: BorrowedFd) -> Result<Command, JailError> {
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
+    let system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
+    Ok(stage.and_then(|at| root::stage(at, &system).ok()))
+}
+
+/// The launcher, after [`before_plan`]: builds the view, confines this process and runs
+/// rustc.
+///
+/// rustc runs as the first process of a new PID namespace, so that when it exits the kernel
+/// kills everything the job started, even processes that left its process group; the
+/// launcher waits for it and returns its code.
+fn launch(plan: &Plan, staged: Option<&root::Staged>) -> Result<i32, JailError> {
+    let mut cmd = enter(plan, staged)?;
+    let mut child = cmd
+        .spawn()
+        .map_err(sys(format!("start {}", plan.program.display())))?;
+    let status = child.wait().map_err(sys("wait for rustc"))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1))
+}
+
+fn enter(plan: &Plan, staged: Option<&root::Staged>) -> Result<Command, JailError> {
+    // A non-root worker's zygote made the user namespace these belong to.
+    let root_user = unsafe { libc::geteuid() } == 0;
     let mut system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
     system.extend(plan.sysroot.clone());
     let tmp = plan.root.join(JAIL_TMP.trim_start_matches('/'));
@@ -164,7 +172,7 @@ fn enter(plan: &Plan, netns: BorrowedFd) -> Result<Command, JailError> {
             chown_tree(&dir, u, g)?;
         }
     }
-    root::build(&plan.root, &system)?;
+    root::build(&plan.root, &system, staged)?;
     let root = mount::cstr(&plan.root);
     if unsafe { libc::chroot(root.as_ptr()) } != 0 {
         return Err(sys("chroot into the job root")(io::Error::last_os_error()));

@@ -4,8 +4,9 @@
 //!
 //! The worker talks to it over a unix seqpacket socket ([`super::launcher`] is that side):
 //! "prepare job N in these cgroups", "launch job N with this plan" (with the job's stdout and
-//! stderr pipes attached), "kill job N"; it answers "job N exited with code C". A prepared
-//! launcher joins its cgroups while no job waits for it, then waits for its plan, which the
+//! stderr pipes attached), "kill job N", "stage at this dir"; it answers "job N exited with
+//! code C". A prepared launcher joins its cgroups, makes its namespaces and lays out the
+//! jail's system paths ([`super::root::stage`]) while no job waits for it, then waits for its plan, which the
 //! zygote forwards; it runs [`super::launch`] with a network namespace from the zygote's pool
 //! and exits with rustc's code.
 //!
@@ -31,6 +32,8 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHU
 pub(super) const LAUNCH: u8 = 1;
 pub(super) const KILL: u8 = 2;
 pub(super) const PREPARE: u8 = 3;
+/// Where launchers prepared from now on stage the jail's system paths ([`super::root`]).
+pub(super) const STAGE: u8 = 4;
 /// Largest request: a kind, a job number and a plan file's path (or `cgroup.procs` paths).
 pub(super) const MAX_REQUEST: usize = 9 + 4096;
 /// The answer: job `id` exited with `code` (`-1` if its launcher was killed).
@@ -85,6 +88,8 @@ struct State {
     /// Network namespaces no job holds.
     spare: Vec<OwnedFd>,
     null: OwnedFd,
+    /// The dir launchers lay the jail's system paths out at, each in its own namespace.
+    stage: Option<PathBuf>,
 }
 
 struct Setup {
@@ -121,6 +126,7 @@ fn run(sock: OwnedFd, worker: libc::pid_t) -> ! {
         failed: Vec::new(),
         spare: Vec::new(),
         null,
+        stage: None,
     };
     loop {
         if !state.serve_once() {
@@ -261,6 +267,7 @@ impl State {
                     unsafe { libc::kill(r.pid, libc::SIGKILL) };
                 }
             }
+            STAGE => self.stage = Some(path(&request[9..])),
             PREPARE => {
                 let procs: Vec<PathBuf> = request[9..]
                     .split(|&b| b == 0)
@@ -372,8 +379,9 @@ fn lend_new_netns(home: RawFd) -> io::Result<OwnedFd> {
     made
 }
 
-/// The forked launcher: in the job's cgroups (`procs`) at once, then, once its plan and the
-/// job's stdio came on `plan_from`, the jail built, rustc run and waited for.
+/// The forked launcher: in the job's cgroups (`procs`) at once, its namespaces made and the
+/// system paths staged, then, once its plan and the job's stdio came on `plan_from`, the jail
+/// built, rustc run and waited for.
 fn launcher(state: &State, procs: &[PathBuf], plan_from: OwnedFd, netns: BorrowedFd) -> ! {
     // SAFETY: getppid, prctl, close and _exit touch no memory of ours.
     unsafe {
@@ -395,6 +403,10 @@ fn launcher(state: &State, procs: &[PathBuf], plan_from: OwnedFd, netns: Borrowe
         std::fs::write(procs, std::process::id().to_string())
             .map_err(|e| format!("cannot join the job's cgroup ({}): {e}", procs.display()))
     });
+    // While no job waits: told to the job, if it failed, once its stderr is here.
+    let staged = joined
+        .map_err(JailError::Cgroup)
+        .and_then(|()| super::before_plan(state.stage.as_deref(), netns));
     let (plan, fds) = match super::launcher::receive(plan_from.as_fd(), MAX_REQUEST) {
         Ok((plan, fds)) if !plan.is_empty() && fds.len() == 2 => (plan, fds),
         // SAFETY: leaving without running the forked copy's destructors.
@@ -413,10 +425,7 @@ fn launcher(state: &State, procs: &[PathBuf], plan_from: OwnedFd, netns: Borrowe
     drop(fds);
     use std::os::unix::ffi::OsStrExt;
     let plan = std::path::Path::new(std::ffi::OsStr::from_bytes(&plan));
-    let code = match joined
-        .map_err(JailError::Cgroup)
-        .and_then(|()| run_plan(plan, netns))
-    {
+    let code = match staged.and_then(|staged| run_plan(plan, staged.as_ref())) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{LAUNCH_ERROR_PREFIX}cannot start the job's rustc: {e}");
@@ -427,8 +436,11 @@ fn launcher(state: &State, procs: &[PathBuf], plan_from: OwnedFd, netns: Borrowe
     unsafe { libc::_exit(code) }
 }
 
-fn run_plan(plan: &std::path::Path, netns: BorrowedFd) -> Result<i32, JailError> {
+fn run_plan(
+    plan: &std::path::Path,
+    staged: Option<&super::root::Staged>,
+) -> Result<i32, JailError> {
     let bytes = std::fs::read(plan).map_err(sys(format!("read the plan {}", plan.display())))?;
     let plan: Plan = serde_json::from_slice(&bytes).map_err(|e| JailError::Plan(e.to_string()))?;
-    super::launch(&plan, netns)
+    super::launch(&plan, staged)
 }

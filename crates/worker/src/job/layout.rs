@@ -37,8 +37,8 @@ impl Layout {
         }
     }
 
-    /// The job root's dirs on the worker's disk: the out-dir, the cwd and every dir the
-    /// job lists.
+    /// The job root's dirs on the worker's disk: the out-dir, the cwd, the jail's tmp dir
+    /// (here, its launcher does not wait for it) and every dir the job lists.
     pub(super) fn dirs(&self, job: &JobRequest) -> Vec<PathBuf> {
         let listed = job
             .dirs
@@ -47,6 +47,7 @@ impl Layout {
         [
             self.out_in_root.clone(),
             jail::inside(&self.root, Path::new(&job.cwd)),
+            jail::inside(&self.root, Path::new(jail::JAIL_TMP)),
         ]
         .into_iter()
         .chain(listed)
