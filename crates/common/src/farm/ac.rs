@@ -18,9 +18,12 @@ impl Resources {
     pub async fn get_manifest(&self, invocation: &Digest) -> Result<Manifest, FarmError> {
         let bytes = self
             .ac
-            .get(manifest_key(invocation))
-            .await
-            .map_err(|e| FarmError::other("cannot read a shared manifest", e))?;
+            .get(
+                &self.farm,
+                &manifest_key(invocation),
+                "cannot read a shared manifest",
+            )
+            .await?;
         Ok(bytes.map(|b| Manifest::decode(&b)).unwrap_or_default())
     }
 
@@ -28,9 +31,8 @@ impl Resources {
     pub async fn get_entry(&self, key: &Digest) -> Result<Option<CacheEntry>, FarmError> {
         let bytes = self
             .ac
-            .get(entry_key(key))
-            .await
-            .map_err(|e| FarmError::other("cannot read a shared entry", e))?;
+            .get(&self.farm, &entry_key(key), "cannot read a shared entry")
+            .await?;
         Ok(bytes.and_then(|b| CacheEntry::decode(&b)))
     }
 
@@ -56,15 +58,14 @@ impl Resources {
         found: ManifestEntry,
         entry: &CacheEntry,
     ) -> Result<(), FarmError> {
-        self.ac
-            .put(entry_key(&found.key), Bytes::from(entry.encode()))
+        let ac = self.ac.store(&self.farm).await?;
+        ac.put(entry_key(&found.key), Bytes::from(entry.encode()))
             .await
             .map_err(|e| FarmError::other("cannot write a shared entry", e))?;
         // Read-modify-write: a concurrent writer's entry may be lost, which costs one miss.
         let mut manifest = self.get_manifest(invocation).await?;
         manifest.insert(found);
-        self.ac
-            .put(manifest_key(invocation), Bytes::from(manifest.encode()))
+        ac.put(manifest_key(invocation), Bytes::from(manifest.encode()))
             .await
             .map_err(|e| FarmError::other("cannot write a shared manifest", e))?;
         Ok(())
@@ -76,6 +77,8 @@ impl Resources {
     pub async fn put_paths_mark(&self, mode: PathsMode, mark: &PathsMark) -> Result<(), FarmError> {
         let put = async {
             self.ac
+                .store(&self.farm)
+                .await?
                 .put(mark_name(mode), Bytes::from(mark.encode()))
                 .await
                 .map(|_| ())
@@ -89,14 +92,13 @@ impl Resources {
     pub async fn get_paths_mark(&self, mode: PathsMode) -> Result<Option<PathsMark>, FarmError> {
         let bytes = self
             .ac
-            .get(mark_name(mode))
-            .await
-            .map_err(|e| FarmError::other("cannot read the paths mark", e))?;
+            .get(&self.farm, &mark_name(mode), "cannot read the paths mark")
+            .await?;
         Ok(bytes.and_then(|b| PathsMark::decode(&b)))
     }
 
     /// `jetcc --check`: writes a probe blob and key, reads them back and deletes them (only
-    /// reads when `read_only`).
+    /// reads when `read_only`); a deleted key must read as none.
     pub async fn check(&self, read_only: bool) -> Result<(), FarmError> {
         let probe = format!(
             "jetcc check {} {}",
@@ -112,21 +114,24 @@ impl Resources {
         let back = self.cas.get(&digest).await?;
         self.cas.delete(&digest).await?;
         let key = format!("check.{}", digest.hex());
-        self.ac
-            .put(&key, Bytes::from(probe.clone()))
+        let ac = self.ac.store(&self.farm).await?;
+        ac.put(&key, Bytes::from(probe.clone()))
             .await
             .map_err(|e| FarmError::other("cannot write to the AC bucket", e))?;
         let got = self
             .ac
-            .get(&key)
-            .await
-            .map_err(|e| FarmError::other("cannot read the AC bucket", e))?;
+            .get(&self.farm, &key, "cannot read the AC bucket")
+            .await?;
         // A delete marker, not a purge: the bucket takes no rollups (see `Farm::seal`).
-        self.ac
-            .delete(&key)
+        ac.delete(&key)
             .await
             .map_err(|e| FarmError::other("cannot delete from the AC bucket", e))?;
-        if back != probe.as_bytes() || got.as_deref() != Some(probe.as_bytes()) {
+        // Read as none now: the marker a delete leaves is no value.
+        let gone = self
+            .ac
+            .get(&self.farm, &key, "cannot read the AC bucket")
+            .await?;
+        if back != probe.as_bytes() || got.as_deref() != Some(probe.as_bytes()) || gone.is_some() {
             return Err(FarmError::new(
                 FarmErrorKind::Corrupt,
                 "the server gave back other bytes than were written",

@@ -137,9 +137,9 @@ impl Resources {
         if u128::from(used) * 100 <= u128::from(max_bytes) * u128::from(policy.high_water) {
             return Ok(GcOutcome::BelowHighWater { used, max_bytes });
         }
-        let Some(lock) = GcLock::acquire(&self.workers, holder).await? else {
-            let holder = self
-                .workers
+        let workers = self.workers.store(&self.farm).await?;
+        let Some(lock) = GcLock::acquire(workers, holder).await? else {
+            let holder = workers
                 .get(GC_LOCK_KEY)
                 .await
                 .ok()

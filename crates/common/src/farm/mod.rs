@@ -8,6 +8,7 @@
 //! through `get` would exhaust it; direct gets open none. See [`cas`].
 
 pub mod ac;
+mod bucket;
 pub mod cas;
 pub mod delivery;
 pub mod events;

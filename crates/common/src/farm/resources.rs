@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::{consumer, kv, stream};
 use bytes::Bytes;
 
+use super::bucket::Bucket;
 use super::{Cas, Farm, FarmError, FarmErrorKind};
 use crate::protocol::job::JobState;
 use crate::protocol::timing::{ACK_WAIT, HEARTBEAT_TTL};
@@ -28,8 +29,8 @@ pub struct Resources {
     /// Opened without a stream info request (see [`Farm::open_resources`]).
     pub(crate) jobs: stream::Stream<()>,
     pub cas: Cas,
-    pub(crate) ac: kv::Store,
-    pub(crate) workers: kv::Store,
+    pub(crate) ac: Bucket,
+    pub(crate) workers: Bucket,
 }
 
 impl Farm {
@@ -112,12 +113,16 @@ impl Farm {
         for stream in [&jobs, &ac.stream, &workers.stream] {
             self.seal(stream).await;
         }
+        let (ac, workers) = (
+            Bucket::of(self, ac).await?,
+            Bucket::of(self, workers).await?,
+        );
         self.opened(ac, workers).await
     }
 
-    /// The resources, with `ac` and `workers` open: the jobs and CAS streams need no stream
-    /// info (only their names: direct gets, publishes, consumers).
-    async fn opened(&self, ac: kv::Store, workers: kv::Store) -> Result<Resources, FarmError> {
+    /// The resources: the streams need no stream info (only their names: direct gets,
+    /// publishes, consumers), nor do the buckets until written (see [`Bucket`]).
+    async fn opened(&self, ac: Bucket, workers: Bucket) -> Result<Resources, FarmError> {
         let n = &self.names;
         let bad = |e| FarmError::other("an invalid stream name", e);
         // No request is made: the handles only carry the names.
@@ -168,36 +173,22 @@ impl Farm {
         }
     }
 
-    /// Opens the resources a worker has created; [`FarmErrorKind::NotSetUp`] if there are none.
+    /// Opens the resources a worker has created; [`FarmErrorKind::NotSetUp`] if there are none
+    /// (told by the buckets' stream info, which every role may read).
     pub async fn open_resources(&self) -> Result<Resources, FarmError> {
+        let res = self.resources().await?;
+        let (ac, workers) = tokio::join!(res.ac.store(self), res.workers.store(self));
+        ac.and(workers)?;
+        Ok(res)
+    }
+
+    /// The farm's resources, opened without a request: for a wrapper process, whose first
+    /// read tells whether the farm is set up ([`FarmErrorKind::NotSetUp`] where it is not;
+    /// see [`Resources::set_up_and_retry`]).
+    pub async fn resources(&self) -> Result<Resources, FarmError> {
         let n = &self.names;
-        let not_set_up = |what: &str, e: &dyn std::fmt::Display| {
-            FarmError::new(
-                FarmErrorKind::NotSetUp,
-                format!(
-                    "the farm's {what} is missing on {} ({e}): start a jetcc-worker once",
-                    self.url
-                ),
-            )
-        };
-        // Two lookups, at once (a KV handle needs its stream's info). The jobs and CAS
-        // streams, created with these buckets by the first worker, are opened by name only,
-        // as the CAS's object store is read without its handle: three stream info requests
-        // less per wrapper process (a stream info is one of the server's costliest replies).
-        let (ac, workers) = tokio::join!(
-            self.js.get_key_value(n.ac_bucket()),
-            self.js.get_key_value(n.workers_bucket()),
-        );
-        let ac = match ac {
-            Ok(ac) => ac,
-            // Tell a server without JetStream (or too old) from a farm never set up; the
-            // check costs a round trip, so only here.
-            Err(e) => {
-                self.check_jetstream().await?;
-                return Err(not_set_up("result bucket", &e));
-            }
-        };
-        let workers = workers.map_err(|e| not_set_up("workers bucket", &e))?;
+        let ac = Bucket::named(self, n.ac_bucket()).await?;
+        let workers = Bucket::named(self, n.workers_bucket()).await?;
         self.opened(ac, workers).await
     }
 
@@ -314,6 +305,22 @@ impl Farm {
 }
 
 impl Resources {
+    /// Runs `op`; where it finds the farm not set up (a server used as a shared cache before
+    /// any worker started), sets the farm up as a worker would (idempotently) and runs it
+    /// again. A user who may not create it keeps the `NotSetUp` error.
+    pub async fn set_up_and_retry<T>(
+        &self,
+        op: impl AsyncFn(&Resources) -> Result<T, FarmError>,
+    ) -> Result<T, FarmError> {
+        match op(self).await {
+            Err(e) if e.kind == FarmErrorKind::NotSetUp => {
+                self.farm.ensure_resources().await.map_err(|_| e)?;
+                op(self).await
+            }
+            other => other,
+        }
+    }
+
     /// The durable pull consumer the workers of one [`Filing`](super::Filing) share;
     /// created if missing.
     /// Workers reach it as a [`super::JobQueue`].
@@ -366,10 +373,11 @@ impl Resources {
                     .iter()
                     .map(|h| WorkerStatus::shipped_key(h)),
             );
+        let workers = self.workers.store(&self.farm).await?;
         let mut rtt = None;
         for key in keys.chain([WorkerStatus::key(&status.id)]) {
             let start = std::time::Instant::now();
-            self.workers
+            workers
                 .put(key, bytes.clone())
                 .await
                 .map_err(|e| FarmError::other("cannot write the heartbeat", e))?;
@@ -379,13 +387,17 @@ impl Resources {
     }
 
     pub async fn remove_heartbeat(&self, id: &str) {
-        let _ = self.workers.delete(WorkerStatus::key(id)).await;
+        if let Ok(workers) = self.workers.store(&self.farm).await {
+            let _ = workers.delete(WorkerStatus::key(id)).await;
+        }
     }
 
     /// Records the state of the job whose dedup key is `dedup` (it expires with the bucket's
     /// TTL unless refreshed).
     pub async fn put_job_state(&self, dedup: &Digest, state: &JobState) -> Result<(), FarmError> {
         self.workers
+            .store(&self.farm)
+            .await?
             .put(JobState::key(dedup), state.encode().into())
             .await
             .map(drop)
@@ -396,9 +408,12 @@ impl Resources {
     pub async fn job_state(&self, dedup: &Digest) -> Result<Option<JobState>, FarmError> {
         let entry = self
             .workers
-            .get(JobState::key(dedup))
-            .await
-            .map_err(|e| FarmError::other("cannot read the job state", e))?;
+            .get(
+                &self.farm,
+                &JobState::key(dedup),
+                "cannot read the job state",
+            )
+            .await?;
         entry
             .map(|b| JobState::decode(&b))
             .transpose()
@@ -413,9 +428,12 @@ impl Resources {
     ) -> Result<Option<WorkerStatus>, FarmError> {
         let entry = self
             .workers
-            .get(WorkerStatus::toolchain_key(toolchain))
-            .await
-            .map_err(|e| FarmError::other("cannot read heartbeats", e))?;
+            .get(
+                &self.farm,
+                &WorkerStatus::toolchain_key(toolchain),
+                "cannot read heartbeats",
+            )
+            .await?;
         Ok(entry
             .and_then(|b| WorkerStatus::decode(&b).ok())
             .filter(|s| s.is_fresh(SystemTime::now())))
@@ -429,9 +447,12 @@ impl Resources {
     ) -> Result<Option<WorkerStatus>, FarmError> {
         let entry = self
             .workers
-            .get(WorkerStatus::shipped_key(host_triple))
-            .await
-            .map_err(|e| FarmError::other("cannot read heartbeats", e))?;
+            .get(
+                &self.farm,
+                &WorkerStatus::shipped_key(host_triple),
+                "cannot read heartbeats",
+            )
+            .await?;
         Ok(entry
             .and_then(|b| WorkerStatus::decode(&b).ok())
             .filter(|s| s.is_fresh(SystemTime::now())))
@@ -442,9 +463,9 @@ impl Resources {
     /// read-only monitor needs consumer rights for.
     pub async fn live_workers(&self) -> Result<Vec<WorkerStatus>, FarmError> {
         use futures_util::TryStreamExt;
-        let filter = format!("{}{}>", self.workers.prefix, WorkerStatus::KEY_PREFIX);
-        let subjects: Vec<(String, usize)> = self
-            .workers
+        let workers = self.workers.store(&self.farm).await?;
+        let filter = format!("{}{}>", workers.prefix, WorkerStatus::KEY_PREFIX);
+        let subjects: Vec<(String, usize)> = workers
             .stream
             .info_with_subjects(filter)
             .await
@@ -454,8 +475,8 @@ impl Resources {
             .map_err(|e| FarmError::other("cannot list workers", e))?;
         // Owned futures, all at once: one direct get per worker.
         let gets = subjects.into_iter().filter_map(|(subject, _)| {
-            let key = subject.strip_prefix(&self.workers.prefix)?.to_owned();
-            let store = self.workers.clone();
+            let key = subject.strip_prefix(&workers.prefix)?.to_owned();
+            let store = workers.clone();
             Some(async move { store.get(key).await })
         });
         let now = SystemTime::now();
@@ -528,11 +549,9 @@ impl Resources {
             status.redelivered += info.num_redelivered as u64;
             status.acked += info.ack_floor.consumer_sequence;
         }
-        let (jobs, ac, cas) = tokio::join!(
-            self.jobs.get_info(),
-            self.ac.status(),
-            self.cas.stream_info()
-        );
+        let ac = self.ac.store(&self.farm).await?;
+        let (jobs, ac, cas) =
+            tokio::join!(self.jobs.get_info(), ac.status(), self.cas.stream_info());
         status.usage = vec![
             Usage::of(&jobs.map_err(|e| read(&e))?),
             Usage::of(&ac.map_err(|e| read(&e))?.info),

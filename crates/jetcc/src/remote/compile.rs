@@ -103,7 +103,9 @@ async fn worth_sending(
     r: &RemoteCompile<'_>,
     start: Instant,
 ) -> Result<Route, RemoteError> {
-    let (worker, route) = match res.serving_worker(r.toolchain).await? {
+    // The first read where the shared cache was not (see `JetStreamTier::manifest`).
+    let serving = res.set_up_and_retry(async |res| res.serving_worker(r.toolchain).await);
+    let (worker, route) = match serving.await? {
         Some(w) => (
             w,
             Route {

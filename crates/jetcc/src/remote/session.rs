@@ -31,11 +31,11 @@ impl Session {
             .enable_all()
             .build()
             .map_err(|e| RemoteError::Local(format!("cannot start an async runtime: {e}")))?;
+        // No request beyond the connection's: the first read tells whether the farm is set
+        // up, and sets it up where it is not (`Resources::set_up_and_retry`).
         let res = rt.block_on(async {
             let farm = Farm::connect(farm, "jetcc", Lifetime::Wrapper).await?;
-            // A server used as a shared cache before any worker started: set it up (as a
-            // worker would, idempotently); where this client may not, it stays an error.
-            farm.open_or_set_up().await
+            farm.resources().await
         })?;
         Ok(Session {
             rt,

@@ -32,9 +32,15 @@ impl Tier for JetStreamTier {
         !self.read_only
     }
 
+    /// A wrapper's first read: a server used as a shared cache before any worker started
+    /// is set up here (as a worker would, idempotently); where this client may not, it
+    /// stays an error.
     fn manifest(&self, invocation: &Digest) -> Result<Manifest, TierFailure> {
         let s = &self.session;
-        Ok(s.rt.block_on(s.res.get_manifest(invocation))?)
+        let read = s
+            .res
+            .set_up_and_retry(async |res| res.get_manifest(invocation).await);
+        Ok(s.rt.block_on(read)?)
     }
 
     fn entry(&self, key: &Digest) -> Result<Option<CacheEntry>, TierFailure> {
