@@ -12,7 +12,9 @@
 //! launcher lays them out in a tmpfs of its own while it waits for its job ([`stage`]) and
 //! moves that tmpfs onto the job root when the plan comes; only the job's entries and the
 //! sysroot are left to place. A job with its own entry where the stage bound a system path
-//! gets a tmpfs laid out afresh, as before.
+//! gets a tmpfs laid out afresh, as before. A file bound singly (`/etc/passwd`,
+//! `/etc/ld.so.cache`) is then the worker's as it was when the launcher was prepared, not when
+//! its job came; the dirs (`/usr` …) show their contents as they are.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
