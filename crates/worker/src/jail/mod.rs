@@ -110,6 +110,15 @@ fn sys(what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
     move |source| JailError::Sys { what, source }
 }
 
+/// The worker's paths every job sees read-only, and a rustc's `sysroot`.
+fn system_paths(sysroot: Option<&Path>) -> Vec<PathBuf> {
+    SYSTEM
+        .iter()
+        .map(PathBuf::from)
+        .chain(sysroot.map(Path::to_path_buf))
+        .collect()
+}
+
 /// A launcher's first steps, before its plan comes: its own mount and PID namespaces, the
 /// job's network namespace `netns`, and the system paths laid out at `stage` if given
 /// ([`root::Staged`]; where they cannot be, the job's plan lays them out afresh).
@@ -131,8 +140,7 @@ fn before_plan(stage: Option<&Path>, netns: BorrowedFd) -> Result<Option<root::S
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
-    let system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
-    Ok(stage.and_then(|at| root::stage(at, &system).ok()))
+    Ok(stage.and_then(|at| root::stage(at, &system_paths(None)).ok()))
 }
 
 /// The launcher, after [`before_plan`]: builds the view, confines this process and runs
@@ -157,8 +165,7 @@ fn launch(plan: &Plan, staged: Option<&root::Staged>) -> Result<i32, JailError> 
 fn enter(plan: &Plan, staged: Option<&root::Staged>) -> Result<Command, JailError> {
     // A non-root worker's zygote made the user namespace these belong to.
     let root_user = unsafe { libc::geteuid() } == 0;
-    let mut system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
-    system.extend(plan.sysroot.clone());
+    let system = system_paths(plan.sysroot.as_deref());
     let tmp = plan.root.join(JAIL_TMP.trim_start_matches('/'));
     std::fs::create_dir_all(&tmp).map_err(sys("create the jail's tmp dir"))?;
     if let Some((u, g)) = plan.run_as {

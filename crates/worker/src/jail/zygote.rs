@@ -6,9 +6,9 @@
 //! "prepare job N in these cgroups", "launch job N with this plan" (with the job's stdout and
 //! stderr pipes attached), "kill job N", "stage at this dir"; it answers "job N exited with
 //! code C". A prepared launcher joins its cgroups, makes its namespaces and lays out the
-//! jail's system paths ([`super::root::stage`]) while no job waits for it, then waits for its plan, which the
-//! zygote forwards; it runs [`super::launch`] with a network namespace from the zygote's pool
-//! and exits with rustc's code.
+//! jail's system paths ([`super::root::stage`]) while no job waits for it, then waits for
+//! its plan, which the zygote forwards; it runs [`super::launch`] with a network namespace
+//! from the zygote's pool and exits with rustc's code.
 //!
 //! What it keeps for all jobs:
 //! - a non-root worker's user namespace (its uid mapped to itself), made once: the jails'
